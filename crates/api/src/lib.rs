@@ -1,0 +1,1 @@
+//! stratus-api (in progress).

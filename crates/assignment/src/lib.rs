@@ -1,0 +1,1 @@
+//! stratus-assignment (in progress).

@@ -1,0 +1,1 @@
+//! stratus-code (in progress).

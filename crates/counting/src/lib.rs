@@ -1,0 +1,1 @@
+//! stratus-counting (in progress).

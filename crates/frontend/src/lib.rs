@@ -1,0 +1,1 @@
+//! stratus-frontend (in progress).

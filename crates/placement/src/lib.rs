@@ -1,0 +1,1 @@
+//! stratus-placement (in progress).

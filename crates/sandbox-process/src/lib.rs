@@ -1,0 +1,1 @@
+//! stratus-sandbox-process (in progress).

@@ -1,0 +1,168 @@
+//! The sandbox interface: what the worker asks of an isolation backend.
+//!
+//! A sandbox runs exactly one function version's runtime process, isolated
+//! from the host and from every other sandbox. This crate owns the *contract*
+//! (what a sandbox must provide, what the worker may ask of it) and nothing
+//! else: it does no I/O and holds no `unsafe`. Each isolation technology is a
+//! crate of its own implementing [`SandboxBackend`] (`stratus-sandbox-process`
+//! for Linux namespaces today; a microVM backend fits the same trait).
+//!
+//! The one thing a backend must get right beyond isolation is the Runtime API
+//! channel: the runtime inside must reach `AWS_LAMBDA_RUNTIME_API` and nothing
+//! else on the host. A backend therefore hands the worker a listener that
+//! lives *inside* the sandbox's network ([`RuntimeApiListener`]); the worker
+//! serves that sandbox's Runtime API on it, so every connection accepted there
+//! is known to come from that sandbox.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+
+/// Everything a backend needs to start one sandbox.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    /// Unique id of this sandbox (also used to name its cgroup and scratch dir).
+    pub id: String,
+    /// Host directory holding the unzipped function code, mounted read-only at `/var/task`.
+    pub code_dir: PathBuf,
+    /// Host directory with the runtime's own files (bootstraps), mounted read-only at `/var/runtime`.
+    pub runtime_dir: Option<PathBuf>,
+    /// Host directory to mount read-only at `/opt` (layers), if any.
+    pub opt_dir: Option<PathBuf>,
+    /// Program and arguments, as seen inside the sandbox (e.g. `/usr/bin/python3 /var/runtime/bootstrap.py`).
+    pub argv: Vec<String>,
+    /// Complete environment of the runtime process (nothing is inherited from the host).
+    pub env: BTreeMap<String, String>,
+    /// Working directory inside the sandbox.
+    pub cwd: PathBuf,
+    /// Limits the backend enforces.
+    pub limits: SandboxLimits,
+    /// TCP port on the sandbox's own loopback where the Runtime API is served.
+    pub runtime_api_port: u16,
+    /// Host name the sandbox sees.
+    pub hostname: String,
+}
+
+/// Resource limits of one sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SandboxLimits {
+    /// Memory limit in MiB (the function's MemorySize).
+    pub memory_mb: u64,
+    /// Size of the writable `/tmp` in MiB (the function's EphemeralStorage).
+    pub tmp_mb: u64,
+    /// Maximum number of processes/threads.
+    pub max_pids: u64,
+    /// Maximum number of open file descriptors.
+    pub max_fds: u64,
+}
+
+/// How a sandboxed runtime process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ExitStatus {
+    /// Exited with this code.
+    Code(i32),
+    /// Killed by this signal number.
+    Signal(i32),
+}
+
+impl std::fmt::Display for ExitStatus {
+    /// Formats like Go's `os.ProcessState`, which is what Lambda's error messages print.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitStatus::Code(c) => write!(f, "exit status {c}"),
+            ExitStatus::Signal(9) => f.write_str("signal: killed"),
+            ExitStatus::Signal(15) => f.write_str("signal: terminated"),
+            ExitStatus::Signal(11) => f.write_str("signal: segmentation fault"),
+            ExitStatus::Signal(6) => f.write_str("signal: aborted"),
+            ExitStatus::Signal(s) => write!(f, "signal: {s}"),
+        }
+    }
+}
+
+/// The listener on which the worker serves one sandbox's Runtime API.
+#[derive(Debug)]
+pub enum RuntimeApiListener {
+    /// A TCP socket bound inside the sandbox's network namespace. Connections
+    /// accepted on it can only come from inside that sandbox.
+    Tcp(std::net::TcpListener),
+}
+
+/// Resource usage of a sandbox, read from the backend's accounting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SandboxUsage {
+    /// Peak memory use in bytes since the sandbox started (or since the last reset).
+    pub memory_peak_bytes: u64,
+    /// Current memory use in bytes.
+    pub memory_current_bytes: u64,
+}
+
+/// Errors a backend reports.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The sandbox could not be created; the message says which step failed.
+    #[error("creating sandbox {id}: {step}: {message}")]
+    Create {
+        id: String,
+        step: &'static str,
+        message: String,
+    },
+    /// The host lacks something the backend needs.
+    #[error("sandbox backend unavailable: {0}")]
+    Unavailable(String),
+    /// Reading or changing a running sandbox failed.
+    #[error("sandbox {id}: {message}")]
+    Io { id: String, message: String },
+}
+
+/// A running sandbox. Dropping it must kill everything inside and release
+/// every kernel object the backend created for it.
+#[async_trait]
+pub trait Sandbox: Send + Sync + std::fmt::Debug {
+    /// The id from the spec.
+    fn id(&self) -> &str;
+
+    /// Takes the listener the worker serves this sandbox's Runtime API on.
+    /// Returns `None` after the first call.
+    fn take_runtime_api_listener(&mut self) -> Option<RuntimeApiListener>;
+
+    /// Takes the combined stdout+stderr stream of the runtime. `None` after the first call.
+    fn take_output(&mut self) -> Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>;
+
+    /// Waits until the runtime process (and with it the sandbox) has ended.
+    /// May be called again after it returned; returns the same status.
+    async fn wait(&mut self) -> ExitStatus;
+
+    /// Kills everything in the sandbox at once. Idempotent.
+    fn kill(&self);
+
+    /// Current resource usage.
+    fn usage(&self) -> SandboxUsage;
+
+    /// Resets the peak-memory counter (called before each invoke so the REPORT
+    /// line shows that invoke's peak). Backends that cannot reset do nothing.
+    fn reset_peak(&self) {}
+}
+
+/// An isolation technology that can create sandboxes.
+#[async_trait]
+pub trait SandboxBackend: Send + Sync + std::fmt::Debug {
+    /// Short name for logs and `stratus doctor` (e.g. `process`).
+    fn name(&self) -> &'static str;
+
+    /// Creates and starts a sandbox. When this returns, the runtime process has
+    /// been started inside the sandbox (it may not have called the Runtime API yet).
+    async fn spawn(&self, spec: SandboxSpec) -> Result<Box<dyn Sandbox>, SandboxError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_status_formats_like_lambda() {
+        assert_eq!(ExitStatus::Code(127).to_string(), "exit status 127");
+        assert_eq!(ExitStatus::Signal(9).to_string(), "signal: killed");
+        assert_eq!(ExitStatus::Signal(10).to_string(), "signal: 10");
+    }
+}

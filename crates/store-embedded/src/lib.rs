@@ -1,0 +1,1 @@
+//! stratus-store-embedded (in progress).

@@ -1,0 +1,1 @@
+//! Conformance suite every `MetaStore`/`BlobStore` backend runs (filled in by the store work).

@@ -1,0 +1,284 @@
+//! Identifiers, names and limits of Stratus, as plain values.
+//!
+//! Everything here is pure: parsing and validating what a user typed (function
+//! names, ARNs, qualifiers, runtime ids) and the numeric limits Lambda
+//! documents. No I/O, no async, no knowledge of HTTP. Other crates turn the
+//! errors returned here into Lambda error documents.
+
+use std::fmt;
+
+pub mod limits;
+pub mod runtime;
+
+pub use runtime::{Runtime, RuntimeFamily};
+
+/// A 12-digit AWS-style account id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct AccountId(String);
+
+/// The account a local server uses when no other is configured.
+pub const DEFAULT_ACCOUNT: &str = "000000000000";
+/// The region used when a request's credential scope names none.
+pub const DEFAULT_REGION: &str = "us-east-1";
+
+impl AccountId {
+    /// Parses a 12-digit account id.
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        if s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit()) {
+            Ok(AccountId(s.to_owned()))
+        } else {
+            Err(NameError::Account(s.to_owned()))
+        }
+    }
+
+    /// The default local account.
+    pub fn default_local() -> Self {
+        AccountId(DEFAULT_ACCOUNT.to_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for AccountId {
+    type Error = NameError;
+    fn try_from(s: String) -> Result<Self, NameError> {
+        AccountId::parse(&s)
+    }
+}
+
+impl From<AccountId> for String {
+    fn from(a: AccountId) -> String {
+        a.0
+    }
+}
+
+impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why a name, ARN or id was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("account id {0:?} is not 12 digits")]
+    Account(String),
+    /// Does not match Lambda's FunctionName pattern.
+    #[error("function name {0:?} does not match the FunctionName pattern")]
+    FunctionPattern(String),
+    /// Longer than the 64 characters a plain function name may have.
+    #[error("function name {0:?} is longer than 64 characters")]
+    FunctionTooLong(String),
+    /// An ARN naming another account than the caller's.
+    #[error("ARN {arn:?} belongs to account {account}, not the caller's")]
+    ForeignAccount { arn: String, account: String },
+    /// A qualifier that does not match `$LATEST|[a-zA-Z0-9-_]+`.
+    #[error("qualifier {0:?} does not match the Qualifier pattern")]
+    Qualifier(String),
+}
+
+/// The regular expression Lambda's model gives for FunctionName parameters,
+/// quoted in validation messages.
+pub const FUNCTION_NAME_PATTERN: &str = "(arn:(aws[a-zA-Z-]*)?:lambda:)?([a-z]{2}(-gov)?-[a-z]+-\\d{1}:)?(\\d{12}:)?(function:)?([a-zA-Z0-9-_\\.]+)(:(\\$LATEST|[a-zA-Z0-9-_]+))?";
+/// The pattern for Qualifier parameters.
+pub const QUALIFIER_PATTERN: &str = "(|[a-zA-Z0-9$_-]+)";
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '-' || c == '_'
+}
+
+/// Validates a plain function name as CreateFunction requires it:
+/// 1-64 characters of `[a-zA-Z0-9-_]`.
+pub fn validate_function_name(name: &str) -> Result<(), NameError> {
+    if name.is_empty() || !name.chars().all(is_name_char) {
+        return Err(NameError::FunctionPattern(name.to_owned()));
+    }
+    if name.len() > 64 {
+        return Err(NameError::FunctionTooLong(name.to_owned()));
+    }
+    Ok(())
+}
+
+/// Validates a version or alias qualifier.
+pub fn validate_qualifier(q: &str) -> Result<(), NameError> {
+    if q == "$LATEST" || (!q.is_empty() && q.len() <= 128 && q.chars().all(is_name_char)) {
+        Ok(())
+    } else {
+        Err(NameError::Qualifier(q.to_owned()))
+    }
+}
+
+/// A FunctionName parameter as the API accepts it: a name, a full ARN or a
+/// partial ARN (`123456789012:function:name`), each optionally with a qualifier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionRef {
+    pub name: String,
+    pub account: Option<AccountId>,
+    pub region: Option<String>,
+    pub qualifier: Option<String>,
+}
+
+impl FunctionRef {
+    /// Parses a FunctionName path parameter.
+    pub fn parse(input: &str) -> Result<Self, NameError> {
+        let bad = || NameError::FunctionPattern(input.to_owned());
+        if input.is_empty() || input.len() > 170 {
+            return Err(bad());
+        }
+        let parts: Vec<&str> = input.split(':').collect();
+        let (account, region, rest): (Option<&str>, Option<&str>, &[&str]) =
+            if parts.first() == Some(&"arn") {
+                // arn:aws:lambda:region:account:function:name[:qualifier]
+                if parts.len() < 7
+                    || parts.len() > 8
+                    || !parts[1].starts_with("aws")
+                    || parts[2] != "lambda"
+                    || parts[5] != "function"
+                {
+                    return Err(bad());
+                }
+                (Some(parts[4]), Some(parts[3]), &parts[6..])
+            } else if parts.len() >= 3 && parts[1] == "function" {
+                // account:function:name[:qualifier]
+                if parts.len() > 4 {
+                    return Err(bad());
+                }
+                (Some(parts[0]), None, &parts[2..])
+            } else {
+                if parts.len() > 2 {
+                    return Err(bad());
+                }
+                (None, None, &parts[..])
+            };
+        let name = rest.first().copied().unwrap_or_default();
+        if name.is_empty() || !name.chars().all(|c| is_name_char(c) || c == '.') {
+            return Err(bad());
+        }
+        let qualifier = match rest.get(1) {
+            Some(q) => {
+                validate_qualifier(q).map_err(|_| bad())?;
+                Some((*q).to_owned())
+            }
+            None => None,
+        };
+        let account = match account {
+            Some(a) => Some(AccountId::parse(a).map_err(|_| bad())?),
+            None => None,
+        };
+        if let Some(r) = region
+            && !r.is_empty()
+            && !is_region(r)
+        {
+            return Err(bad());
+        }
+        Ok(FunctionRef {
+            name: name.to_owned(),
+            account,
+            region: region.map(str::to_owned),
+            qualifier,
+        })
+    }
+}
+
+/// Whether `s` looks like an AWS region id (`us-east-1`, `us-gov-west-1`).
+pub fn is_region(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    let (head, tail) = match parts.as_slice() {
+        [a, b, n] => (vec![*a, *b], *n),
+        [a, "gov", b, n] => (vec![*a, *b], *n),
+        _ => return false,
+    };
+    head[0].len() == 2
+        && head.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && tail.len() == 1
+        && tail.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Builds a function ARN.
+pub fn function_arn(region: &str, account: &AccountId, name: &str, qualifier: Option<&str>) -> String {
+    match qualifier {
+        Some(q) => format!("arn:aws:lambda:{region}:{account}:function:{name}:{q}"),
+        None => format!("arn:aws:lambda:{region}:{account}:function:{name}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn parses_plain_name() {
+        let r = FunctionRef::parse("my-fn").expect("valid");
+        assert_eq!(r.name, "my-fn");
+        assert_eq!(r.qualifier, None);
+        assert_eq!(r.account, None);
+    }
+
+    #[test]
+    fn parses_name_with_qualifier() {
+        let r = FunctionRef::parse("my-fn:$LATEST").expect("valid");
+        assert_eq!(r.qualifier.as_deref(), Some("$LATEST"));
+        let r = FunctionRef::parse("my-fn:prod").expect("valid");
+        assert_eq!(r.qualifier.as_deref(), Some("prod"));
+    }
+
+    #[test]
+    fn parses_full_and_partial_arns() {
+        let r = FunctionRef::parse("arn:aws:lambda:eu-west-1:123456789012:function:f:7").expect("valid");
+        assert_eq!(r.name, "f");
+        assert_eq!(r.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(r.account.as_ref().map(AccountId::as_str), Some("123456789012"));
+        assert_eq!(r.qualifier.as_deref(), Some("7"));
+        let r = FunctionRef::parse("123456789012:function:f").expect("valid");
+        assert_eq!(r.name, "f");
+        assert_eq!(r.qualifier, None);
+    }
+
+    #[test]
+    fn rejects_bad_names() {
+        for bad in ["", "my-function!", "a:b:c", "arn:aws:s3:::bucket", "12:function:f", "f:", "f:bad!q", "arn:aws:lambda:nowhere:123456789012:function:f"] {
+            assert!(FunctionRef::parse(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn create_names_are_stricter() {
+        assert!(validate_function_name("ok_Name-1").is_ok());
+        assert!(matches!(validate_function_name("a.b"), Err(NameError::FunctionPattern(_))));
+        assert!(matches!(validate_function_name(&"a".repeat(65)), Err(NameError::FunctionTooLong(_))));
+    }
+
+    #[test]
+    fn regions() {
+        assert!(is_region("us-east-1"));
+        assert!(is_region("us-gov-west-1"));
+        assert!(!is_region("useast1"));
+        assert!(!is_region("US-east-1"));
+    }
+
+    #[test]
+    fn arn_roundtrip() {
+        let acct = AccountId::parse("123456789012").expect("valid");
+        let arn = function_arn("us-east-1", &acct, "f", Some("$LATEST"));
+        let r = FunctionRef::parse(&arn).expect("valid");
+        assert_eq!(r.name, "f");
+        assert_eq!(r.qualifier.as_deref(), Some("$LATEST"));
+    }
+
+    proptest! {
+        #[test]
+        fn parse_never_panics(s in "\\PC{0,200}") {
+            let _ = FunctionRef::parse(&s);
+        }
+
+        #[test]
+        fn valid_names_parse_back(name in "[a-zA-Z0-9_-]{1,64}") {
+            let r = FunctionRef::parse(&name).expect("valid name");
+            prop_assert_eq!(r.name, name);
+        }
+    }
+}

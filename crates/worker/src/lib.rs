@@ -1,0 +1,1 @@
+//! stratus-worker (in progress).
