@@ -126,8 +126,13 @@ pub trait Sandbox: Send + Sync + std::fmt::Debug {
     /// Returns `None` after the first call.
     fn take_runtime_api_listener(&mut self) -> Option<RuntimeApiListener>;
 
-    /// Takes the combined stdout+stderr stream of the runtime. `None` after the first call.
-    fn take_output(&mut self) -> Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>;
+    /// Takes the read end of the pipe carrying the runtime's combined stdout
+    /// and stderr. `None` after the first call. The worker sets it
+    /// non-blocking and reads it itself: it must be able to drain it
+    /// synchronously (with `read(2)` until `EAGAIN`) when a response arrives,
+    /// so that everything the function printed before responding lands in
+    /// that invocation's log.
+    fn take_output(&mut self) -> Option<std::os::fd::OwnedFd>;
 
     /// Waits until the runtime process (and with it the sandbox) has ended.
     /// May be called again after it returned; returns the same status.
