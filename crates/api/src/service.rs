@@ -1,0 +1,152 @@
+//! The interfaces between components, as in Lambda's own architecture:
+//! front end → counting ([`Counting`]) → assignment ([`Invoker`]) →
+//! worker ([`Worker`], [`WarmSandbox`]).
+//!
+//! On one machine every trait is implemented in-process and the invoke path
+//! is plain function calls and channels. In a cluster each gets a network
+//! implementation behind the same signature.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use stratus_types::{AccountId, Runtime};
+
+use crate::LambdaError;
+
+/// Everything needed to run one function version: the immutable snapshot a
+/// sandbox is created from. A sandbox serves exactly one spec for its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionVersionSpec {
+    pub account: AccountId,
+    pub region: String,
+    pub name: String,
+    /// `$LATEST` or a published version number.
+    pub version: String,
+    /// Changes on every code or configuration change; sandboxes of an older
+    /// revision are never reused.
+    pub revision_id: String,
+    pub runtime: Runtime,
+    pub handler: String,
+    pub memory_mb: u32,
+    pub timeout_s: u32,
+    pub ephemeral_mb: u32,
+    pub env: BTreeMap<String, String>,
+    /// Hex SHA-256 of the code zip (the blob key).
+    pub code_digest: String,
+}
+
+impl FunctionVersionSpec {
+    /// The key sandboxes are pooled under.
+    pub fn key(&self) -> VersionKey {
+        VersionKey {
+            account: self.account.clone(),
+            name: self.name.clone(),
+            version: self.version.clone(),
+            revision_id: self.revision_id.clone(),
+        }
+    }
+
+    /// The unqualified function ARN.
+    pub fn arn(&self) -> String {
+        stratus_types::function_arn(&self.region, &self.account, &self.name, None)
+    }
+}
+
+/// Identifies the pool of interchangeable sandboxes of one function revision.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VersionKey {
+    pub account: AccountId,
+    pub name: String,
+    pub version: String,
+    pub revision_id: String,
+}
+
+/// One invocation as the front end hands it on.
+#[derive(Debug, Clone)]
+pub struct InvokeRequest {
+    /// The request id (also the handler's `aws_request_id`).
+    pub request_id: String,
+    pub payload: Bytes,
+    /// The ARN the caller used (qualified or not), for `invoked_function_arn`.
+    pub invoked_arn: String,
+    /// Decoded `X-Amz-Client-Context`, passed to the runtime.
+    pub client_context: Option<String>,
+    pub trace_id: String,
+}
+
+/// What came back from a sandbox.
+#[derive(Debug, Clone)]
+pub struct InvokeResponse {
+    pub payload: Bytes,
+    /// `Unhandled` when the function failed (the payload is then the error document).
+    pub function_error: Option<&'static str>,
+    pub executed_version: String,
+    /// The invocation's log (START..REPORT), for `X-Amz-Log-Type: Tail`.
+    pub log: String,
+    /// Whether this invoke started a new sandbox.
+    pub cold_start: bool,
+}
+
+/// Releases one unit of concurrency when dropped.
+pub struct ConcurrencyPermit {
+    _release: Box<dyn Send + Sync>,
+}
+
+impl ConcurrencyPermit {
+    pub fn new(release: impl Send + Sync + 'static) -> Self {
+        ConcurrencyPermit {
+            _release: Box::new(release),
+        }
+    }
+}
+
+impl std::fmt::Debug for ConcurrencyPermit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConcurrencyPermit")
+    }
+}
+
+/// The counting service: admits or throttles each invoke.
+pub trait Counting: Send + Sync + std::fmt::Debug {
+    /// Takes one unit of the account's (and function's) concurrency, or
+    /// returns a TooManyRequestsException.
+    fn acquire(&self, account: &AccountId, function: &str) -> Result<ConcurrencyPermit, LambdaError>;
+}
+
+/// The assignment service (worker manager): runs an invocation in a warm
+/// sandbox of the right function version, or a new one.
+#[async_trait]
+pub trait Invoker: Send + Sync + std::fmt::Debug {
+    async fn invoke(&self, spec: Arc<FunctionVersionSpec>, req: InvokeRequest) -> Result<InvokeResponse, LambdaError>;
+
+    /// Retires every sandbox of `account`/`name` whose revision is not
+    /// `keep_revision` (all of them when `None`): idle ones stop now, busy ones
+    /// after their invoke.
+    fn retire(&self, account: &AccountId, name: &str, keep_revision: Option<&str>);
+}
+
+/// A sandbox ready to take invocations, one at a time.
+#[async_trait]
+pub trait WarmSandbox: Send + Sync + std::fmt::Debug {
+    fn id(&self) -> &str;
+    /// False once the runtime has exited or the sandbox was shut down.
+    fn is_alive(&self) -> bool;
+    /// Runs one invocation. Callers never run two at once on one sandbox.
+    async fn invoke(&self, req: InvokeRequest) -> Result<InvokeResponse, LambdaError>;
+    /// Stops the sandbox and releases everything it holds.
+    fn shutdown(&self);
+}
+
+/// A worker host: creates sandboxes and prepares code.
+#[async_trait]
+pub trait Worker: Send + Sync + std::fmt::Debug {
+    fn id(&self) -> &str;
+    /// Memory (MB) this worker offers to sandboxes.
+    fn capacity_mb(&self) -> u64;
+    /// Makes the code available (fetched and unpacked) so sandboxes start fast.
+    async fn prepare_code(&self, digest: &str) -> Result<(), LambdaError>;
+    /// Creates a sandbox for `spec` and starts its runtime.
+    async fn create_sandbox(&self, spec: Arc<FunctionVersionSpec>) -> Result<Arc<dyn WarmSandbox>, LambdaError>;
+}
