@@ -1,0 +1,430 @@
+'use strict';
+/*
+ * Stratus Node.js runtime: a Lambda Runtime API (2018-06-01) client.
+ *
+ * Behaves like AWS's Node.js runtime interface client as far as function code
+ * and the invoker can see: handler resolution (CommonJS and ESM), async and
+ * callback handlers, context object, console log format, error documents
+ * ({"errorType","errorMessage","trace"}).
+ *
+ * Run as:  /usr/bin/node /var/runtime/node/bootstrap.js
+ */
+
+const http = require('http');
+const path = require('path');
+const fs = require('fs');
+const util = require('util');
+const Module = require('module');
+
+const API_PREFIX = '/2018-06-01/runtime';
+const ERROR_TYPE_HEADER = 'Lambda-Runtime-Function-Error-Type';
+
+// ---------------------------------------------------------------------------
+// Runtime API client: one keep-alive connection.
+// ---------------------------------------------------------------------------
+
+const runtimeApi = process.env.AWS_LAMBDA_RUNTIME_API || '';
+const sepIdx = runtimeApi.lastIndexOf(':');
+const apiHost = sepIdx > 0 ? runtimeApi.slice(0, sepIdx).replace(/^\[|\]$/g, '') : runtimeApi;
+const apiPort = sepIdx > 0 ? Number(runtimeApi.slice(sepIdx + 1)) : 80;
+const agent = new http.Agent({ keepAlive: true, maxSockets: 1, noDelay: true });
+
+function apiRequest(method, urlPath, body, headers) {
+  return new Promise((resolve, reject) => {
+    const opts = {
+      host: apiHost,
+      port: apiPort,
+      method,
+      path: API_PREFIX + urlPath,
+      agent,
+      headers: Object.assign({}, headers || {}),
+    };
+    if (body !== undefined) opts.headers['Content-Length'] = Buffer.byteLength(body);
+    const req = http.request(opts, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks) }));
+      res.on('error', reject);
+    });
+    req.setNoDelay(true);
+    req.on('error', reject);
+    if (body !== undefined) req.end(body);
+    else req.end();
+  });
+}
+
+// ---------------------------------------------------------------------------
+// Errors (names and messages as AWS's runtime reports them)
+// ---------------------------------------------------------------------------
+
+function runtimeErrorClass(name) {
+  const C = class extends Error {
+    constructor(arg) {
+      super(arg instanceof Error ? String(arg) : arg);
+      this.name = name;
+      if (arg instanceof Error && arg.stack) {
+        this.stack = `${name}: ${this.message}\n${arg.stack.split('\n').slice(1).join('\n')}`;
+      }
+    }
+  };
+  Object.defineProperty(C, 'name', { value: name });
+  return C;
+}
+const ImportModuleError = runtimeErrorClass('Runtime.ImportModuleError');
+const HandlerNotFound = runtimeErrorClass('Runtime.HandlerNotFound');
+const MalformedHandlerName = runtimeErrorClass('Runtime.MalformedHandlerName');
+const UserCodeSyntaxError = runtimeErrorClass('Runtime.UserCodeSyntaxError');
+const UnhandledPromiseRejection = runtimeErrorClass('Runtime.UnhandledPromiseRejection');
+
+function isErrorLike(e) {
+  return e instanceof Error || util.types.isNativeError(e) ||
+    (e && typeof e === 'object' && typeof e.name === 'string' && typeof e.message === 'string');
+}
+
+function toErrorDocument(error) {
+  try {
+    if (isErrorLike(error)) {
+      const stack = typeof error.stack === 'string' ? error.stack : `${error.name}: ${error.message}`;
+      return {
+        errorType: String(error.name).replace(/\x7F/g, '%7F'),
+        errorMessage: String(error.message).replace(/\x7F/g, '%7F'),
+        trace: stack.replace(/\x7F/g, '%7F').split('\n'),
+      };
+    }
+    return { errorType: typeof error, errorMessage: String(error), trace: [] };
+  } catch (_e) {
+    return {
+      errorType: 'handled',
+      errorMessage: 'callback called with Error argument, but there was a problem while retrieving one or more of its message, name, and stack',
+    };
+  }
+}
+
+function errorTypeHeader(doc) {
+  // Header values must be plain ASCII without control characters.
+  return String(doc.errorType || 'Unhandled').replace(/[^\x20-\x7E]/g, '') || 'Unhandled';
+}
+
+// ---------------------------------------------------------------------------
+// Logging: console.* -> "<ISO time>\t<request id>\t<LEVEL>\t<message>" on stdout
+// ---------------------------------------------------------------------------
+
+let currentRequestId = undefined;
+
+function patchConsole() {
+  const write = (level) => (...args) => {
+    const msg = util.format(...args).replace(/\n/g, '\r');
+    process.stdout.write(`${new Date().toISOString()}\t${currentRequestId}\t${level}\t${msg}\n`);
+  };
+  console.log = write('INFO');
+  console.info = write('INFO');
+  console.warn = write('WARN');
+  console.error = write('ERROR');
+  console.debug = write('DEBUG');
+  console.trace = write('TRACE');
+  console.fatal = write('FATAL');
+}
+
+function logError(label, doc) {
+  const parts = [`${new Date().toISOString()}\t${currentRequestId}\tERROR\t${label} \t`];
+  let text;
+  try {
+    text = JSON.stringify(doc);
+  } catch (_e) {
+    text = String(doc);
+  }
+  process.stdout.write(parts[0] + text + '\n');
+}
+
+// ---------------------------------------------------------------------------
+// Handler resolution
+// ---------------------------------------------------------------------------
+
+const FUNCTION_EXPR = /^([^.]*)\.(.*)$/;
+const RELATIVE_PATH_SUBSTRING = '..';
+
+function setNodePath(taskRoot) {
+  const extra = ['/opt/nodejs/node20/node_modules', '/opt/nodejs/node_modules', taskRoot];
+  const current = (process.env.NODE_PATH || '').split(':').filter(Boolean);
+  const merged = current.concat(extra.filter((p) => !current.includes(p)));
+  process.env.NODE_PATH = merged.join(':');
+  Module._initPaths();
+}
+
+function resolveHandlerPath(obj, handlerPath) {
+  return handlerPath.split('.').reduce((nested, key) => (nested && nested[key]), obj);
+}
+
+async function loadModule(appRoot, moduleRoot, moduleName) {
+  const base = path.resolve(appRoot, moduleRoot, moduleName);
+  const isFile = (p) => {
+    try {
+      return fs.statSync(p).isFile();
+    } catch (_e) {
+      return false;
+    }
+  };
+  const { pathToFileURL } = require('url');
+  if (isFile(base + '.mjs')) return import(pathToFileURL(base + '.mjs').href);
+  if (isFile(base + '.cjs')) return require(base + '.cjs');
+  if (isFile(base + '.js')) {
+    try {
+      return require(base + '.js');
+    } catch (e) {
+      if (e && (e.code === 'ERR_REQUIRE_ESM' || e.code === 'ERR_REQUIRE_ASYNC_MODULE')) {
+        return import(pathToFileURL(base + '.js').href);
+      }
+      throw e;
+    }
+  }
+  // Not a file in the task: a package name (node_modules, NODE_PATH, /opt).
+  let resolved;
+  try {
+    resolved = require.resolve(moduleName, { paths: [path.resolve(appRoot, moduleRoot), appRoot] });
+  } catch (_e) {
+    resolved = undefined;
+  }
+  if (resolved) {
+    if (resolved.endsWith('.mjs')) return import(pathToFileURL(resolved).href);
+    try {
+      return require(resolved);
+    } catch (e) {
+      if (e && e.code === 'ERR_REQUIRE_ESM') return import(pathToFileURL(resolved).href);
+      throw e;
+    }
+  }
+  // Let Node produce its usual "Cannot find module 'x'" error, as AWS's does.
+  return require(moduleName);
+}
+
+async function loadHandler(appRoot, fullHandler) {
+  if (fullHandler.includes(RELATIVE_PATH_SUBSTRING)) {
+    throw new MalformedHandlerName(`'${fullHandler}' is not a valid handler name. Use absolute paths when specifying root directories in handler names.`);
+  }
+  const slash = fullHandler.lastIndexOf('/');
+  const moduleRoot = slash >= 0 ? fullHandler.slice(0, slash) : '';
+  const handlerString = slash >= 0 ? fullHandler.slice(slash + 1) : fullHandler;
+  const match = handlerString.match(FUNCTION_EXPR);
+  if (!match || match.length !== 3) {
+    throw new MalformedHandlerName('Bad handler');
+  }
+  const [, moduleName, handlerPath] = match;
+  let mod;
+  try {
+    mod = await loadModule(appRoot, moduleRoot, moduleName);
+  } catch (e) {
+    if (e instanceof SyntaxError) throw new UserCodeSyntaxError(e);
+    if (e && (e.code === 'MODULE_NOT_FOUND' || e.code === 'ERR_MODULE_NOT_FOUND')) throw new ImportModuleError(e);
+    throw e;
+  }
+  let fn = resolveHandlerPath(mod, handlerPath);
+  if (fn === undefined && mod && mod.default && typeof mod.default === 'object') {
+    // ESM namespace of a CommonJS module imported via import(): exports live on default.
+    fn = resolveHandlerPath(mod.default, handlerPath);
+  }
+  if (fn === undefined || fn === null) {
+    throw new HandlerNotFound(`${fullHandler} is undefined or not exported`);
+  }
+  if (typeof fn !== 'function') {
+    throw new HandlerNotFound(`${fullHandler} is not a function`);
+  }
+  return fn;
+}
+
+// ---------------------------------------------------------------------------
+// Invocation
+// ---------------------------------------------------------------------------
+
+let invocationInProgress = false;
+let currentInvokeId = undefined;
+
+async function postInitError(error) {
+  const doc = toErrorDocument(error);
+  logError('Uncaught Exception', Object.assign({ errorType: doc.errorType, errorMessage: doc.errorMessage }, doc.trace ? { stack: doc.trace } : {}));
+  try {
+    await apiRequest('POST', '/init/error', JSON.stringify(doc), {
+      'Content-Type': 'application/json',
+      [ERROR_TYPE_HEADER]: errorTypeHeader(doc),
+    });
+  } catch (e) {
+    process.stderr.write(`Stratus runtime: failed to post init error: ${e}\n`);
+  }
+}
+
+async function postError(requestId, error) {
+  const doc = toErrorDocument(error);
+  logError('Invoke Error', Object.assign({ errorType: doc.errorType, errorMessage: doc.errorMessage }, doc.trace ? { stack: doc.trace } : {}));
+  const res = await apiRequest('POST', `/invocation/${encodeURIComponent(requestId)}/error`, JSON.stringify(doc), {
+    'Content-Type': 'application/json',
+    [ERROR_TYPE_HEADER]: errorTypeHeader(doc),
+  });
+  if (res.status !== 202) {
+    process.stderr.write(`Stratus runtime: Runtime API answered ${res.status} for error of ${requestId}: ${res.body.toString().slice(0, 1000)}\n`);
+  }
+}
+
+async function postResponse(requestId, result) {
+  let body;
+  try {
+    body = JSON.stringify(result === undefined ? null : result);
+    if (body === undefined) body = 'null';
+  } catch (e) {
+    const err = new Error(`Unable to stringify response body: ${e && e.message}`);
+    err.name = 'Runtime.MarshalError';
+    return postError(requestId, err);
+  }
+  const res = await apiRequest('POST', `/invocation/${encodeURIComponent(requestId)}/response`, body, {
+    'Content-Type': 'application/json',
+  });
+  if (res.status !== 202) {
+    process.stderr.write(`Stratus runtime: Runtime API answered ${res.status} for response of ${requestId}: ${res.body.toString().slice(0, 1000)}\n`);
+  }
+}
+
+function makeContext(headers, finish) {
+  const deadline = Number(headers['lambda-runtime-deadline-ms'] || 0);
+  const parse = (h) => {
+    if (!h) return undefined;
+    return JSON.parse(h);
+  };
+  const env = process.env;
+  const context = {
+    callbackWaitsForEmptyEventLoop: true,
+    functionName: env.AWS_LAMBDA_FUNCTION_NAME,
+    functionVersion: env.AWS_LAMBDA_FUNCTION_VERSION,
+    invokedFunctionArn: headers['lambda-runtime-invoked-function-arn'],
+    memoryLimitInMB: env.AWS_LAMBDA_FUNCTION_MEMORY_SIZE,
+    awsRequestId: headers['lambda-runtime-aws-request-id'],
+    logGroupName: env.AWS_LAMBDA_LOG_GROUP_NAME,
+    logStreamName: env.AWS_LAMBDA_LOG_STREAM_NAME,
+    clientContext: parse(headers['lambda-runtime-client-context']),
+    identity: parse(headers['lambda-runtime-cognito-identity']),
+    getRemainingTimeInMillis() {
+      return Math.max(deadline - Date.now(), 0);
+    },
+    // Legacy completion methods.
+    done(err, result) {
+      finish(err, result);
+    },
+    succeed(result) {
+      finish(null, result);
+    },
+    fail(err) {
+      finish(err === undefined || err === null ? 'handled' : err, undefined);
+    },
+  };
+  if (headers['lambda-runtime-aws-tenant-id']) context.tenantId = headers['lambda-runtime-aws-tenant-id'];
+  return context;
+}
+
+function runInvocation(handler, headers, body) {
+  return new Promise((resolve) => {
+    const requestId = headers['lambda-runtime-aws-request-id'] || '';
+    let finished = false;
+    const finish = (err, result) => {
+      if (finished) return;
+      finished = true;
+      const p = (err !== undefined && err !== null) ? postError(requestId, err) : postResponse(requestId, result);
+      p.then(resolve, (e) => {
+        process.stderr.write(`Stratus runtime: failed to reach Runtime API: ${e}\n`);
+        process.exit(1);
+      });
+    };
+    let context;
+    let event;
+    try {
+      context = makeContext(headers, finish);
+      const ctype = headers['content-type'];
+      if (ctype && ctype !== 'application/json') {
+        event = body;
+      } else {
+        event = body.length ? JSON.parse(body.toString('utf8')) : {};
+      }
+    } catch (e) {
+      const err = new Error(`Unable to parse invocation: ${e && e.message}`);
+      err.name = 'Runtime.UnmarshalError';
+      finish(err);
+      return;
+    }
+    const callback = (err, result) => finish(err, result);
+    let ret;
+    try {
+      ret = handler(event, context, callback);
+    } catch (e) {
+      finish(e);
+      return;
+    }
+    if (ret && typeof ret.then === 'function') {
+      ret.then((r) => finish(null, r), (e) => finish(e === undefined || e === null ? new Error(String(e)) : e));
+    } else if (handler.length < 3) {
+      // Synchronous, non-callback handler: AWS reports its return value only
+      // through callback/promise; a plain return after no callback gives null.
+      finish(null, ret);
+    }
+  });
+}
+
+async function main() {
+  const taskRoot = process.env.LAMBDA_TASK_ROOT || '/var/task';
+  const handlerName = process.argv[2] || process.env._HANDLER || '';
+  if (!runtimeApi) {
+    process.stderr.write('Stratus runtime: AWS_LAMBDA_RUNTIME_API is not set\n');
+    process.exit(1);
+  }
+  try {
+    process.chdir(taskRoot);
+  } catch (_e) {
+    // keep cwd
+  }
+  setNodePath(taskRoot);
+  patchConsole();
+
+  process.on('uncaughtException', (err) => {
+    const doc = err;
+    if (invocationInProgress && currentInvokeId !== undefined) {
+      postError(currentInvokeId, doc).finally(() => process.exit(129));
+    } else {
+      postInitError(doc).finally(() => process.exit(129));
+    }
+  });
+  process.on('unhandledRejection', (reason) => {
+    const err = new UnhandledPromiseRejection(isErrorLike(reason) ? `${reason.name}: ${reason.message}` : String(reason));
+    if (invocationInProgress && currentInvokeId !== undefined) {
+      postError(currentInvokeId, err).finally(() => process.exit(128));
+    } else {
+      postInitError(err).finally(() => process.exit(128));
+    }
+  });
+
+  let handler;
+  try {
+    handler = await loadHandler(taskRoot, handlerName);
+  } catch (e) {
+    await postInitError(e);
+    process.exit(1);
+  }
+
+  for (;;) {
+    let next;
+    try {
+      next = await apiRequest('GET', '/invocation/next');
+    } catch (e) {
+      process.stderr.write(`Stratus runtime: cannot reach Runtime API: ${e}\n`);
+      process.exit(1);
+    }
+    if (next.status !== 200) {
+      process.stderr.write(`Stratus runtime: next invocation failed with ${next.status}: ${next.body.toString().slice(0, 1000)}\n`);
+      process.exit(1);
+    }
+    const headers = next.headers;
+    currentInvokeId = headers['lambda-runtime-aws-request-id'];
+    currentRequestId = currentInvokeId;
+    if (headers['lambda-runtime-trace-id']) process.env._X_AMZN_TRACE_ID = headers['lambda-runtime-trace-id'];
+    else delete process.env._X_AMZN_TRACE_ID;
+    invocationInProgress = true;
+    await runInvocation(handler, headers, next.body);
+    invocationInProgress = false;
+  }
+}
+
+main();
