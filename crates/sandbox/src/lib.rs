@@ -135,8 +135,10 @@ pub trait Sandbox: Send + Sync + std::fmt::Debug {
     fn take_output(&mut self) -> Option<std::os::fd::OwnedFd>;
 
     /// Waits until the runtime process (and with it the sandbox) has ended.
-    /// May be called again after it returned; returns the same status.
-    async fn wait(&mut self) -> ExitStatus;
+    /// Takes `&self` so the worker can wait while it also reads usage or
+    /// kills from elsewhere; may be called again (or concurrently) and then
+    /// returns the same status. Must be cancel-safe.
+    async fn wait(&self) -> ExitStatus;
 
     /// Kills everything in the sandbox at once. Idempotent.
     fn kill(&self);
