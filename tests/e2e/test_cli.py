@@ -1,0 +1,223 @@
+"""The README walk-throughs: the `stratus` CLI, and the AWS CLI with --endpoint-url."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from stratus_harness import FUNCTIONS, ROLE, arn, stratus_bin, unique_name, zip_dir
+
+
+def _names_in(doc) -> list[str]:
+    """Every FunctionName anywhere in a JSON document (list output shape is the CLI's choice)."""
+    found = []
+    if isinstance(doc, dict):
+        if isinstance(doc.get("FunctionName"), str):
+            found.append(doc["FunctionName"])
+        for v in doc.values():
+            found.extend(_names_in(v))
+    elif isinstance(doc, list):
+        for v in doc:
+            found.extend(_names_in(v))
+    return found
+
+
+def _config_of(doc: dict) -> dict:
+    return doc.get("Configuration", doc) if isinstance(doc, dict) else doc
+
+
+@pytest.fixture
+def cli(server):
+    env = dict(os.environ, STRATUS_ENDPOINT=server.endpoint, AWS_ACCESS_KEY_ID="test",
+               AWS_SECRET_ACCESS_KEY="test", AWS_DEFAULT_REGION="us-east-1", AWS_REGION="us-east-1")
+    env.pop("AWS_PROFILE", None)
+
+    def run(*args, ok=True):
+        proc = subprocess.run([str(stratus_bin()), *args], capture_output=True, text=True, env=env,
+                              timeout=120, stdin=subprocess.DEVNULL)
+        if ok:
+            assert proc.returncode == 0, f"stratus {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}"
+        return proc
+
+    return run
+
+
+def test_stratus_cli_walkthrough(cli, lam, tmp_path):
+    name = unique_name("cli")
+    code_dir = tmp_path / "fn"
+    shutil.copytree(FUNCTIONS / "python", code_dir)
+    try:
+        # create from a directory
+        p = cli("function", "create", name, "--runtime", "python3.12", "--handler", "app.handler",
+                "--code", str(code_dir), "--memory", "256", "--timeout", "10", "--env", "GREETING=hi",
+                "--env", "OTHER=x=y", "--description", "from the cli")
+        created = _config_of(json.loads(p.stdout))
+        assert created["FunctionName"] == name
+        assert created["FunctionArn"] == arn(name)
+        assert created["MemorySize"] == 256 and created["Timeout"] == 10
+        assert created["Description"] == "from the cli"
+        assert created["Environment"]["Variables"] == {"GREETING": "hi", "OTHER": "x=y"}
+        conf = lam.get_function_configuration(FunctionName=name)
+        # The directory was zipped: the server has app.py at the top level.
+        url = lam.get_function(FunctionName=name)["Code"]["Location"]
+        import io
+        import urllib.request
+        import zipfile
+        with urllib.request.urlopen(url, timeout=10) as r:
+            names = zipfile.ZipFile(io.BytesIO(r.read())).namelist()
+        assert "app.py" in names, names
+
+        lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+
+        # invoke with a payload; result on stdout
+        p = cli("invoke", name, "--payload", '{"from": "cli"}')
+        out = json.loads(p.stdout)
+        assert out["event"] == {"from": "cli"}
+        assert out["count"] == 1 and out["env"]["GREETING"] == "hi"
+
+        # invoke --log: log tail on stderr
+        p = cli("invoke", name, "--payload", "{}", "--log")
+        out = json.loads(p.stdout)
+        rid = out["request_id"]
+        assert f"START RequestId: {rid}" in p.stderr, p.stderr
+        assert f"hello-from-handler {rid}" in p.stderr, p.stderr
+        assert f"REPORT RequestId: {rid}" in p.stderr, p.stderr
+
+        # get and list
+        p = cli("function", "get", name)
+        got = _config_of(json.loads(p.stdout))
+        assert got["FunctionName"] == name and got["CodeSha256"] == conf["CodeSha256"]
+        p = cli("function", "list")
+        assert name in _names_in(json.loads(p.stdout))
+
+        # update-code from a zip file
+        v2 = zip_dir(FUNCTIONS / "python", {"app.py": (FUNCTIONS / "python" / "app.py").read_text().replace(
+            'VERSION = "v1"', 'VERSION = "v2"')})
+        zpath = tmp_path / "v2.zip"
+        zpath.write_bytes(v2)
+        p = cli("function", "update-code", name, "--code", str(zpath))
+        updated = _config_of(json.loads(p.stdout))
+        assert updated["CodeSha256"] == base64.b64encode(hashlib.sha256(v2).digest()).decode()
+        lam.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+        out = json.loads(cli("invoke", name).stdout)
+        assert out["version"] == "v2" and out["count"] == 1 and out["event"] == {}
+
+        # update-config
+        p = cli("function", "update-config", name, "--memory", "384", "--timeout", "20", "--env", "GREETING=bye")
+        upd = _config_of(json.loads(p.stdout))
+        assert upd["MemorySize"] == 384 and upd["Timeout"] == 20
+        lam.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+        out = json.loads(cli("invoke", name, "--payload", "{}").stdout)
+        assert out["env"]["GREETING"] == "bye"
+
+        # delete, then errors carry the Lambda error type on stderr
+        cli("function", "delete", name)
+        p = cli("function", "get", name, ok=False)
+        assert p.returncode != 0
+        assert "ResourceNotFoundException" in p.stderr, p.stderr
+        assert p.stdout.strip() == ""
+    finally:
+        try:
+            lam.delete_function(FunctionName=name)
+        except Exception:
+            pass
+
+
+def test_stratus_cli_errors(cli, fns, py_zip):
+    p = cli("invoke", unique_name("nope"), "--payload", "{}", ok=False)
+    assert p.returncode != 0 and "ResourceNotFoundException" in p.stderr, p.stderr
+    name = fns.create(py_zip)
+    p = cli("invoke", name, "--payload", "{oops", ok=False)
+    assert p.returncode != 0 and "InvalidRequestContentException" in p.stderr, p.stderr
+    p = cli("function", "create", name, "--runtime", "python3.12", "--handler", "app.handler",
+            "--code", str(FUNCTIONS / "python"), ok=False)
+    assert p.returncode != 0 and "ResourceConflictException" in p.stderr, p.stderr
+    p = cli("function", "create", unique_name("badrt"), "--runtime", "cobol85", "--handler", "app.handler",
+            "--code", str(FUNCTIONS / "python"), ok=False)
+    assert p.returncode != 0 and "InvalidParameterValueException" in p.stderr, p.stderr
+
+
+def test_stratus_cli_endpoint_flag(server, fns, py_zip):
+    name = fns.create(py_zip, handler="app.echo")
+    env = {k: v for k, v in os.environ.items() if k != "STRATUS_ENDPOINT"}
+    env.update(AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test")
+    proc = subprocess.run([str(stratus_bin()), "invoke", name, "--payload", '{"e": 1}', "--endpoint", server.endpoint],
+                          capture_output=True, text=True, env=env, timeout=60)
+    if proc.returncode != 0:  # the flag may be global: before the subcommand
+        proc = subprocess.run([str(stratus_bin()), "--endpoint", server.endpoint, "invoke", name, "--payload",
+                               '{"e": 1}'], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"e": 1}
+
+
+# ---------------------------------------------------------------- AWS CLI
+
+
+@pytest.fixture
+def aws(server, tmp_path):
+    exe = shutil.which("aws")
+    if exe is None:
+        pytest.skip("aws CLI not installed (pip install awscli; .ci/run installs it)")
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_DEFAULT_REGION="us-east-1",
+               AWS_MAX_ATTEMPTS="1", AWS_PAGER="", AWS_CONFIG_FILE=str(tmp_path / "none"),
+               AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"))
+    env.pop("AWS_PROFILE", None)
+
+    def run(*args, ok=True):
+        proc = subprocess.run([exe, "--endpoint-url", server.endpoint, "--output", "json", "lambda", *args],
+                              capture_output=True, text=True, env=env, timeout=120, stdin=subprocess.DEVNULL)
+        if ok:
+            assert proc.returncode == 0, f"aws lambda {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}"
+        return proc
+
+    return run
+
+
+def test_aws_cli_walkthrough(aws, tmp_path):
+    name = unique_name("awscli")
+    zpath = tmp_path / "fn.zip"
+    code = zip_dir(FUNCTIONS / "python")
+    zpath.write_bytes(code)
+    try:
+        created = json.loads(aws("create-function", "--function-name", name, "--runtime", "python3.12",
+                                 "--handler", "app.handler", "--role", ROLE,
+                                 "--zip-file", f"fileb://{zpath}").stdout)
+        assert created["FunctionArn"] == arn(name)
+        assert created["CodeSha256"] == base64.b64encode(hashlib.sha256(code).digest()).decode()
+        aws("wait", "function-active-v2", "--function-name", name)
+
+        payload = tmp_path / "payload.json"
+        payload.write_text('{"via": "aws-cli"}')
+        outfile = tmp_path / "out.json"
+        inv = json.loads(aws("invoke", "--function-name", name, "--payload", f"fileb://{payload}",
+                             "--log-type", "Tail", str(outfile)).stdout)
+        assert inv["StatusCode"] == 200 and inv["ExecutedVersion"] == "$LATEST"
+        assert "FunctionError" not in inv
+        out = json.loads(outfile.read_text())
+        assert out["event"] == {"via": "aws-cli"} and out["count"] == 1
+        assert f"END RequestId: {out['request_id']}" in base64.b64decode(inv["LogResult"]).decode()
+
+        got = json.loads(aws("get-function", "--function-name", name).stdout)
+        assert got["Configuration"]["FunctionName"] == name and got["Code"]["Location"]
+        listed = json.loads(aws("list-functions").stdout)
+        assert name in [f["FunctionName"] for f in listed["Functions"]]
+
+        upd = json.loads(aws("update-function-configuration", "--function-name", name,
+                             "--environment", "Variables={COLOR=blue}").stdout)
+        assert upd["Environment"]["Variables"] == {"COLOR": "blue"}
+        aws("wait", "function-updated-v2", "--function-name", name)
+        aws("invoke", "--function-name", name, "--payload", f"fileb://{payload}", str(outfile))
+        assert json.loads(outfile.read_text())["env"]["COLOR"] == "blue"
+
+        aws("delete-function", "--function-name", name)
+        p = aws("get-function", "--function-name", name, ok=False)
+        assert p.returncode != 0 and "ResourceNotFoundException" in p.stderr, p.stderr
+    finally:
+        aws("delete-function", "--function-name", name, ok=False)

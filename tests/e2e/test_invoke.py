@@ -1,0 +1,366 @@
+"""Invoke: payloads, headers, log tail, warm reuse, parallel sandboxes,
+freshness after updates, function errors and their recovery."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+
+from stratus_harness import (
+    KEEP_ALIVE_SECS,
+    FUNCTIONS,
+    UUID_RE,
+    arn,
+    expect_error,
+    wait_updated,
+    zip_dir,
+    zip_files,
+)
+
+
+def invoke(lam, name, payload=None, **kwargs):
+    args = {"FunctionName": name, **kwargs}
+    if payload is not None:
+        args["Payload"] = payload if isinstance(payload, (bytes, str)) else json.dumps(payload)
+    resp = lam.invoke(**args)
+    body = resp["Payload"].read()
+    return resp, body
+
+
+def invoke_json(lam, name, payload=None, **kwargs):
+    resp, body = invoke(lam, name, payload, **kwargs)
+    assert resp["StatusCode"] == 200, resp
+    assert "FunctionError" not in resp, (resp, body)
+    return resp, json.loads(body)
+
+
+def test_invoke_result_and_headers(lam, fns, py_zip):
+    name = fns.create(py_zip)
+    resp, out = invoke_json(lam, name, {"k": "v", "n": [1, 2]})
+    assert resp["ResponseMetadata"]["HTTPStatusCode"] == 200
+    assert resp["ExecutedVersion"] == "$LATEST"
+    assert out["hello"] == "python"
+    assert out["event"] == {"k": "v", "n": [1, 2]}
+    rid = resp["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
+    assert UUID_RE.match(rid)
+    assert out["request_id"] == rid == resp["ResponseMetadata"]["RequestId"]
+    assert 0 < out["remaining_ms"] <= 3000
+    assert out["function_name"] == name
+    assert out["function_version"] == "$LATEST"
+    assert str(out["memory_limit_in_mb"]) == "128"
+    assert out["invoked_function_arn"] == arn(name)
+    assert out["log_group_name"] == f"/aws/lambda/{name}"
+    # A second invoke has a different request id.
+    resp2, out2 = invoke_json(lam, name, {})
+    assert out2["request_id"] == resp2["ResponseMetadata"]["RequestId"] != rid
+
+
+def test_runtime_environment(lam, fns, py_zip):
+    name = fns.create(py_zip, Environment={"Variables": {"MY_VAR": "my value"}}, Timeout=7)
+    _, out = invoke_json(lam, name, {})
+    env = out["env"]
+    assert env["AWS_LAMBDA_FUNCTION_NAME"] == name
+    assert env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] == "128"
+    assert env["AWS_LAMBDA_FUNCTION_VERSION"] == "$LATEST"
+    assert env["LAMBDA_TASK_ROOT"] == "/var/task"
+    assert out["cwd"] == "/var/task"
+    assert env["_HANDLER"] == "app.handler"
+    assert env["AWS_REGION"] == "us-east-1"
+    assert env["AWS_DEFAULT_REGION"] == "us-east-1"
+    assert env["AWS_EXECUTION_ENV"] == "AWS_Lambda_python3.12"
+    assert env["AWS_LAMBDA_RUNTIME_API"]
+    assert env["AWS_LAMBDA_LOG_GROUP_NAME"] == f"/aws/lambda/{name}"
+    assert re.fullmatch(r"\d{4}/\d{2}/\d{2}/\[\$LATEST\][0-9a-f]+", env["AWS_LAMBDA_LOG_STREAM_NAME"]), env[
+        "AWS_LAMBDA_LOG_STREAM_NAME"]
+    assert env.get("LAMBDA_RUNTIME_DIR") == "/var/runtime"
+    assert env.get("TZ") == ":UTC"
+    assert env["MY_VAR"] == "my value"
+    assert 0 < out["remaining_ms"] <= 7000
+
+
+def test_region_comes_from_credential_scope(server, fns, py_zip):
+    eu = server.client(region="eu-west-1")
+    name = fns.create(py_zip, client=eu)
+    conf = eu.get_function_configuration(FunctionName=name)
+    assert conf["FunctionArn"] == arn(name, region="eu-west-1")
+    _, out = invoke_json(eu, name, {})
+    assert out["env"]["AWS_REGION"] == "eu-west-1"
+    assert out["invoked_function_arn"] == arn(name, region="eu-west-1")
+
+
+def test_empty_body_reaches_handler_as_empty_object(lam, fns, py_zip):
+    name = fns.create(py_zip, handler="app.echo")
+    resp, body = invoke(lam, name)  # no Payload at all
+    assert resp["StatusCode"] == 200 and "FunctionError" not in resp
+    assert json.loads(body) == {}
+    resp, body = invoke(lam, name, b"")
+    assert json.loads(body) == {}
+
+
+def test_echo_preserves_json_values(lam, fns, py_zip):
+    name = fns.create(py_zip, handler="app.echo")
+    for payload in ([1, "two", None], "a string", 42, {"nested": {"ü": "ñ"}}):
+        _, body = invoke(lam, name, json.dumps(payload))
+        assert json.loads(body) == payload
+
+
+def test_handler_returning_none_gives_null(lam, fns, py_zip):
+    name = fns.create(py_zip, handler="app.none")
+    resp, body = invoke(lam, name, {})
+    assert resp["StatusCode"] == 200 and "FunctionError" not in resp
+    assert body.strip() == b"null"
+
+
+def test_dry_run(lam, fns, py_zip):
+    name = fns.create(py_zip)
+    resp, body = invoke(lam, name, {}, InvocationType="DryRun")
+    assert resp["StatusCode"] == 204
+    assert resp["ResponseMetadata"]["HTTPStatusCode"] == 204
+    assert body == b""
+    # DryRun did not run the handler.
+    _, out = invoke_json(lam, name, {})
+    assert out["count"] == 1
+    expect_error(lam.invoke, 404, "ResourceNotFoundException", FunctionName=name + "-nope",
+                 InvocationType="DryRun", Payload=b"{}")
+
+
+def test_invalid_json_payload_rejected(lam, fns, py_zip):
+    name = fns.create(py_zip)
+    for bad in (b"{not json", b"{\"a\": 1", b"\xff\xfe"):
+        expect_error(lam.invoke, 400, "InvalidRequestContentException", "Could not parse request body into json",
+                     FunctionName=name, Payload=bad)
+    # The function never ran.
+    _, out = invoke_json(lam, name, {})
+    assert out["count"] == 1
+
+
+def test_payload_over_6mb_rejected(lam, fns, py_zip):
+    name = fns.create(py_zip, handler="app.noop")
+    big = json.dumps({"pad": "x" * (6 * 1024 * 1024 + 10)})
+    expect_error(lam.invoke, 413, "RequestEntityTooLargeException", "6291456", FunctionName=name, Payload=big)
+
+
+def test_invoke_by_arn(lam, fns, py_zip):
+    name = fns.create(py_zip)
+    _, out = invoke_json(lam, arn(name), {})
+    assert out["function_name"] == name
+
+
+def test_log_tail(lam, fns, py_zip):
+    name = fns.create(py_zip)
+    resp, out = invoke_json(lam, name, {}, LogType="Tail")
+    rid = out["request_id"]
+    log = base64.b64decode(resp["LogResult"]).decode()
+    assert f"START RequestId: {rid} Version: $LATEST" in log, log
+    assert f"hello-from-handler {rid}" in log, log
+    assert f"END RequestId: {rid}" in log, log
+    report = [line for line in log.splitlines() if line.startswith(f"REPORT RequestId: {rid}")]
+    assert report, log
+    for field in ("Duration: ", "Billed Duration: ", "Memory Size: 128 MB", "Max Memory Used: "):
+        assert field in report[0], report[0]
+    assert log.index("START") < log.index("hello-from-handler") < log.index("END") < log.index("REPORT")
+    assert len(resp["LogResult"]) <= 4096 * 4 // 3 + 4
+    # Without Tail: no log header.
+    resp2, _ = invoke_json(lam, name, {})
+    assert "LogResult" not in resp2
+
+
+def test_warm_reuse_keeps_module_state(lam, fns, py_zip):
+    name = fns.create(py_zip)
+    outs = [invoke_json(lam, name, {})[1] for _ in range(3)]
+    assert [o["count"] for o in outs] == [1, 2, 3]
+    assert len({o["sandbox"] for o in outs}) == 1
+
+
+def _parallel(lam, name, payload, n):
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(lambda _: invoke_json(lam, name, payload)[1], range(n)))
+
+
+def test_parallel_invokes_get_parallel_sandboxes(lam, fns, py_zip):
+    name = fns.create(py_zip, handler="app.sleep")
+    t0 = time.monotonic()
+    outs = _parallel(lam, name, {"seconds": 1}, 4)
+    elapsed = time.monotonic() - t0
+    assert elapsed < 3.0, f"4 parallel 1 s invokes took {elapsed:.2f}s"
+    assert [o["count"] for o in outs] == [1, 1, 1, 1], outs
+    first = {o["sandbox"] for o in outs}
+    assert len(first) == 4
+    # A second wave reuses the same (now warm) sandboxes.
+    t0 = time.monotonic()
+    outs2 = _parallel(lam, name, {"seconds": 1}, 4)
+    assert time.monotonic() - t0 < 3.0
+    assert {o["sandbox"] for o in outs2} == first
+    assert sorted(o["count"] for o in outs2) == [2, 2, 2, 2]
+
+
+def test_one_invoke_at_a_time_per_sandbox(lam, fns, py_zip):
+    """Two overlapping invokes never share a sandbox: the counts never interleave."""
+    name = fns.create(py_zip, handler="app.sleep")
+    outs = _parallel(lam, name, {"seconds": 0.5}, 2)
+    assert outs[0]["sandbox"] != outs[1]["sandbox"]
+
+
+def test_code_update_goes_to_fresh_sandbox(lam, fns, py_zip):
+    name = fns.create(py_zip)
+    a = invoke_json(lam, name, {})[1]
+    b = invoke_json(lam, name, {})[1]
+    assert (a["version"], a["count"], b["count"]) == ("v1", 1, 2)
+    v2 = zip_dir(FUNCTIONS / "python", {"app.py": (FUNCTIONS / "python" / "app.py").read_text().replace(
+        'VERSION = "v1"', 'VERSION = "v2"')})
+    lam.update_function_code(FunctionName=name, ZipFile=v2)
+    wait_updated(lam, name)
+    c = invoke_json(lam, name, {})[1]
+    assert c["version"] == "v2"
+    assert c["count"] == 1
+    assert c["sandbox"] != a["sandbox"]
+
+
+def test_config_update_goes_to_fresh_sandbox(lam, fns, py_zip):
+    name = fns.create(py_zip)
+    a = invoke_json(lam, name, {})[1]
+    invoke_json(lam, name, {})
+    assert "FOO" not in a["env"]
+    lam.update_function_configuration(FunctionName=name, Environment={"Variables": {"FOO": "bar"}}, MemorySize=256)
+    wait_updated(lam, name)
+    c = invoke_json(lam, name, {})[1]
+    assert c["env"]["FOO"] == "bar"
+    assert c["env"]["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] == "256"
+    assert str(c["memory_limit_in_mb"]) == "256"
+    assert c["count"] == 1 and c["sandbox"] != a["sandbox"]
+    # Handler change takes effect too.
+    lam.update_function_configuration(FunctionName=name, Handler="app.echo")
+    wait_updated(lam, name)
+    _, body = invoke(lam, name, {"echo": True})
+    assert json.loads(body) == {"echo": True}
+
+
+def test_reserved_env_vars_cannot_be_overridden(lam, fns, py_zip):
+    reserved = {"AWS_REGION": "xx-fake-9", "AWS_LAMBDA_FUNCTION_NAME": "spoofed", "MY_VAR": "ok"}
+    from botocore.exceptions import ClientError
+
+    try:
+        name = fns.create(py_zip, Environment={"Variables": reserved})
+    except ClientError as e:
+        # AWS's choice: refuse at create, naming the reserved keys.
+        err = e.response
+        assert err["ResponseMetadata"]["HTTPStatusCode"] == 400, err
+        assert err["Error"]["Code"] == "InvalidParameterValueException", err
+        assert "AWS_REGION" in err["Error"]["Message"], err
+        return
+    # Otherwise: accepted, but the reserved values win inside the sandbox.
+    _, out = invoke_json(lam, name, {})
+    assert out["env"]["AWS_REGION"] == "us-east-1"
+    assert out["env"]["AWS_LAMBDA_FUNCTION_NAME"] == name
+    assert out["function_name"] == name
+    assert out["env"]["MY_VAR"] == "ok"
+
+
+def test_keep_alive_stops_idle_sandboxes(lam, fns, py_zip):
+    name = fns.create(py_zip)
+    a = invoke_json(lam, name, {})[1]
+    b = invoke_json(lam, name, {})[1]
+    assert b["sandbox"] == a["sandbox"] and b["count"] == 2
+    time.sleep(KEEP_ALIVE_SECS + 6)
+    c = invoke_json(lam, name, {})[1]
+    assert c["count"] == 1 and c["sandbox"] != a["sandbox"], "idle sandbox survived its keep-alive"
+
+
+# ---------------------------------------------------------------- function errors
+
+
+def test_handler_exception_is_unhandled_error(lam, fns, py_zip):
+    name = fns.create(py_zip, handler="app.fail")
+    resp, body = invoke(lam, name, {"msg": "hi"})
+    assert resp["StatusCode"] == 200
+    assert resp["FunctionError"] == "Unhandled"
+    assert resp["ExecutedVersion"] == "$LATEST"
+    err = json.loads(body)
+    assert err["errorType"] == "ValueError"
+    assert err["errorMessage"] == "boom: hi"
+    assert isinstance(err["stackTrace"], list) and err["stackTrace"], err
+    assert any("app.py" in line for line in err["stackTrace"]), err
+    # The sandbox survives a handled exception: the next invoke still errors the same way, quickly.
+    resp2, body2 = invoke(lam, name, {"msg": "again"})
+    assert resp2["FunctionError"] == "Unhandled" and json.loads(body2)["errorMessage"] == "boom: again"
+
+
+@pytest.mark.parametrize(
+    "files,handler,etype,fragment",
+    [
+        ({"app.py": "def handler(e, c):\n    return {}\n"}, "missing_module.handler",
+         "Runtime.ImportModuleError", "Unable to import module 'missing_module'"),
+        ({"app.py": "import does_not_exist_xyz\n"}, "app.handler",
+         "Runtime.ImportModuleError", "No module named 'does_not_exist_xyz'"),
+        ({"app.py": "def handler(e, c):\n    return {}\n"}, "app.nope",
+         "Runtime.HandlerNotFound", "nope"),
+        ({"app.py": "raise RuntimeError('init boom')\n"}, "app.handler",
+         "RuntimeError", "init boom"),
+        ({"app.py": "def handler(e, c)\n    return {}\n"}, "app.handler",
+         "Runtime.UserCodeSyntaxError", "app"),
+    ],
+    ids=["missing-module", "missing-dependency", "missing-handler", "init-raises", "syntax-error"],
+)
+def test_init_errors(lam, fns, files, handler, etype, fragment):
+    name = fns.create(zip_files(files), handler=handler)
+    for _ in range(2):  # and again: a broken init never hangs or 5xxs
+        t0 = time.monotonic()
+        resp, body = invoke(lam, name, {})
+        assert time.monotonic() - t0 < 10
+        assert resp["StatusCode"] == 200, resp
+        assert resp["FunctionError"] == "Unhandled", (resp, body)
+        err = json.loads(body)
+        assert err["errorType"] == etype, err
+        assert fragment in err["errorMessage"], err
+
+
+def test_out_of_memory_is_exit_error_and_recovers(lam, fns, py_zip):
+    name = fns.create(py_zip, handler="app.dispatch", MemorySize=128, Timeout=30)
+    t0 = time.monotonic()
+    resp, body = invoke(lam, name, {"action": "oom", "mb": 1024}, LogType="Tail")
+    assert time.monotonic() - t0 < 25
+    assert resp["StatusCode"] == 200
+    assert resp["FunctionError"] == "Unhandled", body
+    err = json.loads(body)
+    assert err["errorType"] == "Runtime.ExitError", err
+    assert "signal: killed" in err["errorMessage"], err
+    assert f"RequestId: {resp['ResponseMetadata']['RequestId']}" in err["errorMessage"], err
+    # The next invoke works, in a fresh process.
+    resp2, out = invoke_json(lam, name, {"action": "handler"})
+    assert out["count"] == 1
+    _, small = invoke_json(lam, name, {"action": "oom", "mb": 32})
+    assert small == {"allocated_mb": 32}
+
+
+def test_runtime_exit_is_exit_error_and_recovers(lam, fns, py_zip):
+    name = fns.create(py_zip, handler="app.dispatch")
+    resp, body = invoke(lam, name, {"action": "exit", "code": 3})
+    assert resp["FunctionError"] == "Unhandled", body
+    err = json.loads(body)
+    assert err["errorType"] == "Runtime.ExitError", err
+    assert "exit status 3" in err["errorMessage"], err
+    _, out = invoke_json(lam, name, {"action": "handler"})
+    assert out["count"] == 1
+
+
+def test_timeout_is_sandbox_timedout_and_recovers(lam, fns, py_zip):
+    name = fns.create(py_zip, handler="app.dispatch", Timeout=1)
+    warm = invoke_json(lam, name, {"action": "handler"})[1]
+    t0 = time.monotonic()
+    resp, body = invoke(lam, name, {"action": "sleep", "seconds": 3})
+    elapsed = time.monotonic() - t0
+    assert 0.9 <= elapsed < 2.9, elapsed
+    assert resp["StatusCode"] == 200
+    assert resp["FunctionError"] == "Unhandled", body
+    err = json.loads(body)
+    assert err["errorType"] == "Sandbox.Timedout", err
+    assert "Task timed out after 1.00 seconds" in err["errorMessage"], err
+    # The runtime is restarted: module state resets.
+    _, out = invoke_json(lam, name, {"action": "handler"})
+    assert out["count"] == 1 and out["sandbox"] != warm["sandbox"]

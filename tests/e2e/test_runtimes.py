@@ -1,0 +1,257 @@
+"""Runtimes: Python ids mapped onto the host interpreter, Node.js, and custom
+runtimes (provided.al2023) built with AWS's own clients: the Rust
+`lambda_runtime` crate and Python `awslambdaric`, plus a plain shell+curl
+bootstrap speaking the Runtime API by hand."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from stratus_harness import (
+    FUNCTIONS,
+    REPO,
+    SHARED_FUNCTIONS,
+    arn,
+    expect_error,
+    unique_name,
+    ROLE,
+    zip_dir,
+    zip_files,
+)
+
+
+def _invoke(lam, name, payload=None, **kw):
+    args = {"FunctionName": name, **kw}
+    if payload is not None:
+        args["Payload"] = json.dumps(payload)
+    resp = lam.invoke(**args)
+    return resp, resp["Payload"].read()
+
+
+def _ok(lam, name, payload=None, **kw):
+    resp, body = _invoke(lam, name, payload, **kw)
+    assert resp["StatusCode"] == 200 and "FunctionError" not in resp, (resp.get("FunctionError"), body)
+    return resp, json.loads(body)
+
+
+@pytest.mark.parametrize("runtime", ["python3.9", "python3.11", "python3.12", "python3.13"])
+def test_python_runtime_ids(lam, fns, py_zip, runtime):
+    name = fns.create(py_zip, runtime=runtime)
+    _, out = _ok(lam, name, {})
+    assert out["env"]["AWS_EXECUTION_ENV"] == f"AWS_Lambda_{runtime}"
+    assert out["hello"] == "python"
+
+
+def test_node_function(lam, fns, node_zip):
+    name = fns.create(node_zip, handler="index.handler", runtime="nodejs20.x")
+    resp, out = _ok(lam, name, {"x": 1}, LogType="Tail")
+    rid = resp["ResponseMetadata"]["RequestId"]
+    assert out["hello"] == "node" and out["count"] == 1
+    assert out["event"] == {"x": 1}
+    assert out["request_id"] == rid
+    assert out["function_name"] == name
+    assert str(out["memory_limit_in_mb"]) == "128"
+    assert 0 < out["remaining_ms"] <= 3000
+    assert out["env"]["AWS_EXECUTION_ENV"] == "AWS_Lambda_nodejs20.x"
+    assert out["env"]["AWS_REGION"] == "us-east-1"
+    assert out["env"]["_HANDLER"] == "index.handler"
+    assert out["cwd"] == "/var/task"
+    log = base64.b64decode(resp["LogResult"]).decode()
+    assert f"hello-from-node {rid}" in log and f"END RequestId: {rid}" in log, log
+    _, out2 = _ok(lam, name, {})
+    assert out2["count"] == 2 and out2["sandbox"] == out["sandbox"]
+
+
+def test_node_runtime_id_mapping(lam, fns, node_zip):
+    name = fns.create(node_zip, handler="index.handler", runtime="nodejs22.x")
+    _, out = _ok(lam, name, {})
+    assert out["env"]["AWS_EXECUTION_ENV"] == "AWS_Lambda_nodejs22.x"
+
+
+def test_node_error_and_callback(lam, fns, node_zip):
+    name = fns.create(node_zip, handler="index.fail", runtime="nodejs20.x")
+    resp, body = _invoke(lam, name, {})
+    assert resp["StatusCode"] == 200 and resp["FunctionError"] == "Unhandled", body
+    err = json.loads(body)
+    assert err["errorType"] == "TypeError" and err["errorMessage"] == "node boom", err
+    cb = fns.create(node_zip, handler="index.callback", runtime="nodejs20.x")
+    _, out = _ok(lam, cb, {"y": 2})
+    assert out == {"via": "callback", "event": {"y": 2}}
+
+
+def test_node_missing_handler(lam, fns, node_zip):
+    name = fns.create(node_zip, handler="index.nope", runtime="nodejs20.x")
+    resp, body = _invoke(lam, name, {})
+    assert resp["FunctionError"] == "Unhandled", body
+    assert json.loads(body)["errorType"] == "Runtime.HandlerNotFound", body
+
+
+def test_shared_fixtures_python_and_node_hello(lam, fns):
+    """The fixtures under tests/functions (written for the runtime tests) run on the server too."""
+    py_dir, node_dir = SHARED_FUNCTIONS / "python-hello", SHARED_FUNCTIONS / "node-hello"
+    if not (py_dir / "app.py").exists() or not (node_dir / "index.js").exists():
+        pytest.skip("tests/functions/python-hello or node-hello not present")
+    for code, handler, runtime in ((zip_dir(py_dir), "app.handler", "python3.12"),
+                                   (zip_dir(node_dir), "index.handler", "nodejs20.x")):
+        name = fns.create(code, handler=handler, runtime=runtime)
+        resp, out = _ok(lam, name, {"name": "stratus"})
+        assert out["hello"] == "stratus", out
+        assert out["count"] == 1
+        assert out["request_id"] == resp["ResponseMetadata"]["RequestId"]
+        _, out2 = _ok(lam, name, {})
+        assert out2["count"] == 2
+
+
+@pytest.mark.parametrize("runtime", ["java21", "ruby3.3", "dotnet8"])
+def test_runtime_stratus_cannot_serve_is_refused(lam, py_zip, runtime):
+    """Valid AWS runtime ids without an interpreter behind them are refused at create, naming the runtime."""
+    name = unique_name("unserved")
+    expect_error(lam.create_function, 400, "InvalidParameterValueException", runtime,
+                 FunctionName=name, Runtime=runtime, Role=ROLE, Handler="a.handler",
+                 Code={"ZipFile": py_zip})
+    expect_error(lam.get_function, 404, "ResourceNotFoundException", FunctionName=name)
+
+
+SHELL_BOOTSTRAP = r"""#!/bin/sh
+# A custom runtime in sh + curl, speaking the Runtime API by hand.
+set -eu
+API="http://${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime"
+COUNT=0
+while true; do
+  HDRS=$(mktemp)
+  EVENT=$(curl -sS -D "$HDRS" "$API/invocation/next")
+  RID=$(grep -i '^Lambda-Runtime-Aws-Request-Id:' "$HDRS" | cut -d' ' -f2 | tr -d '\r\n')
+  DEADLINE=$(grep -i '^Lambda-Runtime-Deadline-Ms:' "$HDRS" | cut -d' ' -f2 | tr -d '\r\n')
+  FARN=$(grep -i '^Lambda-Runtime-Invoked-Function-Arn:' "$HDRS" | cut -d' ' -f2 | tr -d '\r\n')
+  TRACE=$(grep -i '^Lambda-Runtime-Trace-Id:' "$HDRS" | cut -d' ' -f2 | tr -d '\r\n')
+  COUNT=$((COUNT + 1))
+  echo "shell-runtime got $RID"
+  case "$EVENT" in
+  *fail*)
+    curl -sS -X POST -H 'Lambda-Runtime-Function-Error-Type: Runtime.ShellFailure' \
+      -d '{"errorMessage":"shell says no","errorType":"Runtime.ShellFailure"}' "$API/invocation/$RID/error" >/dev/null ;;
+  *)
+    printf '{"rid":"%s","deadline":"%s","arn":"%s","trace":"%s","count":%d,"event":%s,"handler":"%s","cwd":"%s"}' \
+      "$RID" "$DEADLINE" "$FARN" "$TRACE" "$COUNT" "$EVENT" "$_HANDLER" "$(pwd)" > /tmp/resp.json
+    curl -sS -X POST --data-binary @/tmp/resp.json "$API/invocation/$RID/response" >/dev/null ;;
+  esac
+  rm -f "$HDRS"
+done
+"""
+
+
+def test_shell_custom_runtime_sees_runtime_api_headers(lam, fns):
+    import time
+
+    code = zip_files({"bootstrap": SHELL_BOOTSTRAP}, executable=("bootstrap",))
+    name = fns.create(code, handler="whatever.handler", runtime="provided.al2023", Timeout=5)
+    t0 = time.time()
+    resp, out = _ok(lam, name, {"a": 1}, LogType="Tail")
+    rid = resp["ResponseMetadata"]["RequestId"]
+    assert out["rid"] == rid
+    assert out["arn"] == arn(name)
+    assert out["event"] == {"a": 1}
+    assert out["handler"] == "whatever.handler"
+    assert out["cwd"] == "/var/task"
+    deadline_ms = int(out["deadline"])
+    assert t0 * 1000 + 3000 < deadline_ms < t0 * 1000 + 5000 + 2000, (t0, deadline_ms)
+    assert re.match(r"Root=1-[0-9a-f]{8}-[0-9a-f]{24}", out["trace"]), out["trace"]
+    assert f"shell-runtime got {rid}" in base64.b64decode(resp["LogResult"]).decode()
+    _, out2 = _ok(lam, name, {})
+    assert out2["count"] == 2
+    resp3, body3 = _invoke(lam, name, {"fail": True})
+    assert resp3["FunctionError"] == "Unhandled"
+    assert json.loads(body3) == {"errorMessage": "shell says no", "errorType": "Runtime.ShellFailure"}
+
+
+def test_provided_without_bootstrap_fails_cleanly(lam, fns):
+    name = fns.create(zip_files({"README": "no bootstrap here"}), handler="x", runtime="provided.al2023")
+    resp, body = _invoke(lam, name, {})
+    assert resp["StatusCode"] == 200 and resp["FunctionError"] == "Unhandled", body
+    err = json.loads(body)
+    assert err["errorType"].startswith("Runtime."), err
+
+
+# ------------------------------------------------------------ official clients
+
+
+def _rust_bootstrap() -> Path | None:
+    env = os.environ.get("STRATUS_TEST_FN_RUST")
+    if env:
+        return Path(env)
+    for cand in (REPO / "target" / "release" / "bootstrap", REPO / "target" / "release" / "stratus-test-fn-rust"):
+        if cand.exists():
+            return cand
+    return None
+
+
+@pytest.fixture(scope="session")
+def rust_zip():
+    if not (SHARED_FUNCTIONS / "rust-hello" / "Cargo.toml").exists():
+        pytest.skip("tests/functions/rust-hello (package stratus-test-fn-rust) is not in the tree")
+    binary = _rust_bootstrap()
+    assert binary is not None, (
+        "rust fixture not built: run `cargo build -p stratus-test-fn-rust --release` (scripts/test does)"
+    )
+    return zip_files({"bootstrap": binary.read_bytes()}, executable=("bootstrap",))
+
+
+def test_rust_lambda_runtime_function(lam, fns, rust_zip):
+    name = fns.create(rust_zip, handler="bootstrap", runtime="provided.al2023")
+    resp, out = _ok(lam, name, {"name": "stratus"}, LogType="Tail")
+    rid = resp["ResponseMetadata"]["RequestId"]
+    assert isinstance(out, dict), out
+    assert "stratus" in json.dumps(out), out
+    if "request_id" in out:
+        assert out["request_id"] == rid
+    if "count" in out:
+        assert out["count"] == 1
+        _, out2 = _ok(lam, name, {"name": "again"})
+        assert out2["count"] == 2
+    log = base64.b64decode(resp["LogResult"]).decode()
+    assert f"START RequestId: {rid}" in log and f"REPORT RequestId: {rid}" in log, log
+    # provided.al2 is the same contract.
+    name2 = fns.create(rust_zip, handler="bootstrap", runtime="provided.al2")
+    _ok(lam, name2, {"name": "al2"})
+
+
+@pytest.fixture(scope="session")
+def ric_zip():
+    script = SHARED_FUNCTIONS / "build_python_ric.sh"
+    if not script.exists():
+        pytest.skip("tests/functions/build_python_ric.sh is not in the tree")
+    out = Path(tempfile.mkdtemp(prefix="stratus-e2e-ric-"))
+    proc = subprocess.run(["bash", str(script), str(out / "fn")], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"build_python_ric.sh failed:\n{proc.stdout}\n{proc.stderr}"
+    return zip_dir(out / "fn")
+
+
+def test_awslambdaric_custom_runtime(lam, fns, ric_zip):
+    name = fns.create(ric_zip, handler="app.handler", runtime="provided.al2023")
+    resp, out = _ok(lam, name, {"name": "ric"}, LogType="Tail")
+    rid = resp["ResponseMetadata"]["RequestId"]
+    assert out["hello"] == "ric" and out["count"] == 1 and out["runtime"] == "awslambdaric"
+    assert out["request_id"] == rid
+    assert 0 < out["remaining_ms"] <= 3000
+    assert "hello from python-ric: name=ric count=1" in base64.b64decode(resp["LogResult"]).decode()
+    _, out2 = _ok(lam, name, {})
+    assert out2["count"] == 2
+
+    failing = fns.create(ric_zip, handler="app.fail", runtime="provided.al2023")
+    resp, body = _invoke(lam, failing, {})
+    assert resp["FunctionError"] == "Unhandled", body
+    err = json.loads(body)
+    assert err["errorType"] == "ValueError" and err["errorMessage"] == "boom", err
+
+    missing = fns.create(ric_zip, handler="nomodule.handler", runtime="provided.al2023")
+    resp, body = _invoke(lam, missing, {})
+    assert resp["FunctionError"] == "Unhandled", body
+    assert json.loads(body)["errorType"] == "Runtime.ImportModuleError", body

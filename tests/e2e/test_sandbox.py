@@ -1,0 +1,166 @@
+"""Isolation claims of the process sandbox, checked from inside a sandbox."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from stratus_harness import REPO
+
+
+def _host_ips() -> list[str]:
+    try:
+        out = subprocess.run(["hostname", "-I"], capture_output=True, text=True, timeout=5).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        out = []
+    return [ip for ip in out if ":" not in ip][:3]
+
+
+def _inspect(lam, name, event):
+    resp = lam.invoke(FunctionName=name, Payload=json.dumps(event))
+    body = resp["Payload"].read()
+    assert resp["StatusCode"] == 200 and "FunctionError" not in resp, body
+    return json.loads(body)
+
+
+@pytest.fixture
+def host_marker():
+    path = Path(f"/tmp/stratus-host-marker-{uuid.uuid4().hex}")
+    path.write_text("host secret")
+    yield path
+    path.unlink(missing_ok=True)
+
+
+def test_isolation_from_inside(lam, fns, py_zip, server, host_marker):
+    name = fns.create(py_zip, handler="app.inspect")
+    targets = [["127.0.0.1", server.port]] + [[ip, server.port] for ip in _host_ips()]
+    out = _inspect(lam, name, {
+        "paths": ["/work", str(REPO), "/home", "/root", "/etc/shadow", str(host_marker), "/var/task/app.py"],
+        "connect": targets,
+    })
+
+    # Private pid namespace: only the sandbox's own few processes.
+    assert len(out["procs"]) <= 5, out["procs"]
+    cmdlines = " | ".join(c or "" for c in out["procs"].values())
+    for host_proc in ("stratus", "pytest", "sshd", "systemd", "cargo"):
+        assert host_proc not in cmdlines.replace("/var/task", ""), cmdlines
+
+    # Not root, no new privileges, seccomp filter in force.
+    assert out["uid"] != 0 and out["euid"] != 0, out
+    assert out["status"].get("NoNewPrivs") == "1", out["status"]
+    assert out["status"].get("Seccomp") == "2", out["status"]
+
+    # Own uts namespace.
+    assert out["hostname"] != socket.gethostname()
+
+    # Host files are not there.
+    paths = out["paths"]
+    assert paths["/work"]["exists"] is False, paths["/work"]
+    assert paths[str(REPO)]["exists"] is False
+    assert paths[str(host_marker)]["exists"] is False, "host /tmp is visible in the sandbox"
+    for d in ("/home", "/root"):
+        assert not paths[d].get("entries"), f"{d} lists host content: {paths[d]}"
+    shadow = paths["/etc/shadow"]
+    assert not shadow.get("readable"), shadow
+    assert paths["/var/task/app.py"].get("readable") is True
+
+    # Read-only code and system, private writable /tmp.
+    assert out["writable"]["/var/task"] is False
+    assert out["writable"]["/usr"] is False
+    assert out["writable"]["/tmp"] is True
+    assert out["bin_sh"] is True
+
+    # The Runtime API is reachable (the handler is running), but the server's
+    # public port is not, on loopback nor on the host's addresses.
+    assert out["runtime_api"]
+    for target, result in out["connects"].items():
+        assert result != "connected", f"sandbox reached host service {target}"
+    api_host = out["runtime_api"].rsplit(":", 1)[0].strip("[]")
+    if api_host not in ("127.0.0.1", "localhost"):
+        extra = _inspect(lam, name, {"connect": [[api_host, server.port], [api_host, 22]]})
+        for target, result in extra["connects"].items():
+            assert result != "connected", f"sandbox reached host service {target} via the runtime API address"
+
+
+def test_tmp_is_private_per_sandbox(lam, fns, py_zip):
+    writer = fns.create(py_zip, handler="app.write_tmp")
+    reader = fns.create(py_zip, handler="app.inspect")
+    fname = f"secret-{uuid.uuid4().hex}"
+    resp = lam.invoke(FunctionName=writer, Payload=json.dumps({"file": fname}))
+    written = json.loads(resp["Payload"].read())
+    assert fname in written["tmp"]
+    out = _inspect(lam, reader, {})
+    assert fname not in out["tmp"], out["tmp"]
+    assert not any(f.startswith("secret-") for f in out["tmp"]), out["tmp"]
+
+
+def test_sandboxes_of_one_function_do_not_see_each_other(lam, fns, py_zip):
+    name = fns.create(py_zip, handler="app.dispatch")
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(_):
+        resp = lam.invoke(FunctionName=name, Payload=json.dumps({"action": "sleep", "seconds": 1}))
+        return json.loads(resp["Payload"].read())
+
+    with ThreadPoolExecutor(2) as pool:
+        a, b = pool.map(one, range(2))
+    assert a["sandbox"] != b["sandbox"]
+    # Each one's process tree is its own: the other sandbox's python is not listed.
+    insp = fns.create(py_zip, handler="app.inspect")
+    out = _inspect(lam, insp, {})
+    pythons = [c for c in out["procs"].values() if c and "python" in c]
+    assert len(pythons) <= 1, out["procs"]
+
+
+def _host_pids_of(name: str) -> list[int]:
+    needle = f"AWS_LAMBDA_FUNCTION_NAME={name}".encode()
+    pids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                env = Path(f"/proc/{d}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if needle in env:
+                pids.append(int(d))
+    return pids
+
+
+def _cgroup_memory_limit(pid: int) -> int | None:
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        hid, controllers, path = line.split(":", 2)
+        if controllers == "" and hid == "0":  # cgroup v2 (unified, or hybrid under /unified)
+            f = Path("/sys/fs/cgroup") / path.lstrip("/") / "memory.max"
+            if not f.exists():
+                f = Path("/sys/fs/cgroup/unified") / path.lstrip("/") / "memory.max"
+        elif "memory" in controllers.split(","):  # cgroup v1
+            f = Path("/sys/fs/cgroup/memory") / path.lstrip("/") / "memory.limit_in_bytes"
+        else:
+            continue
+        if f.exists():
+            v = f.read_text().strip()
+            if v != "max" and int(v) < (1 << 50):
+                return int(v)
+    return None
+
+
+def test_namespaces_and_memory_cgroup_seen_from_host(lam, fns, py_zip):
+    """From the host: the runtime lives in its own namespaces under a MemorySize cgroup limit."""
+    name = fns.create(py_zip, handler="app.inspect", MemorySize=192)
+    _inspect(lam, name, {})  # leaves a warm sandbox behind
+    pids = _host_pids_of(name)
+    assert pids, f"no host process carries AWS_LAMBDA_FUNCTION_NAME={name}"
+    for pid in pids:
+        for ns in ("pid", "mnt", "net", "uts", "ipc", "user"):
+            mine = os.readlink(f"/proc/self/ns/{ns}")
+            theirs = os.readlink(f"/proc/{pid}/ns/{ns}")
+            assert mine != theirs, f"sandbox process {pid} shares the host's {ns} namespace"
+        limit = _cgroup_memory_limit(pid)
+        assert limit is not None, f"sandbox process {pid} has no memory cgroup limit"
+        assert 192 * 2**20 <= limit <= 256 * 2**20, f"memory limit {limit} for MemorySize=192"
