@@ -1,1 +1,368 @@
-//! stratus-assignment (in progress).
+//! The assignment service (Lambda's worker manager): which sandbox runs an invoke.
+//!
+//! Owns the table of every sandbox, idle or busy, per function revision
+//! ([`VersionKey`]) and the memory each holds on its worker. An invoke takes
+//! the most recently used idle sandbox of its revision (warm start); when none
+//! is idle it asks placement for room, evicting least recently used idle
+//! sandboxes of other revisions if it must, and has the worker create one
+//! (cold start). A sandbox serves one invoke at a time; after the invoke it
+//! goes back to idle, or is destroyed if it died or its revision was retired.
+//! Idle sandboxes are shut down after the keep-alive period.
+//!
+//! It does not admit or throttle by concurrency (the counting service does)
+//! and never talks to the kernel: sandboxes are created and destroyed through
+//! the [`Worker`] interface. The table is behind one mutex held only for
+//! short, non-async sections; sandbox creation and invocations run outside it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use async_trait::async_trait;
+use stratus_api::service::{FunctionVersionSpec, InvokeRequest, InvokeResponse, Invoker, VersionKey, WarmSandbox, Worker};
+use stratus_api::LambdaError;
+use stratus_placement::{decide, Decision, IdleSandbox, WorkerSlot};
+use stratus_types::AccountId;
+use tracing::Instrument;
+
+/// Tunables of the assignment service.
+#[derive(Debug, Clone, Copy)]
+pub struct AssignmentConfig {
+    /// How long an idle sandbox is kept before it is shut down.
+    pub keep_alive: Duration,
+}
+
+impl Default for AssignmentConfig {
+    fn default() -> Self {
+        AssignmentConfig {
+            keep_alive: Duration::from_secs(300),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    sandbox: Arc<dyn WarmSandbox>,
+    key: VersionKey,
+    worker: usize,
+    memory_mb: u64,
+    busy: bool,
+    idle_since: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    /// Every sandbox by id.
+    sandboxes: HashMap<String, Entry>,
+    /// Idle sandbox ids per revision, most recently used last.
+    idle: HashMap<VersionKey, Vec<String>>,
+    /// Memory reserved per worker (sandboxes plus creations in progress).
+    reserved_mb: Vec<u64>,
+    /// Revisions retired: their sandboxes are destroyed when released.
+    retired: HashMap<(AccountId, String), Option<String>>,
+}
+
+impl Table {
+    fn is_retired(&self, key: &VersionKey) -> bool {
+        match self.retired.get(&(key.account.clone(), key.name.clone())) {
+            None => false,
+            Some(None) => true,
+            Some(Some(keep)) => keep != &key.revision_id,
+        }
+    }
+
+    fn remove_idle(&mut self, id: &str) -> Option<Entry> {
+        let e = self.sandboxes.remove(id)?;
+        if let Some(list) = self.idle.get_mut(&e.key) {
+            list.retain(|x| x != id);
+            if list.is_empty() {
+                self.idle.remove(&e.key);
+            }
+        }
+        if let Some(r) = self.reserved_mb.get_mut(e.worker) {
+            *r = r.saturating_sub(e.memory_mb);
+        }
+        Some(e)
+    }
+}
+
+/// Assignment for one machine: an in-memory table over a set of workers.
+#[derive(Debug)]
+pub struct LocalAssignment {
+    workers: Vec<Arc<dyn Worker>>,
+    table: Mutex<Table>,
+    cfg: AssignmentConfig,
+}
+
+/// Statistics for tests and operators.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AssignmentStats {
+    pub sandboxes: usize,
+    pub idle: usize,
+    pub busy: usize,
+    pub reserved_mb: u64,
+}
+
+impl LocalAssignment {
+    /// Creates the service and starts its keep-alive reaper.
+    pub fn new(workers: Vec<Arc<dyn Worker>>, cfg: AssignmentConfig) -> Arc<Self> {
+        let n = workers.len();
+        let this = Arc::new(LocalAssignment {
+            workers,
+            table: Mutex::new(Table {
+                reserved_mb: vec![0; n],
+                ..Table::default()
+            }),
+            cfg,
+        });
+        tokio::spawn(reaper(Arc::downgrade(&this)));
+        this
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn stats(&self) -> AssignmentStats {
+        let t = self.lock();
+        let busy = t.sandboxes.values().filter(|e| e.busy).count();
+        AssignmentStats {
+            sandboxes: t.sandboxes.len(),
+            idle: t.sandboxes.len() - busy,
+            busy,
+            reserved_mb: t.reserved_mb.iter().sum(),
+        }
+    }
+
+    /// Shuts down every sandbox (server shutdown).
+    pub fn shutdown_all(&self) {
+        let entries: Vec<Entry> = {
+            let mut t = self.lock();
+            t.idle.clear();
+            t.reserved_mb.iter_mut().for_each(|r| *r = 0);
+            t.sandboxes.drain().map(|(_, e)| e).collect()
+        };
+        for e in entries {
+            e.sandbox.shutdown();
+        }
+    }
+
+    /// Takes an idle sandbox of `key`, or reserves room for a new one.
+    fn take_or_reserve(&self, key: &VersionKey, memory_mb: u64) -> Result<Acquired, LambdaError> {
+        let mut victims = Vec::new();
+        let result = {
+            let mut t = self.lock();
+            loop {
+                let Some(id) = t.idle.get_mut(key).and_then(Vec::pop) else {
+                    break;
+                };
+                let alive = t.sandboxes.get(&id).is_some_and(|e| e.sandbox.is_alive());
+                if alive {
+                    if let Some(e) = t.sandboxes.get_mut(&id) {
+                        e.busy = true;
+                        return Ok(Acquired::Warm(Arc::clone(&e.sandbox)));
+                    }
+                } else if let Some(e) = t.remove_idle(&id) {
+                    victims.push(e);
+                }
+            }
+            let slots: Vec<WorkerSlot> = self
+                .workers
+                .iter()
+                .enumerate()
+                .map(|(i, w)| WorkerSlot {
+                    id: i.to_string(),
+                    capacity_mb: w.capacity_mb(),
+                    reserved_mb: t.reserved_mb.get(i).copied().unwrap_or(0),
+                })
+                .collect();
+            let idle: Vec<IdleSandbox> = t
+                .sandboxes
+                .iter()
+                .filter(|(_, e)| !e.busy)
+                .map(|(id, e)| IdleSandbox {
+                    sandbox_id: id.clone(),
+                    worker_id: e.worker.to_string(),
+                    memory_mb: e.memory_mb,
+                    idle_since: u64::try_from(e.idle_since.elapsed().as_micros())
+                        .map(|age| u64::MAX - age)
+                        .unwrap_or(0),
+                })
+                .collect();
+            let worker = match decide(&slots, &idle, memory_mb) {
+                Decision::Place { worker_id } => worker_id,
+                Decision::EvictThenPlace { worker_id, victims: ids } => {
+                    for id in ids {
+                        if let Some(e) = t.remove_idle(&id) {
+                            victims.push(e);
+                        }
+                    }
+                    worker_id
+                }
+                Decision::Full => {
+                    drop(t);
+                    for v in victims {
+                        v.sandbox.shutdown();
+                    }
+                    return Err(LambdaError::throttled(
+                        "ConcurrentInvocationLimitExceeded",
+                        "Rate Exceeded. No worker has memory left for a new sandbox and no idle sandbox can be evicted.",
+                    ));
+                }
+            };
+            let w: usize = worker.parse().unwrap_or(0);
+            if let Some(r) = t.reserved_mb.get_mut(w) {
+                *r += memory_mb;
+            }
+            Ok(Acquired::Cold { worker: w })
+        };
+        for v in victims {
+            tracing::debug!(sandbox = v.sandbox.id(), "evicting idle sandbox");
+            v.sandbox.shutdown();
+        }
+        result
+    }
+
+    fn unreserve(&self, worker: usize, memory_mb: u64) {
+        let mut t = self.lock();
+        if let Some(r) = t.reserved_mb.get_mut(worker) {
+            *r = r.saturating_sub(memory_mb);
+        }
+    }
+
+    /// Returns a sandbox after an invoke.
+    fn release(&self, id: &str) {
+        let doomed = {
+            let mut t = self.lock();
+            let keep = match t.sandboxes.get(id) {
+                Some(e) => e.sandbox.is_alive() && !t.is_retired(&e.key),
+                None => return,
+            };
+            if keep {
+                if let Some(e) = t.sandboxes.get_mut(id) {
+                    e.busy = false;
+                    e.idle_since = Instant::now();
+                    let key = e.key.clone();
+                    t.idle.entry(key).or_default().push(id.to_owned());
+                }
+                None
+            } else {
+                t.remove_idle(id)
+            }
+        };
+        if let Some(e) = doomed {
+            e.sandbox.shutdown();
+        }
+    }
+
+    fn reap_idle(&self) {
+        let doomed: Vec<Entry> = {
+            let mut t = self.lock();
+            let ids: Vec<String> = t
+                .sandboxes
+                .iter()
+                .filter(|(_, e)| !e.busy && (e.idle_since.elapsed() >= self.cfg.keep_alive || !e.sandbox.is_alive()))
+                .map(|(id, _)| id.clone())
+                .collect();
+            ids.iter().filter_map(|id| t.remove_idle(id)).collect()
+        };
+        for e in doomed {
+            tracing::debug!(sandbox = e.sandbox.id(), "keep-alive expired");
+            e.sandbox.shutdown();
+        }
+    }
+}
+
+enum Acquired {
+    Warm(Arc<dyn WarmSandbox>),
+    Cold { worker: usize },
+}
+
+async fn reaper(this: Weak<LocalAssignment>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let Some(this) = this.upgrade() else {
+            return;
+        };
+        this.reap_idle();
+    }
+}
+
+/// Returns the sandbox to the table even if the invoke future is dropped.
+struct ReleaseGuard<'a> {
+    owner: &'a LocalAssignment,
+    id: String,
+}
+
+impl Drop for ReleaseGuard<'_> {
+    fn drop(&mut self) {
+        self.owner.release(&self.id);
+    }
+}
+
+#[async_trait]
+impl Invoker for LocalAssignment {
+    async fn invoke(&self, spec: Arc<FunctionVersionSpec>, req: InvokeRequest) -> Result<InvokeResponse, LambdaError> {
+        let key = spec.key();
+        let memory_mb = u64::from(spec.memory_mb);
+        let sandbox = match self.take_or_reserve(&key, memory_mb)? {
+            Acquired::Warm(sb) => sb,
+            Acquired::Cold { worker } => {
+                let Some(w) = self.workers.get(worker) else {
+                    self.unreserve(worker, memory_mb);
+                    return Err(LambdaError::service("placement chose an unknown worker"));
+                };
+                let span = tracing::info_span!("cold_start", function = %spec.name, version = %spec.version);
+                let created = w.create_sandbox(Arc::clone(&spec)).instrument(span).await;
+                let sb = match created {
+                    Ok(sb) => sb,
+                    Err(e) => {
+                        self.unreserve(worker, memory_mb);
+                        return Err(e);
+                    }
+                };
+                self.lock().sandboxes.insert(
+                    sb.id().to_owned(),
+                    Entry {
+                        sandbox: Arc::clone(&sb),
+                        key: key.clone(),
+                        worker,
+                        memory_mb,
+                        busy: true,
+                        idle_since: Instant::now(),
+                    },
+                );
+                sb
+            }
+        };
+        let _guard = ReleaseGuard {
+            owner: self,
+            id: sandbox.id().to_owned(),
+        };
+        sandbox.invoke(req).await
+    }
+
+    fn retire(&self, account: &AccountId, name: &str, keep_revision: Option<&str>) {
+        let doomed: Vec<Entry> = {
+            let mut t = self.lock();
+            t.retired
+                .insert((account.clone(), name.to_owned()), keep_revision.map(str::to_owned));
+            let ids: Vec<String> = t
+                .sandboxes
+                .iter()
+                .filter(|(_, e)| !e.busy && &e.key.account == account && e.key.name == name && t.is_retired(&e.key))
+                .map(|(id, _)| id.clone())
+                .collect();
+            ids.iter().filter_map(|id| t.remove_idle(id)).collect()
+        };
+        for e in doomed {
+            e.sandbox.shutdown();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,204 @@
+//! Assignment against a fake worker: routing, warm reuse, placement, keep-alive.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use stratus_api::ErrorCode;
+use stratus_types::Runtime;
+
+use super::*;
+
+#[derive(Debug)]
+struct FakeSandbox {
+    id: String,
+    alive: std::sync::atomic::AtomicBool,
+    delay: Duration,
+    shutdowns: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl WarmSandbox for FakeSandbox {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::SeqCst)
+    }
+    async fn invoke(&self, req: InvokeRequest) -> Result<InvokeResponse, LambdaError> {
+        tokio::time::sleep(self.delay).await;
+        Ok(InvokeResponse {
+            payload: Bytes::from(self.id.clone()),
+            function_error: None,
+            executed_version: "$LATEST".into(),
+            log: req.request_id,
+            cold_start: false,
+        })
+    }
+    fn shutdown(&self) {
+        if self.alive.swap(false, Ordering::SeqCst) {
+            self.shutdowns.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct FakeWorker {
+    capacity: u64,
+    created: AtomicUsize,
+    shutdowns: Arc<AtomicUsize>,
+    delay: Duration,
+}
+
+#[async_trait]
+impl Worker for FakeWorker {
+    fn id(&self) -> &str {
+        "fake"
+    }
+    fn capacity_mb(&self) -> u64 {
+        self.capacity
+    }
+    async fn prepare_code(&self, _digest: &str) -> Result<(), LambdaError> {
+        Ok(())
+    }
+    async fn create_sandbox(&self, _spec: Arc<FunctionVersionSpec>) -> Result<Arc<dyn WarmSandbox>, LambdaError> {
+        let n = self.created.fetch_add(1, Ordering::SeqCst);
+        Ok(Arc::new(FakeSandbox {
+            id: format!("sb{n}"),
+            alive: true.into(),
+            delay: self.delay,
+            shutdowns: Arc::clone(&self.shutdowns),
+        }))
+    }
+}
+
+fn setup(capacity: u64, delay_ms: u64, keep_alive_s: u64) -> (Arc<LocalAssignment>, Arc<FakeWorker>) {
+    let worker = Arc::new(FakeWorker {
+        capacity,
+        created: AtomicUsize::new(0),
+        shutdowns: Arc::new(AtomicUsize::new(0)),
+        delay: Duration::from_millis(delay_ms),
+    });
+    let a = LocalAssignment::new(
+        vec![Arc::clone(&worker) as Arc<dyn Worker>],
+        AssignmentConfig {
+            keep_alive: Duration::from_secs(keep_alive_s),
+        },
+    );
+    (a, worker)
+}
+
+fn spec(name: &str, rev: &str, mem: u32) -> Arc<FunctionVersionSpec> {
+    Arc::new(FunctionVersionSpec {
+        account: AccountId::default_local(),
+        region: "us-east-1".into(),
+        name: name.into(),
+        version: "$LATEST".into(),
+        revision_id: rev.into(),
+        runtime: Runtime::parse("python3.12").expect("valid"),
+        handler: "app.handler".into(),
+        memory_mb: mem,
+        timeout_s: 3,
+        ephemeral_mb: 512,
+        env: Default::default(),
+        code_digest: "0".repeat(64),
+    })
+}
+
+fn req() -> InvokeRequest {
+    InvokeRequest {
+        request_id: "r".into(),
+        payload: Bytes::new(),
+        invoked_arn: "arn".into(),
+        client_context: None,
+        trace_id: String::new(),
+    }
+}
+
+async fn run(a: &LocalAssignment, s: &Arc<FunctionVersionSpec>) -> Result<String, LambdaError> {
+    let r = a.invoke(Arc::clone(s), req()).await?;
+    Ok(String::from_utf8_lossy(&r.payload).into_owned())
+}
+
+#[tokio::test(start_paused = true)]
+async fn sequential_invokes_reuse_one_warm_sandbox() {
+    let (a, w) = setup(1024, 1, 60);
+    let s = spec("f", "r1", 128);
+    assert_eq!(run(&a, &s).await.expect("ok"), "sb0");
+    assert_eq!(run(&a, &s).await.expect("ok"), "sb0");
+    assert_eq!(w.created.load(Ordering::SeqCst), 1);
+    assert_eq!(a.stats().idle, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn parallel_invokes_get_parallel_sandboxes() {
+    let (a, w) = setup(4096, 100, 60);
+    let s = spec("f", "r1", 128);
+    let results = futures_join(&a, &s, 4).await;
+    let mut ids: Vec<String> = results.into_iter().map(|r| r.expect("ok")).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 4, "each concurrent invoke had its own sandbox");
+    assert_eq!(w.created.load(Ordering::SeqCst), 4);
+}
+
+async fn futures_join(a: &Arc<LocalAssignment>, s: &Arc<FunctionVersionSpec>, n: usize) -> Vec<Result<String, LambdaError>> {
+    let mut handles = Vec::new();
+    for _ in 0..n {
+        let a = Arc::clone(a);
+        let s = Arc::clone(s);
+        handles.push(tokio::spawn(async move { run(&a, &s).await }));
+    }
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.expect("task"));
+    }
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_revision_never_gets_a_stale_sandbox() {
+    let (a, _w) = setup(1024, 1, 60);
+    assert_eq!(run(&a, &spec("f", "r1", 128)).await.expect("ok"), "sb0");
+    a.retire(&AccountId::default_local(), "f", Some("r2"));
+    assert_eq!(run(&a, &spec("f", "r2", 128)).await.expect("ok"), "sb1");
+    assert_eq!(a.stats().sandboxes, 1, "the retired sandbox was shut down");
+}
+
+#[tokio::test(start_paused = true)]
+async fn full_worker_evicts_idle_sandboxes_of_other_functions() {
+    let (a, w) = setup(256, 1, 600);
+    run(&a, &spec("f", "r1", 128)).await.expect("ok");
+    run(&a, &spec("g", "r1", 128)).await.expect("ok");
+    tokio::time::advance(Duration::from_secs(1)).await;
+    run(&a, &spec("g", "r1", 128)).await.expect("g again, warm");
+    // Room for h only by evicting f's sandbox, the least recently used.
+    assert_eq!(run(&a, &spec("h", "r1", 128)).await.expect("ok"), "sb2");
+    assert_eq!(w.shutdowns.load(Ordering::SeqCst), 1);
+    assert_eq!(run(&a, &spec("g", "r1", 128)).await.expect("ok"), "sb1", "g stayed warm");
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttles_when_nothing_can_be_freed() {
+    let (a, _w) = setup(256, 1000, 600);
+    let s = spec("f", "r1", 256);
+    let a2 = Arc::clone(&a);
+    let s2 = Arc::clone(&s);
+    let busy = tokio::spawn(async move { run(&a2, &s2).await });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let err = run(&a, &spec("g", "r1", 128)).await.expect_err("no room");
+    assert_eq!(err.code, ErrorCode::TooManyRequests);
+    busy.await.expect("task").expect("the busy invoke completes");
+    assert_eq!(a.stats().reserved_mb, 256);
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_sandboxes_stop_after_keep_alive() {
+    let (a, w) = setup(1024, 1, 5);
+    run(&a, &spec("f", "r1", 128)).await.expect("ok");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(a.stats().idle, 1);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(a.stats().sandboxes, 0);
+    assert_eq!(a.stats().reserved_mb, 0);
+    assert_eq!(w.shutdowns.load(Ordering::SeqCst), 1);
+}
