@@ -544,3 +544,33 @@ def test_awslambdaric_against_fake_api(runtimes, ric_dir):
     doc = r3.api.wait_init_error().json()
     assert doc["errorType"] == "Runtime.ImportModuleError"
     assert doc["errorMessage"] == "Unable to import module 'nope': No module named 'nope'"
+
+
+# ===========================================================================
+# The Rust fixture (official lambda_runtime crate), if it has been built:
+#   CARGO_TARGET_DIR=target-fixtures cargo build -p stratus-test-fn-rust --release
+# ===========================================================================
+
+
+def _rust_bootstrap():
+    for d in (os.environ.get("CARGO_TARGET_DIR"), os.path.join(REPO, "target-fixtures"), os.path.join(REPO, "target")):
+        if d:
+            p = os.path.join(d, "release", "bootstrap")
+            if os.path.exists(p):
+                return p
+    return None
+
+
+def test_fixture_rust_hello(runtimes, tmp_path):
+    binary = _rust_bootstrap()
+    if binary is None:
+        pytest.skip("rust-hello not built (cargo build -p stratus-test-fn-rust --release)")
+    r = Runtime([binary], str(tmp_path), "bootstrap", None)
+    runtimes.append(r)
+    out = r.api.invoke({"name": "rust"}, timeout_ms=5000)
+    assert out.kind == "response", (out, r.log)
+    b = out.json()
+    assert b["hello"] == "rust" and b["count"] == 1 and b["request_id"] == out.request_id
+    assert 0 < b["remaining_ms"] <= 5000
+    assert b["invoked_function_arn"] == r.api.arn
+    assert r.api.invoke({}).json()["count"] == 2
