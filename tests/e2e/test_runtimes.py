@@ -187,7 +187,7 @@ def _rust_bootstrap() -> Path | None:
     env = os.environ.get("STRATUS_TEST_FN_RUST")
     if env:
         return Path(env)
-    for cand in (REPO / "target" / "release" / "bootstrap", REPO / "target" / "release" / "stratus-test-fn-rust"):
+    for cand in (REPO / "target" / "release" / "bootstrap", REPO / "target-fixtures" / "release" / "bootstrap"):
         if cand.exists():
             return cand
     return None
@@ -205,22 +205,24 @@ def rust_zip():
 
 
 def test_rust_lambda_runtime_function(lam, fns, rust_zip):
-    name = fns.create(rust_zip, handler="bootstrap", runtime="provided.al2023")
+    name = fns.create(rust_zip, handler="bootstrap", runtime="provided.al2023", Timeout=5)
     resp, out = _ok(lam, name, {"name": "stratus"}, LogType="Tail")
     rid = resp["ResponseMetadata"]["RequestId"]
-    assert isinstance(out, dict), out
-    assert "stratus" in json.dumps(out), out
-    if "request_id" in out:
-        assert out["request_id"] == rid
-    if "count" in out:
-        assert out["count"] == 1
-        _, out2 = _ok(lam, name, {"name": "again"})
-        assert out2["count"] == 2
+    assert out["hello"] == "stratus" and out["count"] == 1, out
+    assert out["request_id"] == rid
+    assert out["invoked_function_arn"] == arn(name)
+    assert out["function_name"] == name
+    assert out["memory_limit_in_mb"] == 128
+    assert 0 < out["remaining_ms"] <= 5000
     log = base64.b64decode(resp["LogResult"]).decode()
     assert f"START RequestId: {rid}" in log and f"REPORT RequestId: {rid}" in log, log
+    assert f"hello from rust-hello: name=stratus count=1 request_id={rid}" in log, log
+    _, out2 = _ok(lam, name, {})
+    assert out2["count"] == 2 and out2["hello"] == "world"
     # provided.al2 is the same contract.
     name2 = fns.create(rust_zip, handler="bootstrap", runtime="provided.al2")
-    _ok(lam, name2, {"name": "al2"})
+    _, out3 = _ok(lam, name2, {"name": "al2"})
+    assert out3["hello"] == "al2" and out3["function_name"] == name2
 
 
 @pytest.fixture(scope="session")
