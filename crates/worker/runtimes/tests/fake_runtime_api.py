@@ -53,6 +53,7 @@ class FakeRuntimeAPI:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
 
             def log_message(self, *args):
                 pass
@@ -113,7 +114,11 @@ class FakeRuntimeAPI:
                         return self._reply(202, {"status": "OK"})
                 return self._reply(404, {"errorType": "NotFound", "errorMessage": p})
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request, client_address):
+                pass  # runtimes that exit or are killed reset their connection
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         t = threading.Thread(target=self.server.serve_forever, daemon=True)
         t.start()

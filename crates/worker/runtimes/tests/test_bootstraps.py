@@ -402,6 +402,27 @@ def test_node_errors(runtimes, tmp_path):
     assert doc["errorType"] == "TypeError" and doc["errorMessage"] == "bad type"
 
 
+def test_node_uncaught_exception_and_rejection(runtimes, tmp_path):
+    files = {
+        "crash.js": """
+            exports.throwLater = async () => { setTimeout(() => { throw new RangeError('late'); }, 10); await new Promise(() => {}); };
+            exports.reject = async () => { Promise.reject(new Error('nobody caught me')); await new Promise(() => {}); };
+        """,
+    }
+    r = node_runtime(runtimes, tmp_path, files, "crash.throwLater")
+    out = r.api.invoke({})
+    assert out.kind == "error"
+    doc = out.json()
+    assert doc["errorType"] == "RangeError" and doc["errorMessage"] == "late"
+    assert r.exit_code() == 129
+    r2 = node_runtime(runtimes, tmp_path, {}, "crash.reject")
+    out = r2.api.invoke({})
+    doc = out.json()
+    assert doc["errorType"] == "Runtime.UnhandledPromiseRejection"
+    assert doc["errorMessage"] == "Error: nobody caught me"
+    assert r2.exit_code() == 128
+
+
 def test_node_esm(runtimes, tmp_path):
     files = {
         "app.mjs": """
