@@ -1,1 +1,685 @@
-//! stratus-sandbox-process (in progress).
+//! Linux process sandboxes: the `process` isolation backend.
+//!
+//! Each sandbox is one runtime process in fresh mount, pid, network, UTS, IPC
+//! and cgroup namespaces plus its own user namespace, limited by a memory and
+//! pids cgroup (v1 or v2), running as a host uid no other sandbox shares, with
+//! a seccomp deny list ([`seccomp::DEFAULT_POLICY`]) and a root filesystem
+//! assembled from read-only binds (`/usr`, the code at `/var/task`, the
+//! runtime at `/var/runtime`, layers at `/opt`) and a disk-backed `/tmp`.
+//!
+//! The sandbox's network holds only `lo`. The jailer binds the Runtime API
+//! listener *inside* that network namespace and passes the socket to the
+//! server, so the server accepts the runtime's connections directly, with no
+//! proxy and no host port ([`stratus_sandbox::RuntimeApiListener`]).
+//!
+//! This crate owns the kernel objects of its sandboxes (cgroups, scratch dirs,
+//! uids, processes) and releases every one of them when a sandbox is dropped.
+//! It does not know about functions, invokes or the Runtime API protocol.
+//!
+//! # Wiring
+//! The server's binary must run the jailer when invoked as
+//! `stratus __sandbox-init`, *before* starting any thread or async runtime:
+//!
+//! ```no_run
+//! # use stratus_sandbox_process::{ProcessBackend, ProcessBackendConfig};
+//! # fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! // First thing in main(), before tokio or any thread exists:
+//! if std::env::args().nth(1).as_deref() == Some("__sandbox-init") {
+//!     stratus_sandbox_process::jailer_main();
+//! }
+//! // Later, inside the tokio runtime:
+//! let backend = ProcessBackend::new(ProcessBackendConfig {
+//!     jailer: vec![std::env::current_exe()?.display().to_string(), "__sandbox-init".into()],
+//!     ..Default::default()
+//! })?;
+//! # Ok(()) }
+//! ```
+
+mod cgroup;
+mod jailer;
+mod protocol;
+pub mod seccomp;
+mod uid;
+
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use nix::sys::socket::{
+    AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg, socketpair,
+};
+use nix::unistd::{Gid, Uid, chown};
+use stratus_sandbox::{
+    ExitStatus, RuntimeApiListener, Sandbox, SandboxBackend, SandboxError, SandboxSpec,
+    SandboxUsage,
+};
+use tokio::io::unix::AsyncFd;
+
+pub use cgroup::{CgroupError, CgroupVersion};
+pub use jailer::{JailerError, jailer_main};
+pub use protocol::{JailerConfig, SANDBOX_GID, SANDBOX_UID};
+pub use uid::{UidAllocator, UidLease};
+
+use crate::cgroup::CgroupSet;
+use crate::protocol::{CONTROL_FD, MAX_REPORT, Report, step_name};
+
+/// Where cgroup filesystems are mounted.
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// How long `spawn` waits for the jailer to start the runtime.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long dropping a sandbox waits for its processes to vanish.
+const TEARDOWN_PATIENCE: Duration = Duration::from_secs(2);
+
+/// Configuration of the process backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessBackendConfig {
+    /// Argv prefix that runs the jailer, e.g. `[current_exe, "__sandbox-init"]`
+    /// or the `stratus-jailer` binary of this crate.
+    pub jailer: Vec<String>,
+    /// Directory for per-sandbox scratch dirs (`<state_dir>/<id>/tmp` is the sandbox's `/tmp`).
+    pub state_dir: PathBuf,
+    /// Cgroup (relative to each hierarchy's root) under which sandbox cgroups are created.
+    pub cgroup_parent: String,
+    /// First host uid handed to sandboxes (the gid of each sandbox equals its uid).
+    pub uid_base: u32,
+    /// Number of uids, which is also the maximum number of live sandboxes.
+    pub uid_count: u32,
+}
+
+impl Default for ProcessBackendConfig {
+    fn default() -> Self {
+        Self {
+            jailer: Vec::new(),
+            state_dir: PathBuf::from("/var/lib/stratus/sandboxes"),
+            cgroup_parent: "stratus".into(),
+            uid_base: 1_500_000,
+            uid_count: 10_000,
+        }
+    }
+}
+
+/// The Linux namespace/cgroup/seccomp backend.
+#[derive(Debug)]
+pub struct ProcessBackend {
+    config: ProcessBackendConfig,
+    cgroup_root: PathBuf,
+    cgroup_version: CgroupVersion,
+    uids: UidAllocator,
+}
+
+fn unavailable(what: impl std::fmt::Display) -> SandboxError {
+    SandboxError::Unavailable(what.to_string())
+}
+
+impl ProcessBackend {
+    /// Checks the host (root, cgroups) and prepares the state dir and parent cgroup.
+    pub fn new(config: ProcessBackendConfig) -> Result<Self, SandboxError> {
+        if config.jailer.is_empty() {
+            return Err(unavailable("no jailer command configured"));
+        }
+        if !Uid::effective().is_root() {
+            return Err(unavailable("the process backend must run as root"));
+        }
+        if config.uid_count == 0 || config.uid_base == 0 {
+            return Err(unavailable(
+                "uid range must be non-empty and must not include root",
+            ));
+        }
+        if config
+            .cgroup_parent
+            .split('/')
+            .any(|p| p.is_empty() || p == "." || p == "..")
+        {
+            return Err(unavailable(format!(
+                "bad cgroup parent {:?}",
+                config.cgroup_parent
+            )));
+        }
+        let cgroup_root = PathBuf::from(CGROUP_ROOT);
+        let cgroup_version = cgroup::detect(&cgroup_root)
+            .ok_or_else(|| unavailable(CgroupError::NotFound(cgroup_root.clone())))?;
+        cgroup::prepare_parent(&cgroup_root, cgroup_version, &config.cgroup_parent)
+            .map_err(unavailable)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(&config.state_dir)
+            .map_err(|e| unavailable(format!("creating {}: {e}", config.state_dir.display())))?;
+        let uids = UidAllocator::new(config.uid_base, config.uid_count);
+        Ok(Self {
+            config,
+            cgroup_root,
+            cgroup_version,
+            uids,
+        })
+    }
+
+    /// The cgroup version in use.
+    pub fn cgroup_version(&self) -> CgroupVersion {
+        self.cgroup_version
+    }
+
+    /// Host directory holding sandbox `id`'s scratch dirs (exists while it lives).
+    pub fn sandbox_dir(&self, id: &str) -> PathBuf {
+        self.config.state_dir.join(id)
+    }
+
+    /// Cgroup directories sandbox `id` has while it lives.
+    pub fn cgroup_dirs(&self, id: &str) -> Vec<PathBuf> {
+        cgroup::dirs_for(
+            &self.cgroup_root,
+            self.cgroup_version,
+            &self.config.cgroup_parent,
+            id,
+        )
+    }
+
+    /// Number of sandboxes currently holding a uid (live sandboxes).
+    pub fn live_sandboxes(&self) -> usize {
+        self.uids.in_use()
+    }
+
+    async fn spawn_inner(
+        &self,
+        spec: &SandboxSpec,
+        res: &mut Resources,
+    ) -> Result<ProcessSandbox, (&'static str, String)> {
+        let id = &spec.id;
+        if id.is_empty()
+            || id.len() > 128
+            || id == "."
+            || id == ".."
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err((
+                "validate",
+                "id must be 1-128 characters of [A-Za-z0-9._-]".into(),
+            ));
+        }
+        if spec.argv.is_empty() {
+            return Err(("validate", "argv is empty".into()));
+        }
+        let lease = self
+            .uids
+            .allocate()
+            .ok_or(("uid", "all sandbox uids are in use".to_owned()))?;
+        let host_uid = lease.uid();
+        res.uid = Some(lease);
+
+        // Scratch dirs: <state>/<id>/{root,tmp}.
+        let dir = self.config.state_dir.join(id);
+        std::fs::DirBuilder::new()
+            .mode(0o711)
+            .create(&dir)
+            .map_err(|e| ("scratch", format!("creating {}: {e}", dir.display())))?;
+        res.scratch = Some(dir.clone());
+        let root_dir = dir.join("root");
+        let tmp_dir = dir.join("tmp");
+        for d in [&root_dir, &tmp_dir] {
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(d)
+                .map_err(|e| ("scratch", format!("creating {}: {e}", d.display())))?;
+        }
+        chown(
+            &tmp_dir,
+            Some(Uid::from_raw(host_uid)),
+            Some(Gid::from_raw(host_uid)),
+        )
+        .map_err(|e| ("scratch", format!("chown {}: {e}", tmp_dir.display())))?;
+
+        let memory_bytes = spec.limits.memory_mb.saturating_mul(1 << 20);
+        let cgroups = CgroupSet::create(
+            &self.cgroup_root,
+            self.cgroup_version,
+            &self.config.cgroup_parent,
+            id,
+            memory_bytes,
+            spec.limits.max_pids,
+        )
+        .map_err(|e| ("cgroup", e.to_string()))?;
+        let procs = cgroups.procs_files();
+        res.cgroups = Some(cgroups);
+
+        let config = JailerConfig {
+            id: id.clone(),
+            code_dir: spec.code_dir.clone(),
+            runtime_dir: spec.runtime_dir.clone(),
+            opt_dir: spec.opt_dir.clone(),
+            argv: spec.argv.clone(),
+            env: spec.env.clone(),
+            cwd: spec.cwd.clone(),
+            hostname: spec.hostname.clone(),
+            runtime_api_port: spec.runtime_api_port,
+            max_fds: spec.limits.max_fds,
+            max_pids: spec.limits.max_pids,
+            shm_bytes: memory_bytes,
+            cgroup_procs: procs,
+            host_uid,
+            tmp_dir,
+            root_dir,
+        };
+        let config_json = serde_json::to_vec(&config).map_err(|e| ("config", e.to_string()))?;
+
+        let (ctl_server, ctl_child) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        )
+        .map_err(|e| ("jailer", format!("socketpair: {e}")))?;
+        // The jailer's end must block; only the server's end is non-blocking.
+        nix::fcntl::fcntl(
+            ctl_child.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+        )
+        .map_err(|e| ("jailer", format!("fcntl: {e}")))?;
+        let (out_read, out_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| ("jailer", format!("pipe: {e}")))?;
+        let out_write2 = out_write
+            .try_clone()
+            .map_err(|e| ("jailer", format!("dup: {e}")))?;
+
+        let mut cmd = std::process::Command::new(&self.config.jailer[0]);
+        cmd.args(&self.config.jailer[1..])
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::from(out_write))
+            .stderr(Stdio::from(out_write2));
+        let child_fd: RawFd = ctl_child.as_raw_fd();
+        // SAFETY: the hook runs between fork and exec and only calls dup2 and
+        // fcntl, which are async-signal-safe; it touches no memory but the
+        // copied integer.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                if child_fd == CONTROL_FD {
+                    if libc::fcntl(CONTROL_FD, libc::F_SETFD, 0) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                } else if libc::dup2(child_fd, CONTROL_FD) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| ("jailer", format!("starting {}: {e}", self.config.jailer[0])))?;
+        drop(cmd);
+        drop(ctl_child);
+        let stdin = child.stdin.take();
+        res.pidfd = pidfd_open(child.id());
+        res.jailer = Some(Arc::new(Mutex::new(child)));
+        if let Some(mut stdin) = stdin {
+            // A few KiB into an empty pipe: this never blocks for long.
+            stdin
+                .write_all(&config_json)
+                .map_err(|e| ("config", format!("writing the jailer config: {e}")))?;
+        }
+
+        // SAFETY: `ctl_server` is an open socket owned by the AsyncFd from here on.
+        let control = unsafe { AsyncFd::register(ctl_server) }
+            .map_err(|e| ("jailer", format!("registering control socket: {e}")))?;
+
+        let mut listener = None;
+        let started = tokio::time::timeout(START_TIMEOUT, async {
+            loop {
+                match recv_report(&control).await {
+                    Ok(Some((Report::Listening, fd))) => {
+                        let fd = fd.ok_or((
+                            "listener",
+                            "listener report without a descriptor".to_owned(),
+                        ))?;
+                        let l = std::net::TcpListener::from(fd);
+                        l.set_nonblocking(true)
+                            .map_err(|e| ("listener", e.to_string()))?;
+                        listener = Some(l);
+                    }
+                    Ok(Some((Report::Started, _))) => return Ok(()),
+                    Ok(Some((Report::Error { step, message }, _))) => {
+                        return Err((step_name(&step), message));
+                    }
+                    Ok(Some((Report::Exited { status }, _))) => {
+                        return Err((
+                            "jailer",
+                            format!("runtime ended before it started: {status}"),
+                        ));
+                    }
+                    Ok(None) => {
+                        return Err((
+                            "jailer",
+                            "the jailer exited without starting the runtime".into(),
+                        ));
+                    }
+                    Err(e) => return Err(("jailer", format!("reading the control socket: {e}"))),
+                }
+            }
+        })
+        .await
+        .map_err(|_| {
+            (
+                "jailer",
+                format!("the runtime did not start within {START_TIMEOUT:?}"),
+            )
+        })?;
+        started?;
+        let listener = listener.ok_or(("listener", "the jailer sent no listener".to_owned()))?;
+
+        let (status_tx, status_rx) = tokio::sync::watch::channel(None);
+        let jailer = res.jailer.clone();
+        // Detached: it ends by itself once the sandbox is gone.
+        drop(tokio::spawn(watch(control, jailer, status_tx)));
+        Ok(ProcessSandbox {
+            id: id.clone(),
+            listener: Some(listener),
+            output: Some(out_read),
+            status: status_rx,
+            res: Resources::default(),
+        })
+    }
+}
+
+#[async_trait]
+impl SandboxBackend for ProcessBackend {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    async fn spawn(&self, spec: SandboxSpec) -> Result<Box<dyn Sandbox>, SandboxError> {
+        let started = Instant::now();
+        let mut res = Resources::default();
+        res.id = spec.id.clone();
+        match self.spawn_inner(&spec, &mut res).await {
+            Ok(mut sandbox) => {
+                sandbox.res = res;
+                tracing::debug!(sandbox = %spec.id, elapsed_us = started.elapsed().as_micros() as u64, "sandbox started");
+                Ok(Box::new(sandbox))
+            }
+            Err((step, message)) => {
+                tracing::debug!(sandbox = %spec.id, step, %message, "sandbox creation failed");
+                // Dropping `res` kills and removes whatever was created.
+                drop(res);
+                Err(SandboxError::Create {
+                    id: spec.id,
+                    step,
+                    message,
+                })
+            }
+        }
+    }
+}
+
+/// Receives one report (and a descriptor, if one came along). `None` on EOF.
+async fn recv_report(control: &AsyncFd<OwnedFd>) -> io::Result<Option<(Report, Option<OwnedFd>)>> {
+    loop {
+        let mut guard = control.readable().await?;
+        match guard.try_io(|fd| recv_once(fd.get_ref().as_fd().as_raw_fd())) {
+            Ok(result) => return result,
+            Err(_would_block) => continue,
+        }
+    }
+}
+
+fn recv_once(fd: RawFd) -> io::Result<Option<(Report, Option<OwnedFd>)>> {
+    let mut buf = vec![0u8; MAX_REPORT];
+    let mut cmsg = nix::cmsg_space!([RawFd; 4]);
+    let mut iov = [io::IoSliceMut::new(&mut buf)];
+    let msg = recvmsg::<()>(
+        fd,
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
+    )
+    .map_err(io::Error::from)?;
+    let mut received = None;
+    for c in msg.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            for raw in fds {
+                // SAFETY: SCM_RIGHTS just installed this descriptor in our
+                // table; nothing else refers to it, so we take ownership
+                // (extra ones are closed when dropped).
+                let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                if received.is_none() {
+                    received = Some(owned);
+                }
+            }
+        }
+    }
+    let len = msg.bytes;
+    if len == 0 {
+        return Ok(None);
+    }
+    let report = serde_json::from_slice(&buf[..len])
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    Ok(Some((report, received)))
+}
+
+/// Follows a started sandbox: reads reports until the control socket closes
+/// (all of J, C and R are gone), reaps the jailer and publishes R's status.
+async fn watch(
+    control: AsyncFd<OwnedFd>,
+    jailer: Option<Arc<Mutex<std::process::Child>>>,
+    status_tx: tokio::sync::watch::Sender<Option<ExitStatus>>,
+) {
+    // If nothing reports an end, the sandbox was killed.
+    let mut status = ExitStatus::Signal(9);
+    loop {
+        match recv_report(&control).await {
+            Ok(Some((Report::Exited { status: s }, _))) => status = s,
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    drop(control);
+    if let Some(jailer) = jailer {
+        // EOF means every holder of the socket has exited; the zombie follows at once.
+        for _ in 0..2000 {
+            if !matches!(lock(&jailer).try_wait(), Ok(None)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let _ = status_tx.send(Some(status));
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A pidfd for `pid` (a child not yet reaped), so signals can never hit a reused pid.
+fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the kernel just returned this new descriptor; we are its only owner.
+    Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Kernel objects of one sandbox; released on drop.
+#[derive(Debug, Default)]
+struct Resources {
+    id: String,
+    jailer: Option<Arc<Mutex<std::process::Child>>>,
+    pidfd: Option<OwnedFd>,
+    cgroups: Option<CgroupSet>,
+    scratch: Option<PathBuf>,
+    uid: Option<UidLease>,
+}
+
+impl Resources {
+    /// Kills everything inside the sandbox (C, R and descendants). J is not in
+    /// the cgroup: it reaps C, reports and exits by itself.
+    fn kill(&self) {
+        match &self.cgroups {
+            Some(cg) => cg.kill_all(),
+            None => self.kill_jailer(),
+        }
+    }
+
+    /// Kills J itself (C follows through its parent-death signal).
+    fn kill_jailer(&self) {
+        if let Some(pidfd) = &self.pidfd {
+            // SAFETY: pidfd_send_signal with a valid pidfd, a signal number and no siginfo.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    pidfd.as_raw_fd(),
+                    libc::SIGKILL,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                );
+            }
+        } else if let Some(jailer) = &self.jailer {
+            let _ = lock(jailer).kill();
+        }
+    }
+
+    /// Waits (blocking, bounded) until J has been reaped.
+    fn reap_jailer(&self, until: Instant) -> bool {
+        let Some(jailer) = &self.jailer else {
+            return true;
+        };
+        loop {
+            // std caches the status, so the watcher may have reaped it already.
+            if !matches!(lock(jailer).try_wait(), Ok(None)) {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+}
+
+impl Drop for Resources {
+    fn drop(&mut self) {
+        self.kill();
+        let now = Instant::now();
+        if !self.reap_jailer(now + TEARDOWN_PATIENCE / 2) {
+            tracing::warn!(sandbox = %self.id, "jailer did not exit after the sandbox was killed; killing it");
+            self.kill_jailer();
+            self.reap_jailer(now + TEARDOWN_PATIENCE);
+        }
+        if let Some(cg) = &mut self.cgroups {
+            // Stragglers (if any) are killed again before removal.
+            cg.kill_all();
+            if let Err(e) = cg.remove(Duration::from_millis(500)) {
+                tracing::warn!(sandbox = %self.id, error = %e, "could not remove sandbox cgroup");
+            }
+        }
+        if let Some(dir) = &self.scratch
+            && let Err(e) = std::fs::remove_dir_all(dir)
+        {
+            tracing::warn!(sandbox = %self.id, dir = %dir.display(), error = %e, "could not remove scratch dir");
+        }
+        // The uid lease is released when `self.uid` drops, after everything using it is gone.
+    }
+}
+
+/// One running sandbox of the process backend.
+#[derive(Debug)]
+pub struct ProcessSandbox {
+    id: String,
+    listener: Option<std::net::TcpListener>,
+    output: Option<OwnedFd>,
+    status: tokio::sync::watch::Receiver<Option<ExitStatus>>,
+    res: Resources,
+}
+
+impl ProcessSandbox {
+    /// Host uid (and gid) the sandbox's processes run as.
+    pub fn host_uid(&self) -> Option<u32> {
+        self.res.uid.as_ref().map(UidLease::uid)
+    }
+
+    /// Cgroup directories of the sandbox.
+    pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
+        self.res
+            .cgroups
+            .as_ref()
+            .map(|c| c.dirs().to_vec())
+            .unwrap_or_default()
+    }
+
+    /// The sandbox's scratch directory on the host.
+    pub fn scratch_dir(&self) -> Option<&Path> {
+        self.res.scratch.as_deref()
+    }
+}
+
+#[async_trait]
+impl Sandbox for ProcessSandbox {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn take_runtime_api_listener(&mut self) -> Option<RuntimeApiListener> {
+        self.listener.take().map(RuntimeApiListener::Tcp)
+    }
+
+    fn take_output(&mut self) -> Option<OwnedFd> {
+        self.output.take()
+    }
+
+    async fn wait(&self) -> ExitStatus {
+        let mut rx = self.status.clone();
+        match rx.wait_for(Option::is_some).await {
+            Ok(status) => status.unwrap_or(ExitStatus::Signal(9)),
+            // The watcher is gone (runtime shutting down): treat as killed.
+            Err(_) => ExitStatus::Signal(9),
+        }
+    }
+
+    fn kill(&self) {
+        self.res.kill();
+    }
+
+    fn usage(&self) -> SandboxUsage {
+        let (peak, current) = self
+            .res
+            .cgroups
+            .as_ref()
+            .map(CgroupSet::memory)
+            .unwrap_or((0, 0));
+        SandboxUsage {
+            memory_peak_bytes: peak,
+            memory_current_bytes: current,
+        }
+    }
+
+    fn reset_peak(&self) {
+        if let Some(cg) = &self.res.cgroups {
+            cg.reset_peak();
+        }
+    }
+}
+
+/// Makes `path` and everything below it readable (and dirs searchable) by
+/// everyone, which the sandbox uids need for code and runtime dirs.
+pub fn make_world_readable(path: &Path) -> io::Result<()> {
+    let meta = std::fs::symlink_metadata(path)?;
+    if meta.file_type().is_symlink() {
+        return Ok(());
+    }
+    let mut perms = meta.permissions();
+    let add = if meta.is_dir() { 0o555 } else { 0o444 };
+    perms.set_mode(perms.mode() | add);
+    std::fs::set_permissions(path, perms)?;
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            make_world_readable(&entry?.path())?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,646 @@
+//! The jailer: the small single-threaded program that builds one sandbox and
+//! becomes its runtime.
+//!
+//! Three processes take part (see the crate docs for the whole picture):
+//! - **J**, the jailer as started by the server (host root): reads its
+//!   [`JailerConfig`] from stdin, unshares the mount, network, UTS, IPC and
+//!   pid namespaces, brings up `lo`,
+//!   binds the Runtime API listener *inside* the new network namespace and
+//!   passes it to the server, then forks C and waits for it.
+//! - **C**, pid 1 of the new pid namespace: joins the sandbox's cgroups
+//!   (J stays outside, so killing the cgroup never orphans C), enters a new
+//!   cgroup namespace, assembles the root filesystem,
+//!   pivots into it, forks R, drops to the sandbox's host uid and reaps
+//!   children until R ends, whose status it reports.
+//! - **R**, the runtime: drops to the sandbox uid, enters its own user
+//!   namespace (seeing itself as uid 993), sets rlimits, installs seccomp and
+//!   execs the runtime with exactly the configured environment.
+//!
+//! Every failure before exec is printed to stderr (the sandbox output) and
+//! reported on the control socket as [`Report::Error`].
+
+use std::convert::Infallible;
+use std::ffi::CString;
+use std::fs;
+use std::io::{self, Read};
+use std::net::{Ipv4Addr, TcpListener};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, symlink};
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl, open};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, unshare};
+use nix::sys::resource::{Resource, setrlimit};
+use nix::sys::signal::Signal;
+use nix::sys::stat::Mode;
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{
+    ForkResult, Gid, Pid, Uid, chdir, dup2, execve, fork, pipe2, pivot_root, sethostname,
+};
+use nix::unistd::{setgroups, setresgid, setresuid};
+use stratus_sandbox::ExitStatus;
+
+use crate::protocol::{CONTROL_FD, JailerConfig, Report, SANDBOX_GID, SANDBOX_UID, send_report};
+use crate::seccomp::{DEFAULT_POLICY, Policy};
+
+/// Longest error message sent to the server.
+const MAX_MESSAGE: usize = 4096;
+
+/// A failed setup step.
+#[derive(Debug, thiserror::Error)]
+pub enum JailerError {
+    /// A system call failed.
+    #[error("{what}: {source}")]
+    Sys {
+        /// The step (see `protocol::step_name`).
+        step: &'static str,
+        /// What was attempted.
+        what: String,
+        /// The errno.
+        source: Errno,
+    },
+    /// An I/O operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// The step.
+        step: &'static str,
+        /// What was attempted.
+        what: String,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The input was unusable.
+    #[error("{message}")]
+    Invalid {
+        /// The step.
+        step: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl JailerError {
+    fn step(&self) -> &'static str {
+        match self {
+            JailerError::Sys { step, .. }
+            | JailerError::Io { step, .. }
+            | JailerError::Invalid { step, .. } => step,
+        }
+    }
+}
+
+trait Ctx<T> {
+    fn ctx(self, step: &'static str, what: impl FnOnce() -> String) -> Result<T, JailerError>;
+}
+
+impl<T> Ctx<T> for nix::Result<T> {
+    fn ctx(self, step: &'static str, what: impl FnOnce() -> String) -> Result<T, JailerError> {
+        self.map_err(|source| JailerError::Sys {
+            step,
+            what: what(),
+            source,
+        })
+    }
+}
+
+impl<T> Ctx<T> for io::Result<T> {
+    fn ctx(self, step: &'static str, what: impl FnOnce() -> String) -> Result<T, JailerError> {
+        self.map_err(|source| JailerError::Io {
+            step,
+            what: what(),
+            source,
+        })
+    }
+}
+
+/// Entry point of the jailer. The `stratus` binary must call this first thing
+/// in `main` when invoked as `stratus __sandbox-init`, before any thread or
+/// async runtime exists (the jailer forks and must be single-threaded).
+/// The server passes the config on stdin and the control socket as fd 3.
+pub fn jailer_main() -> ! {
+    // SAFETY: the server starts the jailer with the control socket at CONTROL_FD
+    // and nothing else in this fresh process owns that descriptor. We check it
+    // is open before taking ownership.
+    let ctl = match fcntl(CONTROL_FD, FcntlArg::F_GETFD) {
+        Ok(_) => unsafe { OwnedFd::from_raw_fd(CONTROL_FD) },
+        Err(e) => {
+            eprintln!(
+                "stratus-jailer: no control socket on fd {CONTROL_FD} ({e}); this program is started by the stratus server"
+            );
+            std::process::exit(2);
+        }
+    };
+    // The control socket must not leak into the runtime.
+    if let Err(source) = fcntl(ctl.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)) {
+        let err = JailerError::Sys {
+            step: "stdio",
+            what: "marking the control socket close-on-exec".into(),
+            source,
+        };
+        fail(ctl.as_fd(), &err);
+    }
+    match jail(ctl.as_fd()) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => fail(ctl.as_fd(), &e),
+    }
+}
+
+/// Reports a failed step on stderr and the control socket, then exits.
+fn fail(ctl: BorrowedFd<'_>, err: &JailerError) -> ! {
+    let mut message = err.to_string();
+    if message.len() > MAX_MESSAGE {
+        let mut cut = MAX_MESSAGE;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+    }
+    eprintln!("stratus-jailer: {}: {message}", err.step());
+    let _ = send_report(
+        ctl,
+        &Report::Error {
+            step: err.step().to_owned(),
+            message,
+        },
+        None,
+    );
+    // `_exit`: no destructors or atexit handlers in forked children.
+    // SAFETY: _exit is always safe to call; it ends the process immediately.
+    unsafe { libc::_exit(127) }
+}
+
+fn read_config() -> Result<JailerConfig, JailerError> {
+    let mut buf = Vec::with_capacity(4096);
+    io::stdin()
+        .lock()
+        .read_to_end(&mut buf)
+        .ctx("config", || "reading stdin".into())?;
+    let cfg: JailerConfig = serde_json::from_slice(&buf).map_err(|e| JailerError::Invalid {
+        step: "config",
+        message: format!("parsing config: {e}"),
+    })?;
+    if cfg.argv.is_empty() {
+        return Err(JailerError::Invalid {
+            step: "config",
+            message: "argv is empty".into(),
+        });
+    }
+    // stdin is not for the runtime.
+    let null = open(
+        "/dev/null",
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx("stdio", || "opening /dev/null".into())?;
+    dup2(null.as_raw_fd(), 0).ctx("stdio", || "redirecting stdin".into())?;
+    Ok(cfg)
+}
+
+fn write_file(step: &'static str, path: &str, value: &str) -> Result<(), JailerError> {
+    fs::write(path, value).ctx(step, || format!("writing {value:?} to {path}"))
+}
+
+/// J: runs as the server's child; returns J's exit code.
+fn jail(ctl: BorrowedFd<'_>) -> Result<i32, JailerError> {
+    let cfg = read_config()?;
+    let policy = Policy::compile(DEFAULT_POLICY).map_err(|e| JailerError::Invalid {
+        step: "seccomp",
+        message: e.to_string(),
+    })?;
+    // J and C should never be the OOM killer's choice; R resets its own value.
+    // Lowering needs CAP_SYS_RESOURCE, which some containers drop: then J and
+    // C keep the server's value and are still far smaller than any runtime.
+    match fs::write("/proc/self/oom_score_adj", "-1000") {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {}
+        Err(e) => return Err(e).ctx("oom", || "writing -1000 to /proc/self/oom_score_adj".into()),
+    }
+    unshare(
+        CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWNET
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWIPC
+            | CloneFlags::CLONE_NEWPID,
+    )
+    .ctx("namespaces", || "unshare".into())?;
+    loopback_up()?;
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, cfg.runtime_api_port))
+        .ctx("listener", || {
+            format!("binding 127.0.0.1:{}", cfg.runtime_api_port)
+        })?;
+    send_report(ctl, &Report::Listening, Some(listener.as_raw_fd()))
+        .ctx("listener", || "passing the listener to the server".into())?;
+    drop(listener);
+
+    // SAFETY: the jailer is single-threaded (jailer_main runs before any thread
+    // is started), so the child may run arbitrary code after fork.
+    match unsafe { fork() }.ctx("fork", || "forking the sandbox init".into())? {
+        ForkResult::Child => match container_init(ctl, &cfg, &policy) {
+            Ok(never) => match never {},
+            Err(e) => fail(ctl, &e),
+        },
+        ForkResult::Parent { child } => loop {
+            match waitpid(child, None) {
+                Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+                Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+                Ok(_) | Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e).ctx("fork", || "waiting for the sandbox init".into()),
+            }
+        },
+    }
+}
+
+/// Sets `IFF_UP` on `lo` in the current network namespace.
+fn loopback_up() -> Result<(), JailerError> {
+    let sock = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .ctx("network", || "opening an ioctl socket".into())?;
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: `sock` is an open socket and `ifr` a valid, NUL-terminated ifreq
+    // the kernel reads and writes within its size.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) };
+    Errno::result(rc).ctx("network", || "reading flags of lo".into())?;
+    // SAFETY: SIOCGIFFLAGS filled the flags member of the union; reading and
+    // updating it is what the kernel expects for SIOCSIFFLAGS.
+    unsafe {
+        ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    }
+    // SAFETY: as above; the kernel only reads `ifr`.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) };
+    Errno::result(rc).ctx("network", || "bringing lo up".into())?;
+    Ok(())
+}
+
+/// C: pid 1 of the sandbox. Never returns on success.
+fn container_init(
+    ctl: BorrowedFd<'_>,
+    cfg: &JailerConfig,
+    policy: &Policy,
+) -> Result<Infallible, JailerError> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+        .ctx("fork", || "setting the parent-death signal".into())?;
+    // Only C and its descendants live in the sandbox's cgroup: killing the
+    // cgroup then leaves J alive to reap C and report, so nothing is orphaned.
+    for procs in &cfg.cgroup_procs {
+        fs::write(procs, "0").ctx("cgroup", || format!("joining {}", procs.display()))?;
+    }
+    // Rooted at the sandbox's cgroup, so /proc/self/cgroup reveals no host paths.
+    unshare(CloneFlags::CLONE_NEWCGROUP).ctx("namespaces", || "unshare(CLONE_NEWCGROUP)".into())?;
+    build_root(cfg)?;
+    sethostname(&cfg.hostname).ctx("hostname", || {
+        format!("setting host name {:?}", cfg.hostname)
+    })?;
+
+    // R writes one byte here if it fails before exec; exec closes it otherwise.
+    let (exec_rd, exec_wr) =
+        pipe2(OFlag::O_CLOEXEC).ctx("fork", || "creating the exec pipe".into())?;
+    // SAFETY: C is single-threaded (forked from the single-threaded J).
+    let runtime = match unsafe { fork() }.ctx("fork", || "forking the runtime".into())? {
+        ForkResult::Child => {
+            drop(exec_rd);
+            match exec_runtime(cfg, policy) {
+                Ok(never) => match never {},
+                Err(e) => {
+                    let _ = nix::unistd::write(&exec_wr, b"!");
+                    fail(ctl, &e)
+                }
+            }
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(exec_wr);
+    drop_privileges(cfg.host_uid)?;
+    let mut byte = [0u8; 1];
+    let started = loop {
+        match nix::unistd::read(exec_rd.as_raw_fd(), &mut byte) {
+            Ok(n) => break n == 0,
+            Err(Errno::EINTR) => continue,
+            Err(_) => break false,
+        }
+    };
+    drop(exec_rd);
+    if started {
+        let _ = send_report(ctl, &Report::Started, None);
+    }
+    // Reap everything (we are pid 1) until the runtime itself has ended.
+    loop {
+        let status = match waitpid(Pid::from_raw(-1), None) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == runtime => ExitStatus::Code(code),
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == runtime => {
+                ExitStatus::Signal(sig as i32)
+            }
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e).ctx("fork", || "reaping".into()),
+        };
+        if started {
+            let _ = send_report(ctl, &Report::Exited { status }, None);
+        }
+        // SAFETY: _exit ends the process; leaving pid 1 kills the rest of the namespace.
+        unsafe { libc::_exit(0) }
+    }
+}
+
+fn drop_privileges(host_uid: u32) -> Result<(), JailerError> {
+    let uid = Uid::from_raw(host_uid);
+    let gid = Gid::from_raw(host_uid);
+    setgroups(&[]).ctx("credentials", || "clearing supplementary groups".into())?;
+    setresgid(gid, gid, gid).ctx("credentials", || format!("setresgid {host_uid}"))?;
+    setresuid(uid, uid, uid).ctx("credentials", || format!("setresuid {host_uid}"))?;
+    Ok(())
+}
+
+fn mkdir(step: &'static str, path: &Path, mode: u32) -> Result<(), JailerError> {
+    fs::DirBuilder::new()
+        .mode(mode)
+        .recursive(true)
+        .create(path)
+        .ctx(step, || format!("creating {}", path.display()))
+}
+
+const NONE: Option<&str> = None;
+
+/// Read-only, no setuid, no devices: how host directories appear inside.
+const RO: MsFlags = MsFlags::MS_RDONLY
+    .union(MsFlags::MS_NOSUID)
+    .union(MsFlags::MS_NODEV);
+/// Writable, no setuid, no devices.
+const RW: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV);
+/// Device nodes: usable, writable, nothing else.
+const DEV: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NOEXEC);
+
+/// Bind-mounts `src` on `dst` (created as a dir or file to match) and
+/// remounts it with `flags`.
+fn bind(src: &Path, dst: &Path, flags: MsFlags) -> Result<(), JailerError> {
+    let meta = fs::metadata(src).ctx("mounts", || format!("bind source {}", src.display()))?;
+    if meta.is_dir() {
+        mkdir("mounts", dst, 0o755)?;
+    } else if !dst.exists() {
+        fs::write(dst, b"").ctx("mounts", || format!("creating {}", dst.display()))?;
+    }
+    mount(
+        Some(src),
+        dst,
+        NONE,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        NONE,
+    )
+    .ctx("mounts", || {
+        format!("binding {} on {}", src.display(), dst.display())
+    })?;
+    mount(
+        NONE,
+        dst,
+        NONE,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags,
+        NONE,
+    )
+    .ctx("mounts", || format!("remounting {}", dst.display()))
+}
+
+/// Assembles the sandbox's root filesystem on a fresh tmpfs and pivots into it.
+fn build_root(cfg: &JailerConfig) -> Result<(), JailerError> {
+    mount(NONE, "/", NONE, MsFlags::MS_REC | MsFlags::MS_PRIVATE, NONE)
+        .ctx("mounts", || "making / private".into())?;
+    let root = cfg.root_dir.as_path();
+    mount(
+        Some("tmpfs"),
+        root,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755,size=1m,nr_inodes=256"),
+    )
+    .ctx("mounts", || {
+        format!("mounting the root tmpfs on {}", root.display())
+    })?;
+
+    bind(Path::new("/usr"), &root.join("usr"), RO)?;
+    // Mirror the host's top-level library/binary links (usrmerge) or bind real dirs.
+    for name in ["bin", "sbin", "lib", "lib64", "lib32", "libx32"] {
+        let host = Path::new("/").join(name);
+        match fs::read_link(&host) {
+            Ok(target) => {
+                symlink(&target, root.join(name)).ctx("mounts", || format!("linking /{name}"))?
+            }
+            Err(_) if host.is_dir() => bind(&host, &root.join(name), RO)?,
+            Err(_) => {}
+        }
+    }
+    bind(&cfg.code_dir, &root.join("var/task"), RO)?;
+    if let Some(dir) = &cfg.runtime_dir {
+        bind(dir, &root.join("var/runtime"), RO)?;
+    }
+    if let Some(dir) = &cfg.opt_dir {
+        bind(dir, &root.join("opt"), RO)?;
+    }
+    bind(&cfg.tmp_dir, &root.join("tmp"), RW)?;
+
+    // /proc of the new pid namespace (we are its pid 1).
+    let proc_dir = root.join("proc");
+    mkdir("mounts", &proc_dir, 0o555)?;
+    mount(
+        Some("proc"),
+        &proc_dir,
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        NONE,
+    )
+    .ctx("mounts", || "mounting /proc".into())?;
+
+    build_dev(cfg, &root.join("dev"))?;
+    build_etc(cfg, &root.join("etc"))?;
+
+    // Nothing else is written to the root tmpfs from here on.
+    mount(
+        NONE,
+        root,
+        NONE,
+        MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        NONE,
+    )
+    .ctx("mounts", || "remounting the root read-only".into())?;
+
+    chdir(root).ctx("pivot_root", || format!("chdir {}", root.display()))?;
+    pivot_root(".", ".").ctx("pivot_root", || "pivot_root".into())?;
+    umount2(".", MntFlags::MNT_DETACH).ctx("pivot_root", || "detaching the old root".into())?;
+    chdir("/").ctx("pivot_root", || "chdir /".into())?;
+    Ok(())
+}
+
+fn build_dev(cfg: &JailerConfig, dev: &Path) -> Result<(), JailerError> {
+    mkdir("mounts", dev, 0o755)?;
+    mount(
+        Some("tmpfs"),
+        dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("mode=0755,size=64k,nr_inodes=64"),
+    )
+    .ctx("mounts", || "mounting /dev".into())?;
+    for node in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let host = Path::new("/dev").join(node);
+        if host.exists() {
+            bind(&host, &dev.join(node), DEV)?;
+        }
+    }
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        symlink(target, dev.join(name)).ctx("mounts", || format!("linking /dev/{name}"))?;
+    }
+    let shm = dev.join("shm");
+    mkdir("mounts", &shm, 0o1777)?;
+    mount(
+        Some("tmpfs"),
+        &shm,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some(format!("mode=1777,size={}", cfg.shm_bytes.max(4096)).as_str()),
+    )
+    .ctx("mounts", || "mounting /dev/shm".into())
+}
+
+fn build_etc(cfg: &JailerConfig, etc: &Path) -> Result<(), JailerError> {
+    mkdir("mounts", etc, 0o755)?;
+    let hostname: String = cfg
+        .hostname
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.')
+        .collect();
+    let files = [
+        (
+            "passwd",
+            format!(
+                "root:x:0:0:root:/root:/sbin/nologin\n\
+                 sbx_user1051:x:{SANDBOX_UID}:{SANDBOX_GID}::/tmp:/sbin/nologin\n\
+                 nobody:x:65534:65534:nobody:/:/sbin/nologin\n"
+            ),
+        ),
+        (
+            "group",
+            format!("root:x:0:\nsbx_user1051:x:{SANDBOX_GID}:\nnobody:x:65534:\n"),
+        ),
+        (
+            "hosts",
+            format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost\n"),
+        ),
+        ("hostname", format!("{hostname}\n")),
+        (
+            "resolv.conf",
+            "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n".to_owned(),
+        ),
+        (
+            "nsswitch.conf",
+            "passwd: files\ngroup: files\nhosts: files dns\n".to_owned(),
+        ),
+    ];
+    for (name, content) in files {
+        let path = etc.join(name);
+        fs::write(&path, content).ctx("mounts", || format!("writing {}", path.display()))?;
+    }
+    for name in [
+        "ssl",
+        "alternatives",
+        "ca-certificates",
+        "ld.so.cache",
+        "localtime",
+        "mime.types",
+    ] {
+        let host = Path::new("/etc").join(name);
+        if host.exists() {
+            bind(&host, &etc.join(name), RO)?;
+        }
+    }
+    Ok(())
+}
+
+/// Sets soft and hard limit to `value`; without CAP_SYS_RESOURCE (some
+/// containers drop it) a limit above the inherited hard limit is clamped to it.
+fn set_limit(resource: Resource, name: &str, value: u64) -> Result<(), JailerError> {
+    match setrlimit(resource, value, value) {
+        Err(Errno::EPERM) => {
+            let (_, hard) = nix::sys::resource::getrlimit(resource)
+                .ctx("rlimits", || format!("getrlimit {name}"))?;
+            let value = value.min(hard);
+            setrlimit(resource, value, value).ctx("rlimits", || format!("{name} {value}"))
+        }
+        other => other.ctx("rlimits", || format!("{name} {value}")),
+    }
+}
+
+fn cstring(step: &'static str, s: &str) -> Result<CString, JailerError> {
+    CString::new(s).map_err(|_| JailerError::Invalid {
+        step,
+        message: format!("{s:?} contains a NUL byte"),
+    })
+}
+
+/// R: becomes the runtime. Returns only on error.
+fn exec_runtime(cfg: &JailerConfig, policy: &Policy) -> Result<Infallible, JailerError> {
+    // Undo J's -1000 (raising is always allowed; fails harmlessly if J could not lower it).
+    let _ = fs::write("/proc/self/oom_score_adj", "0");
+    let argv = cfg
+        .argv
+        .iter()
+        .map(|a| cstring("exec", a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let env = cfg
+        .env
+        .iter()
+        .map(|(k, v)| cstring("exec", &format!("{k}={v}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Limits first, while we may still raise them.
+    set_limit(Resource::RLIMIT_NOFILE, "RLIMIT_NOFILE", cfg.max_fds)?;
+    // A backstop only (counted per host uid, which is the sandbox's own); +1 for C.
+    set_limit(
+        Resource::RLIMIT_NPROC,
+        "RLIMIT_NPROC",
+        cfg.max_pids.saturating_add(1),
+    )?;
+    drop_privileges(cfg.host_uid)?;
+    // Changing uid made us non-dumpable, which makes /proc/self root-owned;
+    // we need to write our own id maps below (exec resets this anyway).
+    nix::sys::prctl::set_dumpable(true).ctx("userns", || "PR_SET_DUMPABLE".into())?;
+    unshare(CloneFlags::CLONE_NEWUSER).ctx("userns", || "unshare(CLONE_NEWUSER)".into())?;
+    write_file("userns", "/proc/self/setgroups", "deny")?;
+    write_file(
+        "userns",
+        "/proc/self/uid_map",
+        &format!("{SANDBOX_UID} {} 1\n", cfg.host_uid),
+    )?;
+    write_file(
+        "userns",
+        "/proc/self/gid_map",
+        &format!("{SANDBOX_GID} {} 1\n", cfg.host_uid),
+    )?;
+    chdir(&cfg.cwd).ctx("chdir", || format!("chdir {}", cfg.cwd.display()))?;
+    nix::sys::prctl::set_no_new_privs().ctx("seccomp", || "PR_SET_NO_NEW_PRIVS".into())?;
+    policy.install().map_err(|e| JailerError::Invalid {
+        step: "seccomp",
+        message: e.to_string(),
+    })?;
+    let Some(program) = argv.first() else {
+        return Err(JailerError::Invalid {
+            step: "exec",
+            message: "argv is empty".into(),
+        });
+    };
+    let err = execve(program, &argv, &env).map_or_else(|e| e, |never| match never {});
+    Err(JailerError::Sys {
+        step: "exec",
+        what: format!("executing {}", cfg.argv[0]),
+        source: err,
+    })
+}

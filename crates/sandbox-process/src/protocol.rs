@@ -1,0 +1,190 @@
+//! What the server and the jailer say to each other.
+//!
+//! The server writes one [`JailerConfig`] as JSON to the jailer's stdin. The
+//! jailer side (jailer J, init C, runtime R before exec) sends [`Report`]s
+//! back, one JSON document per datagram on a `SOCK_SEQPACKET` socket at fd
+//! [`CONTROL_FD`]; the `Listening` report carries the Runtime API listener
+//! as `SCM_RIGHTS`.
+
+use std::collections::BTreeMap;
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::path::PathBuf;
+
+use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+use serde::{Deserialize, Serialize};
+use stratus_sandbox::ExitStatus;
+
+/// File descriptor number of the control socket in the jailer.
+pub const CONTROL_FD: RawFd = 3;
+
+/// Largest report the server accepts (error messages are truncated to fit).
+pub const MAX_REPORT: usize = 16 * 1024;
+
+/// Uid the runtime sees itself as (Lambda's `sbx_user1051`).
+pub const SANDBOX_UID: u32 = 993;
+/// Gid the runtime sees itself as.
+pub const SANDBOX_GID: u32 = 990;
+
+/// Everything the jailer needs; written by the server to the jailer's stdin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JailerConfig {
+    /// Sandbox id (for messages only).
+    pub id: String,
+    /// Host directory mounted read-only at `/var/task`.
+    pub code_dir: PathBuf,
+    /// Host directory mounted read-only at `/var/runtime`.
+    pub runtime_dir: Option<PathBuf>,
+    /// Host directory mounted read-only at `/opt`.
+    pub opt_dir: Option<PathBuf>,
+    /// Program and arguments (inside paths).
+    pub argv: Vec<String>,
+    /// Complete environment of the runtime.
+    pub env: BTreeMap<String, String>,
+    /// Working directory inside.
+    pub cwd: PathBuf,
+    /// Host name inside.
+    pub hostname: String,
+    /// Port of the Runtime API on the sandbox's loopback.
+    pub runtime_api_port: u16,
+    /// RLIMIT_NOFILE of the runtime.
+    pub max_fds: u64,
+    /// RLIMIT_NPROC of the runtime (the pids cgroup is the real limit).
+    pub max_pids: u64,
+    /// Size of `/dev/shm` in bytes (counted against the memory cgroup anyway).
+    pub shm_bytes: u64,
+    /// `cgroup.procs` files the jailer writes `0` to.
+    pub cgroup_procs: Vec<PathBuf>,
+    /// Host uid (and gid) the sandbox runs as.
+    pub host_uid: u32,
+    /// Host directory bind-mounted read-write at `/tmp`.
+    pub tmp_dir: PathBuf,
+    /// Empty host directory on which the new root is assembled (in the jailer's mount namespace only).
+    pub root_dir: PathBuf,
+}
+
+/// One message from the jailer side to the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Report {
+    /// The Runtime API listener is attached (SCM_RIGHTS).
+    Listening,
+    /// The runtime process has been exec'd.
+    Started,
+    /// The runtime process ended.
+    Exited {
+        /// How.
+        status: ExitStatus,
+    },
+    /// A setup step failed; the sandbox is going away.
+    Error {
+        /// Which step (see [`step_name`]).
+        step: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Maps a step name from a report to the `'static` names `SandboxError::Create` carries.
+pub fn step_name(step: &str) -> &'static str {
+    const STEPS: [&str; 17] = [
+        "config",
+        "stdio",
+        "oom",
+        "seccomp",
+        "cgroup",
+        "namespaces",
+        "network",
+        "listener",
+        "fork",
+        "mounts",
+        "pivot_root",
+        "hostname",
+        "credentials",
+        "userns",
+        "rlimits",
+        "chdir",
+        "exec",
+    ];
+    STEPS
+        .iter()
+        .find(|s| **s == step)
+        .copied()
+        .unwrap_or("jailer")
+}
+
+/// Sends one report, optionally passing a file descriptor along.
+pub fn send_report(sock: BorrowedFd<'_>, report: &Report, fd: Option<RawFd>) -> nix::Result<()> {
+    let body = serde_json::to_vec(report).map_err(|_| nix::errno::Errno::EINVAL)?;
+    let iov = [IoSlice::new(&body)];
+    let fds;
+    let cmsgs: &[ControlMessage<'_>] = match fd {
+        Some(fd) => {
+            fds = [fd];
+            &[ControlMessage::ScmRights(&fds)]
+        }
+        None => &[],
+    };
+    sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_round_trips_as_json() {
+        let cfg = JailerConfig {
+            id: "sbx-1".into(),
+            code_dir: "/srv/code".into(),
+            runtime_dir: None,
+            opt_dir: Some("/srv/opt".into()),
+            argv: vec!["/var/runtime/bootstrap".into()],
+            env: BTreeMap::from([("AWS_LAMBDA_RUNTIME_API".into(), "127.0.0.1:9001".into())]),
+            cwd: "/var/task".into(),
+            hostname: "localhost".into(),
+            runtime_api_port: 9001,
+            max_fds: 1024,
+            max_pids: 64,
+            shm_bytes: 1 << 20,
+            cgroup_procs: vec!["/sys/fs/cgroup/memory/stratus/sbx-1/cgroup.procs".into()],
+            host_uid: 200_000,
+            tmp_dir: "/tmp/s/sbx-1/tmp".into(),
+            root_dir: "/tmp/s/sbx-1/root".into(),
+        };
+        let json = serde_json::to_string(&cfg).expect("serialise");
+        let back: JailerConfig = serde_json::from_str(&json).expect("parse");
+        assert_eq!(back, cfg);
+        assert!(
+            serde_json::from_str::<JailerConfig>(&json.replace("\"id\"", "\"bogus\"")).is_err()
+        );
+    }
+
+    #[test]
+    fn reports_have_a_stable_wire_form() {
+        let r = Report::Exited {
+            status: ExitStatus::Signal(9),
+        };
+        assert_eq!(
+            serde_json::to_string(&r).expect("serialise"),
+            r#"{"type":"exited","status":{"Signal":9}}"#
+        );
+        let e: Report = serde_json::from_str(r#"{"type":"error","step":"mounts","message":"x"}"#)
+            .expect("parse");
+        assert_eq!(
+            e,
+            Report::Error {
+                step: "mounts".into(),
+                message: "x".into()
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_steps_map_to_jailer() {
+        assert_eq!(step_name("mounts"), "mounts");
+        assert_eq!(step_name("something else"), "jailer");
+    }
+}

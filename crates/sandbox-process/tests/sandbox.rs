@@ -1,0 +1,463 @@
+//! Spawns real sandboxes (needs root, as on CI) and checks isolation from the inside.
+
+use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use stratus_sandbox::{
+    ExitStatus, RuntimeApiListener, Sandbox, SandboxBackend, SandboxError, SandboxLimits,
+    SandboxSpec,
+};
+use stratus_sandbox_process::{ProcessBackend, ProcessBackendConfig, make_world_readable};
+use tokio::io::AsyncReadExt;
+
+fn is_root() -> bool {
+    nix::unistd::Uid::effective().is_root()
+}
+
+/// A backend with its own state dir and a single uid, so the uid a test's
+/// sandbox runs as is known (`uid_base`).
+fn backend(uid_base: u32) -> (ProcessBackend, tempfile::TempDir) {
+    let state = tempfile::tempdir().expect("state dir");
+    let backend = ProcessBackend::new(ProcessBackendConfig {
+        jailer: vec![env!("CARGO_BIN_EXE_stratus-jailer").to_owned()],
+        state_dir: state.path().to_owned(),
+        cgroup_parent: "stratus-test".into(),
+        uid_base,
+        uid_count: 1,
+    })
+    .expect("backend");
+    (backend, state)
+}
+
+fn code_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("code dir");
+    for (name, body) in files {
+        std::fs::write(dir.path().join(name), body).expect("write code");
+    }
+    make_world_readable(dir.path()).expect("chmod");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod dir");
+    dir
+}
+
+fn spec(id: &str, code: &Path, argv: &[&str]) -> SandboxSpec {
+    let env = BTreeMap::from([
+        ("PATH".to_owned(), "/usr/local/bin:/usr/bin:/bin".to_owned()),
+        ("LANG".to_owned(), "C.UTF-8".to_owned()),
+        (
+            "AWS_LAMBDA_RUNTIME_API".to_owned(),
+            "127.0.0.1:9001".to_owned(),
+        ),
+    ]);
+    SandboxSpec {
+        id: format!("{id}-{}", std::process::id()),
+        code_dir: code.to_owned(),
+        runtime_dir: None,
+        opt_dir: None,
+        argv: argv.iter().map(|s| (*s).to_owned()).collect(),
+        env,
+        cwd: PathBuf::from("/var/task"),
+        limits: SandboxLimits {
+            memory_mb: 128,
+            tmp_mb: 512,
+            max_pids: 64,
+            max_fds: 1024,
+        },
+        runtime_api_port: 9001,
+        hostname: "sandbox-host".into(),
+    }
+}
+
+async fn read_all(fd: OwnedFd) -> String {
+    let mut rx = tokio::net::unix::pipe::Receiver::from_owned_fd(fd).expect("pipe");
+    let mut out = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), rx.read_to_string(&mut out)).await;
+    out
+}
+
+fn listener(sb: &mut Box<dyn Sandbox>) -> tokio::net::TcpListener {
+    match sb.take_runtime_api_listener().expect("listener") {
+        RuntimeApiListener::Tcp(l) => tokio::net::TcpListener::from_std(l).expect("tokio listener"),
+    }
+}
+
+/// Pids of host processes running as `uid`.
+fn processes_of(uid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
+            continue;
+        };
+        let owned = status
+            .lines()
+            .filter(|l| l.starts_with("Uid:") || l.starts_with("Gid:"))
+            .any(|l| l.split_whitespace().skip(1).any(|v| v == uid.to_string()));
+        if owned {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+const PROBE: &str = r#"
+import os, socket, json, ctypes, errno
+r = {}
+r['pids'] = sorted(int(p) for p in os.listdir('/proc') if p.isdigit())
+r['mypid'] = os.getpid()
+r['visible'] = [p for p in ['/root', '/home', '/work', '/etc/shadow', '/old_root', '/sys', '/var/lib'] if os.path.exists(p)]
+def try_write(path):
+    try:
+        with open(path, 'w') as f:
+            f.write('x')
+        return 'ok'
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e))
+r['task_write'] = try_write('/var/task/new-file')
+r['tmp_write'] = try_write('/tmp/new-file')
+r['uid'], r['euid'], r['gid'] = os.getuid(), os.geteuid(), os.getgid()
+r['capeff'] = [l.split()[1] for l in open('/proc/self/status') if l.startswith('CapEff')][0]
+libc = ctypes.CDLL(None, use_errno=True)
+rc = libc.mount(b'none', b'/tmp', b'tmpfs', 0, None)
+r['mount'] = errno.errorcode.get(ctypes.get_errno()) if rc else 'ok'
+rc = libc.unshare(0x40000000)
+r['unshare'] = errno.errorcode.get(ctypes.get_errno()) if rc else 'ok'
+rc = libc.unshare(0x10000000)
+r['unshare_user'] = errno.errorcode.get(ctypes.get_errno()) if rc else 'ok'
+r['ifaces'] = [n for _, n in socket.if_nameindex()]
+s = socket.socket()
+s.settimeout(2)
+try:
+    s.connect(('127.0.0.1', int(os.environ['HOST_PORT'])))
+    r['host_connect'] = 'ok'
+except OSError as e:
+    r['host_connect'] = errno.errorcode.get(e.errno, str(e))
+r['hostname'] = socket.gethostname()
+r['env'] = sorted(os.environ)
+r['cwd'] = os.getcwd()
+print('probe done', flush=True)
+host, port = os.environ['AWS_LAMBDA_RUNTIME_API'].split(':')
+c = socket.create_connection((host, int(port)))
+c.sendall(json.dumps(r).encode())
+c.close()
+"#;
+
+#[tokio::test]
+async fn isolation_seen_from_inside() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let (backend, _state) = backend(2_910_001);
+    let code = code_dir(&[("probe.py", PROBE)]);
+    let host = std::net::TcpListener::bind("127.0.0.1:0").expect("host listener");
+    let host_port = host.local_addr().expect("addr").port();
+    let mut spec = spec(
+        "probe",
+        code.path(),
+        &["/usr/bin/python3", "/var/task/probe.py"],
+    );
+    spec.env.insert("HOST_PORT".into(), host_port.to_string());
+    let id = spec.id.clone();
+    let mut sb = backend.spawn(spec).await.expect("spawn");
+    let api = listener(&mut sb);
+    let output = tokio::spawn(read_all(sb.take_output().expect("output")));
+
+    let (mut conn, _) = tokio::time::timeout(Duration::from_secs(20), api.accept())
+        .await
+        .expect("runtime connected in time")
+        .expect("accept");
+    let mut body = String::new();
+    conn.read_to_string(&mut body).await.expect("read report");
+    let r: serde_json::Value = serde_json::from_str(&body).expect("probe json");
+
+    assert_eq!(
+        r["pids"],
+        serde_json::json!([1, 2]),
+        "only init and the runtime are visible"
+    );
+    assert_eq!(r["mypid"], 2);
+    assert_eq!(r["visible"], serde_json::json!([]), "host paths leaked in");
+    assert_eq!(r["task_write"], "EROFS");
+    assert_eq!(r["tmp_write"], "ok");
+    assert_eq!(r["uid"], 993);
+    assert_eq!(r["euid"], 993);
+    assert_eq!(r["gid"], 990);
+    assert_eq!(r["capeff"], "0000000000000000");
+    assert_eq!(r["mount"], "EPERM");
+    assert_eq!(r["unshare"], "EPERM");
+    assert_eq!(r["unshare_user"], "EPERM");
+    assert_eq!(r["ifaces"], serde_json::json!(["lo"]));
+    assert_eq!(
+        r["host_connect"], "ECONNREFUSED",
+        "host loopback must be unreachable"
+    );
+    assert_eq!(r["hostname"], "sandbox-host");
+    assert_eq!(r["cwd"], "/var/task");
+    assert_eq!(
+        r["env"],
+        serde_json::json!(["AWS_LAMBDA_RUNTIME_API", "HOST_PORT", "LANG", "PATH"]),
+        "environment is exactly the spec's"
+    );
+    assert_eq!(sb.wait().await, ExitStatus::Code(0));
+    assert_eq!(sb.wait().await, ExitStatus::Code(0), "wait is repeatable");
+    let out = output.await.expect("output task");
+    assert!(out.contains("probe done"), "output: {out}");
+    // The runtime's /tmp file lives in the scratch dir, owned by the sandbox uid.
+    let tmp_file = backend.sandbox_dir(&id).join("tmp/new-file");
+    let meta = std::fs::metadata(&tmp_file).expect("tmp file on host");
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 2_910_001);
+
+    drop(sb);
+    assert!(!backend.sandbox_dir(&id).exists(), "scratch dir removed");
+    for dir in backend.cgroup_dirs(&id) {
+        assert!(!dir.exists(), "{} removed", dir.display());
+    }
+    assert!(processes_of(2_910_001).is_empty());
+    assert_eq!(backend.live_sandboxes(), 0);
+}
+
+#[tokio::test]
+async fn exit_code_and_output_are_reported() {
+    if !is_root() {
+        return;
+    }
+    let (backend, _state) = backend(2_910_002);
+    let code = code_dir(&[]);
+    let mut sb = backend
+        .spawn(spec(
+            "exit",
+            code.path(),
+            &[
+                "/bin/sh",
+                "-c",
+                "echo to-stdout; echo to-stderr >&2; exit 3",
+            ],
+        ))
+        .await
+        .expect("spawn");
+    let out = read_all(sb.take_output().expect("output")).await;
+    assert_eq!(sb.wait().await, ExitStatus::Code(3));
+    assert!(
+        out.contains("to-stdout") && out.contains("to-stderr"),
+        "output: {out}"
+    );
+}
+
+#[tokio::test]
+async fn memory_limit_kills_the_runtime_and_next_sandbox_works() {
+    if !is_root() {
+        return;
+    }
+    let (backend, _state) = backend(2_910_003);
+    let code = code_dir(&[(
+        "hog.py",
+        "x = b'x' * (300 << 20)\nprint('survived', flush=True)\n",
+    )]);
+    let sb = backend
+        .spawn(spec(
+            "oom",
+            code.path(),
+            &["/usr/bin/python3", "/var/task/hog.py"],
+        ))
+        .await
+        .expect("spawn");
+    let status = tokio::time::timeout(Duration::from_secs(30), sb.wait())
+        .await
+        .expect("ended");
+    assert_eq!(status, ExitStatus::Signal(9));
+    assert!(
+        sb.usage().memory_peak_bytes > 64 << 20,
+        "peak recorded: {:?}",
+        sb.usage()
+    );
+    drop(sb);
+
+    let mut sb = backend
+        .spawn(spec(
+            "after-oom",
+            code.path(),
+            &["/usr/bin/python3", "-c", "print('fine')"],
+        ))
+        .await
+        .expect("spawn after oom");
+    let out = read_all(sb.take_output().expect("output")).await;
+    assert_eq!(sb.wait().await, ExitStatus::Code(0));
+    assert!(out.contains("fine"));
+}
+
+#[tokio::test]
+async fn kill_and_drop_leave_nothing_behind() {
+    if !is_root() {
+        return;
+    }
+    let uid = 2_910_004;
+    let (backend, _state) = backend(uid);
+    let code = code_dir(&[]);
+    let spec = spec(
+        "kill",
+        code.path(),
+        &["/bin/sh", "-c", "sleep 100 & sleep 100 & echo up; wait"],
+    );
+    let id = spec.id.clone();
+    let mut sb = backend.spawn(spec).await.expect("spawn");
+    let mut out =
+        tokio::net::unix::pipe::Receiver::from_owned_fd(sb.take_output().expect("output"))
+            .expect("pipe");
+    let mut buf = [0u8; 3];
+    out.read_exact(&mut buf).await.expect("runtime is up");
+    assert!(
+        !processes_of(uid).is_empty(),
+        "sandbox processes run as the sandbox uid"
+    );
+    assert!(backend.cgroup_dirs(&id).iter().all(|d| d.exists()));
+    assert!(sb.usage().memory_current_bytes > 0);
+    sb.reset_peak();
+
+    let started = Instant::now();
+    sb.kill();
+    sb.kill();
+    let status = tokio::time::timeout(Duration::from_secs(5), sb.wait())
+        .await
+        .expect("killed in time");
+    assert_eq!(status, ExitStatus::Signal(9));
+    assert!(started.elapsed() < Duration::from_secs(2));
+    drop(sb);
+    assert!(
+        processes_of(uid).is_empty(),
+        "no process left: {:?}",
+        processes_of(uid)
+    );
+    assert!(!backend.sandbox_dir(&id).exists());
+    for dir in backend.cgroup_dirs(&id) {
+        assert!(!dir.exists(), "{} removed", dir.display());
+    }
+}
+
+#[tokio::test]
+async fn drop_while_running_cleans_up() {
+    if !is_root() {
+        return;
+    }
+    let uid = 2_910_005;
+    let (backend, _state) = backend(uid);
+    let code = code_dir(&[]);
+    let spec = spec("drop", code.path(), &["/bin/sleep", "100"]);
+    let id = spec.id.clone();
+    let sb = backend.spawn(spec).await.expect("spawn");
+    drop(sb);
+    assert!(processes_of(uid).is_empty());
+    assert!(!backend.sandbox_dir(&id).exists());
+    for dir in backend.cgroup_dirs(&id) {
+        assert!(!dir.exists(), "{} removed", dir.display());
+    }
+    assert_eq!(backend.live_sandboxes(), 0);
+}
+
+#[tokio::test]
+async fn setup_failures_are_reported_with_their_step() {
+    if !is_root() {
+        return;
+    }
+    let (backend, _state) = backend(2_910_006);
+    let code = code_dir(&[]);
+    let spec = spec("noexec", code.path(), &["/var/task/does-not-exist"]);
+    let id = spec.id.clone();
+    match backend.spawn(spec).await {
+        Err(SandboxError::Create { step, message, .. }) => {
+            assert_eq!(step, "exec");
+            assert!(message.contains("does-not-exist"), "{message}");
+        }
+        other => panic!("expected a create error, got {other:?}"),
+    }
+    assert!(!backend.sandbox_dir(&id).exists());
+    for dir in backend.cgroup_dirs(&id) {
+        assert!(!dir.exists(), "{} removed", dir.display());
+    }
+    let mut bad = self::spec(
+        "badcode",
+        Path::new("/nonexistent-code-dir"),
+        &["/bin/true"],
+    );
+    bad.id = "bad/id".into();
+    assert!(matches!(
+        backend.spawn(bad).await,
+        Err(SandboxError::Create {
+            step: "validate",
+            ..
+        })
+    ));
+    let bad = self::spec(
+        "badcode",
+        Path::new("/nonexistent-code-dir"),
+        &["/bin/true"],
+    );
+    assert!(matches!(
+        backend.spawn(bad).await,
+        Err(SandboxError::Create { step: "mounts", .. })
+    ));
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Prints spawn → first Runtime API connection times:
+/// `cargo test -p stratus-sandbox-process --release --test sandbox -- --ignored --nocapture startup_latency`
+#[tokio::test]
+#[ignore = "benchmark; run explicitly"]
+async fn startup_latency() {
+    if !is_root() {
+        return;
+    }
+    let (backend, _state) = backend(2_910_007);
+    let code = code_dir(&[]);
+    let cases: [(&str, &[&str]); 3] = [
+        (
+            "bash /dev/tcp",
+            &["/bin/bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9001"],
+        ),
+        (
+            "python3",
+            &[
+                "/usr/bin/python3",
+                "-c",
+                "import socket; socket.create_connection(('127.0.0.1', 9001))",
+            ],
+        ),
+        (
+            "node",
+            &[
+                "/usr/bin/node",
+                "-e",
+                "require('net').connect(9001, '127.0.0.1')",
+            ],
+        ),
+    ];
+    for (name, argv) in cases {
+        let mut spawn_times = Vec::new();
+        let mut connect_times = Vec::new();
+        for i in 0..30 {
+            let spec = spec(&format!("bench-{i}"), code.path(), argv);
+            let t0 = Instant::now();
+            let mut sb = backend.spawn(spec).await.expect("spawn");
+            let t1 = t0.elapsed();
+            let api = listener(&mut sb);
+            let _conn = api.accept().await.expect("accept");
+            connect_times.push(t0.elapsed());
+            spawn_times.push(t1);
+            drop(sb);
+        }
+        println!(
+            "{name}: spawn() median {:?}, spawn -> runtime connected median {:?} (n=30)",
+            median(spawn_times),
+            median(connect_times)
+        );
+    }
+}
