@@ -326,8 +326,10 @@ function runInvocation(handler, headers, body) {
       finished = true;
       const p = (err !== undefined && err !== null) ? postError(requestId, err) : postResponse(requestId, result);
       p.then(resolve, (e) => {
-        process.stderr.write(`Stratus runtime: failed to reach Runtime API: ${e}\n`);
-        process.exit(1);
+        // e.g. the server refused an oversized response and closed the
+        // connection: the invoker already has its answer; carry on.
+        process.stderr.write(`Stratus runtime: failed to post outcome of ${requestId}: ${e}\n`);
+        resolve();
       });
     };
     let context;

@@ -546,21 +546,28 @@ def handle_invoke(client, handler, headers, body):
     except Exception:
         error_result = build_fault_result(sys.exc_info(), request_id)
 
-    if error_result is not None:
-        log_error(error_result)
-        status, _, rbody = client.request(
-            "POST",
-            API + "/invocation/%s/error" % request_id,
-            to_json(error_result).encode("utf-8"),
-            {ERROR_TYPE_HEADER: error_result["errorType"], "Content-Type": "application/json"},
-        )
-    else:
-        status, _, rbody = client.request(
-            "POST",
-            API + "/invocation/%s/response" % request_id,
-            result,
-            {"Content-Type": content_type},
-        )
+    try:
+        if error_result is not None:
+            log_error(error_result)
+            status, _, rbody = client.request(
+                "POST",
+                API + "/invocation/%s/error" % request_id,
+                to_json(error_result).encode("utf-8"),
+                {ERROR_TYPE_HEADER: error_result["errorType"], "Content-Type": "application/json"},
+            )
+        else:
+            status, _, rbody = client.request(
+                "POST",
+                API + "/invocation/%s/response" % request_id,
+                result,
+                {"Content-Type": content_type},
+            )
+    except Exception as e:
+        # e.g. the server refused an oversized response and closed the
+        # connection: the invoker already has its answer; carry on.
+        client.close()
+        sys.stderr.write("Stratus runtime: failed to post outcome of %s: %s\n" % (request_id, e))
+        return
     if status != 202:
         sys.stderr.write(
             "Stratus runtime: Runtime API answered %d for request %s: %s\n"

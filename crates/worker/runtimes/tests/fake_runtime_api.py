@@ -46,6 +46,10 @@ class FakeRuntimeAPI:
         self.connections = set()  # client ports seen (keep-alive check)
         self.requests = []  # (method, path, headers)
         self.server = None
+        # Like rapid: a response body over 6 MiB + 100 bytes is refused with
+        # 413 (here without reading it, and closing the connection).
+        self.max_response_bytes = 6 * 1024 * 1024 + 100
+        self.too_large = []  # request ids refused with 413
 
     # -- server ------------------------------------------------------------
     def start(self):
@@ -95,6 +99,21 @@ class FakeRuntimeAPI:
 
             def do_POST(self):
                 api.connections.add(self.client_address[1])
+                n = int(self.headers.get("Content-Length") or 0)
+                if self.path.endswith("/response") and n > api.max_response_bytes:
+                    rid = self.path.rsplit("/", 2)[-2]
+                    with api.lock:
+                        api.too_large.append(rid)
+                        api.lock.notify_all()
+                    self.close_connection = True
+                    data = json.dumps({"errorType": "RequestEntityTooLarge", "errorMessage": "too large"}).encode()
+                    self.send_response(413)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
                 body = self._read_body()
                 hdrs = {k.lower(): v for k, v in self.headers.items()}
                 api.requests.append(("POST", self.path, hdrs))
@@ -169,6 +188,15 @@ class FakeRuntimeAPI:
     def invoke(self, event=None, timeout=15, **kw):
         rid = self.submit(event if event is not None else {}, **kw)
         return self.wait(rid, timeout)
+
+    def wait_too_large(self, request_id, timeout=15):
+        end = time.time() + timeout
+        with self.lock:
+            while request_id not in self.too_large:
+                left = end - time.time()
+                if left <= 0:
+                    raise TimeoutError("no oversized response for %s" % request_id)
+                self.lock.wait(left)
 
     def wait_init_error(self, timeout=15):
         end = time.time() + timeout

@@ -479,6 +479,21 @@ def test_node_init_errors(runtimes, tmp_path, files, handler, etype, msg_start):
     assert r.api.next_calls == 0
 
 
+@pytest.mark.parametrize("lang", ["python", "node"])
+def test_oversized_response_then_next_invoke(runtimes, tmp_path, lang):
+    if lang == "python":
+        files = {"app.py": "def handler(e, c):\n    return 'x' * e['n']\n"}
+        r = py_runtime(runtimes, tmp_path, files, "app.handler")
+    else:
+        files = {"app.js": "exports.handler = async (e) => 'x'.repeat(e.n);\n"}
+        r = node_runtime(runtimes, tmp_path, files, "app.handler")
+    rid = r.api.submit({"n": 7 * 1024 * 1024})
+    r.api.wait_too_large(rid)
+    out = r.api.invoke({"n": 3})
+    assert out.json() == "xxx", r.log
+    assert r.proc.poll() is None
+
+
 # ===========================================================================
 # Fixtures under tests/functions
 # ===========================================================================
