@@ -317,6 +317,17 @@ function makeContext(headers, finish) {
   return context;
 }
 
+// What to do when the event loop empties during an invocation (as AWS's
+// runtime does with a 'beforeExit' listener): by default post null (a handler
+// that neither returned a promise nor called back); after callback() with
+// callbackWaitsForEmptyEventLoop=true, post the callback's outcome.
+let beforeExitAction = null;
+process.on('beforeExit', () => {
+  const action = beforeExitAction;
+  beforeExitAction = null;
+  if (action) action();
+});
+
 function runInvocation(handler, headers, body) {
   return new Promise((resolve) => {
     const requestId = headers['lambda-runtime-aws-request-id'] || '';
@@ -324,6 +335,7 @@ function runInvocation(handler, headers, body) {
     const finish = (err, result) => {
       if (finished) return;
       finished = true;
+      beforeExitAction = null;
       const p = (err !== undefined && err !== null) ? postError(requestId, err) : postResponse(requestId, result);
       p.then(resolve, (e) => {
         // e.g. the server refused an oversized response and closed the
@@ -332,6 +344,7 @@ function runInvocation(handler, headers, body) {
         resolve();
       });
     };
+    beforeExitAction = () => finish(null, null);
     let context;
     let event;
     try {
@@ -348,7 +361,16 @@ function runInvocation(handler, headers, body) {
       finish(err);
       return;
     }
-    const callback = (err, result) => finish(err, result);
+    let called = false;
+    const callback = (err, result) => {
+      if (called || finished) return;
+      called = true;
+      if (context.callbackWaitsForEmptyEventLoop) {
+        beforeExitAction = () => finish(err, result);
+      } else {
+        finish(err, result);
+      }
+    };
     let ret;
     try {
       ret = handler(event, context, callback);
@@ -358,11 +380,10 @@ function runInvocation(handler, headers, body) {
     }
     if (ret && typeof ret.then === 'function') {
       ret.then((r) => finish(null, r), (e) => finish(e === undefined || e === null ? new Error(String(e)) : e));
-    } else if (handler.length < 3) {
-      // Synchronous, non-callback handler: AWS reports its return value only
-      // through callback/promise; a plain return after no callback gives null.
-      finish(null, ret);
     }
+    // Otherwise (as on AWS) the return value of a non-async handler is
+    // ignored: the outcome comes from callback()/context.succeed|fail|done, or
+    // is null once the event loop is empty.
   });
 }
 

@@ -344,6 +344,18 @@ exports.none = async () => undefined;
 exports.echo = async (event) => event;
 exports.notfn = 42;
 exports.nested = { inner: async () => "inner" };
+exports.syncReturn = (event) => ({ ignored: true });
+exports.waits = (event, context, callback) => {
+  setTimeout(() => { globalThis.late = "timer ran"; }, 200);
+  callback(null, "cb");
+};
+exports.noWait = (event, context, callback) => {
+  context.callbackWaitsForEmptyEventLoop = false;
+  setTimeout(() => {}, 3000);
+  callback(null, "fast");
+};
+exports.seeLate = async () => globalThis.late || "no";
+exports.legacySucceed = (event, context) => { setTimeout(() => context.succeed("legacy"), 20); };
 '''
 
 
@@ -384,6 +396,26 @@ def test_node_callback_none_unicode_large(runtimes, tmp_path):
     assert r3.api.invoke(big).json() == big
     r4 = node_runtime(runtimes, tmp_path, {}, "index.nested.inner")
     assert r4.api.invoke({}).json() == "inner"
+
+
+def test_node_callback_semantics(runtimes, tmp_path):
+    write_files(str(tmp_path), {"index.js": NODE_CJS})
+    # non-async handler: its return value is ignored, null once the loop is empty
+    r = node_runtime(runtimes, tmp_path, {}, "index.syncReturn")
+    assert r.api.invoke({}).body == b"null"
+    # callbackWaitsForEmptyEventLoop=true: the result is posted after pending timers ran
+    r = node_runtime(runtimes, tmp_path, {}, "index.waits")
+    t = time.time()
+    assert r.api.invoke({}).json() == "cb"
+    assert time.time() - t >= 0.18
+    # =false: posted at once although a 3 s timer is pending
+    r = node_runtime(runtimes, tmp_path, {}, "index.noWait")
+    t = time.time()
+    assert r.api.invoke({}).json() == "fast"
+    assert time.time() - t < 2
+    r = node_runtime(runtimes, tmp_path, {}, "index.legacySucceed")
+    assert r.api.invoke({}).json() == "legacy"
+    assert r.api.invoke({}).json() == "legacy"
 
 
 def test_node_errors(runtimes, tmp_path):
