@@ -5,7 +5,6 @@ Run:  python3 -m pytest crates/worker/runtimes/tests -q
 The bootstraps run under /usr/bin/python3 and /usr/bin/node (what sandboxes use).
 """
 
-import json
 import os
 import shutil
 import subprocess
