@@ -220,32 +220,83 @@ impl CgroupSet {
                     seen.push(canonical);
                     self.mkdir(base.join(parent).join(id))?;
                 }
-                let mem = self.dirs[0].clone();
-                write(
-                    &mem.join("memory.limit_in_bytes"),
-                    &memory_bytes.to_string(),
-                )?;
+            }
+            CgroupVersion::V2 => {
+                self.mkdir(root.join(parent).join(id))?;
+            }
+        }
+        self.set_limits(memory_bytes, max_pids)
+    }
+
+    /// Sets the memory limit (no swap) and the pids limit.
+    pub fn set_limits(&self, memory_bytes: u64, max_pids: u64) -> Result<(), CgroupError> {
+        let (Some(mem), Some(last)) = (self.dirs.first(), self.dirs.last()) else {
+            return Ok(());
+        };
+        match self.version {
+            CgroupVersion::V1 => {
+                // memsw must never be below the memory limit: order the writes accordingly.
                 let memsw = mem.join("memory.memsw.limit_in_bytes");
-                if memsw.exists() {
-                    write(&memsw, &memory_bytes.to_string())?;
+                let current = read_u64(&mem.join("memory.limit_in_bytes")).unwrap_or(u64::MAX);
+                let value = memory_bytes.to_string();
+                if memsw.exists() && memory_bytes < current {
+                    write(&mem.join("memory.limit_in_bytes"), &value)?;
+                    write(&memsw, &value)?;
+                } else if memsw.exists() {
+                    write(&memsw, &value)?;
+                    write(&mem.join("memory.limit_in_bytes"), &value)?;
+                } else {
+                    write(&mem.join("memory.limit_in_bytes"), &value)?;
                 }
                 // Swapping the runtime out would only hide the limit; ignore if unsupported.
                 let _ = fs::write(mem.join("memory.swappiness"), "0");
-                let pids = self.dirs[1].clone();
-                write(&pids.join("pids.max"), &max_pids.to_string())?;
+                let pids = self.dirs.get(1).unwrap_or(last);
+                write(&pids.join("pids.max"), &max_pids.to_string())
             }
             CgroupVersion::V2 => {
-                let dir = root.join(parent).join(id);
-                self.mkdir(dir.clone())?;
-                write(&dir.join("memory.max"), &memory_bytes.to_string())?;
-                let swap = dir.join("memory.swap.max");
+                write(&mem.join("memory.max"), &memory_bytes.to_string())?;
+                let swap = mem.join("memory.swap.max");
                 if swap.exists() {
                     write(&swap, "0")?;
                 }
-                write(&dir.join("pids.max"), &max_pids.to_string())?;
+                write(&mem.join("pids.max"), &max_pids.to_string())
             }
         }
+    }
+
+    /// Renames the cgroup (in every hierarchy) to `new_name` under the same
+    /// parent. Supported by cgroup v1 only; used to hand a pre-warmed cgroup
+    /// to a sandbox.
+    pub fn rename(&mut self, new_name: &str) -> Result<(), CgroupError> {
+        for dir in &mut self.dirs {
+            let Some(parent) = dir.parent() else {
+                continue;
+            };
+            let target = parent.join(new_name);
+            fs::rename(&*dir, &target).map_err(|source| CgroupError::Create {
+                path: target.clone(),
+                source,
+            })?;
+            *dir = target;
+        }
         Ok(())
+    }
+
+    /// Moves process `pid` into the cgroup (in every hierarchy).
+    pub fn add_pid(&self, pid: u32) -> Result<(), CgroupError> {
+        for procs in self.procs_files() {
+            write(&procs, &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// The parents' `cgroup.procs` files (where a process leaves to).
+    pub fn parent_procs_files(&self) -> Vec<PathBuf> {
+        self.dirs
+            .iter()
+            .filter_map(|d| d.parent())
+            .map(|p| p.join("cgroup.procs"))
+            .collect()
     }
 
     /// The `cgroup.procs` files the jailer must write `0` into to join.

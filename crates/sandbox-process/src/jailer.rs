@@ -241,14 +241,31 @@ fn jail(ctl: BorrowedFd<'_>) -> Result<i32, JailerError> {
             Ok(never) => match never {},
             Err(e) => fail(ctl, &e),
         },
-        ForkResult::Parent { child } => loop {
-            match waitpid(child, None) {
-                Ok(WaitStatus::Exited(_, code)) => return Ok(code),
-                Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
-                Ok(_) | Err(Errno::EINTR) => continue,
-                Err(e) => return Err(e).ctx("fork", || "waiting for the sandbox init".into()),
+        ForkResult::Parent { child } => {
+            // A pre-warmed jailer was placed in the sandbox's cgroup (so C
+            // was born there without a slow migration); step out of it now,
+            // off C's critical path, so killing the cgroup never orphans C.
+            for procs in &cfg.leave_cgroup_procs {
+                if let Err(e) = fs::write(procs, "0") {
+                    eprintln!(
+                        "stratus-jailer: leaving cgroup via {}: {e}",
+                        procs.display()
+                    );
+                }
             }
-        },
+            wait_for_init(child)
+        }
+    }
+}
+
+fn wait_for_init(child: Pid) -> Result<i32, JailerError> {
+    loop {
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e).ctx("fork", || "waiting for the sandbox init".into()),
+        }
     }
 }
 

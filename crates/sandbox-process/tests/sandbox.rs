@@ -18,8 +18,9 @@ fn is_root() -> bool {
 }
 
 /// A backend with its own state dir and a single uid, so the uid a test's
-/// sandbox runs as is known (`uid_base`).
-fn backend(uid_base: u32) -> (ProcessBackend, tempfile::TempDir) {
+/// sandbox runs as is known (`uid_base`). With `prewarm`, the pool is filled
+/// first so the pre-warmed path is what gets tested (on cgroup v1).
+fn backend(uid_base: u32, prewarm: usize) -> (ProcessBackend, tempfile::TempDir) {
     let state = tempfile::tempdir().expect("state dir");
     let backend = ProcessBackend::new(ProcessBackendConfig {
         jailer: vec![env!("CARGO_BIN_EXE_stratus-jailer").to_owned()],
@@ -27,8 +28,10 @@ fn backend(uid_base: u32) -> (ProcessBackend, tempfile::TempDir) {
         cgroup_parent: "stratus-test".into(),
         uid_base,
         uid_count: 1,
+        prewarm,
     })
     .expect("backend");
+    backend.prewarm();
     (backend, state)
 }
 
@@ -140,6 +143,7 @@ except OSError as e:
 r['hostname'] = socket.gethostname()
 r['env'] = sorted(os.environ)
 r['cwd'] = os.getcwd()
+r['cgroup'] = open('/proc/self/cgroup').read()
 print('probe done', flush=True)
 host, port = os.environ['AWS_LAMBDA_RUNTIME_API'].split(':')
 c = socket.create_connection((host, int(port)))
@@ -153,7 +157,7 @@ async fn isolation_seen_from_inside() {
         eprintln!("skipped: needs root");
         return;
     }
-    let (backend, _state) = backend(2_910_001);
+    let (backend, _state) = backend(2_910_001, 1);
     let code = code_dir(&[("probe.py", PROBE)]);
     let host = std::net::TcpListener::bind("127.0.0.1:0").expect("host listener");
     let host_port = host.local_addr().expect("addr").port();
@@ -199,6 +203,11 @@ async fn isolation_seen_from_inside() {
     );
     assert_eq!(r["hostname"], "sandbox-host");
     assert_eq!(r["cwd"], "/var/task");
+    let cgroup = r["cgroup"].as_str().expect("cgroup text");
+    assert!(
+        !cgroup.contains("stratus") && !cgroup.contains("pool"),
+        "cgroup paths are hidden: {cgroup}"
+    );
     assert_eq!(
         r["env"],
         serde_json::json!(["AWS_LAMBDA_RUNTIME_API", "HOST_PORT", "LANG", "PATH"]),
@@ -227,7 +236,7 @@ async fn exit_code_and_output_are_reported() {
     if !is_root() {
         return;
     }
-    let (backend, _state) = backend(2_910_002);
+    let (backend, _state) = backend(2_910_002, 0);
     let code = code_dir(&[]);
     let mut sb = backend
         .spawn(spec(
@@ -254,7 +263,7 @@ async fn memory_limit_kills_the_runtime_and_next_sandbox_works() {
     if !is_root() {
         return;
     }
-    let (backend, _state) = backend(2_910_003);
+    let (backend, _state) = backend(2_910_003, 0);
     let code = code_dir(&[(
         "hog.py",
         "x = b'x' * (300 << 20)\nprint('survived', flush=True)\n",
@@ -297,7 +306,7 @@ async fn kill_and_drop_leave_nothing_behind() {
         return;
     }
     let uid = 2_910_004;
-    let (backend, _state) = backend(uid);
+    let (backend, _state) = backend(uid, 1);
     let code = code_dir(&[]);
     let spec = spec(
         "kill",
@@ -345,7 +354,7 @@ async fn drop_while_running_cleans_up() {
         return;
     }
     let uid = 2_910_005;
-    let (backend, _state) = backend(uid);
+    let (backend, _state) = backend(uid, 0);
     let code = code_dir(&[]);
     let spec = spec("drop", code.path(), &["/bin/sleep", "100"]);
     let id = spec.id.clone();
@@ -364,7 +373,7 @@ async fn setup_failures_are_reported_with_their_step() {
     if !is_root() {
         return;
     }
-    let (backend, _state) = backend(2_910_006);
+    let (backend, _state) = backend(2_910_006, 0);
     let code = code_dir(&[]);
     let spec = spec("noexec", code.path(), &["/var/task/does-not-exist"]);
     let id = spec.id.clone();
@@ -416,7 +425,7 @@ async fn startup_latency() {
     if !is_root() {
         return;
     }
-    let (backend, _state) = backend(2_910_007);
+    let (backend, _state) = backend(2_910_007, 2);
     let code = code_dir(&[]);
     let cases: [(&str, &[&str]); 3] = [
         (
