@@ -2,16 +2,18 @@
 //! becomes its runtime.
 //!
 //! Three processes take part (see the crate docs for the whole picture):
-//! - **J**, the jailer as started by the server (host root): reads its
-//!   [`JailerConfig`] from stdin, unshares the mount, network, UTS, IPC and
-//!   pid namespaces, brings up `lo`,
-//!   binds the Runtime API listener *inside* the new network namespace and
-//!   passes it to the server, then forks C and waits for it.
+//! - **J**, the jailer as started by the server (host root): compiles the
+//!   seccomp policy, unshares the mount, network, UTS, IPC and pid
+//!   namespaces and brings up `lo` — all before it reads its
+//!   [`JailerConfig`] from stdin, so a pre-warmed jailer has this done
+//!   ahead of time. Then it binds the Runtime API listener *inside* the new
+//!   network namespace, passes it to the server, forks C, leaves the
+//!   sandbox's cgroup if the server had put it there, and waits for C.
 //! - **C**, pid 1 of the new pid namespace: joins the sandbox's cgroups
-//!   (J stays outside, so killing the cgroup never orphans C), enters a new
-//!   cgroup namespace, assembles the root filesystem,
-//!   pivots into it, forks R, drops to the sandbox's host uid and reaps
-//!   children until R ends, whose status it reports.
+//!   unless it was born in them (J ends up outside either way, so killing
+//!   the cgroup never orphans C), enters a new cgroup namespace, assembles
+//!   the root filesystem, pivots into it, forks R, drops to the sandbox's
+//!   host uid and reaps children until R ends, whose status it reports.
 //! - **R**, the runtime: drops to the sandbox uid, enters its own user
 //!   namespace (seeing itself as uid 993), sets rlimits, installs seccomp and
 //!   execs the runtime with exactly the configured environment.
@@ -204,7 +206,8 @@ fn write_file(step: &'static str, path: &str, value: &str) -> Result<(), JailerE
 
 /// J: runs as the server's child; returns J's exit code.
 fn jail(ctl: BorrowedFd<'_>) -> Result<i32, JailerError> {
-    let cfg = read_config()?;
+    // Everything up to the listener is independent of the config, so a
+    // pre-warmed jailer has done it before its config arrives.
     let policy = Policy::compile(DEFAULT_POLICY).map_err(|e| JailerError::Invalid {
         step: "seccomp",
         message: e.to_string(),
@@ -215,7 +218,9 @@ fn jail(ctl: BorrowedFd<'_>) -> Result<i32, JailerError> {
     match fs::write("/proc/self/oom_score_adj", "-1000") {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {}
-        Err(e) => return Err(e).ctx("oom", || "writing -1000 to /proc/self/oom_score_adj".into()),
+        Err(e) => {
+            return Err(e).ctx("oom", || "writing -1000 to /proc/self/oom_score_adj".into());
+        }
     }
     unshare(
         CloneFlags::CLONE_NEWNS
@@ -226,6 +231,7 @@ fn jail(ctl: BorrowedFd<'_>) -> Result<i32, JailerError> {
     )
     .ctx("namespaces", || "unshare".into())?;
     loopback_up()?;
+    let cfg = read_config()?;
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, cfg.runtime_api_port))
         .ctx("listener", || {
             format!("binding 127.0.0.1:{}", cfg.runtime_api_port)

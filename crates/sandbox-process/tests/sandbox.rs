@@ -263,11 +263,13 @@ async fn memory_limit_kills_the_runtime_and_next_sandbox_works() {
     if !is_root() {
         return;
     }
-    let (backend, _state) = backend(2_910_003, 0);
+    // Pre-warmed: the limit must reach a cgroup created before the spec was known.
+    let (backend, _state) = backend(2_910_003, 1);
     let code = code_dir(&[(
         "hog.py",
         "x = b'x' * (300 << 20)\nprint('survived', flush=True)\n",
     )]);
+    let pooled = backend.prewarmed();
     let sb = backend
         .spawn(spec(
             "oom",
@@ -279,7 +281,11 @@ async fn memory_limit_kills_the_runtime_and_next_sandbox_works() {
     let status = tokio::time::timeout(Duration::from_secs(30), sb.wait())
         .await
         .expect("ended");
-    assert_eq!(status, ExitStatus::Signal(9));
+    assert_eq!(
+        status,
+        ExitStatus::Signal(9),
+        "pre-warmed jailers used: {pooled}"
+    );
     assert!(
         sb.usage().memory_peak_bytes > 64 << 20,
         "peak recorded: {:?}",
@@ -410,6 +416,70 @@ async fn setup_failures_are_reported_with_their_step() {
         backend.spawn(bad).await,
         Err(SandboxError::Create { step: "mounts", .. })
     ));
+}
+
+#[tokio::test]
+async fn concurrent_sandboxes_each_get_their_own_runtime_api() {
+    if !is_root() {
+        return;
+    }
+    let state = tempfile::tempdir().expect("state dir");
+    let backend = ProcessBackend::new(ProcessBackendConfig {
+        jailer: vec![env!("CARGO_BIN_EXE_stratus-jailer").to_owned()],
+        state_dir: state.path().to_owned(),
+        cgroup_parent: "stratus-test".into(),
+        uid_base: 2_910_010,
+        uid_count: 3,
+        prewarm: 0,
+    })
+    .expect("backend");
+    let code = code_dir(&[(
+        "hello.py",
+        "import socket\nc = socket.create_connection(('127.0.0.1', 9001))\nc.sendall(socket.gethostname().encode())\n",
+    )]);
+    let specs: Vec<SandboxSpec> = (0..3)
+        .map(|i| {
+            let mut spec = spec(
+                &format!("conc{i}"),
+                code.path(),
+                &["/usr/bin/python3", "/var/task/hello.py"],
+            );
+            spec.hostname = format!("host-{i}");
+            spec
+        })
+        .collect();
+    let [s0, s1, s2]: [SandboxSpec; 3] = specs.try_into().expect("three specs");
+    let (a, b, c) = tokio::join!(backend.spawn(s0), backend.spawn(s1), backend.spawn(s2));
+    let mut sandboxes = vec![
+        a.expect("spawn 0"),
+        b.expect("spawn 1"),
+        c.expect("spawn 2"),
+    ];
+    assert_eq!(backend.live_sandboxes(), 3);
+    for (i, sb) in sandboxes.iter_mut().enumerate() {
+        let api = listener(sb);
+        let (mut conn, _) = tokio::time::timeout(Duration::from_secs(20), api.accept())
+            .await
+            .expect("connected in time")
+            .expect("accept");
+        let mut name = String::new();
+        conn.read_to_string(&mut name).await.expect("read");
+        assert_eq!(
+            name,
+            format!("host-{i}"),
+            "each listener only hears its own sandbox"
+        );
+        assert_eq!(sb.wait().await, ExitStatus::Code(0));
+    }
+    let fourth = backend
+        .spawn(spec("conc3", code.path(), &["/bin/true"]))
+        .await;
+    assert!(
+        matches!(fourth, Err(SandboxError::Create { step: "uid", .. })),
+        "uid range exhausted"
+    );
+    drop(sandboxes);
+    assert_eq!(backend.live_sandboxes(), 0);
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
