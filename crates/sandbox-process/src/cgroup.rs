@@ -145,12 +145,57 @@ pub fn dirs_for(root: &Path, version: CgroupVersion, parent: &str, id: &str) -> 
     }
 }
 
+/// Removes pre-warm cgroups (`pool-<pid>-<n>`) left behind by a server
+/// process that no longer exists, killing whatever is still in them.
+/// Returns how many were removed.
+pub fn sweep_stale_pools(root: &Path, version: CgroupVersion, parent: &str) -> usize {
+    let bases: Vec<PathBuf> = match version {
+        CgroupVersion::V1 => V1_CONTROLLERS
+            .iter()
+            .map(|c| root.join(c).join(parent))
+            .collect(),
+        CgroupVersion::V2 => vec![root.join(parent)],
+    };
+    let mut removed = 0;
+    for base in bases {
+        let Ok(entries) = fs::read_dir(&base) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(owner) = name
+                .strip_prefix("pool-")
+                .and_then(|rest| rest.split('-').next())
+                .and_then(|pid| pid.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if owner == std::process::id() || Path::new("/proc").join(owner.to_string()).exists() {
+                continue;
+            }
+            let mut set = CgroupSet {
+                version,
+                dirs: vec![entry.path()],
+                peak_fd: std::sync::Mutex::new(None),
+            };
+            set.kill_all();
+            if set.remove(Duration::from_millis(200)).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    removed
+}
+
 /// The cgroup directories of one sandbox.
 #[derive(Debug)]
 pub struct CgroupSet {
     version: CgroupVersion,
     /// Every directory created, memory first (v1: one per hierarchy; v2: one).
     dirs: Vec<PathBuf>,
+    /// v2: `memory.peak` opened for the last reset. A v2 peak reset only
+    /// applies to reads through the descriptor that was written to.
+    peak_fd: std::sync::Mutex<Option<fs::File>>,
 }
 
 impl CgroupSet {
@@ -167,6 +212,7 @@ impl CgroupSet {
         let mut set = CgroupSet {
             version,
             dirs: Vec::new(),
+            peak_fd: std::sync::Mutex::new(None),
         };
         let result = set.create_inner(root, parent, id, memory_bytes, max_pids);
         match result {
@@ -358,8 +404,17 @@ impl CgroupSet {
             ),
             CgroupVersion::V2 => {
                 let current = read_u64(&dir.join("memory.current")).unwrap_or(0);
-                let peak = read_u64(&dir.join("memory.peak")).unwrap_or(current);
-                (peak, current)
+                let guard = self.peak_fd.lock().unwrap_or_else(|p| p.into_inner());
+                let peak = match guard.as_ref() {
+                    Some(file) => {
+                        let mut buf = [0u8; 32];
+                        std::os::unix::fs::FileExt::read_at(file, &mut buf, 0)
+                            .ok()
+                            .and_then(|n| std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok())
+                    }
+                    None => read_u64(&dir.join("memory.peak")),
+                };
+                (peak.unwrap_or(current), current)
             }
         }
     }
@@ -369,12 +424,24 @@ impl CgroupSet {
         let Some(dir) = self.memory_dir() else {
             return;
         };
-        let file = match self.version {
-            CgroupVersion::V1 => "memory.max_usage_in_bytes",
-            // Writable since Linux 6.12; older kernels refuse, which is fine.
-            CgroupVersion::V2 => "memory.peak",
-        };
-        let _ = fs::write(dir.join(file), "0");
+        match self.version {
+            CgroupVersion::V1 => {
+                let _ = fs::write(dir.join("memory.max_usage_in_bytes"), "0");
+            }
+            CgroupVersion::V2 => {
+                // Resettable since Linux 6.12 (per open file); older kernels refuse.
+                let Ok(mut file) = fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(dir.join("memory.peak"))
+                else {
+                    return;
+                };
+                if io::Write::write_all(&mut file, b"reset").is_ok() {
+                    *self.peak_fd.lock().unwrap_or_else(|p| p.into_inner()) = Some(file);
+                }
+            }
+        }
     }
 
     /// Removes the directories, retrying while the kernel still reports them busy.

@@ -239,6 +239,16 @@ fn jail(ctl: BorrowedFd<'_>) -> Result<i32, JailerError> {
     send_report(ctl, &Report::Listening, Some(listener.as_raw_fd()))
         .ctx("listener", || "passing the listener to the server".into())?;
     drop(listener);
+    // Opened now: C shares our mount namespace, and once it has pivoted into
+    // the sandbox's root these paths no longer resolve for us either.
+    let mut leave = Vec::with_capacity(cfg.leave_cgroup_procs.len());
+    for procs in &cfg.leave_cgroup_procs {
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .open(procs)
+            .ctx("cgroup", || format!("opening {}", procs.display()))?;
+        leave.push((procs, file));
+    }
 
     // SAFETY: the jailer is single-threaded (jailer_main runs before any thread
     // is started), so the child may run arbitrary code after fork.
@@ -251,8 +261,8 @@ fn jail(ctl: BorrowedFd<'_>) -> Result<i32, JailerError> {
             // A pre-warmed jailer was placed in the sandbox's cgroup (so C
             // was born there without a slow migration); step out of it now,
             // off C's critical path, so killing the cgroup never orphans C.
-            for procs in &cfg.leave_cgroup_procs {
-                if let Err(e) = fs::write(procs, "0") {
+            for (procs, mut file) in leave {
+                if let Err(e) = io::Write::write_all(&mut file, b"0") {
                     eprintln!(
                         "stratus-jailer: leaving cgroup via {}: {e}",
                         procs.display()

@@ -176,6 +176,13 @@ impl ProcessBackend {
             .ok_or_else(|| unavailable(CgroupError::NotFound(cgroup_root.clone())))?;
         cgroup::prepare_parent(&cgroup_root, cgroup_version, &config.cgroup_parent)
             .map_err(unavailable)?;
+        let swept = cgroup::sweep_stale_pools(&cgroup_root, cgroup_version, &config.cgroup_parent);
+        if swept > 0 {
+            tracing::info!(
+                swept,
+                "removed pre-warm cgroups of a previous server process"
+            );
+        }
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o711)

@@ -217,6 +217,7 @@ async fn isolation_seen_from_inside() {
     assert_eq!(sb.wait().await, ExitStatus::Code(0), "wait is repeatable");
     let out = output.await.expect("output task");
     assert!(out.contains("probe done"), "output: {out}");
+    assert!(!out.contains("stratus-jailer"), "jailer warnings: {out}");
     // The runtime's /tmp file lives in the scratch dir, owned by the sandbox uid.
     let tmp_file = backend.sandbox_dir(&id).join("tmp/new-file");
     let meta = std::fs::metadata(&tmp_file).expect("tmp file on host");
