@@ -336,15 +336,6 @@ impl CgroupSet {
         Ok(())
     }
 
-    /// The parents' `cgroup.procs` files (where a process leaves to).
-    pub fn parent_procs_files(&self) -> Vec<PathBuf> {
-        self.dirs
-            .iter()
-            .filter_map(|d| d.parent())
-            .map(|p| p.join("cgroup.procs"))
-            .collect()
-    }
-
     /// The `cgroup.procs` files the jailer must write `0` into to join.
     pub fn procs_files(&self) -> Vec<PathBuf> {
         self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()

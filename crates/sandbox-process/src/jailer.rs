@@ -4,14 +4,15 @@
 //! Three processes take part (see the crate docs for the whole picture):
 //! - **J**, the jailer as started by the server (host root): compiles the
 //!   seccomp policy, unshares the mount, network, UTS, IPC and pid
-//!   namespaces and brings up `lo` — all before it reads its
-//!   [`JailerConfig`] from stdin, so a pre-warmed jailer has this done
-//!   ahead of time. Then it binds the Runtime API listener *inside* the new
-//!   network namespace, passes it to the server, forks C, leaves the
-//!   sandbox's cgroup if the server had put it there, and waits for C.
-//! - **C**, pid 1 of the new pid namespace: joins the sandbox's cgroups
-//!   unless it was born in them (J ends up outside either way, so killing
-//!   the cgroup never orphans C), enters a new cgroup namespace, assembles
+//!   namespaces, brings up `lo` and forks C (reporting C's pid) — all
+//!   before it reads its [`JailerConfig`] from stdin, so a pre-warmed
+//!   jailer has this done ahead of time. Then it binds the Runtime API
+//!   listener *inside* the new network namespace, passes it to the server,
+//!   hands the config on to C and waits for C. J never joins the sandbox's
+//!   cgroup, so killing the cgroup never orphans C.
+//! - **C**, pid 1 of the new pid namespace: waits for its config from J,
+//!   joins the sandbox's cgroups unless the server already moved it there,
+//!   enters a new cgroup namespace, assembles
 //!   the root filesystem, pivots into it, forks R, drops to the sandbox's
 //!   host uid and reaps children until R ends, whose status it reports.
 //! - **R**, the runtime: drops to the sandbox uid, enters its own user
@@ -24,7 +25,7 @@
 use std::convert::Infallible;
 use std::ffi::CString;
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::net::{Ipv4Addr, TcpListener};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, symlink};
@@ -173,13 +174,22 @@ fn fail(ctl: BorrowedFd<'_>, err: &JailerError) -> ! {
     unsafe { libc::_exit(127) }
 }
 
-fn read_config() -> Result<JailerConfig, JailerError> {
+/// Reads everything from `fd` (stdin for J, the config pipe for C).
+fn read_all(fd: BorrowedFd<'_>) -> Result<Vec<u8>, JailerError> {
     let mut buf = Vec::with_capacity(4096);
-    io::stdin()
-        .lock()
-        .read_to_end(&mut buf)
-        .ctx("config", || "reading stdin".into())?;
-    let cfg: JailerConfig = serde_json::from_slice(&buf).map_err(|e| JailerError::Invalid {
+    let mut chunk = [0u8; 4096];
+    loop {
+        match nix::unistd::read(fd.as_raw_fd(), &mut chunk) {
+            Ok(0) => return Ok(buf),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e).ctx("config", || "reading the config".into()),
+        }
+    }
+}
+
+fn parse_config(raw: &[u8]) -> Result<JailerConfig, JailerError> {
+    let cfg: JailerConfig = serde_json::from_slice(raw).map_err(|e| JailerError::Invalid {
         step: "config",
         message: format!("parsing config: {e}"),
     })?;
@@ -189,7 +199,11 @@ fn read_config() -> Result<JailerConfig, JailerError> {
             message: "argv is empty".into(),
         });
     }
-    // stdin is not for the runtime.
+    Ok(cfg)
+}
+
+/// Points fd 0 at /dev/null: stdin is not for the runtime.
+fn stdin_to_null() -> Result<(), JailerError> {
     let null = open(
         "/dev/null",
         OFlag::O_RDONLY | OFlag::O_CLOEXEC,
@@ -197,7 +211,7 @@ fn read_config() -> Result<JailerConfig, JailerError> {
     )
     .ctx("stdio", || "opening /dev/null".into())?;
     dup2(null.as_raw_fd(), 0).ctx("stdio", || "redirecting stdin".into())?;
-    Ok(cfg)
+    Ok(())
 }
 
 fn write_file(step: &'static str, path: &str, value: &str) -> Result<(), JailerError> {
@@ -231,7 +245,42 @@ fn jail(ctl: BorrowedFd<'_>) -> Result<i32, JailerError> {
     )
     .ctx("namespaces", || "unshare".into())?;
     loopback_up()?;
-    let cfg = read_config()?;
+
+    // C is forked now too, so a pre-warmed sandbox's init already sits in
+    // the sandbox's cgroup (the server moves it there ahead of time: a slow
+    // migration, off the critical path). J itself never joins that cgroup,
+    // so killing the cgroup never orphans C. C gets its config from J.
+    let (cfg_rd, cfg_wr) =
+        pipe2(OFlag::O_CLOEXEC).ctx("fork", || "creating the config pipe".into())?;
+    // SAFETY: the jailer is single-threaded (jailer_main runs before any thread
+    // is started), so the child may run arbitrary code after fork.
+    let child = match unsafe { fork() }.ctx("fork", || "forking the sandbox init".into())? {
+        ForkResult::Child => {
+            drop(cfg_wr);
+            let result = stdin_to_null()
+                .and_then(|()| read_all(cfg_rd.as_fd()))
+                .and_then(|raw| parse_config(&raw))
+                .and_then(|cfg| container_init(ctl, &cfg, &policy));
+            match result {
+                Ok(never) => match never {},
+                Err(e) => fail(ctl, &e),
+            }
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(cfg_rd);
+    send_report(
+        ctl,
+        &Report::Forked {
+            pid: child.as_raw(),
+        },
+        None,
+    )
+    .ctx("fork", || "reporting the sandbox init".into())?;
+
+    let raw = read_all(io::stdin().as_fd())?;
+    stdin_to_null()?;
+    let cfg = parse_config(&raw)?;
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, cfg.runtime_api_port))
         .ctx("listener", || {
             format!("binding 127.0.0.1:{}", cfg.runtime_api_port)
@@ -239,39 +288,11 @@ fn jail(ctl: BorrowedFd<'_>) -> Result<i32, JailerError> {
     send_report(ctl, &Report::Listening, Some(listener.as_raw_fd()))
         .ctx("listener", || "passing the listener to the server".into())?;
     drop(listener);
-    // Opened now: C shares our mount namespace, and once it has pivoted into
-    // the sandbox's root these paths no longer resolve for us either.
-    let mut leave = Vec::with_capacity(cfg.leave_cgroup_procs.len());
-    for procs in &cfg.leave_cgroup_procs {
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .open(procs)
-            .ctx("cgroup", || format!("opening {}", procs.display()))?;
-        leave.push((procs, file));
-    }
-
-    // SAFETY: the jailer is single-threaded (jailer_main runs before any thread
-    // is started), so the child may run arbitrary code after fork.
-    match unsafe { fork() }.ctx("fork", || "forking the sandbox init".into())? {
-        ForkResult::Child => match container_init(ctl, &cfg, &policy) {
-            Ok(never) => match never {},
-            Err(e) => fail(ctl, &e),
-        },
-        ForkResult::Parent { child } => {
-            // A pre-warmed jailer was placed in the sandbox's cgroup (so C
-            // was born there without a slow migration); step out of it now,
-            // off C's critical path, so killing the cgroup never orphans C.
-            for (procs, mut file) in leave {
-                if let Err(e) = io::Write::write_all(&mut file, b"0") {
-                    eprintln!(
-                        "stratus-jailer: leaving cgroup via {}: {e}",
-                        procs.display()
-                    );
-                }
-            }
-            wait_for_init(child)
-        }
-    }
+    // Only now may C go on: the server must hold the listener before the runtime starts.
+    nix::unistd::write(&cfg_wr, &raw)
+        .ctx("config", || "passing the config to the sandbox init".into())?;
+    drop(cfg_wr);
+    wait_for_init(child)
 }
 
 fn wait_for_init(child: Pid) -> Result<i32, JailerError> {

@@ -134,12 +134,13 @@ struct Inner {
 /// A started jailer waiting for its config on stdin.
 #[derive(Debug)]
 struct Prepared {
+    /// Dropped first: EOF on stdin makes an unused jailer exit at once.
+    stdin: Option<std::process::ChildStdin>,
     /// Its process and cgroups.
     res: Resources,
     control: OwnedFd,
     output: OwnedFd,
-    stdin: Option<std::process::ChildStdin>,
-    /// The server already moved the jailer into `res.cgroups`.
+    /// The server already moved the sandbox init (C) into `res.cgroups`.
     in_cgroup: bool,
 }
 
@@ -276,9 +277,24 @@ impl Inner {
         )
         .map_err(|e| ("cgroup", e.to_string()))?;
         let mut prepared = self.start_jailer(&name, cgroups)?;
-        if let (Some(cg), Some(jailer)) = (&prepared.res.cgroups, &prepared.res.jailer) {
+        // The jailer forks the sandbox init before it reads its config.
+        let init_pid = loop {
+            match recv_once(prepared.control.as_raw_fd(), MsgFlags::empty()) {
+                Ok(Some((Report::Forked { pid }, _))) => break pid,
+                Ok(Some((Report::Error { step, message }, _))) => {
+                    return Err((step_name(&step), message));
+                }
+                Ok(Some(_)) => continue,
+                Ok(None) => return Err(("jailer", "the jailer exited while pre-warming".into())),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(("jailer", format!("reading the control socket: {e}"))),
+            }
+        };
+        let init_pid =
+            u32::try_from(init_pid).map_err(|_| ("jailer", format!("bad pid {init_pid}")))?;
+        if let Some(cg) = &prepared.res.cgroups {
             // The slow part (an RCU grace period), done here ahead of time.
-            cg.add_pid(lock(jailer).id())
+            cg.add_pid(init_pid)
                 .map_err(|e| ("cgroup", e.to_string()))?;
             prepared.in_cgroup = true;
         }
@@ -316,15 +332,10 @@ impl Inner {
             AddressFamily::Unix,
             SockType::SeqPacket,
             None,
-            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            SockFlag::SOCK_CLOEXEC,
         )
         .map_err(|e| ("jailer", format!("socketpair: {e}")))?;
-        // The jailer's end must block; only the server's end is non-blocking.
-        nix::fcntl::fcntl(
-            ctl_child.as_raw_fd(),
-            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
-        )
-        .map_err(|e| ("jailer", format!("fcntl: {e}")))?;
+        // Both ends stay blocking: the async side reads with MSG_DONTWAIT.
         let (out_read, out_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| ("jailer", format!("pipe: {e}")))?;
         let out_write2 = out_write
@@ -362,10 +373,10 @@ impl Inner {
         res.pidfd = pidfd_open(child.id());
         res.jailer = Some(Arc::new(Mutex::new(child)));
         Ok(Prepared {
+            stdin,
             res,
             control: ctl_server,
             output: out_read,
-            stdin,
             in_cgroup: false,
         })
     }
@@ -458,14 +469,14 @@ impl ProcessBackend {
         res.cgroups = prepared_res.cgroups.take();
         drop(prepared_res);
         let t_forked = t0.elapsed();
-        let (procs, leave) = match &res.cgroups {
+        let procs = match &res.cgroups {
             Some(cg) if in_cgroup => {
                 cg.set_limits(memory_bytes, spec.limits.max_pids)
                     .map_err(|e| ("cgroup", e.to_string()))?;
-                (Vec::new(), cg.parent_procs_files())
+                Vec::new()
             }
-            Some(cg) => (cg.procs_files(), Vec::new()),
-            None => (Vec::new(), Vec::new()),
+            Some(cg) => cg.procs_files(),
+            None => Vec::new(),
         };
 
         let config = JailerConfig {
@@ -482,7 +493,6 @@ impl ProcessBackend {
             max_pids: spec.limits.max_pids,
             shm_bytes: memory_bytes,
             cgroup_procs: procs,
-            leave_cgroup_procs: leave,
             host_uid,
             tmp_dir,
             root_dir,
@@ -516,6 +526,7 @@ impl ProcessBackend {
                         t_listening = t0.elapsed();
                     }
                     Ok(Some((Report::Started, _))) => return Ok(()),
+                    Ok(Some((Report::Forked { .. }, _))) => {}
                     Ok(Some((Report::Error { step, message }, _))) => {
                         return Err((step_name(&step), message));
                     }
@@ -601,14 +612,16 @@ impl SandboxBackend for ProcessBackend {
 async fn recv_report(control: &AsyncFd<OwnedFd>) -> io::Result<Option<(Report, Option<OwnedFd>)>> {
     loop {
         let mut guard = control.readable().await?;
-        match guard.try_io(|fd| recv_once(fd.get_ref().as_fd().as_raw_fd())) {
+        match guard.try_io(|fd| recv_once(fd.get_ref().as_fd().as_raw_fd(), MsgFlags::MSG_DONTWAIT))
+        {
             Ok(result) => return result,
             Err(_would_block) => continue,
         }
     }
 }
 
-fn recv_once(fd: RawFd) -> io::Result<Option<(Report, Option<OwnedFd>)>> {
+/// Receives one report; blocks unless `flags` has `MSG_DONTWAIT`.
+fn recv_once(fd: RawFd, flags: MsgFlags) -> io::Result<Option<(Report, Option<OwnedFd>)>> {
     let mut buf = vec![0u8; MAX_REPORT];
     let mut cmsg = nix::cmsg_space!([RawFd; 4]);
     let mut iov = [io::IoSliceMut::new(&mut buf)];
@@ -616,7 +629,7 @@ fn recv_once(fd: RawFd) -> io::Result<Option<(Report, Option<OwnedFd>)>> {
         fd,
         &mut iov,
         Some(&mut cmsg),
-        MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
+        MsgFlags::MSG_CMSG_CLOEXEC | flags,
     )
     .map_err(io::Error::from)?;
     let mut received = None;

@@ -55,11 +55,8 @@ pub struct JailerConfig {
     /// Size of `/dev/shm` in bytes (counted against the memory cgroup anyway).
     pub shm_bytes: u64,
     /// `cgroup.procs` files the sandbox init writes `0` to (empty when the
-    /// server already placed the jailer in the sandbox's cgroup).
+    /// server already moved the init into the sandbox's cgroup).
     pub cgroup_procs: Vec<PathBuf>,
-    /// `cgroup.procs` files the jailer writes `0` to after forking the
-    /// sandbox init, to leave a cgroup the server placed it in.
-    pub leave_cgroup_procs: Vec<PathBuf>,
     /// Host uid (and gid) the sandbox runs as.
     pub host_uid: u32,
     /// Host directory bind-mounted read-write at `/tmp`.
@@ -72,6 +69,11 @@ pub struct JailerConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Report {
+    /// J forked the sandbox init C; `pid` is C's pid in the server's pid namespace.
+    Forked {
+        /// C's pid.
+        pid: i32,
+    },
     /// The Runtime API listener is attached (SCM_RIGHTS).
     Listening,
     /// The runtime process has been exec'd.
@@ -154,7 +156,6 @@ mod tests {
             max_pids: 64,
             shm_bytes: 1 << 20,
             cgroup_procs: vec!["/sys/fs/cgroup/memory/stratus/sbx-1/cgroup.procs".into()],
-            leave_cgroup_procs: vec![],
             host_uid: 200_000,
             tmp_dir: "/tmp/s/sbx-1/tmp".into(),
             root_dir: "/tmp/s/sbx-1/root".into(),

@@ -327,10 +327,18 @@ async fn kill_and_drop_leave_nothing_behind() {
             .expect("pipe");
     let mut buf = [0u8; 3];
     out.read_exact(&mut buf).await.expect("runtime is up");
+    let mut in_sandbox = processes_of(uid);
+    in_sandbox.sort_unstable();
     assert!(
-        !processes_of(uid).is_empty(),
-        "sandbox processes run as the sandbox uid"
+        in_sandbox.len() >= 4,
+        "init, sh and two sleeps run as the sandbox uid: {in_sandbox:?}"
     );
+    // Exactly those are in the cgroup: the jailer (host root) stays outside.
+    let procs =
+        std::fs::read_to_string(backend.cgroup_dirs(&id)[0].join("cgroup.procs")).expect("procs");
+    let mut in_cgroup: Vec<u32> = procs.lines().filter_map(|l| l.parse().ok()).collect();
+    in_cgroup.sort_unstable();
+    assert_eq!(in_cgroup, in_sandbox);
     assert!(backend.cgroup_dirs(&id).iter().all(|d| d.exists()));
     assert!(sb.usage().memory_current_bytes > 0);
     sb.reset_peak();
@@ -496,7 +504,6 @@ async fn startup_latency() {
     if !is_root() {
         return;
     }
-    let (backend, _state) = backend(2_910_007, 2);
     let code = code_dir(&[]);
     let cases: [(&str, &[&str]); 3] = [
         (
@@ -520,24 +527,33 @@ async fn startup_latency() {
             ],
         ),
     ];
-    for (name, argv) in cases {
-        let mut spawn_times = Vec::new();
-        let mut connect_times = Vec::new();
-        for i in 0..30 {
-            let spec = spec(&format!("bench-{i}"), code.path(), argv);
-            let t0 = Instant::now();
-            let mut sb = backend.spawn(spec).await.expect("spawn");
-            let t1 = t0.elapsed();
-            let api = listener(&mut sb);
-            let _conn = api.accept().await.expect("accept");
-            connect_times.push(t0.elapsed());
-            spawn_times.push(t1);
-            drop(sb);
+    for prewarm in [2, 0] {
+        let (backend, _state) = backend(2_910_007, prewarm);
+        for (name, argv) in cases {
+            let mut spawn_times = Vec::new();
+            let mut connect_times = Vec::new();
+            let mut drop_times = Vec::new();
+            for i in 0..30 {
+                let spec = spec(&format!("bench-{i}"), code.path(), argv);
+                let t0 = Instant::now();
+                let mut sb = backend.spawn(spec).await.expect("spawn");
+                let t1 = t0.elapsed();
+                let api = listener(&mut sb);
+                let _conn = api.accept().await.expect("accept");
+                connect_times.push(t0.elapsed());
+                spawn_times.push(t1);
+                let t2 = Instant::now();
+                drop(sb);
+                drop_times.push(t2.elapsed());
+                // Let the pool refill, as between invokes on a real worker.
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+            println!(
+                "prewarm={prewarm} {name}: spawn() median {:?}, spawn -> runtime connected median {:?}, drop median {:?} (n=30)",
+                median(spawn_times),
+                median(connect_times),
+                median(drop_times),
+            );
         }
-        println!(
-            "{name}: spawn() median {:?}, spawn -> runtime connected median {:?} (n=30)",
-            median(spawn_times),
-            median(connect_times)
-        );
     }
 }
