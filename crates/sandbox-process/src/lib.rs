@@ -16,6 +16,20 @@
 //! uids, processes) and releases every one of them when a sandbox is dropped.
 //! It does not know about functions, invokes or the Runtime API protocol.
 //!
+//! # How a sandbox starts
+//! The server starts the jailer (see [`jailer_main`]) with a control socket
+//! at fd 3 and stdout+stderr on one pipe (the sandbox output). The jailer
+//! unshares its namespaces and forks the sandbox's init before it even reads
+//! its config. On cgroup v1 the backend keeps [`ProcessBackendConfig::prewarm`]
+//! such jailers ready, each init already moved into a spare cgroup (moving a
+//! process into a cgroup waits for an RCU grace period, ~12 ms on the
+//! project's hosts); `spawn` renames that cgroup to the sandbox id, sets the
+//! limits and sends the config, and the runtime runs ~2 ms later.
+//!
+//! `argv[0]` is executed as given (no `PATH` search), relative to `cwd`
+//! unless absolute. `tmp_mb` is not enforced yet (`/tmp` is a bind of a
+//! host directory under `state_dir`).
+//!
 //! # Wiring
 //! The server's binary must run the jailer when invoked as
 //! `stratus __sandbox-init`, *before* starting any thread or async runtime:

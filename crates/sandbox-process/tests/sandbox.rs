@@ -527,6 +527,10 @@ async fn startup_latency() {
             ],
         ),
     ];
+    let gap_ms: u64 = std::env::var("STRATUS_BENCH_GAP_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
     for prewarm in [2, 0] {
         let (backend, _state) = backend(2_910_007, prewarm);
         for (name, argv) in cases {
