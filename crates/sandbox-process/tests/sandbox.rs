@@ -549,8 +549,9 @@ async fn startup_latency() {
                 let t2 = Instant::now();
                 drop(sb);
                 drop_times.push(t2.elapsed());
-                // Let the pool refill, as between invokes on a real worker.
-                tokio::time::sleep(Duration::from_millis(30)).await;
+                // Let the pool refill, as between cold starts on a real worker
+                // (STRATUS_BENCH_GAP_MS=0 measures back-to-back bursts instead).
+                tokio::time::sleep(Duration::from_millis(gap_ms)).await;
             }
             println!(
                 "prewarm={prewarm} {name}: spawn() median {:?}, spawn -> runtime connected median {:?}, drop median {:?} (n=30)",
