@@ -1,3 +1,57 @@
-fn main() {
-    println!("Hello, world!");
+//! `stratus`: the server and its command-line client in one binary.
+//!
+//! This is the only place where concrete backends are chosen (the embedded
+//! store, the process sandbox) and the components are wired together. The
+//! CLI subcommands talk to a running server over its public Lambda API.
+
+mod cli;
+mod server;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "stratus", version, about = "Stratus: a self-hosted, Lambda-compatible serverless platform")]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the server: every component in one process, embedded state.
+    Server(server::ServerArgs),
+    /// Manage functions on a running server.
+    #[command(subcommand)]
+    Function(cli::FunctionCommand),
+    /// Invoke a function and print its result.
+    Invoke(cli::InvokeArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    // The sandbox jailer must run before any thread exists.
+    if std::env::args().nth(1).as_deref() == Some("__sandbox-init") {
+        stratus_sandbox_process::jailer_main();
+    }
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match args.command {
+            Command::Server(a) => server::run(a).await.map(|()| 0),
+            Command::Function(c) => cli::function(c).await,
+            Command::Invoke(a) => cli::invoke(a).await,
+        }
+    });
+    match result {
+        Ok(code) => std::process::ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

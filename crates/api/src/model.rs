@@ -89,15 +89,20 @@ pub struct UpdateFunctionCodeRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct TracingConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct LoggingConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub log_group: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub application_log_level: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub system_log_level: Option<String>,
 }
 

@@ -1,1 +1,123 @@
-//! stratus-frontend (in progress).
+//! The front end: Stratus's Lambda REST API.
+//!
+//! Owns the HTTP surface (the Lambda control plane and Invoke, API version
+//! 2015-03-31), request validation with Lambda's exact error types and
+//! messages, the mapping of every client-visible error to its HTTP form, the
+//! function registry (configurations, cached in memory, written through to
+//! the [`MetaStore`]), code uploads to the [`BlobStore`] and presigned code
+//! downloads. For an invoke it resolves the function, asks the counting
+//! service for a permit and hands the invocation to the assignment service;
+//! it never starts or picks sandboxes itself.
+//!
+//! The router is built by [`router`], so handlers can be tested without a
+//! socket.
+
+mod auth;
+mod control;
+mod error;
+mod invoke;
+mod presign;
+mod registry;
+mod validate;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::HeaderValue;
+use axum::routing::{get, post, put};
+use axum::Router;
+use stratus_api::service::{Counting, Invoker, Worker};
+use stratus_store::{BlobStore, MetaStore};
+
+pub use registry::{FunctionRecord, RegistryError};
+
+/// What the front end needs from the rest of the system.
+#[derive(Debug, Clone)]
+pub struct FrontendDeps {
+    pub meta: Arc<dyn MetaStore>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub counting: Arc<dyn Counting>,
+    pub invoker: Arc<dyn Invoker>,
+    /// Used to unpack and check code when it is uploaded.
+    pub worker: Arc<dyn Worker>,
+    /// Secret for presigned code URLs.
+    pub presign_key: Vec<u8>,
+    /// Interpreters available for managed runtimes: a runtime whose
+    /// interpreter is missing is refused at create time.
+    pub interpreters: Interpreters,
+}
+
+/// Which managed runtime families this server can run.
+#[derive(Debug, Clone)]
+pub struct Interpreters {
+    pub python: Option<std::path::PathBuf>,
+    pub node: Option<std::path::PathBuf>,
+}
+
+/// Shared state of the handlers.
+#[derive(Debug)]
+pub struct Frontend {
+    deps: FrontendDeps,
+    registry: registry::Registry,
+}
+
+/// Errors starting the front end.
+#[derive(Debug, thiserror::Error)]
+pub enum FrontendError {
+    #[error("loading functions from the store: {0}")]
+    Load(#[from] RegistryError),
+}
+
+impl Frontend {
+    /// Loads the registry from the store.
+    pub async fn new(deps: FrontendDeps) -> Result<Arc<Self>, FrontendError> {
+        let registry = registry::Registry::load(Arc::clone(&deps.meta)).await?;
+        let this = Arc::new(Frontend { deps, registry });
+        control::finish_pending(&this).await;
+        Ok(this)
+    }
+
+    /// Number of functions known (all accounts).
+    pub fn function_count(&self) -> usize {
+        self.registry.len()
+    }
+}
+
+/// Largest request body of the control plane: a 50 MB zip, base64 in JSON.
+const CONTROL_BODY_LIMIT: usize = 72 * 1024 * 1024;
+
+/// Builds the HTTP router.
+pub fn router(fe: Arc<Frontend>) -> Router {
+    Router::new()
+        .route("/2015-03-31/functions", post(control::create_function).get(control::list_functions))
+        .route("/2015-03-31/functions/", get(control::list_functions))
+        .route(
+            "/2015-03-31/functions/{name}",
+            get(control::get_function).delete(control::delete_function),
+        )
+        .route(
+            "/2015-03-31/functions/{name}/configuration",
+            get(control::get_configuration).put(control::update_configuration),
+        )
+        .route("/2015-03-31/functions/{name}/code", put(control::update_code))
+        .route("/2015-03-31/functions/{name}/invocations", post(invoke::invoke))
+        .route("/_stratus/code/{account}/{digest}", get(presign::download))
+        .route("/health", get(|| async { "ok" }))
+        .fallback(error::unknown_operation)
+        .layer(DefaultBodyLimit::max(CONTROL_BODY_LIMIT))
+        .layer(axum::middleware::map_response(add_request_id))
+        .with_state(fe)
+}
+
+/// Every response carries `x-amzn-RequestId` (Invoke sets its own).
+async fn add_request_id(mut resp: axum::response::Response) -> axum::response::Response {
+    if !resp.headers().contains_key("x-amzn-requestid")
+        && let Ok(v) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+    {
+        resp.headers_mut().insert("x-amzn-requestid", v);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests;

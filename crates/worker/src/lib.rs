@@ -1,1 +1,118 @@
-//! stratus-worker (in progress).
+//! The worker: creates sandboxes on one host and serves each its Runtime API.
+//!
+//! Owns, on its host: the code cache (each code digest unpacked once, shared
+//! read-only by every sandbox of that code), the runtimes' own files (the
+//! Python and Node bootstraps, mounted at `/var/runtime`), and the running
+//! sandboxes' data plane: the Runtime API server of each sandbox, the
+//! hand-over of invocations to it, the capture of its logs and the
+//! accounting of its REPORT line. It does not decide *which* sandbox serves
+//! an invoke (that is the assignment service) nor *whether* an invoke may run
+//! (the counting service). It never touches kernel objects directly: that is
+//! the [`SandboxBackend`]'s job.
+
+mod code_cache;
+mod logs;
+mod runtime_api;
+mod runtimes;
+mod sandbox;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use stratus_api::service::{FunctionVersionSpec, WarmSandbox, Worker};
+use stratus_api::LambdaError;
+use stratus_sandbox::SandboxBackend;
+use stratus_store::BlobStore;
+
+pub use runtimes::Interpreters;
+
+/// Configuration of a local worker.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Stable id of this worker.
+    pub id: String,
+    /// Memory (MB) offered to sandboxes.
+    pub capacity_mb: u64,
+    /// Directory the worker owns (code cache, runtime files).
+    pub dir: PathBuf,
+    /// Host interpreters for the managed runtimes.
+    pub interpreters: Interpreters,
+}
+
+/// Errors of the worker's own operations.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("preparing worker directory {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A worker running sandboxes on this host.
+#[derive(Debug)]
+pub struct LocalWorker {
+    cfg: WorkerConfig,
+    backend: Arc<dyn SandboxBackend>,
+    code: code_cache::CodeCache,
+    runtime_dir: PathBuf,
+}
+
+impl LocalWorker {
+    /// Creates the worker's directories and writes the runtime files.
+    pub fn new(
+        cfg: WorkerConfig,
+        backend: Arc<dyn SandboxBackend>,
+        blobs: Arc<dyn BlobStore>,
+    ) -> Result<Self, WorkerError> {
+        let runtime_dir = cfg.dir.join("runtime");
+        runtimes::install(&runtime_dir).map_err(|source| WorkerError::Dir {
+            path: runtime_dir.clone(),
+            source,
+        })?;
+        let code_dir = cfg.dir.join("code");
+        std::fs::create_dir_all(&code_dir).map_err(|source| WorkerError::Dir {
+            path: code_dir.clone(),
+            source,
+        })?;
+        Ok(LocalWorker {
+            code: code_cache::CodeCache::new(code_dir, blobs),
+            cfg,
+            backend,
+            runtime_dir,
+        })
+    }
+
+    /// The interpreters this worker runs managed runtimes with.
+    pub fn interpreters(&self) -> &Interpreters {
+        &self.cfg.interpreters
+    }
+}
+
+#[async_trait]
+impl Worker for LocalWorker {
+    fn id(&self) -> &str {
+        &self.cfg.id
+    }
+
+    fn capacity_mb(&self) -> u64 {
+        self.cfg.capacity_mb
+    }
+
+    async fn prepare_code(&self, digest: &str) -> Result<(), LambdaError> {
+        self.code.prepare(digest).await.map(|_| ())
+    }
+
+    async fn create_sandbox(&self, spec: Arc<FunctionVersionSpec>) -> Result<Arc<dyn WarmSandbox>, LambdaError> {
+        let code_dir = self.code.prepare(&spec.code_digest).await?;
+        sandbox::start(
+            &*self.backend,
+            spec,
+            code_dir,
+            self.runtime_dir.clone(),
+            &self.cfg.interpreters,
+        )
+        .await
+    }
+}

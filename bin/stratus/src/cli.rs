@@ -1,0 +1,339 @@
+//! The command-line client: talks to a running server over the Lambda API.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use serde_json::{Value, json};
+
+/// Where the server is.
+#[derive(Debug, clap::Args)]
+pub struct Endpoint {
+    /// URL of the Stratus server.
+    #[arg(long, global = true, env = "STRATUS_ENDPOINT", default_value = "http://127.0.0.1:9000")]
+    endpoint: String,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum FunctionCommand {
+    /// Create a function from a directory or a zip file.
+    Create {
+        name: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// A directory (zipped for you) or a .zip file.
+        #[arg(long)]
+        code: PathBuf,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// Replace a function's code.
+    UpdateCode {
+        name: String,
+        #[arg(long)]
+        code: PathBuf,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// Change a function's configuration.
+    UpdateConfig {
+        name: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// Show a function's configuration and code location.
+    Get {
+        name: String,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// List functions.
+    List {
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// Delete a function.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ConfigArgs {
+    /// Runtime id, e.g. python3.12, nodejs20.x, provided.al2023.
+    #[arg(long)]
+    runtime: Option<String>,
+    /// Handler, e.g. app.handler.
+    #[arg(long)]
+    handler: Option<String>,
+    /// Memory in MB (128-10240).
+    #[arg(long)]
+    memory: Option<u32>,
+    /// Timeout in seconds (1-900).
+    #[arg(long)]
+    timeout: Option<u32>,
+    /// Environment variable KEY=VALUE (repeatable; replaces all variables).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    #[arg(long)]
+    description: Option<String>,
+    /// Execution role ARN (Stratus does not use it; Lambda requires one).
+    #[arg(long, default_value = "arn:aws:iam::000000000000:role/stratus")]
+    role: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InvokeArgs {
+    name: String,
+    /// JSON payload.
+    #[arg(long, conflicts_with = "payload_file")]
+    payload: Option<String>,
+    /// Read the payload from a file.
+    #[arg(long)]
+    payload_file: Option<PathBuf>,
+    /// Print the invocation's log tail (START..REPORT) on stderr.
+    #[arg(long)]
+    log: bool,
+    #[command(flatten)]
+    endpoint: Endpoint,
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+/// The path segment for a function name (ARNs contain ':').
+fn seg(name: &str) -> String {
+    name.replace('%', "%25").replace(':', "%3A").replace('/', "%2F")
+}
+
+impl Client {
+    fn new(e: &Endpoint) -> anyhow::Result<Self> {
+        Ok(Client {
+            http: reqwest::Client::builder().tcp_nodelay(true).build()?,
+            base: e.endpoint.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<(reqwest::StatusCode, reqwest::header::HeaderMap, bytes::Bytes)> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the Stratus server at {} (is `stratus server` running?)", self.base))?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await?;
+        if !status.is_success() {
+            let kind = headers
+                .get("x-amzn-errortype")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("Error")
+                .to_owned();
+            let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let msg = v
+                .get("Message")
+                .or_else(|| v.get("message"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+            bail!("{kind} ({}): {msg}", status.as_u16());
+        }
+        Ok((status, headers, bytes))
+    }
+
+    async fn json(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let (_, _, bytes) = self.call(method, path, body).await?;
+        if bytes.is_empty() {
+            return Ok(Value::Null);
+        }
+        Ok(serde_json::from_slice(&bytes)?)
+    }
+}
+
+fn print_json(v: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// Reads a zip file, or zips a directory.
+fn code_zip(path: &Path) -> anyhow::Result<String> {
+    let bytes = if path.is_dir() {
+        stratus_code::zip_directory(path).with_context(|| format!("zipping {}", path.display()))?
+    } else {
+        std::fs::read(path).with_context(|| format!("reading {}", path.display()))?
+    };
+    Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+fn config_body(c: &ConfigArgs) -> anyhow::Result<serde_json::Map<String, Value>> {
+    let mut m = serde_json::Map::new();
+    if let Some(r) = &c.runtime {
+        m.insert("Runtime".into(), json!(r));
+    }
+    if let Some(h) = &c.handler {
+        m.insert("Handler".into(), json!(h));
+    }
+    if let Some(x) = c.memory {
+        m.insert("MemorySize".into(), json!(x));
+    }
+    if let Some(x) = c.timeout {
+        m.insert("Timeout".into(), json!(x));
+    }
+    if let Some(d) = &c.description {
+        m.insert("Description".into(), json!(d));
+    }
+    if !c.env.is_empty() {
+        let mut vars = BTreeMap::new();
+        for kv in &c.env {
+            let Some((k, v)) = kv.split_once('=') else {
+                bail!("--env takes KEY=VALUE, got {kv:?}");
+            };
+            vars.insert(k.to_owned(), v.to_owned());
+        }
+        m.insert("Environment".into(), json!({"Variables": vars}));
+    }
+    Ok(m)
+}
+
+pub async fn function(cmd: FunctionCommand) -> anyhow::Result<u8> {
+    use reqwest::Method;
+    match cmd {
+        FunctionCommand::Create { name, config, code, endpoint } => {
+            let c = Client::new(&endpoint)?;
+            let mut body = config_body(&config)?;
+            body.insert("FunctionName".into(), json!(name));
+            body.insert("Role".into(), json!(config.role));
+            body.insert("Code".into(), json!({"ZipFile": code_zip(&code)?}));
+            let v = c.json(Method::POST, "/2015-03-31/functions", Some(Value::Object(body))).await?;
+            print_json(&v)?;
+        }
+        FunctionCommand::UpdateCode { name, code, endpoint } => {
+            let c = Client::new(&endpoint)?;
+            let v = c
+                .json(Method::PUT, &format!("/2015-03-31/functions/{}/code", seg(&name)), Some(json!({"ZipFile": code_zip(&code)?})))
+                .await?;
+            print_json(&v)?;
+        }
+        FunctionCommand::UpdateConfig { name, config, endpoint } => {
+            let c = Client::new(&endpoint)?;
+            let body = config_body(&config)?;
+            let v = c
+                .json(Method::PUT, &format!("/2015-03-31/functions/{}/configuration", seg(&name)), Some(Value::Object(body)))
+                .await?;
+            print_json(&v)?;
+        }
+        FunctionCommand::Get { name, endpoint } => {
+            let c = Client::new(&endpoint)?;
+            print_json(&c.json(Method::GET, &format!("/2015-03-31/functions/{}", seg(&name)), None).await?)?;
+        }
+        FunctionCommand::List { endpoint } => {
+            let c = Client::new(&endpoint)?;
+            let mut all = Vec::new();
+            let mut marker: Option<String> = None;
+            loop {
+                let path = match &marker {
+                    Some(m) => format!("/2015-03-31/functions?Marker={m}"),
+                    None => "/2015-03-31/functions".to_owned(),
+                };
+                let v = c.json(Method::GET, &path, None).await?;
+                if let Some(fs) = v.get("Functions").and_then(Value::as_array) {
+                    all.extend(fs.iter().cloned());
+                }
+                match v.get("NextMarker").and_then(Value::as_str) {
+                    Some(m) => marker = Some(m.to_owned()),
+                    None => break,
+                }
+            }
+            print_json(&json!({"Functions": all}))?;
+        }
+        FunctionCommand::Delete { name, endpoint } => {
+            let c = Client::new(&endpoint)?;
+            c.call(Method::DELETE, &format!("/2015-03-31/functions/{}", seg(&name)), None).await?;
+            eprintln!("deleted {name}");
+        }
+    }
+    Ok(0)
+}
+
+/// Exit code when the function itself failed (the API call succeeded).
+const FUNCTION_ERROR_EXIT: u8 = 2;
+
+pub async fn invoke(a: InvokeArgs) -> anyhow::Result<u8> {
+    let c = Client::new(&a.endpoint)?;
+    let payload = match (&a.payload, &a.payload_file) {
+        (Some(p), _) => p.clone().into_bytes(),
+        (None, Some(f)) => std::fs::read(f).with_context(|| format!("reading {}", f.display()))?,
+        (None, None) => b"{}".to_vec(),
+    };
+    let mut req = c
+        .http
+        .post(format!("{}/2015-03-31/functions/{}/invocations", c.base, seg(&a.name)))
+        .body(payload);
+    if a.log {
+        req = req.header("X-Amz-Log-Type", "Tail");
+    }
+    let resp = req
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the Stratus server at {} (is `stratus server` running?)", c.base))?;
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp.bytes().await?;
+    if !status.is_success() {
+        let kind = headers.get("x-amzn-errortype").and_then(|v| v.to_str().ok()).unwrap_or("Error");
+        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let msg = v.get("Message").or_else(|| v.get("message")).and_then(Value::as_str).unwrap_or("");
+        bail!("{kind} ({}): {msg}", status.as_u16());
+    }
+    if a.log
+        && let Some(l) = headers.get("x-amz-log-result").and_then(|v| v.to_str().ok())
+        && let Ok(text) = base64::engine::general_purpose::STANDARD.decode(l)
+    {
+        eprint!("{}", String::from_utf8_lossy(&text));
+    }
+    println!("{}", String::from_utf8_lossy(&body));
+    if let Some(err) = headers.get("x-amz-function-error").and_then(|v| v.to_str().ok()) {
+        eprintln!("function error: {err}");
+        return Ok(FUNCTION_ERROR_EXIT);
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arn_names_are_escaped_in_paths() {
+        assert_eq!(seg("arn:aws:lambda:us-east-1:000000000000:function:f"), "arn%3Aaws%3Alambda%3Aus-east-1%3A000000000000%3Afunction%3Af");
+        assert_eq!(seg("plain"), "plain");
+    }
+
+    #[test]
+    fn env_flags_become_an_environment() {
+        let c = ConfigArgs {
+            runtime: None,
+            handler: None,
+            memory: Some(256),
+            timeout: None,
+            env: vec!["A=1".into(), "B=x=y".into()],
+            description: None,
+            role: String::new(),
+        };
+        let m = config_body(&c).expect("valid");
+        assert_eq!(m["Environment"]["Variables"]["B"], "x=y");
+        assert_eq!(m["MemorySize"], 256);
+        let bad = ConfigArgs { env: vec!["novalue".into()], ..c };
+        assert!(config_body(&bad).is_err());
+    }
+}

@@ -1,0 +1,200 @@
+//! `stratus server`: the composition root.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use axum::serve::ListenerExt;
+use stratus_api::service::{Counting, Invoker, Worker};
+use stratus_assignment::{AssignmentConfig, LocalAssignment};
+use stratus_counting::LocalCounting;
+use stratus_frontend::{Frontend, FrontendDeps, Interpreters as FrontendInterpreters};
+use stratus_sandbox_process::{ProcessBackend, ProcessBackendConfig};
+use stratus_store_embedded::{EmbeddedMetaStore, FileBlobStore};
+use stratus_worker::{Interpreters, LocalWorker, WorkerConfig};
+
+#[derive(Debug, clap::Args)]
+pub struct ServerArgs {
+    /// Address of the Lambda API.
+    #[arg(long, default_value = "127.0.0.1:9000", env = "STRATUS_LISTEN")]
+    listen: SocketAddr,
+    /// Where functions, code and sandbox scratch space live
+    /// [default: $XDG_DATA_HOME/stratus or ~/.local/share/stratus].
+    #[arg(long, env = "STRATUS_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Seconds an idle sandbox is kept warm before it is shut down.
+    #[arg(long, default_value_t = 300)]
+    keep_alive_secs: u64,
+    /// Memory (MB) the worker offers to sandboxes [default: half of the host's RAM].
+    #[arg(long)]
+    worker_memory_mb: Option<u64>,
+    /// Concurrent executions allowed per account.
+    #[arg(long, default_value_t = 1000)]
+    account_concurrency: u32,
+    /// Interpreter for every python3.x runtime id.
+    #[arg(long, default_value = "/usr/bin/python3")]
+    python: PathBuf,
+    /// Interpreter for every nodejs*.x runtime id.
+    #[arg(long, default_value = "/usr/bin/node")]
+    node: PathBuf,
+    /// Cgroup under which sandbox cgroups are created (one per server).
+    #[arg(long, default_value = "stratus")]
+    cgroup_parent: String,
+    /// First host uid given to sandboxes (each live sandbox gets its own).
+    #[arg(long, default_value_t = 1_500_000)]
+    uid_base: u32,
+}
+
+fn default_data_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(x).join("stratus");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/share/stratus"),
+        None => PathBuf::from("/var/lib/stratus"),
+    }
+}
+
+fn host_memory_mb() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map(|kb| kb / 1024)
+        .unwrap_or(4096)
+}
+
+/// Reads the presign secret, creating it (mode 0600) on first start.
+fn presign_key(dir: &Path) -> anyhow::Result<Vec<u8>> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("presign.key");
+    if let Ok(k) = std::fs::read(&path)
+        && k.len() == 32
+    {
+        return Ok(k);
+    }
+    let key: [u8; 32] = rand::random();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(&key)?;
+    f.sync_all()?;
+    Ok(key.to_vec())
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STRATUS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+}
+
+pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
+    init_tracing();
+    if !nix::unistd::geteuid().is_root() {
+        bail!("stratus server must run as root: sandboxes use namespaces and cgroups (rootless mode is not implemented yet)");
+    }
+    let data = a.data_dir.clone().unwrap_or_else(default_data_dir);
+    std::fs::create_dir_all(&data).with_context(|| format!("creating data dir {}", data.display()))?;
+    let meta = EmbeddedMetaStore::open(data.join("meta.redb")).context("opening the metadata store")?;
+    let blobs = FileBlobStore::open(data.join("blobs")).context("opening the code store")?;
+    let meta: Arc<dyn stratus_store::MetaStore> = Arc::new(meta);
+    let blobs: Arc<dyn stratus_store::BlobStore> = Arc::new(blobs);
+
+    let exe = std::env::current_exe().context("locating the stratus binary")?;
+    let backend = ProcessBackend::new(ProcessBackendConfig {
+        jailer: vec![exe.display().to_string(), "__sandbox-init".into()],
+        state_dir: data.join("sandboxes"),
+        cgroup_parent: a.cgroup_parent.clone(),
+        uid_base: a.uid_base,
+        ..ProcessBackendConfig::default()
+    })
+    .context("starting the process sandbox backend")?;
+    tracing::info!(cgroups = ?backend.cgroup_version(), "process sandbox backend ready");
+
+    let python = a.python.is_file().then(|| a.python.clone());
+    let node = a.node.is_file().then(|| a.node.clone());
+    tracing::info!(
+        python = %python.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "missing".into()),
+        node = %node.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "missing".into()),
+        "runtime mapping: every python3.x id runs on the python interpreter, every nodejs*.x id on node"
+    );
+    let capacity = a.worker_memory_mb.unwrap_or_else(|| host_memory_mb() / 2);
+    let worker = LocalWorker::new(
+        WorkerConfig {
+            id: "local".into(),
+            capacity_mb: capacity,
+            dir: data.join("worker"),
+            interpreters: Interpreters {
+                python: a.python.clone(),
+                node: a.node.clone(),
+            },
+        },
+        Arc::new(backend),
+        Arc::clone(&blobs),
+    )
+    .context("preparing the worker")?;
+    let worker: Arc<dyn Worker> = Arc::new(worker);
+    let counting: Arc<dyn Counting> = Arc::new(LocalCounting::new(a.account_concurrency));
+    let assignment = LocalAssignment::new(
+        vec![Arc::clone(&worker)],
+        AssignmentConfig {
+            keep_alive: Duration::from_secs(a.keep_alive_secs),
+        },
+    );
+    let invoker: Arc<dyn Invoker> = assignment.clone();
+    let frontend = Frontend::new(FrontendDeps {
+        meta,
+        blobs,
+        counting,
+        invoker,
+        worker,
+        presign_key: presign_key(&data)?,
+        interpreters: FrontendInterpreters { python, node },
+    })
+    .await
+    .context("loading functions")?;
+    tracing::info!(functions = frontend.function_count(), data_dir = %data.display(), worker_memory_mb = capacity, "state loaded");
+
+    let listener = tokio::net::TcpListener::bind(a.listen)
+        .await
+        .with_context(|| format!("binding {}", a.listen))?
+        .tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+    tracing::info!(
+        listen = %a.listen,
+        "Stratus is ready: Lambda API at http://{} (any credentials are accepted: signatures are not verified yet)",
+        a.listen
+    );
+    axum::serve(listener, stratus_frontend::router(frontend))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving the API")?;
+    tracing::info!("shutting down: stopping sandboxes");
+    assignment.shutdown_all();
+    // Give the waiters a moment to reap sandboxes and release their cgroups.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}

@@ -1,0 +1,473 @@
+//! Control-plane operations: create, read, list, update and delete functions.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine;
+use serde::de::DeserializeOwned;
+use stratus_api::model::{
+    CreateFunctionRequest, GetFunctionResponse, FunctionCodeLocation, ListFunctionsResponse,
+    UpdateFunctionCodeRequest, UpdateFunctionConfigurationRequest,
+};
+use stratus_api::{ErrorCode, LambdaError};
+use stratus_store::StoreError;
+use stratus_types::limits::{
+    EPHEMERAL_DEFAULT_MB, MEMORY_DEFAULT_MB, TIMEOUT_DEFAULT_S, ZIP_MAX_BYTES,
+};
+use stratus_types::{function_arn, AccountId, FunctionRef};
+
+use crate::auth::{caller, Caller};
+use crate::error::ApiResult;
+use crate::registry::{Cached, FunctionRecord, RegistryError};
+use crate::{presign, validate, Frontend};
+
+/// Parses a JSON request body.
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, LambdaError> {
+    serde_json::from_slice(body).map_err(|e| {
+        LambdaError::new(
+            ErrorCode::InvalidRequestContent,
+            format!("Could not parse request body into json: {e}"),
+        )
+    })
+}
+
+/// Lambda's timestamp format: `2024-01-01T00:00:00.000+0000`.
+pub fn now_timestamp() -> String {
+    let f = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]+0000"
+    );
+    time::OffsetDateTime::now_utc().format(&f).unwrap_or_default()
+}
+
+fn new_revision() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn registry_error(e: RegistryError, arn: &str) -> LambdaError {
+    match e {
+        RegistryError::Store(StoreError::Conflict { .. }) => LambdaError::conflict(format!(
+            "The operation cannot be performed at this time. An update is in progress for resource: {arn}"
+        )),
+        other => LambdaError::service(other.to_string()),
+    }
+}
+
+/// Resolves a FunctionName path parameter (and optional Qualifier) to a
+/// cached function of the caller's account. Only `$LATEST` exists today.
+pub fn resolve(fe: &Frontend, c: &Caller, name_param: &str, qualifier: Option<&str>) -> Result<Cached, LambdaError> {
+    let r = FunctionRef::parse(name_param).map_err(|_| {
+        LambdaError::validation(
+            name_param,
+            "functionName",
+            &format!("Member must satisfy regular expression pattern: {}", stratus_types::FUNCTION_NAME_PATTERN),
+        )
+    })?;
+    let qualifier = match (qualifier, r.qualifier.as_deref()) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(LambdaError::invalid(
+                "The derived qualifier from the function name does not match the specified qualifier.",
+            ))
+        }
+        (Some(q), _) | (None, Some(q)) => Some(q.to_owned()),
+        (None, None) => None,
+    };
+    if let Some(q) = &qualifier {
+        stratus_types::validate_qualifier(q).map_err(|_| {
+            LambdaError::validation(q, "qualifier", "Member must satisfy regular expression pattern: (|[a-zA-Z0-9$_-]+)")
+        })?;
+    }
+    let account = r.account.clone().unwrap_or_else(|| c.account.clone());
+    let not_found = || {
+        LambdaError::not_found(format!(
+            "Function not found: {}",
+            function_arn(&c.region, &account, &r.name, qualifier.as_deref())
+        ))
+    };
+    if account != c.account {
+        return Err(not_found());
+    }
+    let found = fe.registry.get(&account, &r.name).ok_or_else(not_found)?;
+    match qualifier.as_deref() {
+        None | Some("$LATEST") => Ok(found),
+        Some(_) => Err(not_found()),
+    }
+}
+
+fn decode_zip(b64: &str) -> Result<Vec<u8>, LambdaError> {
+    let zip = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .map_err(|_| LambdaError::invalid("Could not unzip uploaded file. Please check your file, then try to upload again."))?;
+    if zip.len() > ZIP_MAX_BYTES {
+        return Err(LambdaError::new(
+            ErrorCode::RequestEntityTooLarge,
+            format!("Zipped size must be smaller than {ZIP_MAX_BYTES} bytes"),
+        ));
+    }
+    Ok(zip)
+}
+
+/// Stores the zip and checks it unpacks; returns (hex digest, base64 sha, size).
+async fn store_code(fe: &Frontend, zip: Vec<u8>) -> Result<(String, String, u64), LambdaError> {
+    let size = zip.len() as u64;
+    let sha_b64 = stratus_code::code_sha256_b64(&zip);
+    let digest = fe
+        .deps
+        .blobs
+        .put(Bytes::from(zip))
+        .await
+        .map_err(|e| LambdaError::service(format!("storing code: {e}")))?;
+    fe.deps.worker.prepare_code(&digest).await?;
+    Ok((digest, sha_b64, size))
+}
+
+fn host(headers: &HeaderMap) -> String {
+    headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| h.chars().all(|c| c.is_ascii_alphanumeric() || ".:-[]".contains(c)))
+        .unwrap_or("127.0.0.1:9000")
+        .to_owned()
+}
+
+/// Moves functions left Pending or InProgress (by a crash, or just now) to
+/// their settled state once their code is ready.
+pub async fn finish_pending(fe: &Arc<Frontend>) {
+    for c in fe.registry.all() {
+        settle(Arc::clone(fe), c.record.account.clone(), c.record.name.clone());
+    }
+}
+
+/// Marks a function Active / Successful once its code is prepared.
+fn settle(fe: Arc<Frontend>, account: AccountId, name: String) {
+    tokio::spawn(async move {
+        for _ in 0..5 {
+            let Some(c) = fe.registry.get(&account, &name) else { return };
+            let r = &c.record;
+            if r.state == "Active" && r.last_update_status.as_deref() != Some("InProgress") {
+                return;
+            }
+            if let Err(e) = fe.deps.worker.prepare_code(&r.code_digest).await {
+                tracing::warn!(function = %name, error = %e, "code not ready");
+            }
+            let mut next = (**r).clone();
+            next.state = "Active".into();
+            next.last_update_status = Some("Successful".into());
+            match fe.registry.put(next, Some(c.version)).await {
+                Ok(_) => return,
+                Err(RegistryError::Store(StoreError::Conflict { .. })) => continue,
+                Err(e) => {
+                    tracing::error!(function = %name, error = %e, "could not settle function state");
+                    return;
+                }
+            }
+        }
+    });
+}
+
+pub async fn create_function(State(fe): State<Arc<Frontend>>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+    let c = caller(&headers);
+    let req: CreateFunctionRequest = parse(&body)?;
+    validate::function_name(&req.function_name)?;
+    let runtime_id = req
+        .runtime
+        .as_deref()
+        .ok_or_else(|| LambdaError::invalid("Runtime and Handler are mandatory parameters for functions created with deployment packages."))?;
+    let runtime = validate::runtime(runtime_id, &fe.deps.interpreters)?;
+    let handler = req
+        .handler
+        .as_deref()
+        .ok_or_else(|| LambdaError::invalid("Runtime and Handler are mandatory parameters for functions created with deployment packages."))?;
+    validate::handler(handler)?;
+    let role = req.role.as_deref().unwrap_or_default();
+    validate::role(role)?;
+    let description = req.description.clone().unwrap_or_default();
+    validate::description(&description)?;
+    let memory = req.memory_size.map(validate::memory).transpose()?.unwrap_or(MEMORY_DEFAULT_MB);
+    let timeout = req.timeout.map(validate::timeout).transpose()?.unwrap_or(TIMEOUT_DEFAULT_S);
+    let ephemeral = req.ephemeral_storage.as_ref().map(validate::ephemeral).transpose()?.unwrap_or(EPHEMERAL_DEFAULT_MB);
+    let environment = req.environment.as_ref().map(validate::environment).transpose()?;
+    let architectures = validate::architectures(&req.architectures)?;
+    validate::tracing_config(&req.tracing_config)?;
+    validate::logging_config(&req.logging_config, &req.function_name)?;
+    if req.package_type.as_deref().is_some_and(|p| p != "Zip") {
+        return Err(validate::unsupported("PackageType Image (container images)").into());
+    }
+    validate::other_fields(&req.other, "")?;
+    let code = req
+        .code
+        .ok_or_else(|| LambdaError::invalid("Code is a mandatory parameter: upload the deployment package as Code.ZipFile."))?;
+    validate::other_fields(&code.other, "Code.")?;
+    let zip_b64 = code
+        .zip_file
+        .ok_or_else(|| LambdaError::invalid("Stratus takes code as Code.ZipFile (S3 locations and images are not supported)."))?;
+    let arn = function_arn(&c.region, &c.account, &req.function_name, None);
+    if fe.registry.get(&c.account, &req.function_name).is_some() {
+        return Err(LambdaError::conflict(format!("Function already exist: {}", req.function_name)).into());
+    }
+    let zip = decode_zip(&zip_b64)?;
+    let (digest, sha, size) = store_code(&fe, zip).await?;
+    let record = FunctionRecord {
+        account: c.account.clone(),
+        region: c.region.clone(),
+        name: req.function_name.clone(),
+        runtime: runtime.id().to_owned(),
+        role: role.to_owned(),
+        handler: handler.to_owned(),
+        description,
+        timeout_s: timeout,
+        memory_mb: memory,
+        ephemeral_mb: ephemeral,
+        environment,
+        code_digest: digest,
+        code_sha256: sha,
+        code_size: size,
+        revision_id: new_revision(),
+        last_modified: now_timestamp(),
+        architectures,
+        state: "Pending".into(),
+        last_update_status: None,
+    };
+    let cached = fe.registry.put(record, None).await.map_err(|e| match e {
+        RegistryError::Store(StoreError::Conflict { .. }) => {
+            LambdaError::conflict(format!("Function already exist: {}", req.function_name))
+        }
+        other => registry_error(other, &arn),
+    })?;
+    fe.deps
+        .invoker
+        .retire(&c.account, &req.function_name, Some(&cached.record.revision_id));
+    let doc = cached.record.configuration();
+    settle(Arc::clone(&fe), c.account, req.function_name);
+    Ok((StatusCode::CREATED, Json(doc)).into_response())
+}
+
+pub async fn get_function(
+    State(fe): State<Arc<Frontend>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let c = caller(&headers);
+    let found = resolve(&fe, &c, &name, q.get("Qualifier").map(String::as_str))?;
+    let r = &found.record;
+    let resp = GetFunctionResponse {
+        configuration: r.configuration(),
+        code: FunctionCodeLocation {
+            repository_type: "S3".into(),
+            location: presign::url(&fe.deps.presign_key, &host(&headers), r.account.as_str(), &r.code_digest),
+        },
+    };
+    Ok(Json(resp).into_response())
+}
+
+pub async fn get_configuration(
+    State(fe): State<Arc<Frontend>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let c = caller(&headers);
+    let found = resolve(&fe, &c, &name, q.get("Qualifier").map(String::as_str))?;
+    Ok(Json(found.record.configuration()).into_response())
+}
+
+pub async fn list_functions(
+    State(fe): State<Arc<Frontend>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let c = caller(&headers);
+    let max = match q.get("MaxItems") {
+        None => 50,
+        Some(s) => match s.parse::<usize>() {
+            Ok(n) if (1..=10_000).contains(&n) => n,
+            _ => {
+                return Err(LambdaError::validation(s, "maxItems", "Member must have value between 1 and 10000").into());
+            }
+        },
+    };
+    if let Some(v) = q.get("FunctionVersion")
+        && v != "ALL"
+    {
+        return Err(LambdaError::validation(v, "functionVersion", "Member must satisfy enum value set: [ALL]").into());
+    }
+    let marker = q.get("Marker").filter(|m| !m.is_empty());
+    let after = match marker {
+        None => None,
+        Some(m) => Some(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(m)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| LambdaError::invalid(format!("Invalid Marker: {m}")))?,
+        ),
+    };
+    let (page, more) = fe.registry.list(&c.account, after.as_deref(), max);
+    let next_marker = if more {
+        page.last()
+            .map(|r| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r.name.as_bytes()))
+    } else {
+        None
+    };
+    Ok(Json(ListFunctionsResponse {
+        functions: page.iter().map(|r| r.configuration()).collect(),
+        next_marker,
+    })
+    .into_response())
+}
+
+pub async fn delete_function(
+    State(fe): State<Arc<Frontend>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let c = caller(&headers);
+    let qualifier = q.get("Qualifier").map(String::as_str);
+    let found = resolve(&fe, &c, &name, qualifier)?;
+    if qualifier.is_some_and(|q| q == "$LATEST") {
+        return Err(LambdaError::invalid(
+            "$LATEST version cannot be deleted without deleting the function.",
+        )
+        .into());
+    }
+    let r = &found.record;
+    fe.registry
+        .delete(&r.account, &r.name, found.version)
+        .await
+        .map_err(|e| registry_error(e, &r.arn()))?;
+    fe.deps.invoker.retire(&r.account, &r.name, None);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Checks a RevisionId precondition and that no update is in progress.
+fn check_update(found: &Cached, revision_id: Option<&str>) -> Result<(), LambdaError> {
+    if let Some(rev) = revision_id
+        && rev != found.record.revision_id
+    {
+        return Err(LambdaError::new(
+            ErrorCode::PreconditionFailed,
+            "The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id",
+        ));
+    }
+    if found.record.last_update_status.as_deref() == Some("InProgress") || found.record.state == "Pending" {
+        return Err(LambdaError::conflict(format!(
+            "The operation cannot be performed at this time. An update is in progress for resource: {}",
+            found.record.arn()
+        )));
+    }
+    Ok(())
+}
+
+async fn commit_update(fe: &Arc<Frontend>, found: &Cached, mut next: FunctionRecord) -> ApiResult<Response> {
+    next.revision_id = new_revision();
+    next.last_modified = now_timestamp();
+    next.last_update_status = Some("InProgress".into());
+    let arn = next.arn();
+    let cached = fe
+        .registry
+        .put(next, Some(found.version))
+        .await
+        .map_err(|e| registry_error(e, &arn))?;
+    let r = &cached.record;
+    fe.deps.invoker.retire(&r.account, &r.name, Some(&r.revision_id));
+    let doc = r.configuration();
+    settle(Arc::clone(fe), r.account.clone(), r.name.clone());
+    Ok(Json(doc).into_response())
+}
+
+pub async fn update_configuration(
+    State(fe): State<Arc<Frontend>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let c = caller(&headers);
+    let req: UpdateFunctionConfigurationRequest = parse(&body)?;
+    let found = resolve(&fe, &c, &name, None)?;
+    let mut next = (*found.record).clone();
+    if let Some(rt) = &req.runtime {
+        next.runtime = validate::runtime(rt, &fe.deps.interpreters)?.id().to_owned();
+    }
+    if let Some(h) = &req.handler {
+        validate::handler(h)?;
+        next.handler = h.clone();
+    }
+    if let Some(role) = &req.role {
+        validate::role(role)?;
+        next.role = role.clone();
+    }
+    if let Some(d) = &req.description {
+        validate::description(d)?;
+        next.description = d.clone();
+    }
+    if let Some(m) = req.memory_size {
+        next.memory_mb = validate::memory(m)?;
+    }
+    if let Some(t) = req.timeout {
+        next.timeout_s = validate::timeout(t)?;
+    }
+    if let Some(e) = &req.ephemeral_storage {
+        next.ephemeral_mb = validate::ephemeral(e)?;
+    }
+    if let Some(env) = &req.environment {
+        next.environment = Some(validate::environment(env)?);
+    }
+    validate::tracing_config(&req.tracing_config)?;
+    validate::logging_config(&req.logging_config, &next.name)?;
+    validate::other_fields(&req.other, "")?;
+    check_update(&found, req.revision_id.as_deref())?;
+    commit_update(&fe, &found, next).await
+}
+
+pub async fn update_code(
+    State(fe): State<Arc<Frontend>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let c = caller(&headers);
+    let req: UpdateFunctionCodeRequest = parse(&body)?;
+    let found = resolve(&fe, &c, &name, None)?;
+    if req.publish == Some(true) {
+        return Err(validate::unsupported("Publish (function versions)").into());
+    }
+    validate::architectures(&req.architectures)?;
+    validate::other_fields(&req.other, "")?;
+    let zip_b64 = req
+        .zip_file
+        .ok_or_else(|| LambdaError::invalid("Please provide a source for function code: Stratus takes ZipFile."))?;
+    check_update(&found, req.revision_id.as_deref())?;
+    let zip = decode_zip(&zip_b64)?;
+    let (digest, sha, size) = store_code(&fe, zip).await?;
+    if req.dry_run == Some(true) {
+        let mut doc = found.record.configuration();
+        doc.code_sha256 = sha;
+        doc.code_size = size;
+        return Ok(Json(doc).into_response());
+    }
+    let mut next = (*found.record).clone();
+    next.code_digest = digest;
+    next.code_sha256 = sha;
+    next.code_size = size;
+    commit_update(&fe, &found, next).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_look_like_lambdas() {
+        let t = now_timestamp();
+        assert_eq!(t.len(), "2024-01-01T00:00:00.000+0000".len());
+        assert!(t.ends_with("+0000"));
+        assert_eq!(&t[10..11], "T");
+    }
+
+}

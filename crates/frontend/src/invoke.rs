@@ -1,0 +1,206 @@
+//! The Invoke operation (RequestResponse and DryRun).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use http_body_util::{BodyExt, Limited};
+use stratus_api::service::InvokeRequest;
+use stratus_api::{ErrorCode, LambdaError};
+use stratus_types::limits::SYNC_REQUEST_MAX_BYTES;
+use tracing::Instrument;
+
+use crate::auth::caller;
+use crate::control::resolve;
+use crate::error::ApiResult;
+use crate::Frontend;
+
+/// The largest X-Amz-Client-Context Lambda accepts (base64 text).
+const CLIENT_CONTEXT_MAX: usize = 3583;
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn too_large() -> LambdaError {
+    LambdaError::new(
+        ErrorCode::RequestEntityTooLarge,
+        format!("Request must be smaller than {SYNC_REQUEST_MAX_BYTES} bytes for the InvokeFunction operation"),
+    )
+}
+
+async fn read_payload(body: Body) -> Result<Bytes, LambdaError> {
+    match Limited::new(body, SYNC_REQUEST_MAX_BYTES).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(LambdaError::new(
+            ErrorCode::InvalidRequestContent,
+            format!("Could not read request body: {e}"),
+        )),
+    }
+}
+
+fn trace_id() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let r = uuid::Uuid::new_v4().simple().to_string();
+    format!("Root=1-{now:08x}-{};Parent={};Sampled=0", &r[..24], &r[16..32])
+}
+
+pub async fn invoke(
+    State(fe): State<Arc<Frontend>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    body: Body,
+) -> ApiResult<Response> {
+    let c = caller(&headers);
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let invocation_type = header(&headers, "x-amz-invocation-type").unwrap_or("RequestResponse");
+    let dry_run = match invocation_type {
+        "RequestResponse" => false,
+        "DryRun" => true,
+        "Event" => {
+            return Err(LambdaError::invalid(
+                "Stratus does not support asynchronous invocation (InvocationType Event) yet; use RequestResponse.",
+            )
+            .into())
+        }
+        other => {
+            return Err(LambdaError::validation(
+                other,
+                "invocationType",
+                "Member must satisfy enum value set: [Event, RequestResponse, DryRun]",
+            )
+            .into())
+        }
+    };
+    let want_tail = match header(&headers, "x-amz-log-type") {
+        None | Some("None") => false,
+        Some("Tail") => true,
+        Some(other) => {
+            return Err(LambdaError::validation(other, "logType", "Member must satisfy enum value set: [None, Tail]").into())
+        }
+    };
+    let client_context = match header(&headers, "x-amz-client-context") {
+        None => None,
+        Some(cc) if cc.len() > CLIENT_CONTEXT_MAX => {
+            return Err(LambdaError::invalid("Client context must be smaller than 3583 bytes.").into())
+        }
+        Some(cc) => {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(cc)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .filter(|s| serde_json::from_str::<serde_json::Value>(s).is_ok_and(|v| v.is_object()))
+                .ok_or_else(|| LambdaError::invalid("Client context must be a valid Base64-encoded JSON object."))?;
+            Some(decoded)
+        }
+    };
+    let qualifier = q.get("Qualifier").map(String::as_str);
+    let found = resolve(&fe, &c, &name, qualifier)?;
+    let payload = read_payload(body).await?;
+    let payload = if payload.iter().all(u8::is_ascii_whitespace) {
+        Bytes::from_static(b"{}")
+    } else {
+        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&payload) {
+            return Err(LambdaError::new(
+                ErrorCode::InvalidRequestContent,
+                format!("Could not parse request body into json: Could not parse payload into json: {e}"),
+            )
+            .into());
+        }
+        payload
+    };
+    let record = &found.record;
+    if record.state == "Pending" {
+        return Err(LambdaError::conflict(
+            "The operation cannot be performed at this time. The function is currently in the following state: Pending",
+        )
+        .into());
+    }
+    let spec = found
+        .spec
+        .clone()
+        .ok_or_else(|| LambdaError::service(format!("function {} has an unrunnable runtime {}", record.name, record.runtime)))?;
+    if dry_run {
+        return Ok(with_request_id(StatusCode::NO_CONTENT.into_response(), &request_id));
+    }
+    let _permit = fe.deps.counting.acquire(&record.account, &record.name)?;
+    let invoked_arn = stratus_types::function_arn(&record.region, &record.account, &record.name, qualifier);
+    let req = InvokeRequest {
+        request_id: request_id.clone(),
+        payload,
+        invoked_arn,
+        client_context,
+        trace_id: trace_id(),
+    };
+    let span = tracing::info_span!("invoke", function = %record.name, request_id = %request_id);
+    let out = fe.deps.invoker.invoke(spec, req).instrument(span).await?;
+    let mut resp = (StatusCode::OK, out.payload).into_response();
+    let h = resp.headers_mut();
+    h.insert("content-type", HeaderValue::from_static("application/json"));
+    if let Ok(v) = HeaderValue::from_str(&out.executed_version) {
+        h.insert("x-amz-executed-version", v);
+    }
+    if let Some(fe_err) = out.function_error {
+        h.insert("x-amz-function-error", HeaderValue::from_static(fe_err));
+    }
+    if want_tail {
+        let tail = tail(&out.log);
+        let b64 = base64::engine::general_purpose::STANDARD.encode(tail.as_bytes());
+        if let Ok(v) = HeaderValue::from_str(&b64) {
+            h.insert("x-amz-log-result", v);
+        }
+    }
+    Ok(with_request_id(resp, &request_id))
+}
+
+/// What `X-Amz-Log-Type: Tail` returns: the last 4 KB of the invocation's log.
+const TAIL_BYTES: usize = 4096;
+
+fn tail(log: &str) -> &str {
+    if log.len() <= TAIL_BYTES {
+        return log;
+    }
+    let mut start = log.len() - TAIL_BYTES;
+    while !log.is_char_boundary(start) {
+        start += 1;
+    }
+    &log[start..]
+}
+
+fn with_request_id(mut resp: Response, id: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(id) {
+        resp.headers_mut().insert("x-amzn-requestid", v);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_is_bounded_and_a_suffix() {
+        let log = "é".repeat(5000);
+        let t = tail(&log);
+        assert!(t.len() <= TAIL_BYTES);
+        assert!(log.ends_with(t));
+        assert_eq!(tail("short"), "short");
+    }
+
+    #[test]
+    fn trace_ids_have_xray_shape() {
+        let t = trace_id();
+        assert!(t.starts_with("Root=1-"));
+        assert!(t.contains(";Parent="));
+        assert!(t.ends_with(";Sampled=0"));
+    }
+}

@@ -1,0 +1,80 @@
+//! Code cache: each code digest unpacked once, then shared read-only.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use stratus_api::LambdaError;
+use stratus_store::BlobStore;
+use stratus_types::limits::UNZIPPED_MAX_BYTES;
+use tokio::sync::{Mutex, OnceCell};
+
+/// The message Lambda gives for any archive it cannot unpack.
+pub const UNZIP_FAILED: &str = "Could not unzip uploaded file. Please check your file, then try to upload again.";
+
+#[derive(Debug)]
+pub struct CodeCache {
+    dir: PathBuf,
+    blobs: Arc<dyn BlobStore>,
+    /// One cell per digest being (or already) unpacked, so concurrent cold
+    /// starts of the same code unpack it once.
+    cells: Mutex<HashMap<String, Arc<OnceCell<PathBuf>>>>,
+}
+
+impl CodeCache {
+    pub fn new(dir: PathBuf, blobs: Arc<dyn BlobStore>) -> Self {
+        CodeCache {
+            dir,
+            blobs,
+            cells: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Returns the directory holding the unpacked code of `digest`.
+    pub async fn prepare(&self, digest: &str) -> Result<PathBuf, LambdaError> {
+        if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(LambdaError::service(format!("invalid code digest {digest:?}")));
+        }
+        let dest = self.dir.join(digest);
+        let cell = {
+            let mut cells = self.cells.lock().await;
+            Arc::clone(cells.entry(digest.to_owned()).or_default())
+        };
+        let path = cell
+            .get_or_try_init(|| async {
+                if dest.is_dir() {
+                    return Ok(dest.clone());
+                }
+                let zip = match self.blobs.local_path(digest).await {
+                    Ok(Some(p)) => p,
+                    Ok(None) => {
+                        // The backend keeps no local file: stage a copy.
+                        let bytes = self
+                            .blobs
+                            .get(digest)
+                            .await
+                            .map_err(|e| LambdaError::service(format!("reading code {digest}: {e}")))?;
+                        let staged = self.dir.join(format!("{digest}.zip"));
+                        tokio::fs::write(&staged, &bytes)
+                            .await
+                            .map_err(|e| LambdaError::service(format!("staging code {digest}: {e}")))?;
+                        staged
+                    }
+                    Err(e) => return Err(LambdaError::service(format!("locating code {digest}: {e}"))),
+                };
+                let dest2 = dest.clone();
+                tokio::task::spawn_blocking(move || {
+                    stratus_code::extract_zip(&zip, &dest2, UNZIPPED_MAX_BYTES)
+                })
+                .await
+                .map_err(|e| LambdaError::service(format!("unpacking code {digest}: {e}")))?
+                .map_err(|e| {
+                    tracing::info!(digest, error = %e, "refusing code archive");
+                    LambdaError::invalid(UNZIP_FAILED)
+                })?;
+                Ok(dest.clone())
+            })
+            .await?;
+        Ok(path.clone())
+    }
+}

@@ -1,0 +1,311 @@
+//! The Lambda Runtime API (2018-06-01), served to one sandbox.
+//!
+//! Each sandbox gets its own server, on a listener that lives inside that
+//! sandbox's network namespace: whatever connects here *is* that sandbox, so
+//! no request can act on another sandbox's invocations.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use http_body_util::{BodyExt, Limited};
+use serde_json::json;
+use stratus_api::service::InvokeRequest;
+use stratus_types::limits::SYNC_RESPONSE_MAX_BYTES;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// An invocation waiting for the runtime to ask for it.
+#[derive(Debug)]
+pub struct Dispatch {
+    pub req: InvokeRequest,
+    pub timeout_ms: u64,
+    /// Told the instant the runtime received the event, with its deadline.
+    pub dispatched: oneshot::Sender<(Instant, u64)>,
+    pub reply: oneshot::Sender<RuntimeReply>,
+}
+
+/// What the runtime answered for one invocation.
+#[derive(Debug)]
+pub enum RuntimeReply {
+    Response(Bytes),
+    Error { body: Bytes },
+    TooLarge,
+}
+
+#[derive(Debug)]
+struct Inflight {
+    request_id: String,
+    reply: oneshot::Sender<RuntimeReply>,
+}
+
+/// Shared between the sandbox handle and its Runtime API server.
+#[derive(Debug)]
+pub struct RuntimeApiState {
+    dispatch_rx: tokio::sync::Mutex<mpsc::Receiver<Dispatch>>,
+    inflight: Mutex<Option<Inflight>>,
+    /// Set when the runtime first asks for an invocation (init finished).
+    pub ready: watch::Sender<Option<Instant>>,
+    /// Set when the runtime reports an init error (the posted document).
+    pub init_error: watch::Sender<Option<Bytes>>,
+    initialized: AtomicBool,
+}
+
+impl RuntimeApiState {
+    pub fn new(dispatch_rx: mpsc::Receiver<Dispatch>) -> Self {
+        RuntimeApiState {
+            dispatch_rx: tokio::sync::Mutex::new(dispatch_rx),
+            inflight: Mutex::new(None),
+            ready: watch::channel(None).0,
+            init_error: watch::channel(None).0,
+            initialized: AtomicBool::new(false),
+        }
+    }
+
+    fn inflight(&self) -> std::sync::MutexGuard<'_, Option<Inflight>> {
+        self.inflight.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The router of one sandbox's Runtime API.
+pub fn router(state: Arc<RuntimeApiState>) -> Router {
+    Router::new()
+        .route("/2018-06-01/runtime/invocation/next", get(next))
+        .route("/2018-06-01/runtime/invocation/{id}/response", post(response))
+        .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
+        .route("/2018-06-01/runtime/init/error", post(init_error))
+        .fallback(|| async { api_error(StatusCode::NOT_FOUND, "NotFound", "Unknown Runtime API path") })
+        .with_state(state)
+}
+
+fn api_error(status: StatusCode, kind: &str, message: &str) -> Response {
+    (status, axum::Json(json!({"errorType": kind, "errorMessage": message}))).into_response()
+}
+
+fn accepted() -> Response {
+    (StatusCode::ACCEPTED, axum::Json(json!({"status": "OK"}))).into_response()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+async fn next(State(st): State<Arc<RuntimeApiState>>) -> Response {
+    if st.inflight().is_some() {
+        return api_error(
+            StatusCode::FORBIDDEN,
+            "InvalidStateTransition",
+            "State transition from Running to Ready failed: the current invocation has no response yet",
+        );
+    }
+    if !st.initialized.swap(true, Ordering::SeqCst) {
+        st.ready.send_replace(Some(Instant::now()));
+    }
+    let dispatch = {
+        let mut rx = st.dispatch_rx.lock().await;
+        rx.recv().await
+    };
+    let Some(d) = dispatch else {
+        return api_error(StatusCode::GONE, "SandboxShutdown", "The sandbox is shutting down");
+    };
+    let deadline = now_ms() + d.timeout_ms;
+    let mut headers = HeaderMap::new();
+    let mut set = |name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value)
+            && !value.is_empty()
+        {
+            headers.insert(name, v);
+        }
+    };
+    set("lambda-runtime-aws-request-id", &d.req.request_id);
+    set("lambda-runtime-deadline-ms", &deadline.to_string());
+    set("lambda-runtime-invoked-function-arn", &d.req.invoked_arn);
+    set("lambda-runtime-trace-id", &d.req.trace_id);
+    if let Some(cc) = &d.req.client_context {
+        set("lambda-runtime-client-context", cc);
+    }
+    set("content-type", "application/json");
+    *st.inflight() = Some(Inflight {
+        request_id: d.req.request_id.clone(),
+        reply: d.reply,
+    });
+    let _ = d.dispatched.send((Instant::now(), deadline));
+    (StatusCode::OK, headers, Body::from(d.req.payload)).into_response()
+}
+
+/// Takes the in-flight invocation if `id` names it.
+fn take_inflight(st: &RuntimeApiState, id: &str) -> Result<oneshot::Sender<RuntimeReply>, Response> {
+    let mut guard = st.inflight();
+    match guard.as_ref() {
+        Some(inf) if inf.request_id == id => Ok(guard.take().map(|i| i.reply).ok_or_else(|| {
+            api_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal", "no invocation")
+        })?),
+        Some(_) => Err(api_error(StatusCode::BAD_REQUEST, "InvalidRequestID", "Invalid request ID")),
+        None => Err(api_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestID",
+            "Invalid request ID: no invocation is in progress",
+        )),
+    }
+}
+
+async fn read_limited(body: Body) -> Result<Bytes, Response> {
+    match Limited::new(body, SYNC_RESPONSE_MAX_BYTES).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(api_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            &format!("Exceeded maximum allowed payload size ({SYNC_RESPONSE_MAX_BYTES} bytes)."),
+        )),
+        Err(_) => Err(api_error(StatusCode::BAD_REQUEST, "InvalidRequest", "Could not read the request body")),
+    }
+}
+
+async fn response(State(st): State<Arc<RuntimeApiState>>, Path(id): Path<String>, body: Body) -> Response {
+    let reply = match take_inflight(&st, &id) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    match read_limited(body).await {
+        Ok(bytes) => {
+            let _ = reply.send(RuntimeReply::Response(bytes));
+            accepted()
+        }
+        Err(resp) => {
+            if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                let _ = reply.send(RuntimeReply::TooLarge);
+            } else {
+                let _ = reply.send(RuntimeReply::Error {
+                    body: Bytes::from_static(br#"{"errorType":"Runtime.InvalidResponse","errorMessage":"The runtime's response could not be read"}"#),
+                });
+            }
+            resp
+        }
+    }
+}
+
+/// An error document as the runtime posted it, or a wrapper when it is not JSON.
+fn error_document(body: Bytes, headers: &HeaderMap) -> Bytes {
+    if serde_json::from_slice::<serde_json::Value>(&body).is_ok_and(|v| v.is_object()) {
+        return body;
+    }
+    let kind = headers
+        .get("lambda-runtime-function-error-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("Runtime.Unknown");
+    let message = String::from_utf8_lossy(&body).into_owned();
+    Bytes::from(json!({"errorType": kind, "errorMessage": message}).to_string())
+}
+
+async fn error(State(st): State<Arc<RuntimeApiState>>, Path(id): Path<String>, headers: HeaderMap, body: Body) -> Response {
+    let reply = match take_inflight(&st, &id) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let body = read_limited(body).await.unwrap_or_else(|_| {
+        Bytes::from_static(br#"{"errorType":"Runtime.Unknown","errorMessage":"The runtime's error document was too large"}"#)
+    });
+    let _ = reply.send(RuntimeReply::Error {
+        body: error_document(body, &headers),
+    });
+    accepted()
+}
+
+async fn init_error(State(st): State<Arc<RuntimeApiState>>, headers: HeaderMap, body: Body) -> Response {
+    if st.inflight().is_some() {
+        return api_error(
+            StatusCode::FORBIDDEN,
+            "InvalidStateTransition",
+            "State transition from Running to InitError failed",
+        );
+    }
+    let body = read_limited(body).await.unwrap_or_else(|_| Bytes::new());
+    st.init_error.send_replace(Some(error_document(body, &headers)));
+    accepted()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    fn state() -> (Arc<RuntimeApiState>, mpsc::Sender<Dispatch>) {
+        let (tx, rx) = mpsc::channel(1);
+        (Arc::new(RuntimeApiState::new(rx)), tx)
+    }
+
+    fn req(id: &str) -> InvokeRequest {
+        InvokeRequest {
+            request_id: id.into(),
+            payload: Bytes::from_static(b"{\"a\":1}"),
+            invoked_arn: "arn:aws:lambda:us-east-1:000000000000:function:f".into(),
+            client_context: None,
+            trace_id: "Root=1-0-0;Parent=0;Sampled=0".into(),
+        }
+    }
+
+    async fn call(st: &Arc<RuntimeApiState>, method: &str, uri: &str, body: &'static [u8]) -> Response {
+        let r = axum::http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::from(body))
+            .expect("request");
+        router(Arc::clone(st)).oneshot(r).await.expect("infallible")
+    }
+
+    #[tokio::test]
+    async fn next_then_response_delivers_the_result() {
+        let (st, tx) = state();
+        let (dtx, drx) = oneshot::channel();
+        let (rtx, rrx) = oneshot::channel();
+        tx.send(Dispatch { req: req("id-1"), timeout_ms: 3000, dispatched: dtx, reply: rtx }).await.expect("send");
+        let resp = call(&st, "GET", "/2018-06-01/runtime/invocation/next", b"").await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()["lambda-runtime-aws-request-id"], "id-1");
+        let deadline: u64 = resp.headers()["lambda-runtime-deadline-ms"].to_str().expect("ascii").parse().expect("number");
+        assert!(deadline > now_ms() + 2000);
+        assert_eq!(resp.headers()["lambda-runtime-invoked-function-arn"], "arn:aws:lambda:us-east-1:000000000000:function:f");
+        drx.await.expect("dispatched");
+        // Unknown id is refused; the right one is accepted.
+        let bad = call(&st, "POST", "/2018-06-01/runtime/invocation/other/response", b"1").await;
+        assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+        let ok = call(&st, "POST", "/2018-06-01/runtime/invocation/id-1/response", b"{\"r\":2}").await;
+        assert_eq!(ok.status(), StatusCode::ACCEPTED);
+        match rrx.await.expect("reply") {
+            RuntimeReply::Response(b) => assert_eq!(&b[..], b"{\"r\":2}"),
+            other => panic!("unexpected {other:?}"),
+        }
+        // A second response for the finished id is refused.
+        let again = call(&st, "POST", "/2018-06-01/runtime/invocation/id-1/response", b"1").await;
+        assert_eq!(again.status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn init_error_is_published() {
+        let (st, _tx) = state();
+        let mut rx = st.init_error.subscribe();
+        let resp = call(&st, "POST", "/2018-06-01/runtime/init/error", b"{\"errorType\":\"Runtime.ImportModuleError\",\"errorMessage\":\"x\"}").await;
+        assert_eq!(resp.status(), StatusCode::ACCEPTED);
+        rx.changed().await.expect("changed");
+        let doc = rx.borrow().clone().expect("document");
+        assert!(String::from_utf8_lossy(&doc).contains("Runtime.ImportModuleError"));
+    }
+
+    #[test]
+    fn non_json_error_bodies_are_wrapped() {
+        let mut h = HeaderMap::new();
+        h.insert("lambda-runtime-function-error-type", HeaderValue::from_static("Runtime.Crash"));
+        let doc = error_document(Bytes::from_static(b"plain text"), &h);
+        let v: serde_json::Value = serde_json::from_slice(&doc).expect("json");
+        assert_eq!(v["errorType"], "Runtime.Crash");
+        assert_eq!(v["errorMessage"], "plain text");
+    }
+}

@@ -1,0 +1,190 @@
+//! Managed runtimes: how each runtime family starts inside a sandbox.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use stratus_api::service::FunctionVersionSpec;
+use stratus_types::RuntimeFamily;
+
+const PYTHON_BOOTSTRAP: &str = include_str!("../runtimes/python/bootstrap.py");
+const NODE_BOOTSTRAP: &str = include_str!("../runtimes/node/bootstrap.js");
+
+/// Host interpreters serving the managed runtime ids: every `python3.x` id
+/// runs on `python`, every `nodejs*.x` id on `node`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interpreters {
+    pub python: PathBuf,
+    pub node: PathBuf,
+}
+
+impl Default for Interpreters {
+    fn default() -> Self {
+        Interpreters {
+            python: PathBuf::from("/usr/bin/python3"),
+            node: PathBuf::from("/usr/bin/node"),
+        }
+    }
+}
+
+impl Interpreters {
+    /// The interpreter for a family, or `None` for `provided`.
+    pub fn for_family(&self, family: RuntimeFamily) -> Option<&Path> {
+        match family {
+            RuntimeFamily::Python => Some(&self.python),
+            RuntimeFamily::Node => Some(&self.node),
+            RuntimeFamily::Provided => None,
+        }
+    }
+}
+
+/// Writes the bootstraps into `dir` (mounted at `/var/runtime`).
+pub fn install(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for (sub, file, text) in [
+        ("python", "bootstrap.py", PYTHON_BOOTSTRAP),
+        ("node", "bootstrap.js", NODE_BOOTSTRAP),
+    ] {
+        let d = dir.join(sub);
+        std::fs::create_dir_all(&d)?;
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755))?;
+        let p = d.join(file);
+        std::fs::write(&p, text)?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644))?;
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+}
+
+/// The command line of the runtime process inside the sandbox.
+pub fn argv(spec: &FunctionVersionSpec, interpreters: &Interpreters) -> Vec<String> {
+    match spec.runtime.family() {
+        RuntimeFamily::Python => vec![
+            interpreters.python.display().to_string(),
+            "/var/runtime/python/bootstrap.py".into(),
+        ],
+        RuntimeFamily::Node => vec![
+            interpreters.node.display().to_string(),
+            "/var/runtime/node/bootstrap.js".into(),
+        ],
+        RuntimeFamily::Provided => vec!["/var/task/bootstrap".into()],
+    }
+}
+
+/// Variables the runtime environment defines and user variables cannot override.
+pub const RESERVED_ENV: &[&str] = &[
+    "_HANDLER",
+    "_X_AMZN_TRACE_ID",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_EXECUTION_ENV",
+    "AWS_LAMBDA_FUNCTION_NAME",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+    "AWS_LAMBDA_FUNCTION_VERSION",
+    "AWS_LAMBDA_INITIALIZATION_TYPE",
+    "AWS_LAMBDA_LOG_GROUP_NAME",
+    "AWS_LAMBDA_LOG_STREAM_NAME",
+    "AWS_ACCESS_KEY",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_LAMBDA_RUNTIME_API",
+    "LAMBDA_TASK_ROOT",
+    "LAMBDA_RUNTIME_DIR",
+];
+
+/// The runtime process's whole environment: the user's variables, then the
+/// reserved ones on top (so a user value can never replace them).
+pub fn environment(spec: &FunctionVersionSpec, runtime_api: &str, log_stream: &str) -> BTreeMap<String, String> {
+    let mut env: BTreeMap<String, String> = spec
+        .env
+        .iter()
+        .filter(|(k, _)| !RESERVED_ENV.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    // Defaults a user may override (as on Lambda).
+    for (k, v) in [
+        ("PATH", "/usr/local/bin:/usr/bin:/bin:/opt/bin"),
+        ("LD_LIBRARY_PATH", "/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:/var/task/lib:/opt/lib"),
+        ("LANG", "en_US.UTF-8"),
+        ("TZ", ":UTC"),
+    ] {
+        env.entry(k.to_owned()).or_insert_with(|| v.to_owned());
+    }
+    if spec.runtime.family() == RuntimeFamily::Node {
+        env.entry("NODE_PATH".into())
+            .or_insert_with(|| "/opt/nodejs/node_modules:/var/runtime/node_modules:/var/runtime:/var/task".into());
+    }
+    let reserved = [
+        ("_HANDLER", spec.handler.clone()),
+        ("AWS_LAMBDA_RUNTIME_API", runtime_api.to_owned()),
+        ("LAMBDA_TASK_ROOT", "/var/task".into()),
+        ("LAMBDA_RUNTIME_DIR", "/var/runtime".into()),
+        ("AWS_REGION", spec.region.clone()),
+        ("AWS_DEFAULT_REGION", spec.region.clone()),
+        ("AWS_LAMBDA_FUNCTION_NAME", spec.name.clone()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", spec.memory_mb.to_string()),
+        ("AWS_LAMBDA_FUNCTION_VERSION", spec.version.clone()),
+        ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".into()),
+        ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{}", spec.name)),
+        ("AWS_LAMBDA_LOG_STREAM_NAME", log_stream.to_owned()),
+    ];
+    for (k, v) in reserved {
+        env.insert(k.to_owned(), v);
+    }
+    if let Some(exec_env) = spec.runtime.execution_env() {
+        env.insert("AWS_EXECUTION_ENV".into(), exec_env);
+    }
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stratus_types::{AccountId, Runtime};
+
+    fn spec(runtime: &str, env: &[(&str, &str)]) -> FunctionVersionSpec {
+        FunctionVersionSpec {
+            account: AccountId::default_local(),
+            region: "eu-west-1".into(),
+            name: "f".into(),
+            version: "$LATEST".into(),
+            revision_id: "r".into(),
+            runtime: Runtime::parse(runtime).expect("valid runtime"),
+            handler: "app.handler".into(),
+            memory_mb: 256,
+            timeout_s: 3,
+            ephemeral_mb: 512,
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            code_digest: "0".repeat(64),
+        }
+    }
+
+    #[test]
+    fn reserved_variables_win_over_user_values() {
+        let s = spec("python3.12", &[("AWS_REGION", "xx-evil-1"), ("_HANDLER", "evil.x"), ("GREETING", "hi"), ("TZ", "Europe/Paris")]);
+        let env = environment(&s, "127.0.0.1:9001", "2026/01/01/[$LATEST]abc");
+        assert_eq!(env["AWS_REGION"], "eu-west-1");
+        assert_eq!(env["_HANDLER"], "app.handler");
+        assert_eq!(env["GREETING"], "hi");
+        assert_eq!(env["TZ"], "Europe/Paris");
+        assert_eq!(env["AWS_EXECUTION_ENV"], "AWS_Lambda_python3.12");
+        assert_eq!(env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"], "256");
+        assert_eq!(env["AWS_LAMBDA_LOG_GROUP_NAME"], "/aws/lambda/f");
+        assert_eq!(env["AWS_LAMBDA_RUNTIME_API"], "127.0.0.1:9001");
+    }
+
+    #[test]
+    fn provided_has_no_execution_env_and_runs_bootstrap() {
+        let s = spec("provided.al2023", &[]);
+        let env = environment(&s, "127.0.0.1:9001", "x");
+        assert!(!env.contains_key("AWS_EXECUTION_ENV"));
+        assert_eq!(argv(&s, &Interpreters::default()), vec!["/var/task/bootstrap".to_string()]);
+    }
+
+    #[test]
+    fn python_ids_share_the_host_interpreter() {
+        let i = Interpreters::default();
+        assert_eq!(argv(&spec("python3.9", &[]), &i)[0], "/usr/bin/python3");
+        assert_eq!(argv(&spec("python3.14", &[]), &i)[0], "/usr/bin/python3");
+        assert_eq!(argv(&spec("nodejs22.x", &[]), &i)[0], "/usr/bin/node");
+    }
+}

@@ -1,0 +1,393 @@
+//! One running sandbox as the assignment service sees it: a [`WarmSandbox`]
+//! that takes one invocation at a time.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde_json::json;
+use stratus_api::service::{FunctionVersionSpec, InvokeRequest, InvokeResponse, WarmSandbox};
+use stratus_api::LambdaError;
+use stratus_sandbox::{ExitStatus, RuntimeApiListener, Sandbox, SandboxBackend, SandboxLimits, SandboxSpec};
+use stratus_types::limits::{RUNTIME_API_PORT, SANDBOX_MAX_FDS, SANDBOX_MAX_PIDS, SYNC_RESPONSE_MAX_BYTES};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tracing::Instrument;
+
+use crate::logs::LogPump;
+use crate::runtime_api::{self, Dispatch, RuntimeApiState, RuntimeReply};
+use crate::runtimes::{self, Interpreters};
+
+/// How long a runtime may take to initialise (Lambda's init phase limit).
+const INIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A sandbox running a function's runtime.
+#[derive(Debug)]
+pub struct ProcessSandbox {
+    id: String,
+    spec: Arc<FunctionVersionSpec>,
+    dispatch_tx: mpsc::Sender<Dispatch>,
+    api: Arc<RuntimeApiState>,
+    logs: Arc<LogPump>,
+    exit: watch::Receiver<Option<ExitStatus>>,
+    kill: Arc<Notify>,
+    alive: AtomicBool,
+    invoked: AtomicBool,
+    created: Instant,
+    sandbox: Arc<dyn Sandbox>,
+    tasks: Vec<tokio::task::AbortHandle>,
+}
+
+/// A sandbox that could not start because the function package is unusable
+/// (e.g. a `provided` zip without `bootstrap`): every invoke reports why.
+#[derive(Debug)]
+struct FailedSandbox {
+    id: String,
+    version: String,
+    error_type: &'static str,
+    message: String,
+}
+
+#[async_trait]
+impl WarmSandbox for FailedSandbox {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn is_alive(&self) -> bool {
+        false
+    }
+    async fn invoke(&self, req: InvokeRequest) -> Result<InvokeResponse, LambdaError> {
+        let doc = json!({
+            "errorType": self.error_type,
+            "errorMessage": format!("RequestId: {} Error: {}", req.request_id, self.message),
+        });
+        Ok(InvokeResponse {
+            payload: Bytes::from(doc.to_string()),
+            function_error: Some("Unhandled"),
+            executed_version: self.version.clone(),
+            log: format!(
+                "START RequestId: {id} Version: {v}\n{msg}\nEND RequestId: {id}\n",
+                id = req.request_id,
+                v = self.version,
+                msg = self.message
+            ),
+            cold_start: true,
+        })
+    }
+    fn shutdown(&self) {}
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Lambda's log stream name: `YYYY/MM/DD/[version]<32 hex>`.
+fn log_stream_name(version: &str, sandbox_id: &str) -> String {
+    let d = time::OffsetDateTime::now_utc().date();
+    format!(
+        "{:04}/{:02}/{:02}/[{version}]{sandbox_id}",
+        d.year(),
+        u8::from(d.month()),
+        d.day()
+    )
+}
+
+/// Starts a sandbox for `spec`.
+pub async fn start(
+    backend: &dyn SandboxBackend,
+    spec: Arc<FunctionVersionSpec>,
+    code_dir: PathBuf,
+    runtime_dir: PathBuf,
+    interpreters: &Interpreters,
+) -> Result<Arc<dyn WarmSandbox>, LambdaError> {
+    let id = new_id();
+    if spec.runtime.family() == stratus_types::RuntimeFamily::Provided {
+        use std::os::unix::fs::PermissionsExt;
+        let ok = std::fs::metadata(code_dir.join("bootstrap")).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+        if !ok {
+            return Ok(Arc::new(FailedSandbox {
+                id,
+                version: spec.version.clone(),
+                error_type: "Runtime.InvalidEntrypoint",
+                message: "Couldn't find valid bootstrap(s): [/var/task/bootstrap /opt/bootstrap]".into(),
+            }));
+        }
+    }
+    let runtime_api = format!("127.0.0.1:{RUNTIME_API_PORT}");
+    let sb_spec = SandboxSpec {
+        id: id.clone(),
+        code_dir,
+        runtime_dir: Some(runtime_dir),
+        opt_dir: None,
+        argv: runtimes::argv(&spec, interpreters),
+        env: runtimes::environment(&spec, &runtime_api, &log_stream_name(&spec.version, &id)),
+        cwd: PathBuf::from("/var/task"),
+        limits: SandboxLimits {
+            memory_mb: u64::from(spec.memory_mb),
+            tmp_mb: u64::from(spec.ephemeral_mb),
+            max_pids: SANDBOX_MAX_PIDS,
+            max_fds: SANDBOX_MAX_FDS,
+        },
+        runtime_api_port: RUNTIME_API_PORT,
+        hostname: format!("sandbox-{}", &id[..12]),
+    };
+    let created = Instant::now();
+    let mut sandbox = backend
+        .spawn(sb_spec)
+        .await
+        .map_err(|e| LambdaError::service(format!("could not start a sandbox: {e}")))?;
+    let span = tracing::info_span!("sandbox", sandbox = %id, function = %spec.name, version = %spec.version);
+
+    let listener = sandbox
+        .take_runtime_api_listener()
+        .ok_or_else(|| LambdaError::service("sandbox backend gave no Runtime API listener"))?;
+    let output = sandbox
+        .take_output()
+        .ok_or_else(|| LambdaError::service("sandbox backend gave no output pipe"))?;
+    let logs = LogPump::new(output).map_err(|e| LambdaError::service(format!("sandbox output: {e}")))?;
+    let (dispatch_tx, dispatch_rx) = mpsc::channel(1);
+    let api = Arc::new(RuntimeApiState::new(dispatch_rx));
+    let mut tasks = Vec::new();
+
+    // Runtime API server on the listener inside the sandbox.
+    let RuntimeApiListener::Tcp(std_listener) = listener;
+    std_listener
+        .set_nonblocking(true)
+        .map_err(|e| LambdaError::service(format!("runtime API listener: {e}")))?;
+    let listener = tokio::net::TcpListener::from_std(std_listener)
+        .map_err(|e| LambdaError::service(format!("runtime API listener: {e}")))?;
+    let router = runtime_api::router(Arc::clone(&api));
+    tasks.push(tokio::spawn(serve(listener, router).instrument(span.clone())).abort_handle());
+    tasks.push(tokio::spawn(Arc::clone(&logs).run()).abort_handle());
+
+    // The waiter reaps the sandbox and publishes how it ended; the last
+    // reference to the backend's handle releases its kernel objects.
+    let sandbox: Arc<dyn Sandbox> = Arc::from(sandbox);
+    let (exit_tx, exit_rx) = watch::channel(None);
+    let kill = Arc::new(Notify::new());
+    {
+        let kill = Arc::clone(&kill);
+        let sandbox = Arc::clone(&sandbox);
+        tokio::spawn(
+            async move {
+                let status = tokio::select! {
+                    s = sandbox.wait() => s,
+                    _ = kill.notified() => {
+                        sandbox.kill();
+                        sandbox.wait().await
+                    }
+                };
+                tracing::debug!(%status, "sandbox ended");
+                exit_tx.send_replace(Some(status));
+            }
+            .instrument(span.clone()),
+        );
+    }
+
+    Ok(Arc::new(ProcessSandbox {
+        id,
+        spec,
+        dispatch_tx,
+        api,
+        logs,
+        exit: exit_rx,
+        kill,
+        alive: AtomicBool::new(true),
+        invoked: AtomicBool::new(false),
+        created,
+        sandbox,
+        tasks,
+    }))
+}
+
+async fn serve(listener: tokio::net::TcpListener, router: axum::Router) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = hyper_util::service::TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, svc)
+                .await;
+        });
+    }
+}
+
+fn error_payload(error_type: &str, message: String) -> Bytes {
+    Bytes::from(json!({"errorType": error_type, "errorMessage": message}).to_string())
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+impl ProcessSandbox {
+    async fn exited(&self) -> ExitStatus {
+        let mut rx = self.exit.clone();
+        loop {
+            if let Some(s) = *rx.borrow_and_update() {
+                return s;
+            }
+            if rx.changed().await.is_err() {
+                return ExitStatus::Signal(9);
+            }
+        }
+    }
+
+    async fn init_failed(&self) -> Bytes {
+        let mut rx = self.api.init_error.subscribe();
+        loop {
+            if let Some(doc) = rx.borrow_and_update().clone() {
+                return doc;
+            }
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    fn die(&self) {
+        self.alive.store(false, Ordering::SeqCst);
+        self.kill.notify_one();
+    }
+
+    /// Runs one invocation to its outcome: (payload, failed?).
+    async fn run(&self, req: &InvokeRequest, timeout: Duration) -> (Bytes, bool, Option<Instant>) {
+        let (dispatched_tx, dispatched_rx) = oneshot::channel();
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let dispatch = Dispatch {
+            req: req.clone(),
+            timeout_ms: timeout.as_millis() as u64,
+            dispatched: dispatched_tx,
+            reply: reply_tx,
+        };
+        if self.dispatch_tx.send(dispatch).await.is_err() {
+            self.die();
+            return (error_payload("Runtime.ExitError", format!("RequestId: {} Error: Runtime exited without providing a reason", req.request_id)), true, None);
+        }
+        let exit_msg = |s: ExitStatus| match s {
+            ExitStatus::Code(0) => format!("RequestId: {} Error: Runtime exited without providing a reason", req.request_id),
+            s => format!("RequestId: {} Error: Runtime exited with error: {s}", req.request_id),
+        };
+        // Phase 1: the runtime takes the event (after its init on a cold start).
+        let started = tokio::select! {
+            d = dispatched_rx => match d {
+                Ok((at, _deadline)) => at,
+                Err(_) => {
+                    self.die();
+                    return (error_payload("Runtime.ExitError", exit_msg(self.exited().await)), true, None);
+                }
+            },
+            doc = self.init_failed() => {
+                self.die();
+                return (doc, true, None);
+            }
+            s = self.exited() => {
+                self.die();
+                return (error_payload("Runtime.ExitError", exit_msg(s)), true, None);
+            }
+            _ = tokio::time::sleep(INIT_TIMEOUT.max(timeout)) => {
+                self.die();
+                return (error_payload("Sandbox.Timedout", format!("RequestId: {} Error: Task timed out after {:.2} seconds", req.request_id, timeout.as_secs_f64())), true, None);
+            }
+        };
+        // Phase 2: the handler runs under the function's timeout.
+        tokio::select! {
+            r = reply_rx => match r {
+                Ok(RuntimeReply::Response(b)) => (b, false, Some(started)),
+                Ok(RuntimeReply::Error { body }) => (body, true, Some(started)),
+                Ok(RuntimeReply::TooLarge) => (
+                    error_payload("Function.ResponseSizeTooLarge", format!("Response payload size exceeded maximum allowed payload size ({SYNC_RESPONSE_MAX_BYTES} bytes).")),
+                    true,
+                    Some(started),
+                ),
+                Err(_) => {
+                    self.die();
+                    (error_payload("Runtime.ExitError", exit_msg(self.exited().await)), true, Some(started))
+                }
+            },
+            s = self.exited() => {
+                self.die();
+                (error_payload("Runtime.ExitError", exit_msg(s)), true, Some(started))
+            }
+            _ = tokio::time::sleep_until((started + timeout).into()) => {
+                self.die();
+                let msg = format!("RequestId: {} Error: Task timed out after {:.2} seconds", req.request_id, timeout.as_secs_f64());
+                self.logs.push_line(&format!("{} {} Task timed out after {:.2} seconds", time_stamp(), req.request_id, timeout.as_secs_f64()));
+                (error_payload("Sandbox.Timedout", msg), true, Some(started))
+            }
+        }
+    }
+}
+
+fn time_stamp() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+#[async_trait]
+impl WarmSandbox for ProcessSandbox {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::SeqCst) && self.exit.borrow().is_none()
+    }
+
+    async fn invoke(&self, req: InvokeRequest) -> Result<InvokeResponse, LambdaError> {
+        let cold = !self.invoked.swap(true, Ordering::SeqCst);
+        let version = self.spec.version.clone();
+        self.sandbox.reset_peak();
+        self.logs.push_line(&format!("START RequestId: {} Version: {}", req.request_id, version));
+        let timeout = Duration::from_secs(u64::from(self.spec.timeout_s));
+        let (payload, failed, started) = self.run(&req, timeout).await;
+        let ended = Instant::now();
+        self.logs.drain();
+        let duration = started.map(|s| ended - s).unwrap_or_default();
+        let billed = (millis(duration).ceil() as u64).max(1);
+        let peak_mb = self.sandbox.usage().memory_peak_bytes.div_ceil(1024 * 1024);
+        let max_used = if failed && !self.is_alive() && peak_mb == 0 { u64::from(self.spec.memory_mb) } else { peak_mb };
+        let mut report = format!(
+            "REPORT RequestId: {}\tDuration: {:.2} ms\tBilled Duration: {} ms\tMemory Size: {} MB\tMax Memory Used: {} MB\t",
+            req.request_id,
+            millis(duration),
+            billed,
+            self.spec.memory_mb,
+            max_used
+        );
+        if cold {
+            let init = self.api.ready.borrow().map(|r| r - self.created).unwrap_or(ended - self.created);
+            report.push_str(&format!("Init Duration: {:.2} ms\t", millis(init)));
+        }
+        self.logs.push_line(&format!("END RequestId: {}", req.request_id));
+        self.logs.push_line(&report);
+        let log = String::from_utf8_lossy(&self.logs.take()).into_owned();
+        Ok(InvokeResponse {
+            payload,
+            function_error: failed.then_some("Unhandled"),
+            executed_version: version,
+            log,
+            cold_start: cold,
+        })
+    }
+
+    fn shutdown(&self) {
+        self.die();
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for ProcessSandbox {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
