@@ -40,11 +40,11 @@ pub fn function_name(name: &str) -> Result<(), LambdaError> {
     match stratus_types::validate_function_name(name) {
         Ok(()) => Ok(()),
         Err(NameError::FunctionTooLong(_)) if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') => {
-            Err(LambdaError::validation(
-                name,
-                "functionName",
-                "Member must have length less than or equal to 64",
-            ))
+            // The model allows 140 characters (ARNs); the service refuses
+            // plain names over 64 itself, as InvalidParameterValueException.
+            Err(LambdaError::invalid(format!(
+                "The function name {name} is longer than 64 characters: function names can have at most 64 characters."
+            )))
         }
         Err(_) => Err(LambdaError::validation(
             name,
@@ -270,7 +270,7 @@ mod tests {
         assert!(function_name("ok-name_1").is_ok());
         assert_eq!(function_name("bad!").expect_err("bad").code, ErrorCode::Validation);
         let long = function_name(&"a".repeat(65)).expect_err("long");
-        assert_eq!(long.code, ErrorCode::Validation);
+        assert_eq!(long.code, ErrorCode::InvalidParameterValue);
         assert!(long.message.contains("64"));
     }
 

@@ -357,6 +357,9 @@ impl Inner {
             .map_err(|e| ("jailer", format!("dup: {e}")))?;
 
         let mut cmd = std::process::Command::new(&self.config.jailer[0]);
+        // The sandbox's pid 1 is a fork of the jailer: a neutral argv[0]
+        // keeps the host path of the server binary out of its /proc cmdline.
+        std::os::unix::process::CommandExt::arg0(&mut cmd, "/init");
         cmd.args(&self.config.jailer[1..])
             .env_clear()
             .stdin(Stdio::piped())
