@@ -272,8 +272,13 @@ def remove_data_dir(path: Path) -> None:
 
 
 def new_server(tag: str, extra_args: list[str] | None = None, data_dir: Path | None = None) -> Server:
+    """A server for the suite. Servers of one run may overlap in time, so each
+    gets its own cgroup parent and sandbox uid range."""
     data_dir = data_dir or Path(tempfile.mkdtemp(prefix=f"stratus-e2e-{tag}-"))
-    srv = Server(data_dir=data_dir, log_path=_LOG_DIR / f"server-{tag}.log", extra_args=extra_args or [])
+    index = len(_SERVERS)
+    isolation = ["--cgroup-parent", f"stratus-e2e-{os.getpid()}-{index}", "--uid-base", str(1_600_000 + index * 10_000)]
+    srv = Server(data_dir=data_dir, log_path=_LOG_DIR / f"server-{tag}.log",
+                 extra_args=isolation + (extra_args or []))
     _SERVERS.append(srv)
     return srv
 
