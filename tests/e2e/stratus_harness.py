@@ -87,6 +87,7 @@ class Server:
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "info")
         env.setdefault("RUST_BACKTRACE", "1")
+        env.setdefault("NO_COLOR", "1")
         self.proc = subprocess.Popen(
             cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
         )
@@ -320,3 +321,27 @@ class FunctionFactory:
                 pass
 
 
+
+
+def host_pids_of(function_name: str) -> list[int]:
+    """Host pids of processes whose environment names this function (its sandboxes' runtimes)."""
+    needle = f"AWS_LAMBDA_FUNCTION_NAME={function_name}".encode()
+    pids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                env = Path(f"/proc/{d}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if needle in env:
+                pids.append(int(d))
+    return pids
+
+
+def wait_no_pids(function_name: str, timeout: float = 10.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    pids = host_pids_of(function_name)
+    while pids and time.monotonic() < deadline:
+        time.sleep(0.2)
+        pids = host_pids_of(function_name)
+    return pids

@@ -465,3 +465,44 @@ def test_responses_carry_request_ids(lam, fns, py_zip):
         assert UUID_RE.match(rid), resp["ResponseMetadata"]
         ids.add(rid)
     assert len(ids) == 3
+
+
+def test_zip_over_50mb_rejected(lam):
+    import os as _os
+    code = zip_files({"app.py": "def handler(e, c):\n    return {}\n"})
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("app.py", "def handler(e, c):\n    return {}\n")
+        zf.writestr("random.bin", _os.urandom(52428800 + 1024))
+    big = buf.getvalue()
+    assert len(big) > 52428800 and code
+    expect_error(lam.create_function, 413, "RequestEntityTooLargeException", "52428800",
+                 FunctionName=unique_name("bigzip"), Runtime="python3.12", Role=ROLE, Handler="app.handler",
+                 Code={"ZipFile": big})
+
+
+def test_unzipped_size_capped(lam):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("app.py", "def handler(e, c):\n    return {}\n")
+        zf.writestr("zeros.bin", b"\0" * (262144000 + 1024 * 1024))
+    bomb = buf.getvalue()
+    assert len(bomb) < 2 * 1024 * 1024
+    expect_error(lam.create_function, 400, "InvalidParameterValueException",
+                 FunctionName=unique_name("bomb"), Runtime="python3.12", Role=ROLE, Handler="app.handler",
+                 Code={"ZipFile": bomb})
+
+
+def test_environment_over_4kb_rejected(lam, py_zip):
+    env = {f"K{i}": "v" * 100 for i in range(45)}
+    expect_error(lam.create_function, 400, "InvalidParameterValueException", "4KB",
+                 FunctionName=unique_name("bigenv"), Runtime="python3.12", Role=ROLE, Handler="app.handler",
+                 Code={"ZipFile": py_zip}, Environment={"Variables": env})
+
+
+def test_unsigned_request_rejected(server):
+    req = urllib.request.Request(server.endpoint + "/2015-03-31/functions/", method="GET")
+    with pytest.raises(urllib.error.HTTPError) as ei:
+        urllib.request.urlopen(req, timeout=10)
+    assert ei.value.code == 403
+    assert ei.value.headers.get("x-amzn-ErrorType", "").startswith("MissingAuthenticationTokenException")

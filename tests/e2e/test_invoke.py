@@ -80,6 +80,7 @@ def test_runtime_environment(lam, fns, py_zip):
         "AWS_LAMBDA_LOG_STREAM_NAME"]
     assert env.get("LAMBDA_RUNTIME_DIR") == "/var/runtime"
     assert env.get("TZ") == ":UTC"
+    assert env.get("_X_AMZN_TRACE_ID", "").startswith("Root=1-"), env.get("_X_AMZN_TRACE_ID")
     assert env["MY_VAR"] == "my value"
     assert 0 < out["remaining_ms"] <= 7000
 
@@ -155,6 +156,9 @@ def test_invoke_by_arn(lam, fns, py_zip):
 def test_log_tail(lam, fns, py_zip):
     name = fns.create(py_zip)
     resp, out = invoke_json(lam, name, {}, LogType="Tail")
+    cold_report = [ln for ln in base64.b64decode(resp["LogResult"]).decode().splitlines() if ln.startswith("REPORT")]
+    assert cold_report and "Init Duration: " in cold_report[0], cold_report
+    resp, out = invoke_json(lam, name, {}, LogType="Tail")
     rid = out["request_id"]
     log = base64.b64decode(resp["LogResult"]).decode()
     assert f"START RequestId: {rid} Version: $LATEST" in log, log
@@ -165,6 +169,7 @@ def test_log_tail(lam, fns, py_zip):
     for field in ("Duration: ", "Billed Duration: ", "Memory Size: 128 MB", "Max Memory Used: "):
         assert field in report[0], report[0]
     assert log.index("START") < log.index("hello-from-handler") < log.index("END") < log.index("REPORT")
+    assert "Init Duration" not in report[0], "warm invoke reports an Init Duration"
     assert len(resp["LogResult"]) <= 4096 * 4 // 3 + 4
     # Without Tail: no log header.
     resp2, _ = invoke_json(lam, name, {})
@@ -331,6 +336,9 @@ def test_out_of_memory_is_exit_error_and_recovers(lam, fns, py_zip):
     assert err["errorType"] == "Runtime.ExitError", err
     assert "signal: killed" in err["errorMessage"], err
     assert f"RequestId: {resp['ResponseMetadata']['RequestId']}" in err["errorMessage"], err
+    log = base64.b64decode(resp["LogResult"]).decode()
+    report = [ln for ln in log.splitlines() if ln.startswith("REPORT")]
+    assert report and "Max Memory Used: 128 MB" in report[0], log
     # The next invoke works, in a fresh process.
     resp2, out = invoke_json(lam, name, {"action": "handler"})
     assert out["count"] == 1
@@ -360,7 +368,41 @@ def test_timeout_is_sandbox_timedout_and_recovers(lam, fns, py_zip):
     assert resp["FunctionError"] == "Unhandled", body
     err = json.loads(body)
     assert err["errorType"] == "Sandbox.Timedout", err
-    assert "Task timed out after 1.00 seconds" in err["errorMessage"], err
+    rid = resp["ResponseMetadata"]["RequestId"]
+    assert err["errorMessage"] == f"RequestId: {rid} Error: Task timed out after 1.00 seconds", err
     # The runtime is restarted: module state resets.
     _, out = invoke_json(lam, name, {"action": "handler"})
     assert out["count"] == 1 and out["sandbox"] != warm["sandbox"]
+
+
+def test_client_context_reaches_handler(lam, fns, py_zip):
+    name = fns.create(py_zip, handler="app.client_ctx")
+    cc = {"client": {"installation_id": "inst-1", "app_title": "t", "app_version_name": "1",
+                     "app_version_code": "1", "app_package_name": "p"},
+          "custom": {"k": "v"}, "env": {"platform": "e2e"}}
+    _, out = invoke_json(lam, name, {}, ClientContext=base64.b64encode(json.dumps(cc).encode()).decode())
+    assert out["client_context"] == {"custom": {"k": "v"}, "env": {"platform": "e2e"}, "installation_id": "inst-1"}
+    _, out = invoke_json(lam, name, {})
+    assert out["client_context"] is None
+    assert out["trace"].startswith("Root=1-")
+
+
+def test_response_over_6mb_is_function_error(lam, fns, py_zip):
+    name = fns.create(py_zip, handler="app.big", MemorySize=512, Timeout=30)
+    resp, body = invoke(lam, name, {"bytes": 7 * 1024 * 1024})
+    assert resp["StatusCode"] == 200
+    assert resp["FunctionError"] == "Unhandled", body[:300]
+    err = json.loads(body)
+    assert err["errorType"] == "Function.ResponseSizeTooLarge", err
+    assert "6291556" in err["errorMessage"], err
+    # Just under the limit is fine.
+    resp, body = invoke(lam, name, {"bytes": 6 * 1024 * 1024 - 100})
+    assert "FunctionError" not in resp and len(body) == 6 * 1024 * 1024 - 100 + 2
+
+
+def test_qualifiers(lam, fns, py_zip):
+    name = fns.create(py_zip)
+    resp, out = invoke_json(lam, name, {}, Qualifier="$LATEST")
+    assert resp["ExecutedVersion"] == "$LATEST"
+    expect_error(lam.invoke, 404, "ResourceNotFoundException", FunctionName=name, Qualifier="$latest", Payload=b"{}")
+    expect_error(lam.invoke, 404, "ResourceNotFoundException", FunctionName=name, Qualifier="7", Payload=b"{}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import urllib.request
 
-from stratus_harness import new_server, remove_data_dir
+from stratus_harness import _mounts_under, new_server, remove_data_dir, wait_no_pids
 from stratus_harness import ROLE, unique_name, wait_active, wait_updated
 
 
@@ -30,6 +30,8 @@ def test_restart_keeps_functions(py_zip):
     finally:
         rc = first.stop()
     assert rc == 0, f"server exit code after SIGTERM: {rc}"
+    assert not wait_no_pids(name, 5), "sandbox processes outlived the server"
+    assert not _mounts_under(data_dir), f"mounts left under the data dir: {_mounts_under(data_dir)[:5]}"
 
     second = new_server("persist-restarted", data_dir=data_dir)
     second.start()

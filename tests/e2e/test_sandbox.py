@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from stratus_harness import REPO
+from stratus_harness import REPO, host_pids_of, wait_no_pids
 
 
 def _host_ips() -> list[str]:
@@ -118,20 +118,6 @@ def test_sandboxes_of_one_function_do_not_see_each_other(lam, fns, py_zip):
     assert len(pythons) <= 1, out["procs"]
 
 
-def _host_pids_of(name: str) -> list[int]:
-    needle = f"AWS_LAMBDA_FUNCTION_NAME={name}".encode()
-    pids = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                env = Path(f"/proc/{d}/environ").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if needle in env:
-                pids.append(int(d))
-    return pids
-
-
 def _cgroup_memory_limit(pid: int) -> int | None:
     for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
         hid, controllers, path = line.split(":", 2)
@@ -154,7 +140,7 @@ def test_namespaces_and_memory_cgroup_seen_from_host(lam, fns, py_zip):
     """From the host: the runtime lives in its own namespaces under a MemorySize cgroup limit."""
     name = fns.create(py_zip, handler="app.inspect", MemorySize=192)
     _inspect(lam, name, {})  # leaves a warm sandbox behind
-    pids = _host_pids_of(name)
+    pids = host_pids_of(name)
     assert pids, f"no host process carries AWS_LAMBDA_FUNCTION_NAME={name}"
     for pid in pids:
         for ns in ("pid", "mnt", "net", "uts", "ipc", "user"):
@@ -164,3 +150,34 @@ def test_namespaces_and_memory_cgroup_seen_from_host(lam, fns, py_zip):
         limit = _cgroup_memory_limit(pid)
         assert limit is not None, f"sandbox process {pid} has no memory cgroup limit"
         assert 192 * 2**20 <= limit <= 256 * 2**20, f"memory limit {limit} for MemorySize=192"
+
+
+def test_delete_stops_the_functions_sandboxes(lam, fns, py_zip):
+    name = fns.create(py_zip, handler="app.dispatch")
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda _: lam.invoke(FunctionName=name, Payload=b'{"action": "sleep", "seconds": 0.5}'),
+                      range(2)))
+    assert len(host_pids_of(name)) >= 2, "expected two warm sandboxes"
+    lam.delete_function(FunctionName=name)
+    left = wait_no_pids(name, 10)
+    assert not left, f"sandbox processes {left} outlived the deletion of {name}"
+
+
+def test_code_update_retires_old_sandboxes(lam, fns, py_zip):
+    from stratus_harness import wait_updated
+
+    name = fns.create(py_zip)
+    lam.invoke(FunctionName=name, Payload=b"{}")
+    old = set(host_pids_of(name))
+    assert old
+    lam.update_function_code(FunctionName=name, ZipFile=py_zip + b"")  # same code, new revision still
+    lam.update_function_configuration(FunctionName=name, Description="retire")
+    wait_updated(lam, name)
+    lam.invoke(FunctionName=name, Payload=b"{}")
+    import time as _t
+    deadline = _t.monotonic() + 10
+    while old & set(host_pids_of(name)) and _t.monotonic() < deadline:
+        _t.sleep(0.2)
+    assert not (old & set(host_pids_of(name))), "stale sandbox still running after a configuration change"

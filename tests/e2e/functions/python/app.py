@@ -181,3 +181,21 @@ def dispatch(event, context):
         "fail": fail,
         "noop": noop,
     }[action](event, context)
+
+
+def client_ctx(event, context):
+    cc = context.client_context
+    ident = context.identity
+    return {
+        "client_context": None if cc is None else {
+            "custom": getattr(cc, "custom", None),
+            "env": getattr(cc, "env", None),
+            "installation_id": getattr(getattr(cc, "client", None), "installation_id", None),
+        },
+        "identity": None if ident is None else getattr(ident, "cognito_identity_id", None),
+        "trace": os.environ.get("_X_AMZN_TRACE_ID"),
+    }
+
+
+def big(event, context):
+    return "x" * int((event or {}).get("bytes", 7 * 1024 * 1024))
