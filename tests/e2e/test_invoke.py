@@ -14,10 +14,12 @@ import pytest
 
 from stratus_harness import (
     KEEP_ALIVE_SECS,
+    ROLE,
     FUNCTIONS,
     UUID_RE,
     arn,
     expect_error,
+    wait_active,
     wait_updated,
     zip_dir,
     zip_files,
@@ -246,25 +248,49 @@ def test_config_update_goes_to_fresh_sandbox(lam, fns, py_zip):
     assert json.loads(body) == {"echo": True}
 
 
-def test_reserved_env_vars_cannot_be_overridden(lam, fns, py_zip):
-    reserved = {"AWS_REGION": "xx-fake-9", "AWS_LAMBDA_FUNCTION_NAME": "spoofed", "MY_VAR": "ok"}
+def _reserved_outcome(call, name_for_check, lam, **kwargs):
+    """Either refused naming the key (AWS's choice) or accepted with the reserved value winning."""
     from botocore.exceptions import ClientError
 
     try:
-        name = fns.create(py_zip, Environment={"Variables": reserved})
+        call(**kwargs)
     except ClientError as e:
-        # AWS's choice: refuse at create, naming the reserved keys.
         err = e.response
         assert err["ResponseMetadata"]["HTTPStatusCode"] == 400, err
         assert err["Error"]["Code"] == "InvalidParameterValueException", err
         assert "AWS_REGION" in err["Error"]["Message"], err
-        return
-    # Otherwise: accepted, but the reserved values win inside the sandbox.
-    _, out = invoke_json(lam, name, {})
+        return "refused"
+    return "accepted"
+
+
+def test_reserved_env_vars_cannot_be_overridden(lam, fns, py_zip):
+    reserved = {"AWS_REGION": "xx-fake-9", "AWS_LAMBDA_FUNCTION_NAME": "spoofed", "MY_VAR": "ok"}
+    name = fns.name()
+    outcome = _reserved_outcome(lam.create_function, name, lam, FunctionName=name, Runtime="python3.12",
+                                Role=ROLE, Handler="app.handler", Code={"ZipFile": py_zip},
+                                Environment={"Variables": reserved})
+    fns.track(name)
+    if outcome == "accepted":
+        wait_active(lam, name)
+        _, out = invoke_json(lam, name, {})
+        assert out["env"]["AWS_REGION"] == "us-east-1"
+        assert out["env"]["AWS_LAMBDA_FUNCTION_NAME"] == name
+        assert out["function_name"] == name
+        assert out["env"]["MY_VAR"] == "ok"
+    else:
+        expect_error(lam.get_function, 404, "ResourceNotFoundException", FunctionName=name)
+    # The same through UpdateFunctionConfiguration.
+    plain = fns.create(py_zip)
+    outcome = _reserved_outcome(lam.update_function_configuration, plain, lam, FunctionName=plain,
+                                Environment={"Variables": reserved})
+    wait_updated(lam, plain)
+    _, out = invoke_json(lam, plain, {})
     assert out["env"]["AWS_REGION"] == "us-east-1"
-    assert out["env"]["AWS_LAMBDA_FUNCTION_NAME"] == name
-    assert out["function_name"] == name
-    assert out["env"]["MY_VAR"] == "ok"
+    assert out["env"]["AWS_LAMBDA_FUNCTION_NAME"] == plain
+    if outcome == "refused":
+        assert "MY_VAR" not in out["env"]
+        assert "Environment" not in lam.get_function_configuration(FunctionName=plain) or \
+            lam.get_function_configuration(FunctionName=plain)["Environment"].get("Variables", {}) == {}
 
 
 def test_keep_alive_stops_idle_sandboxes(lam, fns, py_zip):

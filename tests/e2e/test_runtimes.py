@@ -120,6 +120,28 @@ def test_runtime_stratus_cannot_serve_is_refused(lam, py_zip, runtime):
     expect_error(lam.get_function, 404, "ResourceNotFoundException", FunctionName=name)
 
 
+def test_missing_interpreter_refused_at_create(py_zip, node_zip):
+    """A server whose python interpreter does not exist refuses python functions, still serves node."""
+    from stratus_harness import new_server, remove_data_dir, wait_active
+
+    srv = new_server("no-python", ["--python", "/nonexistent/bin/python3"])
+    srv.start()
+    try:
+        c = srv.client()
+        expect_error(c.create_function, 400, "InvalidParameterValueException", "python3.12",
+                     FunctionName=unique_name("nopy"), Runtime="python3.12", Role=ROLE, Handler="app.handler",
+                     Code={"ZipFile": py_zip})
+        name = unique_name("stillnode")
+        c.create_function(FunctionName=name, Runtime="nodejs20.x", Role=ROLE, Handler="index.handler",
+                          Code={"ZipFile": node_zip})
+        wait_active(c, name)
+        resp = c.invoke(FunctionName=name, Payload=b"{}")
+        assert "FunctionError" not in resp and json.loads(resp["Payload"].read())["hello"] == "node"
+    finally:
+        srv.stop()
+        remove_data_dir(srv.data_dir)
+
+
 SHELL_BOOTSTRAP = r"""#!/bin/sh
 # A custom runtime in sh + curl, speaking the Runtime API by hand.
 set -eu
