@@ -23,8 +23,9 @@ What it measures, all client-side wall time on the same machine as the server:
          "Init Duration" from the REPORT line of the log tail.
   bare   the same trivial handler run by the bare interpreter, no Stratus:
          `/usr/bin/python3 -c 'import app; app.handler({}, None)'` and
-         `/usr/bin/node -e 'require("./index.js").handler({}, {})'`, as a floor
-         for the cold start.
+         `/usr/bin/node -e 'require("./index.js").handler({}, {})'`, in a clean
+         environment (PATH, LANG, TZ only, as in a sandbox), as a floor for the
+         cold start.
 Results are printed and written as JSON to --out.
 """
 
@@ -183,6 +184,11 @@ def bench_cold(client, runtime: str, code: bytes, handler: str, runs: int) -> di
     return out
 
 
+# A clean environment like the sandbox's: the host's own variables can cost a
+# lot (NODE_EXTRA_CA_CERTS alone adds ~40 ms to every node start here).
+BARE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "en_US.UTF-8", "TZ": ":UTC"}
+
+
 def bench_bare(runs: int) -> dict:
     out = {}
     with tempfile.TemporaryDirectory(prefix="stratus-bench-bare-") as d:
@@ -195,21 +201,22 @@ def bench_bare(runs: int) -> dict:
         for label, cmd in cmds.items():
             if not Path(cmd[0]).exists():
                 continue
-            subprocess.run(cmd, cwd=d, check=True)  # page cache warm
+            subprocess.run(cmd, cwd=d, check=True, env=BARE_ENV)  # page cache warm
             samples = []
             for _ in range(runs):
                 t0 = time.perf_counter()
-                subprocess.run(cmd, cwd=d, check=True)
+                subprocess.run(cmd, cwd=d, check=True, env=BARE_ENV)
                 samples.append(time.perf_counter() - t0)
             s = summary_ms(samples)
             s["median_ms"] = round(statistics.median(samples) * 1000, 3)
             s["command"] = " ".join(cmd)
+            s["env"] = BARE_ENV
             out[label] = s
     return out
 
 
 def rust_bootstrap() -> Path | None:
-    for cand in (REPO / "target" / "release" / "bootstrap", REPO / "target" / "release" / "stratus-test-fn-rust"):
+    for cand in (REPO / "target" / "release" / "bootstrap", REPO / "target-fixtures" / "release" / "bootstrap"):
         if cand.exists():
             return cand
     return None
