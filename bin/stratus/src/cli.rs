@@ -11,7 +11,12 @@ use serde_json::{Value, json};
 #[derive(Debug, clap::Args)]
 pub struct Endpoint {
     /// URL of the Stratus server.
-    #[arg(long, global = true, env = "STRATUS_ENDPOINT", default_value = "http://127.0.0.1:9000")]
+    #[arg(
+        long,
+        global = true,
+        env = "STRATUS_ENDPOINT",
+        default_value = "http://127.0.0.1:9000"
+    )]
     endpoint: String,
 }
 
@@ -110,7 +115,9 @@ struct Client {
 
 /// The path segment for a function name (ARNs contain ':').
 fn seg(name: &str) -> String {
-    name.replace('%', "%25").replace(':', "%3A").replace('/', "%2F")
+    name.replace('%', "%25")
+        .replace(':', "%3A")
+        .replace('/', "%2F")
 }
 
 impl Client {
@@ -121,15 +128,26 @@ impl Client {
         })
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<(reqwest::StatusCode, reqwest::header::HeaderMap, bytes::Bytes)> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(
+        reqwest::StatusCode,
+        reqwest::header::HeaderMap,
+        bytes::Bytes,
+    )> {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the Stratus server at {} (is `stratus server` running?)", self.base))?;
+        let resp = req.send().await.with_context(|| {
+            format!(
+                "cannot reach the Stratus server at {} (is `stratus server` running?)",
+                self.base
+            )
+        })?;
         let status = resp.status();
         let headers = resp.headers().clone();
         let bytes = resp.bytes().await?;
@@ -151,7 +169,12 @@ impl Client {
         Ok((status, headers, bytes))
     }
 
-    async fn json(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    async fn json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
         let (_, _, bytes) = self.call(method, path, body).await?;
         if bytes.is_empty() {
             return Ok(Value::Null);
@@ -208,33 +231,67 @@ fn config_body(c: &ConfigArgs) -> anyhow::Result<serde_json::Map<String, Value>>
 pub async fn function(cmd: FunctionCommand) -> anyhow::Result<u8> {
     use reqwest::Method;
     match cmd {
-        FunctionCommand::Create { name, config, code, endpoint } => {
+        FunctionCommand::Create {
+            name,
+            config,
+            code,
+            endpoint,
+        } => {
             let c = Client::new(&endpoint)?;
             let mut body = config_body(&config)?;
             body.insert("FunctionName".into(), json!(name));
             body.insert("Role".into(), json!(config.role));
             body.insert("Code".into(), json!({"ZipFile": code_zip(&code)?}));
-            let v = c.json(Method::POST, "/2015-03-31/functions", Some(Value::Object(body))).await?;
-            print_json(&v)?;
-        }
-        FunctionCommand::UpdateCode { name, code, endpoint } => {
-            let c = Client::new(&endpoint)?;
             let v = c
-                .json(Method::PUT, &format!("/2015-03-31/functions/{}/code", seg(&name)), Some(json!({"ZipFile": code_zip(&code)?})))
+                .json(
+                    Method::POST,
+                    "/2015-03-31/functions",
+                    Some(Value::Object(body)),
+                )
                 .await?;
             print_json(&v)?;
         }
-        FunctionCommand::UpdateConfig { name, config, endpoint } => {
+        FunctionCommand::UpdateCode {
+            name,
+            code,
+            endpoint,
+        } => {
+            let c = Client::new(&endpoint)?;
+            let v = c
+                .json(
+                    Method::PUT,
+                    &format!("/2015-03-31/functions/{}/code", seg(&name)),
+                    Some(json!({"ZipFile": code_zip(&code)?})),
+                )
+                .await?;
+            print_json(&v)?;
+        }
+        FunctionCommand::UpdateConfig {
+            name,
+            config,
+            endpoint,
+        } => {
             let c = Client::new(&endpoint)?;
             let body = config_body(&config)?;
             let v = c
-                .json(Method::PUT, &format!("/2015-03-31/functions/{}/configuration", seg(&name)), Some(Value::Object(body)))
+                .json(
+                    Method::PUT,
+                    &format!("/2015-03-31/functions/{}/configuration", seg(&name)),
+                    Some(Value::Object(body)),
+                )
                 .await?;
             print_json(&v)?;
         }
         FunctionCommand::Get { name, endpoint } => {
             let c = Client::new(&endpoint)?;
-            print_json(&c.json(Method::GET, &format!("/2015-03-31/functions/{}", seg(&name)), None).await?)?;
+            print_json(
+                &c.json(
+                    Method::GET,
+                    &format!("/2015-03-31/functions/{}", seg(&name)),
+                    None,
+                )
+                .await?,
+            )?;
         }
         FunctionCommand::List { endpoint } => {
             let c = Client::new(&endpoint)?;
@@ -258,7 +315,12 @@ pub async fn function(cmd: FunctionCommand) -> anyhow::Result<u8> {
         }
         FunctionCommand::Delete { name, endpoint } => {
             let c = Client::new(&endpoint)?;
-            c.call(Method::DELETE, &format!("/2015-03-31/functions/{}", seg(&name)), None).await?;
+            c.call(
+                Method::DELETE,
+                &format!("/2015-03-31/functions/{}", seg(&name)),
+                None,
+            )
+            .await?;
             eprintln!("deleted {name}");
         }
     }
@@ -277,32 +339,50 @@ pub async fn invoke(a: InvokeArgs) -> anyhow::Result<u8> {
     };
     let mut req = c
         .http
-        .post(format!("{}/2015-03-31/functions/{}/invocations", c.base, seg(&a.name)))
+        .post(format!(
+            "{}/2015-03-31/functions/{}/invocations",
+            c.base,
+            seg(&a.name)
+        ))
         .body(payload);
     if a.log {
         req = req.header("X-Amz-Log-Type", "Tail");
     }
-    let resp = req
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the Stratus server at {} (is `stratus server` running?)", c.base))?;
+    let resp = req.send().await.with_context(|| {
+        format!(
+            "cannot reach the Stratus server at {} (is `stratus server` running?)",
+            c.base
+        )
+    })?;
     let status = resp.status();
     let headers = resp.headers().clone();
     let body = resp.bytes().await?;
     if !status.is_success() {
-        let kind = headers.get("x-amzn-errortype").and_then(|v| v.to_str().ok()).unwrap_or("Error");
+        let kind = headers
+            .get("x-amzn-errortype")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("Error");
         let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        let msg = v.get("Message").or_else(|| v.get("message")).and_then(Value::as_str).unwrap_or("");
+        let msg = v
+            .get("Message")
+            .or_else(|| v.get("message"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
         bail!("{kind} ({}): {msg}", status.as_u16());
     }
     if a.log
-        && let Some(l) = headers.get("x-amz-log-result").and_then(|v| v.to_str().ok())
+        && let Some(l) = headers
+            .get("x-amz-log-result")
+            .and_then(|v| v.to_str().ok())
         && let Ok(text) = base64::engine::general_purpose::STANDARD.decode(l)
     {
         eprint!("{}", String::from_utf8_lossy(&text));
     }
     println!("{}", String::from_utf8_lossy(&body));
-    if let Some(err) = headers.get("x-amz-function-error").and_then(|v| v.to_str().ok()) {
+    if let Some(err) = headers
+        .get("x-amz-function-error")
+        .and_then(|v| v.to_str().ok())
+    {
         eprintln!("function error: {err}");
         return Ok(FUNCTION_ERROR_EXIT);
     }
@@ -315,7 +395,10 @@ mod tests {
 
     #[test]
     fn arn_names_are_escaped_in_paths() {
-        assert_eq!(seg("arn:aws:lambda:us-east-1:000000000000:function:f"), "arn%3Aaws%3Alambda%3Aus-east-1%3A000000000000%3Afunction%3Af");
+        assert_eq!(
+            seg("arn:aws:lambda:us-east-1:000000000000:function:f"),
+            "arn%3Aaws%3Alambda%3Aus-east-1%3A000000000000%3Afunction%3Af"
+        );
         assert_eq!(seg("plain"), "plain");
     }
 
@@ -333,7 +416,10 @@ mod tests {
         let m = config_body(&c).expect("valid");
         assert_eq!(m["Environment"]["Variables"]["B"], "x=y");
         assert_eq!(m["MemorySize"], 256);
-        let bad = ConfigArgs { env: vec!["novalue".into()], ..c };
+        let bad = ConfigArgs {
+            env: vec!["novalue".into()],
+            ..c
+        };
         assert!(config_body(&bad).is_err());
     }
 }

@@ -10,7 +10,11 @@ mod server;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "stratus", version, about = "Stratus: a self-hosted, Lambda-compatible serverless platform")]
+#[command(
+    name = "stratus",
+    version,
+    about = "Stratus: a self-hosted, Lambda-compatible serverless platform"
+)]
 struct Args {
     #[command(subcommand)]
     command: Command,
@@ -33,7 +37,10 @@ fn main() -> std::process::ExitCode {
         stratus_sandbox_process::jailer_main();
     }
     let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

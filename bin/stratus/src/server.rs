@@ -95,17 +95,24 @@ fn presign_key(dir: &Path) -> anyhow::Result<Vec<u8>> {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("STRATUS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .try_init();
 }
 
 pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     init_tracing();
     if !nix::unistd::geteuid().is_root() {
-        bail!("stratus server must run as root: sandboxes use namespaces and cgroups (rootless mode is not implemented yet)");
+        bail!(
+            "stratus server must run as root: sandboxes use namespaces and cgroups (rootless mode is not implemented yet)"
+        );
     }
     let data = a.data_dir.clone().unwrap_or_else(default_data_dir);
-    std::fs::create_dir_all(&data).with_context(|| format!("creating data dir {}", data.display()))?;
-    let meta = EmbeddedMetaStore::open(data.join("meta.redb")).context("opening the metadata store")?;
+    std::fs::create_dir_all(&data)
+        .with_context(|| format!("creating data dir {}", data.display()))?;
+    let meta =
+        EmbeddedMetaStore::open(data.join("meta.redb")).context("opening the metadata store")?;
     let blobs = FileBlobStore::open(data.join("blobs")).context("opening the code store")?;
     let meta: Arc<dyn stratus_store::MetaStore> = Arc::new(meta);
     let blobs: Arc<dyn stratus_store::BlobStore> = Arc::new(blobs);
@@ -189,7 +196,10 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         std::future::pending::<()>().await;
         return;
     };

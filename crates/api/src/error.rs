@@ -98,7 +98,9 @@ impl LambdaError {
     pub fn validation(value: &str, field: &str, constraint: &str) -> Self {
         Self::new(
             ErrorCode::Validation,
-            format!("1 validation error detected: Value '{value}' at '{field}' failed to satisfy constraint: {constraint}"),
+            format!(
+                "1 validation error detected: Value '{value}' at '{field}' failed to satisfy constraint: {constraint}"
+            ),
         )
     }
 
@@ -146,13 +148,23 @@ mod tests {
         assert_eq!(ErrorCode::ResourceNotFound.status(), 404);
         assert_eq!(ErrorCode::PreconditionFailed.status(), 412);
         assert_eq!(ErrorCode::RequestEntityTooLarge.status(), 413);
-        assert_eq!(ErrorCode::InvalidRequestContent.type_name(), "InvalidRequestContentException");
+        assert_eq!(
+            ErrorCode::InvalidRequestContent.type_name(),
+            "InvalidRequestContentException"
+        );
     }
 
     #[test]
     fn validation_wording() {
-        let e = LambdaError::validation("x!", "functionName", "Member must satisfy regular expression pattern: p");
-        assert!(e.message.starts_with("1 validation error detected: Value 'x!' at 'functionName'"));
+        let e = LambdaError::validation(
+            "x!",
+            "functionName",
+            "Member must satisfy regular expression pattern: p",
+        );
+        assert!(
+            e.message
+                .starts_with("1 validation error detected: Value 'x!' at 'functionName'")
+        );
         assert_eq!(e.body()["message"], e.message.as_str());
     }
 }

@@ -203,7 +203,9 @@ mod tests {
 
     #[test]
     fn empty_values() {
-        assert!(is_empty_value(&json!({"SubnetIds": [], "SecurityGroupIds": []})));
+        assert!(is_empty_value(
+            &json!({"SubnetIds": [], "SecurityGroupIds": []})
+        ));
         assert!(!is_empty_value(&json!({"Mode": "Active"})));
         assert!(!is_empty_value(&json!(false)));
     }
@@ -224,7 +226,9 @@ mod tests {
             code_sha256: "s".into(),
             version: "$LATEST".into(),
             environment: None,
-            tracing_config: TracingConfig { mode: Some("PassThrough".into()) },
+            tracing_config: TracingConfig {
+                mode: Some("PassThrough".into()),
+            },
             revision_id: "r".into(),
             state: "Active".into(),
             state_reason: None,
@@ -245,7 +249,17 @@ mod tests {
             runtime_version_config: json!({}),
         };
         let v = serde_json::to_value(&cfg).expect("serialises");
-        for k in ["FunctionName", "FunctionArn", "CodeSha256", "CodeSize", "RevisionId", "LastUpdateStatus", "EphemeralStorage", "SnapStart", "RuntimeVersionConfig"] {
+        for k in [
+            "FunctionName",
+            "FunctionArn",
+            "CodeSha256",
+            "CodeSize",
+            "RevisionId",
+            "LastUpdateStatus",
+            "EphemeralStorage",
+            "SnapStart",
+            "RuntimeVersionConfig",
+        ] {
             assert!(v.get(k).is_some(), "missing {k}");
         }
         assert!(v.get("StateReason").is_none());

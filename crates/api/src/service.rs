@@ -112,14 +112,22 @@ impl std::fmt::Debug for ConcurrencyPermit {
 pub trait Counting: Send + Sync + std::fmt::Debug {
     /// Takes one unit of the account's (and function's) concurrency, or
     /// returns a TooManyRequestsException.
-    fn acquire(&self, account: &AccountId, function: &str) -> Result<ConcurrencyPermit, LambdaError>;
+    fn acquire(
+        &self,
+        account: &AccountId,
+        function: &str,
+    ) -> Result<ConcurrencyPermit, LambdaError>;
 }
 
 /// The assignment service (worker manager): runs an invocation in a warm
 /// sandbox of the right function version, or a new one.
 #[async_trait]
 pub trait Invoker: Send + Sync + std::fmt::Debug {
-    async fn invoke(&self, spec: Arc<FunctionVersionSpec>, req: InvokeRequest) -> Result<InvokeResponse, LambdaError>;
+    async fn invoke(
+        &self,
+        spec: Arc<FunctionVersionSpec>,
+        req: InvokeRequest,
+    ) -> Result<InvokeResponse, LambdaError>;
 
     /// Retires every sandbox of `account`/`name` whose revision is not
     /// `keep_revision` (all of them when `None`): idle ones stop now, busy ones
@@ -148,5 +156,8 @@ pub trait Worker: Send + Sync + std::fmt::Debug {
     /// Makes the code available (fetched and unpacked) so sandboxes start fast.
     async fn prepare_code(&self, digest: &str) -> Result<(), LambdaError>;
     /// Creates a sandbox for `spec` and starts its runtime.
-    async fn create_sandbox(&self, spec: Arc<FunctionVersionSpec>) -> Result<Arc<dyn WarmSandbox>, LambdaError>;
+    async fn create_sandbox(
+        &self,
+        spec: Arc<FunctionVersionSpec>,
+    ) -> Result<Arc<dyn WarmSandbox>, LambdaError>;
 }

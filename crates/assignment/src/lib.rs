@@ -21,9 +21,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use async_trait::async_trait;
-use stratus_api::service::{FunctionVersionSpec, InvokeRequest, InvokeResponse, Invoker, VersionKey, WarmSandbox, Worker};
 use stratus_api::LambdaError;
-use stratus_placement::{decide, Decision, IdleSandbox, WorkerSlot};
+use stratus_api::service::{
+    FunctionVersionSpec, InvokeRequest, InvokeResponse, Invoker, VersionKey, WarmSandbox, Worker,
+};
+use stratus_placement::{Decision, IdleSandbox, WorkerSlot, decide};
 use stratus_types::AccountId;
 use tracing::Instrument;
 
@@ -154,10 +156,7 @@ impl LocalAssignment {
         let mut victims = Vec::new();
         let result = {
             let mut t = self.lock();
-            loop {
-                let Some(id) = t.idle.get_mut(key).and_then(Vec::pop) else {
-                    break;
-                };
+            while let Some(id) = t.idle.get_mut(key).and_then(Vec::pop) {
                 let alive = t.sandboxes.get(&id).is_some_and(|e| e.sandbox.is_alive());
                 if alive {
                     if let Some(e) = t.sandboxes.get_mut(&id) {
@@ -193,7 +192,10 @@ impl LocalAssignment {
                 .collect();
             let worker = match decide(&slots, &idle, memory_mb) {
                 Decision::Place { worker_id } => worker_id,
-                Decision::EvictThenPlace { worker_id, victims: ids } => {
+                Decision::EvictThenPlace {
+                    worker_id,
+                    victims: ids,
+                } => {
                     for id in ids {
                         if let Some(e) = t.remove_idle(&id) {
                             victims.push(e);
@@ -263,7 +265,10 @@ impl LocalAssignment {
             let ids: Vec<String> = t
                 .sandboxes
                 .iter()
-                .filter(|(_, e)| !e.busy && (e.idle_since.elapsed() >= self.cfg.keep_alive || !e.sandbox.is_alive()))
+                .filter(|(_, e)| {
+                    !e.busy
+                        && (e.idle_since.elapsed() >= self.cfg.keep_alive || !e.sandbox.is_alive())
+                })
                 .map(|(id, _)| id.clone())
                 .collect();
             ids.iter().filter_map(|id| t.remove_idle(id)).collect()
@@ -305,7 +310,11 @@ impl Drop for ReleaseGuard<'_> {
 
 #[async_trait]
 impl Invoker for LocalAssignment {
-    async fn invoke(&self, spec: Arc<FunctionVersionSpec>, req: InvokeRequest) -> Result<InvokeResponse, LambdaError> {
+    async fn invoke(
+        &self,
+        spec: Arc<FunctionVersionSpec>,
+        req: InvokeRequest,
+    ) -> Result<InvokeResponse, LambdaError> {
         let key = spec.key();
         let memory_mb = u64::from(spec.memory_mb);
         let sandbox = match self.take_or_reserve(&key, memory_mb)? {
@@ -348,12 +357,19 @@ impl Invoker for LocalAssignment {
     fn retire(&self, account: &AccountId, name: &str, keep_revision: Option<&str>) {
         let doomed: Vec<Entry> = {
             let mut t = self.lock();
-            t.retired
-                .insert((account.clone(), name.to_owned()), keep_revision.map(str::to_owned));
+            t.retired.insert(
+                (account.clone(), name.to_owned()),
+                keep_revision.map(str::to_owned),
+            );
             let ids: Vec<String> = t
                 .sandboxes
                 .iter()
-                .filter(|(_, e)| !e.busy && &e.key.account == account && e.key.name == name && t.is_retired(&e.key))
+                .filter(|(_, e)| {
+                    !e.busy
+                        && &e.key.account == account
+                        && e.key.name == name
+                        && t.is_retired(&e.key)
+                })
                 .map(|(id, _)| id.clone())
                 .collect();
             ids.iter().filter_map(|id| t.remove_idle(id)).collect()

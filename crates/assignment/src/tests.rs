@@ -60,7 +60,10 @@ impl Worker for FakeWorker {
     async fn prepare_code(&self, _digest: &str) -> Result<(), LambdaError> {
         Ok(())
     }
-    async fn create_sandbox(&self, _spec: Arc<FunctionVersionSpec>) -> Result<Arc<dyn WarmSandbox>, LambdaError> {
+    async fn create_sandbox(
+        &self,
+        _spec: Arc<FunctionVersionSpec>,
+    ) -> Result<Arc<dyn WarmSandbox>, LambdaError> {
         let n = self.created.fetch_add(1, Ordering::SeqCst);
         Ok(Arc::new(FakeSandbox {
             id: format!("sb{n}"),
@@ -71,7 +74,11 @@ impl Worker for FakeWorker {
     }
 }
 
-fn setup(capacity: u64, delay_ms: u64, keep_alive_s: u64) -> (Arc<LocalAssignment>, Arc<FakeWorker>) {
+fn setup(
+    capacity: u64,
+    delay_ms: u64,
+    keep_alive_s: u64,
+) -> (Arc<LocalAssignment>, Arc<FakeWorker>) {
     let worker = Arc::new(FakeWorker {
         capacity,
         created: AtomicUsize::new(0),
@@ -141,7 +148,11 @@ async fn parallel_invokes_get_parallel_sandboxes() {
     assert_eq!(w.created.load(Ordering::SeqCst), 4);
 }
 
-async fn futures_join(a: &Arc<LocalAssignment>, s: &Arc<FunctionVersionSpec>, n: usize) -> Vec<Result<String, LambdaError>> {
+async fn futures_join(
+    a: &Arc<LocalAssignment>,
+    s: &Arc<FunctionVersionSpec>,
+    n: usize,
+) -> Vec<Result<String, LambdaError>> {
     let mut handles = Vec::new();
     for _ in 0..n {
         let a = Arc::clone(a);
@@ -174,7 +185,11 @@ async fn full_worker_evicts_idle_sandboxes_of_other_functions() {
     // Room for h only by evicting f's sandbox, the least recently used.
     assert_eq!(run(&a, &spec("h", "r1", 128)).await.expect("ok"), "sb2");
     assert_eq!(w.shutdowns.load(Ordering::SeqCst), 1);
-    assert_eq!(run(&a, &spec("g", "r1", 128)).await.expect("ok"), "sb1", "g stayed warm");
+    assert_eq!(
+        run(&a, &spec("g", "r1", 128)).await.expect("ok"),
+        "sb1",
+        "g stayed warm"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -187,7 +202,9 @@ async fn throttles_when_nothing_can_be_freed() {
     tokio::time::sleep(Duration::from_millis(10)).await;
     let err = run(&a, &spec("g", "r1", 128)).await.expect_err("no room");
     assert_eq!(err.code, ErrorCode::TooManyRequests);
-    busy.await.expect("task").expect("the busy invoke completes");
+    busy.await
+        .expect("task")
+        .expect("the busy invoke completes");
     assert_eq!(a.stats().reserved_mb, 256);
 }
 

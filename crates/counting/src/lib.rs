@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use stratus_api::service::{ConcurrencyPermit, Counting};
 use stratus_api::LambdaError;
+use stratus_api::service::{ConcurrencyPermit, Counting};
 use stratus_types::AccountId;
 
 /// Counting for one machine: in-memory counters.
@@ -59,7 +59,11 @@ impl Drop for Release {
 }
 
 impl Counting for LocalCounting {
-    fn acquire(&self, account: &AccountId, _function: &str) -> Result<ConcurrencyPermit, LambdaError> {
+    fn acquire(
+        &self,
+        account: &AccountId,
+        _function: &str,
+    ) -> Result<ConcurrencyPermit, LambdaError> {
         let mut map = lock(&self.in_flight);
         let n = map.entry(account.clone()).or_insert(0);
         if *n >= self.account_limit {

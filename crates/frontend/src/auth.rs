@@ -56,7 +56,10 @@ mod tests {
     fn default_region_without_or_with_bad_credentials() {
         assert_eq!(caller(&HeaderMap::new()).region, "us-east-1");
         let mut h = HeaderMap::new();
-        h.insert("authorization", HeaderValue::from_static("AWS4-HMAC-SHA256 Credential=AK/2026/../lambda"));
+        h.insert(
+            "authorization",
+            HeaderValue::from_static("AWS4-HMAC-SHA256 Credential=AK/2026/../lambda"),
+        );
         assert_eq!(caller(&h).region, "us-east-1");
     }
 }

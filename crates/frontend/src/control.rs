@@ -3,15 +3,15 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use base64::Engine;
 use serde::de::DeserializeOwned;
 use stratus_api::model::{
-    CreateFunctionRequest, GetFunctionResponse, FunctionCodeLocation, ListFunctionsResponse,
+    CreateFunctionRequest, FunctionCodeLocation, GetFunctionResponse, ListFunctionsResponse,
     UpdateFunctionCodeRequest, UpdateFunctionConfigurationRequest,
 };
 use stratus_api::{ErrorCode, LambdaError};
@@ -19,12 +19,12 @@ use stratus_store::StoreError;
 use stratus_types::limits::{
     EPHEMERAL_DEFAULT_MB, MEMORY_DEFAULT_MB, TIMEOUT_DEFAULT_S, ZIP_MAX_BYTES,
 };
-use stratus_types::{function_arn, AccountId, FunctionRef};
+use stratus_types::{AccountId, FunctionRef, function_arn};
 
-use crate::auth::{caller, Caller};
+use crate::auth::{Caller, caller};
 use crate::error::ApiResult;
 use crate::registry::{Cached, FunctionRecord, RegistryError};
-use crate::{presign, validate, Frontend};
+use crate::{Frontend, presign, validate};
 
 /// Parses a JSON request body.
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, LambdaError> {
@@ -41,7 +41,9 @@ pub fn now_timestamp() -> String {
     let f = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]+0000"
     );
-    time::OffsetDateTime::now_utc().format(&f).unwrap_or_default()
+    time::OffsetDateTime::now_utc()
+        .format(&f)
+        .unwrap_or_default()
 }
 
 fn new_revision() -> String {
@@ -59,26 +61,38 @@ fn registry_error(e: RegistryError, arn: &str) -> LambdaError {
 
 /// Resolves a FunctionName path parameter (and optional Qualifier) to a
 /// cached function of the caller's account. Only `$LATEST` exists today.
-pub fn resolve(fe: &Frontend, c: &Caller, name_param: &str, qualifier: Option<&str>) -> Result<Cached, LambdaError> {
+pub fn resolve(
+    fe: &Frontend,
+    c: &Caller,
+    name_param: &str,
+    qualifier: Option<&str>,
+) -> Result<Cached, LambdaError> {
     let r = FunctionRef::parse(name_param).map_err(|_| {
         LambdaError::validation(
             name_param,
             "functionName",
-            &format!("Member must satisfy regular expression pattern: {}", stratus_types::FUNCTION_NAME_PATTERN),
+            &format!(
+                "Member must satisfy regular expression pattern: {}",
+                stratus_types::FUNCTION_NAME_PATTERN
+            ),
         )
     })?;
     let qualifier = match (qualifier, r.qualifier.as_deref()) {
         (Some(a), Some(b)) if a != b => {
             return Err(LambdaError::invalid(
                 "The derived qualifier from the function name does not match the specified qualifier.",
-            ))
+            ));
         }
         (Some(q), _) | (None, Some(q)) => Some(q.to_owned()),
         (None, None) => None,
     };
     if let Some(q) = &qualifier {
         stratus_types::validate_qualifier(q).map_err(|_| {
-            LambdaError::validation(q, "qualifier", "Member must satisfy regular expression pattern: (|[a-zA-Z0-9$_-]+)")
+            LambdaError::validation(
+                q,
+                "qualifier",
+                "Member must satisfy regular expression pattern: (|[a-zA-Z0-9$_-]+)",
+            )
         })?;
     }
     let account = r.account.clone().unwrap_or_else(|| c.account.clone());
@@ -101,7 +115,11 @@ pub fn resolve(fe: &Frontend, c: &Caller, name_param: &str, qualifier: Option<&s
 fn decode_zip(b64: &str) -> Result<Vec<u8>, LambdaError> {
     let zip = base64::engine::general_purpose::STANDARD
         .decode(b64.trim())
-        .map_err(|_| LambdaError::invalid("Could not unzip uploaded file. Please check your file, then try to upload again."))?;
+        .map_err(|_| {
+            LambdaError::invalid(
+                "Could not unzip uploaded file. Please check your file, then try to upload again.",
+            )
+        })?;
     if zip.len() > ZIP_MAX_BYTES {
         return Err(LambdaError::new(
             ErrorCode::RequestEntityTooLarge,
@@ -129,7 +147,10 @@ fn host(headers: &HeaderMap) -> String {
     headers
         .get("host")
         .and_then(|h| h.to_str().ok())
-        .filter(|h| h.chars().all(|c| c.is_ascii_alphanumeric() || ".:-[]".contains(c)))
+        .filter(|h| {
+            h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".:-[]".contains(c))
+        })
         .unwrap_or("127.0.0.1:9000")
         .to_owned()
 }
@@ -138,7 +159,11 @@ fn host(headers: &HeaderMap) -> String {
 /// their settled state once their code is ready.
 pub async fn finish_pending(fe: &Arc<Frontend>) {
     for c in fe.registry.all() {
-        settle(Arc::clone(fe), c.record.account.clone(), c.record.name.clone());
+        settle(
+            Arc::clone(fe),
+            c.record.account.clone(),
+            c.record.name.clone(),
+        );
     }
 }
 
@@ -146,7 +171,9 @@ pub async fn finish_pending(fe: &Arc<Frontend>) {
 fn settle(fe: Arc<Frontend>, account: AccountId, name: String) {
     tokio::spawn(async move {
         for _ in 0..5 {
-            let Some(c) = fe.registry.get(&account, &name) else { return };
+            let Some(c) = fe.registry.get(&account, &name) else {
+                return;
+            };
             let r = &c.record;
             if r.state == "Active" && r.last_update_status.as_deref() != Some("InProgress") {
                 return;
@@ -169,7 +196,11 @@ fn settle(fe: Arc<Frontend>, account: AccountId, name: String) {
     });
 }
 
-pub async fn create_function(State(fe): State<Arc<Frontend>>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+pub async fn create_function(
+    State(fe): State<Arc<Frontend>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
     let c = caller(&headers);
     let req: CreateFunctionRequest = parse(&body)?;
     validate::function_name(&req.function_name)?;
@@ -187,10 +218,27 @@ pub async fn create_function(State(fe): State<Arc<Frontend>>, headers: HeaderMap
     validate::role(role)?;
     let description = req.description.clone().unwrap_or_default();
     validate::description(&description)?;
-    let memory = req.memory_size.map(validate::memory).transpose()?.unwrap_or(MEMORY_DEFAULT_MB);
-    let timeout = req.timeout.map(validate::timeout).transpose()?.unwrap_or(TIMEOUT_DEFAULT_S);
-    let ephemeral = req.ephemeral_storage.as_ref().map(validate::ephemeral).transpose()?.unwrap_or(EPHEMERAL_DEFAULT_MB);
-    let environment = req.environment.as_ref().map(validate::environment).transpose()?;
+    let memory = req
+        .memory_size
+        .map(validate::memory)
+        .transpose()?
+        .unwrap_or(MEMORY_DEFAULT_MB);
+    let timeout = req
+        .timeout
+        .map(validate::timeout)
+        .transpose()?
+        .unwrap_or(TIMEOUT_DEFAULT_S);
+    let ephemeral = req
+        .ephemeral_storage
+        .as_ref()
+        .map(validate::ephemeral)
+        .transpose()?
+        .unwrap_or(EPHEMERAL_DEFAULT_MB);
+    let environment = req
+        .environment
+        .as_ref()
+        .map(validate::environment)
+        .transpose()?;
     let architectures = validate::architectures(&req.architectures)?;
     validate::tracing_config(&req.tracing_config)?;
     validate::logging_config(&req.logging_config, &req.function_name)?;
@@ -198,16 +246,24 @@ pub async fn create_function(State(fe): State<Arc<Frontend>>, headers: HeaderMap
         return Err(validate::unsupported("PackageType Image (container images)").into());
     }
     validate::other_fields(&req.other, "")?;
-    let code = req
-        .code
-        .ok_or_else(|| LambdaError::invalid("Code is a mandatory parameter: upload the deployment package as Code.ZipFile."))?;
+    let code = req.code.ok_or_else(|| {
+        LambdaError::invalid(
+            "Code is a mandatory parameter: upload the deployment package as Code.ZipFile.",
+        )
+    })?;
     validate::other_fields(&code.other, "Code.")?;
-    let zip_b64 = code
-        .zip_file
-        .ok_or_else(|| LambdaError::invalid("Stratus takes code as Code.ZipFile (S3 locations and images are not supported)."))?;
+    let zip_b64 = code.zip_file.ok_or_else(|| {
+        LambdaError::invalid(
+            "Stratus takes code as Code.ZipFile (S3 locations and images are not supported).",
+        )
+    })?;
     let arn = function_arn(&c.region, &c.account, &req.function_name, None);
     if fe.registry.get(&c.account, &req.function_name).is_some() {
-        return Err(LambdaError::conflict(format!("Function already exist: {}", req.function_name)).into());
+        return Err(LambdaError::conflict(format!(
+            "Function already exist: {}",
+            req.function_name
+        ))
+        .into());
     }
     let zip = decode_zip(&zip_b64)?;
     let (digest, sha, size) = store_code(&fe, zip).await?;
@@ -238,9 +294,11 @@ pub async fn create_function(State(fe): State<Arc<Frontend>>, headers: HeaderMap
         }
         other => registry_error(other, &arn),
     })?;
-    fe.deps
-        .invoker
-        .retire(&c.account, &req.function_name, Some(&cached.record.revision_id));
+    fe.deps.invoker.retire(
+        &c.account,
+        &req.function_name,
+        Some(&cached.record.revision_id),
+    );
     let doc = cached.record.configuration();
     settle(Arc::clone(&fe), c.account, req.function_name);
     Ok((StatusCode::CREATED, Json(doc)).into_response())
@@ -259,7 +317,12 @@ pub async fn get_function(
         configuration: r.configuration(),
         code: FunctionCodeLocation {
             repository_type: "S3".into(),
-            location: presign::url(&fe.deps.presign_key, &host(&headers), r.account.as_str(), &r.code_digest),
+            location: presign::url(
+                &fe.deps.presign_key,
+                &host(&headers),
+                r.account.as_str(),
+                &r.code_digest,
+            ),
         },
     };
     Ok(Json(resp).into_response())
@@ -287,14 +350,24 @@ pub async fn list_functions(
         Some(s) => match s.parse::<usize>() {
             Ok(n) if (1..=10_000).contains(&n) => n,
             _ => {
-                return Err(LambdaError::validation(s, "maxItems", "Member must have value between 1 and 10000").into());
+                return Err(LambdaError::validation(
+                    s,
+                    "maxItems",
+                    "Member must have value between 1 and 10000",
+                )
+                .into());
             }
         },
     };
     if let Some(v) = q.get("FunctionVersion")
         && v != "ALL"
     {
-        return Err(LambdaError::validation(v, "functionVersion", "Member must satisfy enum value set: [ALL]").into());
+        return Err(LambdaError::validation(
+            v,
+            "functionVersion",
+            "Member must satisfy enum value set: [ALL]",
+        )
+        .into());
     }
     let marker = q.get("Marker").filter(|m| !m.is_empty());
     let after = match marker {
@@ -355,7 +428,9 @@ fn check_update(found: &Cached, revision_id: Option<&str>) -> Result<(), LambdaE
             "The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id",
         ));
     }
-    if found.record.last_update_status.as_deref() == Some("InProgress") || found.record.state == "Pending" {
+    if found.record.last_update_status.as_deref() == Some("InProgress")
+        || found.record.state == "Pending"
+    {
         return Err(LambdaError::conflict(format!(
             "The operation cannot be performed at this time. An update is in progress for resource: {}",
             found.record.arn()
@@ -364,7 +439,11 @@ fn check_update(found: &Cached, revision_id: Option<&str>) -> Result<(), LambdaE
     Ok(())
 }
 
-async fn commit_update(fe: &Arc<Frontend>, found: &Cached, mut next: FunctionRecord) -> ApiResult<Response> {
+async fn commit_update(
+    fe: &Arc<Frontend>,
+    found: &Cached,
+    mut next: FunctionRecord,
+) -> ApiResult<Response> {
     next.revision_id = new_revision();
     next.last_modified = now_timestamp();
     next.last_update_status = Some("InProgress".into());
@@ -375,7 +454,9 @@ async fn commit_update(fe: &Arc<Frontend>, found: &Cached, mut next: FunctionRec
         .await
         .map_err(|e| registry_error(e, &arn))?;
     let r = &cached.record;
-    fe.deps.invoker.retire(&r.account, &r.name, Some(&r.revision_id));
+    fe.deps
+        .invoker
+        .retire(&r.account, &r.name, Some(&r.revision_id));
     let doc = r.configuration();
     settle(Arc::clone(fe), r.account.clone(), r.name.clone());
     Ok(Json(doc).into_response())
@@ -392,7 +473,9 @@ pub async fn update_configuration(
     let found = resolve(&fe, &c, &name, None)?;
     let mut next = (*found.record).clone();
     if let Some(rt) = &req.runtime {
-        next.runtime = validate::runtime(rt, &fe.deps.interpreters)?.id().to_owned();
+        next.runtime = validate::runtime(rt, &fe.deps.interpreters)?
+            .id()
+            .to_owned();
     }
     if let Some(h) = &req.handler {
         validate::handler(h)?;
@@ -439,9 +522,9 @@ pub async fn update_code(
     }
     validate::architectures(&req.architectures)?;
     validate::other_fields(&req.other, "")?;
-    let zip_b64 = req
-        .zip_file
-        .ok_or_else(|| LambdaError::invalid("Please provide a source for function code: Stratus takes ZipFile."))?;
+    let zip_b64 = req.zip_file.ok_or_else(|| {
+        LambdaError::invalid("Please provide a source for function code: Stratus takes ZipFile.")
+    })?;
     check_update(&found, req.revision_id.as_deref())?;
     let zip = decode_zip(&zip_b64)?;
     let (digest, sha, size) = store_code(&fe, zip).await?;
@@ -469,5 +552,4 @@ mod tests {
         assert!(t.ends_with("+0000"));
         assert_eq!(&t[10..11], "T");
     }
-
 }

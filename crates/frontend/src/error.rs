@@ -22,7 +22,10 @@ impl IntoResponse for ApiError {
         }
         let mut resp = (e.code.status(), axum::Json(e.body())).into_response();
         let h = resp.headers_mut();
-        h.insert("x-amzn-errortype", HeaderValue::from_static(e.code.type_name()));
+        h.insert(
+            "x-amzn-errortype",
+            HeaderValue::from_static(e.code.type_name()),
+        );
         if let Some(s) = e.retry_after_s
             && let Ok(v) = HeaderValue::from_str(&s.to_string())
         {

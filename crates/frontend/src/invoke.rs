@@ -14,10 +14,10 @@ use stratus_api::{ErrorCode, LambdaError};
 use stratus_types::limits::SYNC_REQUEST_MAX_BYTES;
 use tracing::Instrument;
 
+use crate::Frontend;
 use crate::auth::caller;
 use crate::control::resolve;
 use crate::error::ApiResult;
-use crate::Frontend;
 
 /// The largest X-Amz-Client-Context Lambda accepts (base64 text).
 const CLIENT_CONTEXT_MAX: usize = 3583;
@@ -29,7 +29,9 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 fn too_large() -> LambdaError {
     LambdaError::new(
         ErrorCode::RequestEntityTooLarge,
-        format!("Request must be smaller than {SYNC_REQUEST_MAX_BYTES} bytes for the InvokeFunction operation"),
+        format!(
+            "Request must be smaller than {SYNC_REQUEST_MAX_BYTES} bytes for the InvokeFunction operation"
+        ),
     )
 }
 
@@ -50,7 +52,11 @@ fn trace_id() -> String {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let r = uuid::Uuid::new_v4().simple().to_string();
-    format!("Root=1-{now:08x}-{};Parent={};Sampled=0", &r[..24], &r[16..32])
+    format!(
+        "Root=1-{now:08x}-{};Parent={};Sampled=0",
+        &r[..24],
+        &r[16..32]
+    )
 }
 
 pub async fn invoke(
@@ -85,21 +91,34 @@ pub async fn invoke(
         None | Some("None") => false,
         Some("Tail") => true,
         Some(other) => {
-            return Err(LambdaError::validation(other, "logType", "Member must satisfy enum value set: [None, Tail]").into())
+            return Err(LambdaError::validation(
+                other,
+                "logType",
+                "Member must satisfy enum value set: [None, Tail]",
+            )
+            .into());
         }
     };
     let client_context = match header(&headers, "x-amz-client-context") {
         None => None,
         Some(cc) if cc.len() > CLIENT_CONTEXT_MAX => {
-            return Err(LambdaError::invalid("Client context must be smaller than 3583 bytes.").into())
+            return Err(
+                LambdaError::invalid("Client context must be smaller than 3583 bytes.").into(),
+            );
         }
         Some(cc) => {
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(cc)
                 .ok()
                 .and_then(|b| String::from_utf8(b).ok())
-                .filter(|s| serde_json::from_str::<serde_json::Value>(s).is_ok_and(|v| v.is_object()))
-                .ok_or_else(|| LambdaError::invalid("Client context must be a valid Base64-encoded JSON object."))?;
+                .filter(|s| {
+                    serde_json::from_str::<serde_json::Value>(s).is_ok_and(|v| v.is_object())
+                })
+                .ok_or_else(|| {
+                    LambdaError::invalid(
+                        "Client context must be a valid Base64-encoded JSON object.",
+                    )
+                })?;
             Some(decoded)
         }
     };
@@ -112,7 +131,9 @@ pub async fn invoke(
         if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&payload) {
             return Err(LambdaError::new(
                 ErrorCode::InvalidRequestContent,
-                format!("Could not parse request body into json: Could not parse payload into json: {e}"),
+                format!(
+                    "Could not parse request body into json: Could not parse payload into json: {e}"
+                ),
             )
             .into());
         }
@@ -125,15 +146,21 @@ pub async fn invoke(
         )
         .into());
     }
-    let spec = found
-        .spec
-        .clone()
-        .ok_or_else(|| LambdaError::service(format!("function {} has an unrunnable runtime {}", record.name, record.runtime)))?;
+    let spec = found.spec.clone().ok_or_else(|| {
+        LambdaError::service(format!(
+            "function {} has an unrunnable runtime {}",
+            record.name, record.runtime
+        ))
+    })?;
     if dry_run {
-        return Ok(with_request_id(StatusCode::NO_CONTENT.into_response(), &request_id));
+        return Ok(with_request_id(
+            StatusCode::NO_CONTENT.into_response(),
+            &request_id,
+        ));
     }
     let _permit = fe.deps.counting.acquire(&record.account, &record.name)?;
-    let invoked_arn = stratus_types::function_arn(&record.region, &record.account, &record.name, qualifier);
+    let invoked_arn =
+        stratus_types::function_arn(&record.region, &record.account, &record.name, qualifier);
     let req = InvokeRequest {
         request_id: request_id.clone(),
         payload,

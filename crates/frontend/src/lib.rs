@@ -22,10 +22,10 @@ mod validate;
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderValue;
 use axum::routing::{get, post, put};
-use axum::Router;
 use stratus_api::service::{Counting, Invoker, Worker};
 use stratus_store::{BlobStore, MetaStore};
 
@@ -89,7 +89,10 @@ const CONTROL_BODY_LIMIT: usize = 72 * 1024 * 1024;
 /// Builds the HTTP router.
 pub fn router(fe: Arc<Frontend>) -> Router {
     Router::new()
-        .route("/2015-03-31/functions", post(control::create_function).get(control::list_functions))
+        .route(
+            "/2015-03-31/functions",
+            post(control::create_function).get(control::list_functions),
+        )
         .route("/2015-03-31/functions/", get(control::list_functions))
         .route(
             "/2015-03-31/functions/{name}",
@@ -99,8 +102,14 @@ pub fn router(fe: Arc<Frontend>) -> Router {
             "/2015-03-31/functions/{name}/configuration",
             get(control::get_configuration).put(control::update_configuration),
         )
-        .route("/2015-03-31/functions/{name}/code", put(control::update_code))
-        .route("/2015-03-31/functions/{name}/invocations", post(invoke::invoke))
+        .route(
+            "/2015-03-31/functions/{name}/code",
+            put(control::update_code),
+        )
+        .route(
+            "/2015-03-31/functions/{name}/invocations",
+            post(invoke::invoke),
+        )
         .route("/_stratus/code/{account}/{digest}", get(presign::download))
         .route("/health", get(|| async { "ok" }))
         .fallback(error::unknown_operation)

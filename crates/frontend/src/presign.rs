@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -74,7 +74,9 @@ pub async fn download(
         })
     });
     if !valid {
-        return denied("The request signature we calculated does not match the signature you provided.");
+        return denied(
+            "The request signature we calculated does not match the signature you provided.",
+        );
     }
     if now_s() > expires {
         return denied("Request has expired");

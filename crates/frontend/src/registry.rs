@@ -11,7 +11,9 @@ use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use stratus_api::model::{Environment, EphemeralStorage, FunctionConfiguration, LoggingConfig, TracingConfig};
+use stratus_api::model::{
+    Environment, EphemeralStorage, FunctionConfiguration, LoggingConfig, TracingConfig,
+};
 use stratus_api::service::FunctionVersionSpec;
 use stratus_store::{MetaStore, Precondition, StoreError};
 use stratus_types::{AccountId, Runtime};
@@ -67,7 +69,9 @@ impl FunctionRecord {
             last_modified: self.last_modified.clone(),
             code_sha256: self.code_sha256.clone(),
             version: "$LATEST".into(),
-            environment: self.environment.as_ref().map(|v| Environment { variables: v.clone() }),
+            environment: self.environment.as_ref().map(|v| Environment {
+                variables: v.clone(),
+            }),
             tracing_config: TracingConfig {
                 mode: Some("PassThrough".into()),
             },
@@ -157,11 +161,15 @@ impl Registry {
             };
             after = Some(last.clone());
             for (k, v) in page {
-                let record: FunctionRecord = serde_json::from_slice(&v.value).map_err(|e| RegistryError::Corrupt {
-                    key: k.clone(),
-                    message: e.to_string(),
-                })?;
-                cache.insert((record.account.clone(), record.name.clone()), cached(record, v.version));
+                let record: FunctionRecord =
+                    serde_json::from_slice(&v.value).map_err(|e| RegistryError::Corrupt {
+                        key: k.clone(),
+                        message: e.to_string(),
+                    })?;
+                cache.insert(
+                    (record.account.clone(), record.name.clone()),
+                    cached(record, v.version),
+                );
             }
         }
         Ok(Registry {
@@ -183,11 +191,18 @@ impl Registry {
     }
 
     pub fn get(&self, account: &AccountId, name: &str) -> Option<Cached> {
-        self.read().get(&(account.clone(), name.to_owned())).cloned()
+        self.read()
+            .get(&(account.clone(), name.to_owned()))
+            .cloned()
     }
 
     /// Names of an account's functions in order, strictly after `after`.
-    pub fn list(&self, account: &AccountId, after: Option<&str>, limit: usize) -> (Vec<Arc<FunctionRecord>>, bool) {
+    pub fn list(
+        &self,
+        account: &AccountId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (Vec<Arc<FunctionRecord>>, bool) {
         let cache = self.read();
         let mut all: Vec<&Cached> = cache
             .iter()
@@ -196,13 +211,23 @@ impl Registry {
             .collect();
         all.sort_by(|a, b| a.record.name.cmp(&b.record.name));
         let more = all.len() > limit;
-        (all.into_iter().take(limit).map(|c| Arc::clone(&c.record)).collect(), more)
+        (
+            all.into_iter()
+                .take(limit)
+                .map(|c| Arc::clone(&c.record))
+                .collect(),
+            more,
+        )
     }
 
     /// Writes a record: `expected` is the store version it was derived from
     /// (`None` to create). Fails with `StoreError::Conflict` if someone else
     /// wrote first.
-    pub async fn put(&self, record: FunctionRecord, expected: Option<u64>) -> Result<Cached, RegistryError> {
+    pub async fn put(
+        &self,
+        record: FunctionRecord,
+        expected: Option<u64>,
+    ) -> Result<Cached, RegistryError> {
         let k = key(&record.account, &record.name);
         let value = serde_json::to_vec(&record).map_err(|e| RegistryError::Corrupt {
             key: k.clone(),
@@ -220,7 +245,12 @@ impl Registry {
     }
 
     /// Deletes a function; returns its last record if it existed.
-    pub async fn delete(&self, account: &AccountId, name: &str, expected: u64) -> Result<(), RegistryError> {
+    pub async fn delete(
+        &self,
+        account: &AccountId,
+        name: &str,
+        expected: u64,
+    ) -> Result<(), RegistryError> {
         self.store
             .delete(&key(account, name), Precondition::Version(expected))
             .await?;

@@ -1,1 +1,415 @@
-//! Front-end tests (filled below).
+//! Router-level tests: the real front end over the embedded store, with a
+//! fake worker and invoker (no sandboxes, no socket).
+
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use stratus_api::LambdaError;
+use stratus_api::service::{
+    ConcurrencyPermit, FunctionVersionSpec, InvokeRequest, InvokeResponse, WarmSandbox,
+};
+use stratus_types::AccountId;
+use tower::ServiceExt;
+
+use super::*;
+
+#[derive(Debug, Default)]
+struct FakeInvoker {
+    seen: Mutex<Vec<(Arc<FunctionVersionSpec>, InvokeRequest)>>,
+    retired: Mutex<Vec<(String, Option<String>)>>,
+}
+
+#[async_trait]
+impl Invoker for FakeInvoker {
+    async fn invoke(
+        &self,
+        spec: Arc<FunctionVersionSpec>,
+        req: InvokeRequest,
+    ) -> Result<InvokeResponse, LambdaError> {
+        let payload = req.payload.clone();
+        let id = req.request_id.clone();
+        self.seen.lock().expect("lock").push((spec, req));
+        Ok(InvokeResponse {
+            payload,
+            function_error: None,
+            executed_version: "$LATEST".into(),
+            log: format!("START RequestId: {id} Version: $LATEST\nEND RequestId: {id}\n"),
+            cold_start: true,
+        })
+    }
+    fn retire(&self, _account: &AccountId, name: &str, keep: Option<&str>) {
+        self.retired
+            .lock()
+            .expect("lock")
+            .push((name.to_owned(), keep.map(str::to_owned)));
+    }
+}
+
+#[derive(Debug)]
+struct FakeWorker;
+
+#[async_trait]
+impl Worker for FakeWorker {
+    fn id(&self) -> &str {
+        "fake"
+    }
+    fn capacity_mb(&self) -> u64 {
+        1024
+    }
+    async fn prepare_code(&self, _digest: &str) -> Result<(), LambdaError> {
+        Ok(())
+    }
+    async fn create_sandbox(
+        &self,
+        _spec: Arc<FunctionVersionSpec>,
+    ) -> Result<Arc<dyn WarmSandbox>, LambdaError> {
+        Err(LambdaError::service("not used"))
+    }
+}
+
+#[derive(Debug)]
+struct Unlimited;
+
+impl Counting for Unlimited {
+    fn acquire(&self, _a: &AccountId, _f: &str) -> Result<ConcurrencyPermit, LambdaError> {
+        Ok(ConcurrencyPermit::new(()))
+    }
+}
+
+struct Harness {
+    app: Router,
+    invoker: Arc<FakeInvoker>,
+    _dir: tempfile::TempDir,
+}
+
+async fn harness() -> Harness {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let meta = stratus_store_embedded::EmbeddedMetaStore::open(dir.path().join("meta.redb"))
+        .expect("meta");
+    let blobs =
+        stratus_store_embedded::FileBlobStore::open(dir.path().join("blobs")).expect("blobs");
+    let invoker = Arc::new(FakeInvoker::default());
+    let fe = Frontend::new(FrontendDeps {
+        meta: Arc::new(meta),
+        blobs: Arc::new(blobs),
+        counting: Arc::new(Unlimited),
+        invoker: Arc::clone(&invoker) as Arc<dyn Invoker>,
+        worker: Arc::new(FakeWorker),
+        presign_key: b"test-key".to_vec(),
+        interpreters: Interpreters {
+            python: Some("/usr/bin/python3".into()),
+            node: None,
+        },
+    })
+    .await
+    .expect("frontend");
+    Harness {
+        app: router(fe),
+        invoker,
+        _dir: dir,
+    }
+}
+
+fn zip_b64() -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("app.py"),
+        "def handler(e, c):\n    return e\n",
+    )
+    .expect("write");
+    let zip = stratus_code::zip_directory(dir.path()).expect("zip");
+    base64::engine::general_purpose::STANDARD.encode(zip)
+}
+
+async fn call(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Body>,
+) -> (StatusCode, axum::http::HeaderMap, Bytes) {
+    let mut b = Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let resp = app
+        .clone()
+        .oneshot(b.body(body.into()).expect("request"))
+        .await
+        .expect("infallible");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, headers, bytes)
+}
+
+fn json_of(b: &Bytes) -> Value {
+    serde_json::from_slice(b).expect("json body")
+}
+
+async fn create(app: &Router, name: &str) -> Value {
+    let body = json!({
+        "FunctionName": name, "Runtime": "python3.12", "Role": "arn:aws:iam::123456789012:role/r",
+        "Handler": "app.handler", "Code": {"ZipFile": zip_b64()}
+    });
+    let (s, _, b) = call(app, "POST", "/2015-03-31/functions", &[], body.to_string()).await;
+    assert_eq!(s, StatusCode::CREATED, "{}", String::from_utf8_lossy(&b));
+    json_of(&b)
+}
+
+async fn wait_active(app: &Router, name: &str) -> Value {
+    for _ in 0..100 {
+        let (_, _, b) = call(
+            app,
+            "GET",
+            &format!("/2015-03-31/functions/{name}/configuration"),
+            &[],
+            Body::empty(),
+        )
+        .await;
+        let v = json_of(&b);
+        if v["State"] == "Active" && v["LastUpdateStatus"] == "Successful" {
+            return v;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("{name} never became Active");
+}
+
+#[tokio::test]
+async fn create_is_pending_then_active_and_duplicates_conflict() {
+    let h = harness().await;
+    let doc = create(&h.app, "f1").await;
+    assert_eq!(doc["State"], "Pending");
+    assert_eq!(doc["StateReasonCode"], "Creating");
+    assert!(doc.get("LastUpdateStatus").is_none());
+    assert_eq!(
+        doc["FunctionArn"],
+        "arn:aws:lambda:us-east-1:000000000000:function:f1"
+    );
+    let active = wait_active(&h.app, "f1").await;
+    assert_eq!(active["RevisionId"], doc["RevisionId"]);
+    let body = json!({"FunctionName": "f1", "Runtime": "python3.12", "Role": "arn:aws:iam::123456789012:role/r",
+        "Handler": "app.handler", "Code": {"ZipFile": zip_b64()}});
+    let (s, hd, _) = call(
+        &h.app,
+        "POST",
+        "/2015-03-31/functions",
+        &[],
+        body.to_string(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!(hd["x-amzn-errortype"], "ResourceConflictException");
+}
+
+#[tokio::test]
+async fn unimplemented_fields_are_refused_by_name() {
+    let h = harness().await;
+    let body = json!({"FunctionName": "f", "Runtime": "python3.12", "Role": "arn:aws:iam::123456789012:role/r",
+        "Handler": "app.handler", "Code": {"ZipFile": zip_b64()}, "VpcConfig": {"SubnetIds": ["subnet-1"]}});
+    let (s, hd, b) = call(
+        &h.app,
+        "POST",
+        "/2015-03-31/functions",
+        &[],
+        body.to_string(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(hd["x-amzn-errortype"], "InvalidParameterValueException");
+    assert!(
+        json_of(&b)["Message"]
+            .as_str()
+            .expect("message")
+            .contains("VpcConfig")
+    );
+}
+
+#[tokio::test]
+async fn invoke_validates_payload_and_passes_it_on() {
+    let h = harness().await;
+    create(&h.app, "f2").await;
+    wait_active(&h.app, "f2").await;
+    let uri = "/2015-03-31/functions/f2/invocations";
+
+    let (s, hd, b) = call(&h.app, "POST", uri, &[("x-amz-log-type", "Tail")], "").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(&b[..], b"{}", "empty body reaches the function as {{}}");
+    assert_eq!(hd["x-amz-executed-version"], "$LATEST");
+    let id = hd["x-amzn-requestid"].to_str().expect("ascii").to_owned();
+    let first_id = h.invoker.seen.lock().expect("lock")[0].1.request_id.clone();
+    assert_eq!(first_id, id, "the response's request id is the handler's");
+    let tail = base64::engine::general_purpose::STANDARD
+        .decode(hd["x-amz-log-result"].as_bytes())
+        .expect("base64");
+    assert!(String::from_utf8_lossy(&tail).contains(&format!("START RequestId: {id}")));
+
+    let (s, hd, _) = call(&h.app, "POST", uri, &[], "{not json").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(hd["x-amzn-errortype"], "InvalidRequestContentException");
+
+    let big = vec![b' '; stratus_types::limits::SYNC_REQUEST_MAX_BYTES + 1];
+    let (s, hd, _) = call(&h.app, "POST", uri, &[], big).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(hd["x-amzn-errortype"], "RequestEntityTooLargeException");
+
+    let (s, _, b) = call(
+        &h.app,
+        "POST",
+        uri,
+        &[("x-amz-invocation-type", "DryRun")],
+        "{}",
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert!(b.is_empty());
+    assert_eq!(
+        h.invoker.seen.lock().expect("lock").len(),
+        1,
+        "DryRun and bad requests never reach the invoker"
+    );
+}
+
+#[tokio::test]
+async fn missing_functions_are_404_with_their_arn() {
+    let h = harness().await;
+    let (s, hd, b) = call(
+        &h.app,
+        "POST",
+        "/2015-03-31/functions/nope/invocations",
+        &[],
+        "{}",
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(hd["x-amzn-errortype"], "ResourceNotFoundException");
+    assert_eq!(
+        json_of(&b)["Message"],
+        "Function not found: arn:aws:lambda:us-east-1:000000000000:function:nope"
+    );
+    let (s, _, _) = call(
+        &h.app,
+        "GET",
+        "/2015-03-31/functions/nope:prod",
+        &[],
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn updates_check_revision_and_retire_old_sandboxes() {
+    let h = harness().await;
+    create(&h.app, "f3").await;
+    let before = wait_active(&h.app, "f3").await;
+    let uri = "/2015-03-31/functions/f3/configuration";
+    let (s, hd, _) = call(
+        &h.app,
+        "PUT",
+        uri,
+        &[],
+        json!({"MemorySize": 256, "RevisionId": "stale"}).to_string(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(hd["x-amzn-errortype"], "PreconditionFailedException");
+    let body = json!({"MemorySize": 256, "RevisionId": before["RevisionId"], "Environment": {"Variables": {"A": "1"}}});
+    let (s, _, b) = call(&h.app, "PUT", uri, &[], body.to_string()).await;
+    assert_eq!(s, StatusCode::OK);
+    let doc = json_of(&b);
+    assert_eq!(doc["LastUpdateStatus"], "InProgress");
+    assert_ne!(doc["RevisionId"], before["RevisionId"]);
+    let after = wait_active(&h.app, "f3").await;
+    assert_eq!(after["MemorySize"], 256);
+    assert_eq!(after["Environment"]["Variables"]["A"], "1");
+    let retired = h.invoker.retired.lock().expect("lock");
+    assert!(
+        retired
+            .iter()
+            .any(|(n, keep)| n == "f3" && keep.as_deref() == doc["RevisionId"].as_str())
+    );
+}
+
+#[tokio::test]
+async fn list_pages_with_markers() {
+    let h = harness().await;
+    for n in ["a", "b", "c", "d", "e"] {
+        create(&h.app, n).await;
+    }
+    let mut names = Vec::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let uri = match &marker {
+            Some(m) => format!("/2015-03-31/functions?MaxItems=2&Marker={m}"),
+            None => "/2015-03-31/functions?MaxItems=2".into(),
+        };
+        let (s, _, b) = call(&h.app, "GET", &uri, &[], Body::empty()).await;
+        assert_eq!(s, StatusCode::OK);
+        let v = json_of(&b);
+        let page = v["Functions"].as_array().expect("array");
+        assert!(page.len() <= 2);
+        names.extend(
+            page.iter()
+                .map(|f| f["FunctionName"].as_str().expect("name").to_owned()),
+        );
+        match v.get("NextMarker").and_then(Value::as_str) {
+            Some(m) => marker = Some(m.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(names, ["a", "b", "c", "d", "e"]);
+    let (s, hd, _) = call(
+        &h.app,
+        "GET",
+        "/2015-03-31/functions?MaxItems=0",
+        &[],
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(hd["x-amzn-errortype"], "ValidationException");
+}
+
+#[tokio::test]
+async fn presigned_code_urls_download_and_refuse_tampering() {
+    let h = harness().await;
+    create(&h.app, "f4").await;
+    let (_, _, b) = call(
+        &h.app,
+        "GET",
+        "/2015-03-31/functions/f4",
+        &[("host", "localhost:9000")],
+        Body::empty(),
+    )
+    .await;
+    let loc = json_of(&b)["Code"]["Location"]
+        .as_str()
+        .expect("location")
+        .to_owned();
+    let path = loc.strip_prefix("http://localhost:9000").expect("our host");
+    let (s, _, zip) = call(&h.app, "GET", path, &[], Body::empty()).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD.encode(&zip),
+        zip_b64()
+    );
+    let tampered = path.replace("Expires=", "Expires=9");
+    let (s, _, _) = call(&h.app, "GET", &tampered, &[], Body::empty()).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn unknown_routes_are_404() {
+    let h = harness().await;
+    let (s, hd, _) = call(&h.app, "GET", "/2099-01-01/nothing", &[], Body::empty()).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(hd.contains_key("x-amzn-requestid"));
+}

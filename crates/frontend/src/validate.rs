@@ -3,11 +3,13 @@
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
-use stratus_api::model::{is_empty_value, Environment, EphemeralStorage, LoggingConfig, TracingConfig};
 use stratus_api::LambdaError;
+use stratus_api::model::{
+    Environment, EphemeralStorage, LoggingConfig, TracingConfig, is_empty_value,
+};
 use stratus_types::limits::*;
-use stratus_types::runtime::{RuntimeError, ALL_IDS};
-use stratus_types::{NameError, Runtime, RuntimeFamily, FUNCTION_NAME_PATTERN};
+use stratus_types::runtime::{ALL_IDS, RuntimeError};
+use stratus_types::{FUNCTION_NAME_PATTERN, NameError, Runtime, RuntimeFamily};
 
 use crate::Interpreters;
 
@@ -39,7 +41,11 @@ const ROLE_PATTERN: &str = "arn:(aws[a-zA-Z-]*)?:iam::\\d{12}:role/?[a-zA-Z_0-9+
 pub fn function_name(name: &str) -> Result<(), LambdaError> {
     match stratus_types::validate_function_name(name) {
         Ok(()) => Ok(()),
-        Err(NameError::FunctionTooLong(_)) if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') => {
+        Err(NameError::FunctionTooLong(_))
+            if name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') =>
+        {
             // The model allows 140 characters (ARNs); the service refuses
             // plain names over 64 itself, as InvalidParameterValueException.
             Err(LambdaError::invalid(format!(
@@ -82,7 +88,10 @@ pub fn role(role: &str) -> Result<(), LambdaError> {
     let ok = role.starts_with("arn:aws") && role.contains(":iam::") && {
         let after = role.split(":iam::").nth(1).unwrap_or("");
         let (acct, rest) = after.split_at(after.len().min(12));
-        acct.len() == 12 && acct.bytes().all(|b| b.is_ascii_digit()) && rest.starts_with(":role/") && rest.len() > 6
+        acct.len() == 12
+            && acct.bytes().all(|b| b.is_ascii_digit())
+            && rest.starts_with(":role/")
+            && rest.len() > 6
     };
     if ok {
         Ok(())
@@ -165,7 +174,8 @@ pub fn environment(env: &Environment) -> Result<BTreeMap<String, String>, Lambda
     let vars = &env.variables;
     for k in vars.keys() {
         let mut chars = k.chars();
-        let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic()) && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !ok {
             return Err(LambdaError::validation(
                 k,
@@ -196,7 +206,11 @@ pub fn environment(env: &Environment) -> Result<BTreeMap<String, String>, Lambda
 }
 
 pub fn architectures(a: &Option<Vec<String>>) -> Result<Vec<String>, LambdaError> {
-    let host = if cfg!(target_arch = "aarch64") { "arm64" } else { "x86_64" };
+    let host = if cfg!(target_arch = "aarch64") {
+        "arm64"
+    } else {
+        "x86_64"
+    };
     match a.as_deref() {
         None | Some([]) => Ok(vec![host.to_owned()]),
         Some([one]) if one == host => Ok(vec![host.to_owned()]),
@@ -223,7 +237,10 @@ pub fn logging_config(l: &Option<LoggingConfig>, name: &str) -> Result<(), Lambd
     if l.log_format.as_deref().is_some_and(|f| f != "Text") {
         return Err(unsupported("LoggingConfig.LogFormat other than Text"));
     }
-    if l.log_group.as_deref().is_some_and(|g| g != format!("/aws/lambda/{name}")) {
+    if l.log_group
+        .as_deref()
+        .is_some_and(|g| g != format!("/aws/lambda/{name}"))
+    {
         return Err(unsupported("LoggingConfig.LogGroup"));
     }
     if l.application_log_level.is_some() || l.system_log_level.is_some() {
@@ -268,7 +285,10 @@ mod tests {
     #[test]
     fn names() {
         assert!(function_name("ok-name_1").is_ok());
-        assert_eq!(function_name("bad!").expect_err("bad").code, ErrorCode::Validation);
+        assert_eq!(
+            function_name("bad!").expect_err("bad").code,
+            ErrorCode::Validation
+        );
         let long = function_name(&"a".repeat(65)).expect_err("long");
         assert_eq!(long.code, ErrorCode::InvalidParameterValue);
         assert!(long.message.contains("64"));
@@ -282,43 +302,69 @@ mod tests {
         assert!(e.message.contains("Member must satisfy enum value set"));
         let e = runtime("nodejs20.x", &interps()).expect_err("no node here");
         assert!(e.message.contains("not available"));
-        assert!(runtime("java21", &interps()).expect_err("java").message.contains("not supported"));
+        assert!(
+            runtime("java21", &interps())
+                .expect_err("java")
+                .message
+                .contains("not supported")
+        );
         assert!(runtime("provided.al2023", &interps()).is_ok());
     }
 
     #[test]
     fn memory_and_timeout_limits() {
         assert_eq!(memory(127).expect_err("low").code, ErrorCode::Validation);
-        assert_eq!(memory(10241).expect_err("high").code, ErrorCode::InvalidParameterValue);
+        assert_eq!(
+            memory(10241).expect_err("high").code,
+            ErrorCode::InvalidParameterValue
+        );
         assert_eq!(memory(10240).expect("max"), 10240);
         assert_eq!(timeout(0).expect_err("low").code, ErrorCode::Validation);
-        assert_eq!(timeout(901).expect_err("high").code, ErrorCode::InvalidParameterValue);
+        assert_eq!(
+            timeout(901).expect_err("high").code,
+            ErrorCode::InvalidParameterValue
+        );
     }
 
     #[test]
     fn environment_rules() {
         let env = |pairs: &[(&str, &str)]| Environment {
-            variables: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            variables: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         assert!(environment(&env(&[("GREETING", "hi")])).is_ok());
         let e = environment(&env(&[("AWS_REGION", "x")])).expect_err("reserved");
-        assert!(e.message.contains("Reserved keys used in this request: AWS_REGION"));
+        assert!(
+            e.message
+                .contains("Reserved keys used in this request: AWS_REGION")
+        );
         let big = "x".repeat(4100);
         let e = environment(&env(&[("BIG", &big)])).expect_err("too big");
         assert!(e.message.contains("exceeded the 4KB limit"));
-        assert_eq!(environment(&env(&[("1BAD", "x")])).expect_err("name").code, ErrorCode::Validation);
+        assert_eq!(
+            environment(&env(&[("1BAD", "x")])).expect_err("name").code,
+            ErrorCode::Validation
+        );
     }
 
     #[test]
     fn roles() {
         assert!(role("arn:aws:iam::123456789012:role/lambda-role").is_ok());
-        assert_eq!(role("not-a-role").expect_err("bad").code, ErrorCode::Validation);
+        assert_eq!(
+            role("not-a-role").expect_err("bad").code,
+            ErrorCode::Validation
+        );
     }
 
     #[test]
     fn unsupported_fields_are_named() {
         let mut m = Map::new();
-        m.insert("VpcConfig".into(), serde_json::json!({"SubnetIds": [], "SecurityGroupIds": []}));
+        m.insert(
+            "VpcConfig".into(),
+            serde_json::json!({"SubnetIds": [], "SecurityGroupIds": []}),
+        );
         m.insert("Publish".into(), Value::Bool(false));
         assert!(other_fields(&m, "").is_ok());
         m.insert("KMSKeyArn".into(), Value::String("arn:aws:kms:x".into()));

@@ -120,14 +120,28 @@ mod tests {
     #[test]
     fn places_where_it_fits_best() {
         let ws = [w("a", 1000, 0), w("b", 1000, 700)];
-        assert_eq!(decide(&ws, &[], 256), Decision::Place { worker_id: "b".into() });
-        assert_eq!(decide(&ws, &[], 512), Decision::Place { worker_id: "a".into() });
+        assert_eq!(
+            decide(&ws, &[], 256),
+            Decision::Place {
+                worker_id: "b".into()
+            }
+        );
+        assert_eq!(
+            decide(&ws, &[], 512),
+            Decision::Place {
+                worker_id: "a".into()
+            }
+        );
     }
 
     #[test]
     fn evicts_least_recently_used_first() {
         let ws = [w("a", 512, 512)];
-        let idle = [idle("new", "a", 128, 20), idle("old", "a", 128, 10), idle("mid", "a", 256, 15)];
+        let idle = [
+            idle("new", "a", 128, 20),
+            idle("old", "a", 128, 10),
+            idle("mid", "a", 256, 15),
+        ];
         assert_eq!(
             decide(&ws, &idle, 256),
             Decision::EvictThenPlace {

@@ -13,7 +13,9 @@ pub mod runtime;
 pub use runtime::{Runtime, RuntimeFamily};
 
 /// A 12-digit AWS-style account id.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct AccountId(String);
 
@@ -192,13 +194,20 @@ pub fn is_region(s: &str) -> bool {
         _ => return false,
     };
     head[0].len() == 2
-        && head.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && head
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
         && tail.len() == 1
         && tail.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Builds a function ARN.
-pub fn function_arn(region: &str, account: &AccountId, name: &str, qualifier: Option<&str>) -> String {
+pub fn function_arn(
+    region: &str,
+    account: &AccountId,
+    name: &str,
+    qualifier: Option<&str>,
+) -> String {
     match qualifier {
         Some(q) => format!("arn:aws:lambda:{region}:{account}:function:{name}:{q}"),
         None => format!("arn:aws:lambda:{region}:{account}:function:{name}"),
@@ -228,10 +237,14 @@ mod tests {
 
     #[test]
     fn parses_full_and_partial_arns() {
-        let r = FunctionRef::parse("arn:aws:lambda:eu-west-1:123456789012:function:f:7").expect("valid");
+        let r = FunctionRef::parse("arn:aws:lambda:eu-west-1:123456789012:function:f:7")
+            .expect("valid");
         assert_eq!(r.name, "f");
         assert_eq!(r.region.as_deref(), Some("eu-west-1"));
-        assert_eq!(r.account.as_ref().map(AccountId::as_str), Some("123456789012"));
+        assert_eq!(
+            r.account.as_ref().map(AccountId::as_str),
+            Some("123456789012")
+        );
         assert_eq!(r.qualifier.as_deref(), Some("7"));
         let r = FunctionRef::parse("123456789012:function:f").expect("valid");
         assert_eq!(r.name, "f");
@@ -240,7 +253,16 @@ mod tests {
 
     #[test]
     fn rejects_bad_names() {
-        for bad in ["", "my-function!", "a:b:c", "arn:aws:s3:::bucket", "12:function:f", "f:", "f:bad!q", "arn:aws:lambda:nowhere:123456789012:function:f"] {
+        for bad in [
+            "",
+            "my-function!",
+            "a:b:c",
+            "arn:aws:s3:::bucket",
+            "12:function:f",
+            "f:",
+            "f:bad!q",
+            "arn:aws:lambda:nowhere:123456789012:function:f",
+        ] {
             assert!(FunctionRef::parse(bad).is_err(), "{bad} should be refused");
         }
     }
@@ -248,8 +270,14 @@ mod tests {
     #[test]
     fn create_names_are_stricter() {
         assert!(validate_function_name("ok_Name-1").is_ok());
-        assert!(matches!(validate_function_name("a.b"), Err(NameError::FunctionPattern(_))));
-        assert!(matches!(validate_function_name(&"a".repeat(65)), Err(NameError::FunctionTooLong(_))));
+        assert!(matches!(
+            validate_function_name("a.b"),
+            Err(NameError::FunctionPattern(_))
+        ));
+        assert!(matches!(
+            validate_function_name(&"a".repeat(65)),
+            Err(NameError::FunctionTooLong(_))
+        ));
     }
 
     #[test]

@@ -59,7 +59,9 @@ pub enum RuntimeError {
     #[error("unknown runtime {0:?}")]
     Unknown(String),
     /// A Lambda runtime id whose language Stratus does not run.
-    #[error("runtime {0:?} is not supported by Stratus (supported: python3.x, nodejs*.x, provided, provided.al2, provided.al2023)")]
+    #[error(
+        "runtime {0:?} is not supported by Stratus (supported: python3.x, nodejs*.x, provided, provided.al2, provided.al2023)"
+    )]
     Unsupported(String),
 }
 
@@ -78,7 +80,10 @@ impl Runtime {
         } else {
             return Err(RuntimeError::Unsupported(id.to_owned()));
         };
-        Ok(Runtime { id: id.to_owned(), family })
+        Ok(Runtime {
+            id: id.to_owned(),
+            family,
+        })
     }
 
     pub fn id(&self) -> &str {
@@ -110,16 +115,34 @@ mod tests {
 
     #[test]
     fn families() {
-        assert_eq!(Runtime::parse("python3.12").map(|r| r.family()), Ok(RuntimeFamily::Python));
-        assert_eq!(Runtime::parse("nodejs20.x").map(|r| r.family()), Ok(RuntimeFamily::Node));
-        assert_eq!(Runtime::parse("provided.al2023").map(|r| r.family()), Ok(RuntimeFamily::Provided));
+        assert_eq!(
+            Runtime::parse("python3.12").map(|r| r.family()),
+            Ok(RuntimeFamily::Python)
+        );
+        assert_eq!(
+            Runtime::parse("nodejs20.x").map(|r| r.family()),
+            Ok(RuntimeFamily::Node)
+        );
+        assert_eq!(
+            Runtime::parse("provided.al2023").map(|r| r.family()),
+            Ok(RuntimeFamily::Provided)
+        );
     }
 
     #[test]
     fn refuses_unknown_and_unsupported() {
-        assert!(matches!(Runtime::parse("PYTHON3.9"), Err(RuntimeError::Unknown(_))));
-        assert!(matches!(Runtime::parse("python2.7"), Err(RuntimeError::Unknown(_))));
-        assert!(matches!(Runtime::parse("java21"), Err(RuntimeError::Unsupported(_))));
+        assert!(matches!(
+            Runtime::parse("PYTHON3.9"),
+            Err(RuntimeError::Unknown(_))
+        ));
+        assert!(matches!(
+            Runtime::parse("python2.7"),
+            Err(RuntimeError::Unknown(_))
+        ));
+        assert!(matches!(
+            Runtime::parse("java21"),
+            Err(RuntimeError::Unsupported(_))
+        ));
     }
 
     #[test]

@@ -10,7 +10,8 @@ use stratus_types::limits::UNZIPPED_MAX_BYTES;
 use tokio::sync::{Mutex, OnceCell};
 
 /// The message Lambda gives for any archive it cannot unpack.
-pub const UNZIP_FAILED: &str = "Could not unzip uploaded file. Please check your file, then try to upload again.";
+pub const UNZIP_FAILED: &str =
+    "Could not unzip uploaded file. Please check your file, then try to upload again.";
 
 #[derive(Debug)]
 pub struct CodeCache {
@@ -33,7 +34,9 @@ impl CodeCache {
     /// Returns the directory holding the unpacked code of `digest`.
     pub async fn prepare(&self, digest: &str) -> Result<PathBuf, LambdaError> {
         if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(LambdaError::service(format!("invalid code digest {digest:?}")));
+            return Err(LambdaError::service(format!(
+                "invalid code digest {digest:?}"
+            )));
         }
         let dest = self.dir.join(digest);
         let cell = {
@@ -49,18 +52,18 @@ impl CodeCache {
                     Ok(Some(p)) => p,
                     Ok(None) => {
                         // The backend keeps no local file: stage a copy.
-                        let bytes = self
-                            .blobs
-                            .get(digest)
-                            .await
-                            .map_err(|e| LambdaError::service(format!("reading code {digest}: {e}")))?;
+                        let bytes = self.blobs.get(digest).await.map_err(|e| {
+                            LambdaError::service(format!("reading code {digest}: {e}"))
+                        })?;
                         let staged = self.dir.join(format!("{digest}.zip"));
-                        tokio::fs::write(&staged, &bytes)
-                            .await
-                            .map_err(|e| LambdaError::service(format!("staging code {digest}: {e}")))?;
+                        tokio::fs::write(&staged, &bytes).await.map_err(|e| {
+                            LambdaError::service(format!("staging code {digest}: {e}"))
+                        })?;
                         staged
                     }
-                    Err(e) => return Err(LambdaError::service(format!("locating code {digest}: {e}"))),
+                    Err(e) => {
+                        return Err(LambdaError::service(format!("locating code {digest}: {e}")));
+                    }
                 };
                 let dest2 = dest.clone();
                 tokio::task::spawn_blocking(move || {

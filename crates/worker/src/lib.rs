@@ -20,8 +20,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use stratus_api::service::{FunctionVersionSpec, WarmSandbox, Worker};
 use stratus_api::LambdaError;
+use stratus_api::service::{FunctionVersionSpec, WarmSandbox, Worker};
 use stratus_sandbox::SandboxBackend;
 use stratus_store::BlobStore;
 
@@ -104,7 +104,10 @@ impl Worker for LocalWorker {
         self.code.prepare(digest).await.map(|_| ())
     }
 
-    async fn create_sandbox(&self, spec: Arc<FunctionVersionSpec>) -> Result<Arc<dyn WarmSandbox>, LambdaError> {
+    async fn create_sandbox(
+        &self,
+        spec: Arc<FunctionVersionSpec>,
+    ) -> Result<Arc<dyn WarmSandbox>, LambdaError> {
         let code_dir = self.code.prepare(&spec.code_digest).await?;
         sandbox::start(
             &*self.backend,

@@ -131,9 +131,12 @@ mod tests {
             }
         });
         let task = tokio::spawn(Arc::clone(&pump).run());
-        writer.join().expect("writer");
+        // Join off the runtime thread: the pump must keep reading meanwhile.
+        tokio::task::spawn_blocking(move || writer.join())
+            .await
+            .expect("join task")
+            .expect("writer");
         task.await.expect("pump ends");
         assert!(pump.take().len() <= MAX_BUFFER);
     }
-
 }

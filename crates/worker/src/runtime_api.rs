@@ -8,12 +8,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
 use http_body_util::{BodyExt, Limited};
 use serde_json::json;
 use stratus_api::service::InvokeRequest;
@@ -76,15 +76,74 @@ impl RuntimeApiState {
 pub fn router(state: Arc<RuntimeApiState>) -> Router {
     Router::new()
         .route("/2018-06-01/runtime/invocation/next", get(next))
-        .route("/2018-06-01/runtime/invocation/{id}/response", post(response))
+        .route(
+            "/2018-06-01/runtime/invocation/{id}/response",
+            post(response),
+        )
         .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
         .route("/2018-06-01/runtime/init/error", post(init_error))
-        .fallback(|| async { api_error(StatusCode::NOT_FOUND, "NotFound", "Unknown Runtime API path") })
+        .fallback(|| async { Refusal::NotFound })
         .with_state(state)
 }
 
-fn api_error(status: StatusCode, kind: &str, message: &str) -> Response {
-    (status, axum::Json(json!({"errorType": kind, "errorMessage": message}))).into_response()
+/// Every way a Runtime API call can be refused, with the status and
+/// `errorType` the Lambda Runtime API uses for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// A call out of order (e.g. `next` while an invocation is open).
+    InvalidStateTransition(&'static str),
+    /// A response or error for an id that is not the open invocation.
+    InvalidRequestId,
+    /// A response body over the 6 MiB + 100 bytes limit.
+    TooLarge,
+    /// The body could not be read.
+    BadBody,
+    /// The sandbox is being shut down.
+    ShuttingDown,
+    /// No such path.
+    NotFound,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let (status, kind, message) = match self {
+            Refusal::InvalidStateTransition(m) => (
+                StatusCode::FORBIDDEN,
+                "InvalidStateTransition",
+                m.to_owned(),
+            ),
+            Refusal::InvalidRequestId => (
+                StatusCode::BAD_REQUEST,
+                "InvalidRequestID",
+                "Invalid request ID".to_owned(),
+            ),
+            Refusal::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLarge",
+                format!("Exceeded maximum allowed payload size ({SYNC_RESPONSE_MAX_BYTES} bytes)."),
+            ),
+            Refusal::BadBody => (
+                StatusCode::BAD_REQUEST,
+                "InvalidRequest",
+                "Could not read the request body".to_owned(),
+            ),
+            Refusal::ShuttingDown => (
+                StatusCode::GONE,
+                "SandboxShutdown",
+                "The sandbox is shutting down".to_owned(),
+            ),
+            Refusal::NotFound => (
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "Unknown Runtime API path".to_owned(),
+            ),
+        };
+        (
+            status,
+            axum::Json(json!({"errorType": kind, "errorMessage": message})),
+        )
+            .into_response()
+    }
 }
 
 fn accepted() -> Response {
@@ -100,11 +159,10 @@ fn now_ms() -> u64 {
 
 async fn next(State(st): State<Arc<RuntimeApiState>>) -> Response {
     if st.inflight().is_some() {
-        return api_error(
-            StatusCode::FORBIDDEN,
-            "InvalidStateTransition",
+        return Refusal::InvalidStateTransition(
             "State transition from Running to Ready failed: the current invocation has no response yet",
-        );
+        )
+        .into_response();
     }
     if !st.initialized.swap(true, Ordering::SeqCst) {
         st.ready.send_replace(Some(Instant::now()));
@@ -114,7 +172,7 @@ async fn next(State(st): State<Arc<RuntimeApiState>>) -> Response {
         rx.recv().await
     };
     let Some(d) = dispatch else {
-        return api_error(StatusCode::GONE, "SandboxShutdown", "The sandbox is shutting down");
+        return Refusal::ShuttingDown.into_response();
     };
     let deadline = now_ms() + d.timeout_ms;
     let mut headers = HeaderMap::new();
@@ -142,52 +200,48 @@ async fn next(State(st): State<Arc<RuntimeApiState>>) -> Response {
 }
 
 /// Takes the in-flight invocation if `id` names it.
-fn take_inflight(st: &RuntimeApiState, id: &str) -> Result<oneshot::Sender<RuntimeReply>, Response> {
+fn take_inflight(st: &RuntimeApiState, id: &str) -> Result<oneshot::Sender<RuntimeReply>, Refusal> {
     let mut guard = st.inflight();
-    match guard.as_ref() {
-        Some(inf) if inf.request_id == id => Ok(guard.take().map(|i| i.reply).ok_or_else(|| {
-            api_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal", "no invocation")
-        })?),
-        Some(_) => Err(api_error(StatusCode::BAD_REQUEST, "InvalidRequestID", "Invalid request ID")),
-        None => Err(api_error(
-            StatusCode::BAD_REQUEST,
-            "InvalidRequestID",
-            "Invalid request ID: no invocation is in progress",
-        )),
+    if guard.as_ref().is_some_and(|inf| inf.request_id == id) {
+        guard
+            .take()
+            .map(|i| i.reply)
+            .ok_or(Refusal::InvalidRequestId)
+    } else {
+        Err(Refusal::InvalidRequestId)
     }
 }
 
-async fn read_limited(body: Body) -> Result<Bytes, Response> {
+async fn read_limited(body: Body) -> Result<Bytes, Refusal> {
     match Limited::new(body, SYNC_RESPONSE_MAX_BYTES).collect().await {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(api_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "RequestEntityTooLarge",
-            &format!("Exceeded maximum allowed payload size ({SYNC_RESPONSE_MAX_BYTES} bytes)."),
-        )),
-        Err(_) => Err(api_error(StatusCode::BAD_REQUEST, "InvalidRequest", "Could not read the request body")),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Refusal::TooLarge),
+        Err(_) => Err(Refusal::BadBody),
     }
 }
 
-async fn response(State(st): State<Arc<RuntimeApiState>>, Path(id): Path<String>, body: Body) -> Response {
+async fn response(
+    State(st): State<Arc<RuntimeApiState>>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Response {
     let reply = match take_inflight(&st, &id) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(refusal) => return refusal.into_response(),
     };
     match read_limited(body).await {
         Ok(bytes) => {
             let _ = reply.send(RuntimeReply::Response(bytes));
             accepted()
         }
-        Err(resp) => {
-            if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                let _ = reply.send(RuntimeReply::TooLarge);
-            } else {
-                let _ = reply.send(RuntimeReply::Error {
+        Err(refusal) => {
+            let _ = reply.send(match refusal {
+                Refusal::TooLarge => RuntimeReply::TooLarge,
+                _ => RuntimeReply::Error {
                     body: Bytes::from_static(br#"{"errorType":"Runtime.InvalidResponse","errorMessage":"The runtime's response could not be read"}"#),
-                });
-            }
-            resp
+                },
+            });
+            refusal.into_response()
         }
     }
 }
@@ -205,10 +259,15 @@ fn error_document(body: Bytes, headers: &HeaderMap) -> Bytes {
     Bytes::from(json!({"errorType": kind, "errorMessage": message}).to_string())
 }
 
-async fn error(State(st): State<Arc<RuntimeApiState>>, Path(id): Path<String>, headers: HeaderMap, body: Body) -> Response {
+async fn error(
+    State(st): State<Arc<RuntimeApiState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let reply = match take_inflight(&st, &id) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(refusal) => return refusal.into_response(),
     };
     let body = read_limited(body).await.unwrap_or_else(|_| {
         Bytes::from_static(br#"{"errorType":"Runtime.Unknown","errorMessage":"The runtime's error document was too large"}"#)
@@ -219,16 +278,20 @@ async fn error(State(st): State<Arc<RuntimeApiState>>, Path(id): Path<String>, h
     accepted()
 }
 
-async fn init_error(State(st): State<Arc<RuntimeApiState>>, headers: HeaderMap, body: Body) -> Response {
+async fn init_error(
+    State(st): State<Arc<RuntimeApiState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     if st.inflight().is_some() {
-        return api_error(
-            StatusCode::FORBIDDEN,
-            "InvalidStateTransition",
+        return Refusal::InvalidStateTransition(
             "State transition from Running to InitError failed",
-        );
+        )
+        .into_response();
     }
     let body = read_limited(body).await.unwrap_or_else(|_| Bytes::new());
-    st.init_error.send_replace(Some(error_document(body, &headers)));
+    st.init_error
+        .send_replace(Some(error_document(body, &headers)));
     accepted()
 }
 
@@ -252,7 +315,12 @@ mod tests {
         }
     }
 
-    async fn call(st: &Arc<RuntimeApiState>, method: &str, uri: &str, body: &'static [u8]) -> Response {
+    async fn call(
+        st: &Arc<RuntimeApiState>,
+        method: &str,
+        uri: &str,
+        body: &'static [u8],
+    ) -> Response {
         let r = axum::http::Request::builder()
             .method(method)
             .uri(uri)
@@ -266,25 +334,57 @@ mod tests {
         let (st, tx) = state();
         let (dtx, drx) = oneshot::channel();
         let (rtx, rrx) = oneshot::channel();
-        tx.send(Dispatch { req: req("id-1"), timeout_ms: 3000, dispatched: dtx, reply: rtx }).await.expect("send");
+        tx.send(Dispatch {
+            req: req("id-1"),
+            timeout_ms: 3000,
+            dispatched: dtx,
+            reply: rtx,
+        })
+        .await
+        .expect("send");
         let resp = call(&st, "GET", "/2018-06-01/runtime/invocation/next", b"").await;
         assert_eq!(resp.status(), StatusCode::OK);
         assert_eq!(resp.headers()["lambda-runtime-aws-request-id"], "id-1");
-        let deadline: u64 = resp.headers()["lambda-runtime-deadline-ms"].to_str().expect("ascii").parse().expect("number");
+        let deadline: u64 = resp.headers()["lambda-runtime-deadline-ms"]
+            .to_str()
+            .expect("ascii")
+            .parse()
+            .expect("number");
         assert!(deadline > now_ms() + 2000);
-        assert_eq!(resp.headers()["lambda-runtime-invoked-function-arn"], "arn:aws:lambda:us-east-1:000000000000:function:f");
+        assert_eq!(
+            resp.headers()["lambda-runtime-invoked-function-arn"],
+            "arn:aws:lambda:us-east-1:000000000000:function:f"
+        );
         drx.await.expect("dispatched");
         // Unknown id is refused; the right one is accepted.
-        let bad = call(&st, "POST", "/2018-06-01/runtime/invocation/other/response", b"1").await;
+        let bad = call(
+            &st,
+            "POST",
+            "/2018-06-01/runtime/invocation/other/response",
+            b"1",
+        )
+        .await;
         assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
-        let ok = call(&st, "POST", "/2018-06-01/runtime/invocation/id-1/response", b"{\"r\":2}").await;
+        let ok = call(
+            &st,
+            "POST",
+            "/2018-06-01/runtime/invocation/id-1/response",
+            b"{\"r\":2}",
+        )
+        .await;
         assert_eq!(ok.status(), StatusCode::ACCEPTED);
         match rrx.await.expect("reply") {
             RuntimeReply::Response(b) => assert_eq!(&b[..], b"{\"r\":2}"),
             other => panic!("unexpected {other:?}"),
         }
         // A second response for the finished id is refused.
-        let again = call(&st, "POST", "/2018-06-01/runtime/invocation/id-1/response", b"1").await;
+        let again = call(
+            &st,
+            "POST",
+            "/2018-06-01/runtime/invocation/id-1/response",
+            b"1",
+        )
+        .await;
         assert_eq!(again.status(), StatusCode::BAD_REQUEST);
     }
 
@@ -292,7 +392,13 @@ mod tests {
     async fn init_error_is_published() {
         let (st, _tx) = state();
         let mut rx = st.init_error.subscribe();
-        let resp = call(&st, "POST", "/2018-06-01/runtime/init/error", b"{\"errorType\":\"Runtime.ImportModuleError\",\"errorMessage\":\"x\"}").await;
+        let resp = call(
+            &st,
+            "POST",
+            "/2018-06-01/runtime/init/error",
+            b"{\"errorType\":\"Runtime.ImportModuleError\",\"errorMessage\":\"x\"}",
+        )
+        .await;
         assert_eq!(resp.status(), StatusCode::ACCEPTED);
         rx.changed().await.expect("changed");
         let doc = rx.borrow().clone().expect("document");
@@ -302,7 +408,10 @@ mod tests {
     #[test]
     fn non_json_error_bodies_are_wrapped() {
         let mut h = HeaderMap::new();
-        h.insert("lambda-runtime-function-error-type", HeaderValue::from_static("Runtime.Crash"));
+        h.insert(
+            "lambda-runtime-function-error-type",
+            HeaderValue::from_static("Runtime.Crash"),
+        );
         let doc = error_document(Bytes::from_static(b"plain text"), &h);
         let v: serde_json::Value = serde_json::from_slice(&doc).expect("json");
         assert_eq!(v["errorType"], "Runtime.Crash");

@@ -93,7 +93,11 @@ pub const RESERVED_ENV: &[&str] = &[
 
 /// The runtime process's whole environment: the user's variables, then the
 /// reserved ones on top (so a user value can never replace them).
-pub fn environment(spec: &FunctionVersionSpec, runtime_api: &str, log_stream: &str) -> BTreeMap<String, String> {
+pub fn environment(
+    spec: &FunctionVersionSpec,
+    runtime_api: &str,
+    log_stream: &str,
+) -> BTreeMap<String, String> {
     let mut env: BTreeMap<String, String> = spec
         .env
         .iter()
@@ -103,15 +107,19 @@ pub fn environment(spec: &FunctionVersionSpec, runtime_api: &str, log_stream: &s
     // Defaults a user may override (as on Lambda).
     for (k, v) in [
         ("PATH", "/usr/local/bin:/usr/bin:/bin:/opt/bin"),
-        ("LD_LIBRARY_PATH", "/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:/var/task/lib:/opt/lib"),
+        (
+            "LD_LIBRARY_PATH",
+            "/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:/var/task/lib:/opt/lib",
+        ),
         ("LANG", "en_US.UTF-8"),
         ("TZ", ":UTC"),
     ] {
         env.entry(k.to_owned()).or_insert_with(|| v.to_owned());
     }
     if spec.runtime.family() == RuntimeFamily::Node {
-        env.entry("NODE_PATH".into())
-            .or_insert_with(|| "/opt/nodejs/node_modules:/var/runtime/node_modules:/var/runtime:/var/task".into());
+        env.entry("NODE_PATH".into()).or_insert_with(|| {
+            "/opt/nodejs/node_modules:/var/runtime/node_modules:/var/runtime:/var/task".into()
+        });
     }
     let reserved = [
         ("_HANDLER", spec.handler.clone()),
@@ -121,10 +129,16 @@ pub fn environment(spec: &FunctionVersionSpec, runtime_api: &str, log_stream: &s
         ("AWS_REGION", spec.region.clone()),
         ("AWS_DEFAULT_REGION", spec.region.clone()),
         ("AWS_LAMBDA_FUNCTION_NAME", spec.name.clone()),
-        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", spec.memory_mb.to_string()),
+        (
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+            spec.memory_mb.to_string(),
+        ),
         ("AWS_LAMBDA_FUNCTION_VERSION", spec.version.clone()),
         ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".into()),
-        ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{}", spec.name)),
+        (
+            "AWS_LAMBDA_LOG_GROUP_NAME",
+            format!("/aws/lambda/{}", spec.name),
+        ),
         ("AWS_LAMBDA_LOG_STREAM_NAME", log_stream.to_owned()),
     ];
     for (k, v) in reserved {
@@ -153,14 +167,25 @@ mod tests {
             memory_mb: 256,
             timeout_s: 3,
             ephemeral_mb: 512,
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             code_digest: "0".repeat(64),
         }
     }
 
     #[test]
     fn reserved_variables_win_over_user_values() {
-        let s = spec("python3.12", &[("AWS_REGION", "xx-evil-1"), ("_HANDLER", "evil.x"), ("GREETING", "hi"), ("TZ", "Europe/Paris")]);
+        let s = spec(
+            "python3.12",
+            &[
+                ("AWS_REGION", "xx-evil-1"),
+                ("_HANDLER", "evil.x"),
+                ("GREETING", "hi"),
+                ("TZ", "Europe/Paris"),
+            ],
+        );
         let env = environment(&s, "127.0.0.1:9001", "2026/01/01/[$LATEST]abc");
         assert_eq!(env["AWS_REGION"], "eu-west-1");
         assert_eq!(env["_HANDLER"], "app.handler");
@@ -177,7 +202,10 @@ mod tests {
         let s = spec("provided.al2023", &[]);
         let env = environment(&s, "127.0.0.1:9001", "x");
         assert!(!env.contains_key("AWS_EXECUTION_ENV"));
-        assert_eq!(argv(&s, &Interpreters::default()), vec!["/var/task/bootstrap".to_string()]);
+        assert_eq!(
+            argv(&s, &Interpreters::default()),
+            vec!["/var/task/bootstrap".to_string()]
+        );
     }
 
     #[test]

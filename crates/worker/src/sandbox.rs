@@ -2,18 +2,22 @@
 //! that takes one invocation at a time.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::json;
-use stratus_api::service::{FunctionVersionSpec, InvokeRequest, InvokeResponse, WarmSandbox};
 use stratus_api::LambdaError;
-use stratus_sandbox::{ExitStatus, RuntimeApiListener, Sandbox, SandboxBackend, SandboxLimits, SandboxSpec};
-use stratus_types::limits::{RUNTIME_API_PORT, SANDBOX_MAX_FDS, SANDBOX_MAX_PIDS, SYNC_RESPONSE_MAX_BYTES};
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use stratus_api::service::{FunctionVersionSpec, InvokeRequest, InvokeResponse, WarmSandbox};
+use stratus_sandbox::{
+    ExitStatus, RuntimeApiListener, Sandbox, SandboxBackend, SandboxLimits, SandboxSpec,
+};
+use stratus_types::limits::{
+    RUNTIME_API_PORT, SANDBOX_MAX_FDS, SANDBOX_MAX_PIDS, SYNC_RESPONSE_MAX_BYTES,
+};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tracing::Instrument;
 
 use crate::logs::LogPump;
@@ -105,13 +109,15 @@ pub async fn start(
     let id = new_id();
     if spec.runtime.family() == stratus_types::RuntimeFamily::Provided {
         use std::os::unix::fs::PermissionsExt;
-        let ok = std::fs::metadata(code_dir.join("bootstrap")).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+        let ok = std::fs::metadata(code_dir.join("bootstrap"))
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
         if !ok {
             return Ok(Arc::new(FailedSandbox {
                 id,
                 version: spec.version.clone(),
                 error_type: "Runtime.InvalidEntrypoint",
-                message: "Couldn't find valid bootstrap(s): [/var/task/bootstrap /opt/bootstrap]".into(),
+                message: "Couldn't find valid bootstrap(s): [/var/task/bootstrap /opt/bootstrap]"
+                    .into(),
             }));
         }
     }
@@ -146,7 +152,8 @@ pub async fn start(
     let output = sandbox
         .take_output()
         .ok_or_else(|| LambdaError::service("sandbox backend gave no output pipe"))?;
-    let logs = LogPump::new(output).map_err(|e| LambdaError::service(format!("sandbox output: {e}")))?;
+    let logs =
+        LogPump::new(output).map_err(|e| LambdaError::service(format!("sandbox output: {e}")))?;
     let (dispatch_tx, dispatch_rx) = mpsc::channel(1);
     let api = Arc::new(RuntimeApiState::new(dispatch_rx));
     let mut tasks = Vec::new();
@@ -268,11 +275,27 @@ impl ProcessSandbox {
         };
         if self.dispatch_tx.send(dispatch).await.is_err() {
             self.die();
-            return (error_payload("Runtime.ExitError", format!("RequestId: {} Error: Runtime exited without providing a reason", req.request_id)), true, None);
+            return (
+                error_payload(
+                    "Runtime.ExitError",
+                    format!(
+                        "RequestId: {} Error: Runtime exited without providing a reason",
+                        req.request_id
+                    ),
+                ),
+                true,
+                None,
+            );
         }
         let exit_msg = |s: ExitStatus| match s {
-            ExitStatus::Code(0) => format!("RequestId: {} Error: Runtime exited without providing a reason", req.request_id),
-            s => format!("RequestId: {} Error: Runtime exited with error: {s}", req.request_id),
+            ExitStatus::Code(0) => format!(
+                "RequestId: {} Error: Runtime exited without providing a reason",
+                req.request_id
+            ),
+            s => format!(
+                "RequestId: {} Error: Runtime exited with error: {s}",
+                req.request_id
+            ),
         };
         // Phase 1: the runtime takes the event (after its init on a cold start).
         let started = tokio::select! {
@@ -345,7 +368,10 @@ impl WarmSandbox for ProcessSandbox {
         let cold = !self.invoked.swap(true, Ordering::SeqCst);
         let version = self.spec.version.clone();
         self.sandbox.reset_peak();
-        self.logs.push_line(&format!("START RequestId: {} Version: {}", req.request_id, version));
+        self.logs.push_line(&format!(
+            "START RequestId: {} Version: {}",
+            req.request_id, version
+        ));
         let timeout = Duration::from_secs(u64::from(self.spec.timeout_s));
         let (payload, failed, started) = self.run(&req, timeout).await;
         let ended = Instant::now();
@@ -353,7 +379,11 @@ impl WarmSandbox for ProcessSandbox {
         let duration = started.map(|s| ended - s).unwrap_or_default();
         let billed = (millis(duration).ceil() as u64).max(1);
         let peak_mb = self.sandbox.usage().memory_peak_bytes.div_ceil(1024 * 1024);
-        let max_used = if failed && !self.is_alive() && peak_mb == 0 { u64::from(self.spec.memory_mb) } else { peak_mb };
+        let max_used = if failed && !self.is_alive() && peak_mb == 0 {
+            u64::from(self.spec.memory_mb)
+        } else {
+            peak_mb
+        };
         let mut report = format!(
             "REPORT RequestId: {}\tDuration: {:.2} ms\tBilled Duration: {} ms\tMemory Size: {} MB\tMax Memory Used: {} MB\t",
             req.request_id,
@@ -363,10 +393,16 @@ impl WarmSandbox for ProcessSandbox {
             max_used
         );
         if cold {
-            let init = self.api.ready.borrow().map(|r| r - self.created).unwrap_or(ended - self.created);
+            let init = self
+                .api
+                .ready
+                .borrow()
+                .map(|r| r - self.created)
+                .unwrap_or(ended - self.created);
             report.push_str(&format!("Init Duration: {:.2} ms\t", millis(init)));
         }
-        self.logs.push_line(&format!("END RequestId: {}", req.request_id));
+        self.logs
+            .push_line(&format!("END RequestId: {}", req.request_id));
         self.logs.push_line(&report);
         let log = String::from_utf8_lossy(&self.logs.take()).into_owned();
         Ok(InvokeResponse {
