@@ -8,32 +8,10 @@ use stratus_api::model::{
     Environment, EphemeralStorage, LoggingConfig, TracingConfig, is_empty_value,
 };
 use stratus_types::limits::*;
-use stratus_types::runtime::{ALL_IDS, RuntimeError};
+use stratus_types::runtime::{ALL_IDS, RESERVED_ENV, RuntimeError};
 use stratus_types::{FUNCTION_NAME_PATTERN, NameError, Runtime, RuntimeFamily};
 
 use crate::Interpreters;
-
-/// Variables Lambda reserves: a request setting one is refused.
-pub const RESERVED_ENV_KEYS: &[&str] = &[
-    "_HANDLER",
-    "_X_AMZN_TRACE_ID",
-    "AWS_DEFAULT_REGION",
-    "AWS_REGION",
-    "AWS_EXECUTION_ENV",
-    "AWS_LAMBDA_FUNCTION_NAME",
-    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
-    "AWS_LAMBDA_FUNCTION_VERSION",
-    "AWS_LAMBDA_INITIALIZATION_TYPE",
-    "AWS_LAMBDA_LOG_GROUP_NAME",
-    "AWS_LAMBDA_LOG_STREAM_NAME",
-    "AWS_ACCESS_KEY",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_LAMBDA_RUNTIME_API",
-    "LAMBDA_TASK_ROOT",
-    "LAMBDA_RUNTIME_DIR",
-];
 
 const ROLE_PATTERN: &str = "arn:(aws[a-zA-Z-]*)?:iam::\\d{12}:role/?[a-zA-Z_0-9+=,.@\\-_/]+";
 
@@ -187,7 +165,7 @@ pub fn environment(env: &Environment) -> Result<BTreeMap<String, String>, Lambda
     let reserved: Vec<&str> = vars
         .keys()
         .map(String::as_str)
-        .filter(|k| RESERVED_ENV_KEYS.contains(k))
+        .filter(|k| RESERVED_ENV.contains(k))
         .collect();
     if !reserved.is_empty() {
         return Err(LambdaError::invalid(format!(

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use stratus_api::service::FunctionVersionSpec;
 use stratus_types::RuntimeFamily;
+use stratus_types::runtime::RESERVED_ENV;
 
 const PYTHON_BOOTSTRAP: &str = include_str!("../runtimes/python/bootstrap.py");
 const NODE_BOOTSTRAP: &str = include_str!("../runtimes/node/bootstrap.js");
@@ -68,28 +69,6 @@ pub fn argv(spec: &FunctionVersionSpec, interpreters: &Interpreters) -> Vec<Stri
         RuntimeFamily::Provided => vec!["/var/task/bootstrap".into()],
     }
 }
-
-/// Variables the runtime environment defines and user variables cannot override.
-pub const RESERVED_ENV: &[&str] = &[
-    "_HANDLER",
-    "_X_AMZN_TRACE_ID",
-    "AWS_DEFAULT_REGION",
-    "AWS_REGION",
-    "AWS_EXECUTION_ENV",
-    "AWS_LAMBDA_FUNCTION_NAME",
-    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
-    "AWS_LAMBDA_FUNCTION_VERSION",
-    "AWS_LAMBDA_INITIALIZATION_TYPE",
-    "AWS_LAMBDA_LOG_GROUP_NAME",
-    "AWS_LAMBDA_LOG_STREAM_NAME",
-    "AWS_ACCESS_KEY",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_LAMBDA_RUNTIME_API",
-    "LAMBDA_TASK_ROOT",
-    "LAMBDA_RUNTIME_DIR",
-];
 
 /// The runtime process's whole environment: the user's variables, then the
 /// reserved ones on top (so a user value can never replace them).
