@@ -139,6 +139,11 @@ def test_stratus_cli_errors(cli, fns, py_zip):
     p = cli("function", "create", name, "--runtime", "python3.12", "--handler", "app.handler",
             "--code", str(FUNCTIONS / "python"), ok=False)
     assert p.returncode != 0 and "ResourceConflictException" in p.stderr, p.stderr
+    failing = fns.create(py_zip, handler="app.fail")
+    p = cli("invoke", failing, "--payload", '{"msg": "cli"}', ok=False)
+    assert p.returncode == 2, (p.returncode, p.stderr)  # README: exit 2 when the function failed
+    err = json.loads(p.stdout)
+    assert err["errorType"] == "ValueError" and err["errorMessage"] == "boom: cli", err
     p = cli("function", "create", unique_name("badrt"), "--runtime", "cobol85", "--handler", "app.handler",
             "--code", str(FUNCTIONS / "python"), ok=False)
     assert p.returncode != 0 and "InvalidParameterValueException" in p.stderr, p.stderr
@@ -203,6 +208,13 @@ def test_aws_cli_walkthrough(aws, tmp_path):
         out = json.loads(outfile.read_text())
         assert out["event"] == {"via": "aws-cli"} and out["count"] == 1
         assert f"END RequestId: {out['request_id']}" in base64.b64decode(inv["LogResult"]).decode()
+
+        # The README's literal form (AWS CLI v1 takes --payload as raw JSON text).
+        raw = json.loads(aws("invoke", "--function-name", name, "--payload", '{"name":"aws"}', str(outfile)).stdout)
+        assert raw["StatusCode"] == 200
+        assert json.loads(outfile.read_text())["event"] == {"name": "aws"}
+        names = json.loads(aws("list-functions", "--query", "Functions[].FunctionName").stdout)
+        assert name in names
 
         got = json.loads(aws("get-function", "--function-name", name).stdout)
         assert got["Configuration"]["FunctionName"] == name and got["Code"]["Location"]
