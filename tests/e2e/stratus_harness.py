@@ -232,6 +232,7 @@ def expect_error(call, status: int, code: str, *fragments: str, **kwargs) -> dic
     summary = f"status={meta.get('HTTPStatusCode')} error={err.get('Error')}"
     assert meta.get("HTTPStatusCode") == status, summary
     assert err["Error"].get("Code") == code, summary
+    assert UUID_RE.match(meta.get("HTTPHeaders", {}).get("x-amzn-requestid", "")), f"no x-amzn-RequestId; {meta}"
     header = meta.get("HTTPHeaders", {}).get("x-amzn-errortype", "")
     assert header.split(":")[0] == code, f"x-amzn-ErrorType header is {header!r}; {summary}"
     message = err["Error"].get("Message") or ""

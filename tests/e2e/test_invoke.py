@@ -432,3 +432,17 @@ def test_qualifiers(lam, fns, py_zip):
     assert resp["ExecutedVersion"] == "$LATEST"
     expect_error(lam.invoke, 404, "ResourceNotFoundException", FunctionName=name, Qualifier="$latest", Payload=b"{}")
     expect_error(lam.invoke, 404, "ResourceNotFoundException", FunctionName=name, Qualifier="7", Payload=b"{}")
+
+
+def test_log_tail_is_per_invocation_and_capped_at_4kb(lam, fns, py_zip):
+    name = fns.create(py_zip, handler="app.chatty")
+    first, _ = invoke_json(lam, name, {"lines": 3}, LogType="Tail")
+    rid1 = first["ResponseMetadata"]["RequestId"]
+    resp, out = invoke_json(lam, name, {"lines": 200}, LogType="Tail")
+    rid2 = resp["ResponseMetadata"]["RequestId"]
+    log = base64.b64decode(resp["LogResult"])
+    assert len(log) <= 4096, len(log)
+    text = log.decode(errors="replace")
+    assert rid1 not in text, "the previous invocation's log leaked into this tail"
+    assert f"REPORT RequestId: {rid2}" in text, text[-500:]
+    assert "line 00199" in text and "line 00000" not in text, "the tail must keep the end of the log"

@@ -199,3 +199,9 @@ def client_ctx(event, context):
 
 def big(event, context):
     return "x" * int((event or {}).get("bytes", 7 * 1024 * 1024))
+
+
+def chatty(event, context):
+    for i in range(int((event or {}).get("lines", 200))):
+        print(f"line {i:05d} " + "y" * 60)
+    return {"done": True}
