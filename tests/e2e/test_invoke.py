@@ -446,3 +446,26 @@ def test_log_tail_is_per_invocation_and_capped_at_4kb(lam, fns, py_zip):
     assert rid1 not in text, "the previous invocation's log leaked into this tail"
     assert f"REPORT RequestId: {rid2}" in text, text[-500:]
     assert "line 00199" in text and "line 00000" not in text, "the tail must keep the end of the log"
+
+
+def test_concurrent_invokes_across_functions_never_mix_up(lam, fns, py_zip, node_zip):
+    """Many overlapping invokes of several functions: each caller gets its own result."""
+    names = [fns.create(py_zip, handler="app.sleep"), fns.create(py_zip, handler="app.sleep"),
+             fns.create(node_zip, handler="index.handler", runtime="nodejs20.x")]
+
+    def one(i):
+        name = names[i % len(names)]
+        resp = lam.invoke(FunctionName=name, Payload=json.dumps({"i": i, "seconds": 0.2}))
+        out = json.loads(resp["Payload"].read())
+        return i, name, resp, out
+
+    with ThreadPoolExecutor(12) as pool:
+        results = list(pool.map(one, range(36)))
+    rids = set()
+    for i, name, resp, out in results:
+        assert resp["StatusCode"] == 200 and "FunctionError" not in resp, out
+        assert out["function_name"] == name, (i, name, out.get("function_name"))
+        assert out["event"]["i"] == i
+        assert out["request_id"] == resp["ResponseMetadata"]["RequestId"]
+        rids.add(out["request_id"])
+    assert len(rids) == 36
