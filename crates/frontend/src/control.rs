@@ -77,6 +77,8 @@ pub fn resolve(
             ),
         )
     })?;
+    // An empty Qualifier parameter means "unqualified".
+    let qualifier = qualifier.filter(|q| !q.is_empty());
     let qualifier = match (qualifier, r.qualifier.as_deref()) {
         (Some(a), Some(b)) if a != b => {
             return Err(LambdaError::invalid(
@@ -87,7 +89,7 @@ pub fn resolve(
         (None, None) => None,
     };
     if let Some(q) = &qualifier {
-        stratus_types::validate_qualifier(q).map_err(|_| {
+        stratus_types::validate_qualifier_param(q).map_err(|_| {
             LambdaError::validation(
                 q,
                 "qualifier",

@@ -104,7 +104,18 @@ pub fn validate_function_name(name: &str) -> Result<(), NameError> {
     Ok(())
 }
 
-/// Validates a version or alias qualifier.
+/// Validates a `Qualifier` parameter against the model's pattern
+/// `(|[a-zA-Z0-9$_-]+)`, max 128. (`$latest` passes: it is then simply not
+/// found, as on Lambda.)
+pub fn validate_qualifier_param(q: &str) -> Result<(), NameError> {
+    if q.len() <= 128 && q.chars().all(|c| is_name_char(c) || c == '$') {
+        Ok(())
+    } else {
+        Err(NameError::Qualifier(q.to_owned()))
+    }
+}
+
+/// Validates the qualifier part of a function ARN: `$LATEST|[a-zA-Z0-9-_]+`.
 pub fn validate_qualifier(q: &str) -> Result<(), NameError> {
     if q == "$LATEST" || (!q.is_empty() && q.len() <= 128 && q.chars().all(is_name_char)) {
         Ok(())
@@ -278,6 +289,14 @@ mod tests {
             validate_function_name(&"a".repeat(65)),
             Err(NameError::FunctionTooLong(_))
         ));
+    }
+
+    #[test]
+    fn qualifier_parameters_allow_dollar_anywhere() {
+        assert!(validate_qualifier_param("$latest").is_ok());
+        assert!(validate_qualifier_param("").is_ok());
+        assert!(validate_qualifier_param("bad!").is_err());
+        assert!(validate_qualifier("$latest").is_err());
     }
 
     #[test]
