@@ -145,6 +145,22 @@ pub fn dirs_for(root: &Path, version: CgroupVersion, parent: &str, id: &str) -> 
     }
 }
 
+/// Removes the parent cgroup(s) made by [`prepare_parent`] if they are
+/// empty (another server or live sandboxes keep them). Best effort.
+pub fn remove_parent_if_empty(root: &Path, version: CgroupVersion, parent: &str) {
+    let dirs: Vec<PathBuf> = match version {
+        CgroupVersion::V1 => V1_CONTROLLERS
+            .iter()
+            .map(|c| root.join(c).join(parent))
+            .collect(),
+        CgroupVersion::V2 => vec![root.join(parent)],
+    };
+    for dir in dirs {
+        // rmdir only succeeds on a cgroup without children or processes.
+        let _ = fs::remove_dir(dir);
+    }
+}
+
 /// Removes pre-warm cgroups (`pool-<pid>-<n>`) left behind by a server
 /// process that no longer exists, killing whatever is still in them.
 /// Returns how many were removed.

@@ -145,6 +145,19 @@ struct Inner {
     pool_seq: AtomicU64,
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Unused pre-warmed jailers exit on EOF and their cgroups go with them;
+        // then the parent cgroup is removed unless something still lives there.
+        self.pool.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        cgroup::remove_parent_if_empty(
+            &self.cgroup_root,
+            self.cgroup_version,
+            &self.config.cgroup_parent,
+        );
+    }
+}
+
 /// A started jailer waiting for its config on stdin.
 #[derive(Debug)]
 struct Prepared {
