@@ -128,20 +128,12 @@ impl Client {
         })
     }
 
-    async fn call(
+    /// Sends a request; a non-2xx answer becomes an error naming Lambda's
+    /// error type and message.
+    async fn send(
         &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<(
-        reqwest::StatusCode,
-        reqwest::header::HeaderMap,
-        bytes::Bytes,
-    )> {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
+        req: reqwest::RequestBuilder,
+    ) -> anyhow::Result<(reqwest::header::HeaderMap, bytes::Bytes)> {
         let resp = req.send().await.with_context(|| {
             format!(
                 "cannot reach the Stratus server at {} (is `stratus server` running?)",
@@ -166,7 +158,20 @@ impl Client {
                 .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
             bail!("{kind} ({}): {msg}", status.as_u16());
         }
-        Ok((status, headers, bytes))
+        Ok((headers, bytes))
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<bytes::Bytes> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        Ok(self.send(req).await?.1)
     }
 
     async fn json(
@@ -175,7 +180,7 @@ impl Client {
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<Value> {
-        let (_, _, bytes) = self.call(method, path, body).await?;
+        let bytes = self.call(method, path, body).await?;
         if bytes.is_empty() {
             return Ok(Value::Null);
         }
@@ -348,28 +353,7 @@ pub async fn invoke(a: InvokeArgs) -> anyhow::Result<u8> {
     if a.log {
         req = req.header("X-Amz-Log-Type", "Tail");
     }
-    let resp = req.send().await.with_context(|| {
-        format!(
-            "cannot reach the Stratus server at {} (is `stratus server` running?)",
-            c.base
-        )
-    })?;
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let body = resp.bytes().await?;
-    if !status.is_success() {
-        let kind = headers
-            .get("x-amzn-errortype")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("Error");
-        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        let msg = v
-            .get("Message")
-            .or_else(|| v.get("message"))
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        bail!("{kind} ({}): {msg}", status.as_u16());
-    }
+    let (headers, body) = c.send(req).await?;
     if a.log
         && let Some(l) = headers
             .get("x-amz-log-result")
