@@ -108,11 +108,13 @@ impl std::fmt::Debug for ConcurrencyPermit {
     }
 }
 
-/// The counting service: admits or throttles each invoke.
+/// The counting service: admits or throttles each invoke. Async because in
+/// a cluster it is a network call to the counting shard owning the account.
+#[async_trait]
 pub trait Counting: Send + Sync + std::fmt::Debug {
     /// Takes one unit of the account's (and function's) concurrency, or
     /// returns a TooManyRequestsException.
-    fn acquire(
+    async fn acquire(
         &self,
         account: &AccountId,
         function: &str,

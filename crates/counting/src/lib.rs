@@ -58,8 +58,9 @@ impl Drop for Release {
     }
 }
 
+#[async_trait::async_trait]
 impl Counting for LocalCounting {
-    fn acquire(
+    async fn acquire(
         &self,
         account: &AccountId,
         _function: &str,
@@ -86,26 +87,26 @@ mod tests {
     use super::*;
     use stratus_api::ErrorCode;
 
-    #[test]
-    fn throttles_at_the_account_limit_and_releases_on_drop() {
+    #[tokio::test]
+    async fn throttles_at_the_account_limit_and_releases_on_drop() {
         let c = LocalCounting::new(2);
         let a = AccountId::default_local();
-        let p1 = c.acquire(&a, "f").expect("first");
-        let _p2 = c.acquire(&a, "g").expect("second");
-        let err = c.acquire(&a, "f").expect_err("third is throttled");
+        let p1 = c.acquire(&a, "f").await.expect("first");
+        let _p2 = c.acquire(&a, "g").await.expect("second");
+        let err = c.acquire(&a, "f").await.expect_err("third is throttled");
         assert_eq!(err.code, ErrorCode::TooManyRequests);
         assert_eq!(err.reason, Some("ConcurrentInvocationLimitExceeded"));
         drop(p1);
         assert_eq!(c.in_flight(&a), 1);
-        c.acquire(&a, "f").expect("a slot was released");
+        c.acquire(&a, "f").await.expect("a slot was released");
     }
 
-    #[test]
-    fn accounts_are_counted_separately() {
+    #[tokio::test]
+    async fn accounts_are_counted_separately() {
         let c = LocalCounting::new(1);
         let a = AccountId::parse("111111111111").expect("valid");
         let b = AccountId::parse("222222222222").expect("valid");
-        let _pa = c.acquire(&a, "f").expect("a");
-        let _pb = c.acquire(&b, "f").expect("b is not affected by a");
+        let _pa = c.acquire(&a, "f").await.expect("a");
+        let _pb = c.acquire(&b, "f").await.expect("b is not affected by a");
     }
 }

@@ -158,7 +158,11 @@ pub async fn invoke(
             &request_id,
         ));
     }
-    let _permit = fe.deps.counting.acquire(&record.account, &record.name)?;
+    let _permit = fe
+        .deps
+        .counting
+        .acquire(&record.account, &record.name)
+        .await?;
     let invoked_arn =
         stratus_types::function_arn(&record.region, &record.account, &record.name, qualifier);
     let req = InvokeRequest {

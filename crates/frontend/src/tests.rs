@@ -76,8 +76,9 @@ impl Worker for FakeWorker {
 #[derive(Debug)]
 struct Unlimited;
 
+#[async_trait]
 impl Counting for Unlimited {
-    fn acquire(&self, _a: &AccountId, _f: &str) -> Result<ConcurrencyPermit, LambdaError> {
+    async fn acquire(&self, _a: &AccountId, _f: &str) -> Result<ConcurrencyPermit, LambdaError> {
         Ok(ConcurrencyPermit::new(()))
     }
 }
