@@ -108,6 +108,19 @@ pub struct InvokeArgs {
     endpoint: Endpoint,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    name: String,
+    /// Keep waiting for and printing new lines.
+    #[arg(long, short)]
+    follow: bool,
+    /// Prefix each line with its time and log stream.
+    #[arg(long)]
+    verbose: bool,
+    #[command(flatten)]
+    endpoint: Endpoint,
+}
+
 struct Client {
     http: reqwest::Client,
     base: String,
@@ -330,6 +343,48 @@ pub async fn function(cmd: FunctionCommand) -> anyhow::Result<u8> {
         }
     }
     Ok(0)
+}
+
+/// Seconds one `--follow` request waits for new lines.
+const FOLLOW_WAIT_S: u64 = 20;
+
+pub async fn logs(a: LogsArgs) -> anyhow::Result<u8> {
+    let c = Client::new(&a.endpoint)?;
+    let mut after: Option<u64> = None;
+    loop {
+        let mut path = format!("/_stratus/logs/{}?limit=10000", seg(&a.name));
+        if let Some(n) = after {
+            path.push_str(&format!("&after={n}"));
+        }
+        if a.follow {
+            path.push_str(&format!("&wait={FOLLOW_WAIT_S}"));
+        }
+        let v = c.json(reqwest::Method::GET, &path, None).await?;
+        for e in v
+            .get("events")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let msg = e.get("message").and_then(Value::as_str).unwrap_or_default();
+            if a.verbose {
+                let ts = e.get("timestamp").and_then(Value::as_u64).unwrap_or(0);
+                let stream = e
+                    .get("logStreamName")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                println!("{ts} {stream} {msg}");
+            } else {
+                println!("{msg}");
+            }
+        }
+        let next = v.get("nextToken").and_then(Value::as_u64);
+        let got_all = next == after;
+        after = next;
+        if !a.follow && got_all {
+            return Ok(0);
+        }
+    }
 }
 
 /// Exit code when the function itself failed (the API call succeeded).

@@ -29,6 +29,8 @@ enum Command {
     Function(cli::FunctionCommand),
     /// Invoke a function and print its result.
     Invoke(cli::InvokeArgs),
+    /// Print a function's log (`--follow` to keep printing new lines).
+    Logs(cli::LogsArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -52,6 +54,7 @@ fn main() -> std::process::ExitCode {
             Command::Server(a) => server::run(a).await.map(|()| 0),
             Command::Function(c) => cli::function(c).await,
             Command::Invoke(a) => cli::invoke(a).await,
+            Command::Logs(a) => cli::logs(a).await,
         }
     });
     match result {

@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use axum::serve::ListenerExt;
-use stratus_api::service::{Counting, Invoker, Worker};
+use stratus_api::service::{Counting, Invoker, Logs, Worker};
 use stratus_assignment::{AssignmentConfig, LocalAssignment};
 use stratus_counting::LocalCounting;
 use stratus_frontend::{Frontend, FrontendDeps, Interpreters as FrontendInterpreters};
 use stratus_sandbox_process::{ProcessBackend, ProcessBackendConfig};
 use stratus_store_embedded::{EmbeddedMetaStore, FileBlobStore};
-use stratus_worker::{Interpreters, LocalWorker, WorkerConfig};
+use stratus_worker::{Interpreters, LocalWorker, MemoryLogStore, WorkerConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct ServerArgs {
@@ -136,6 +136,7 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
         "runtime mapping: every python3.x id runs on the python interpreter, every nodejs*.x id on node"
     );
     let capacity = a.worker_memory_mb.unwrap_or_else(|| host_memory_mb() / 2);
+    let logs: Arc<dyn Logs> = Arc::new(MemoryLogStore::default());
     let worker = LocalWorker::new(
         WorkerConfig {
             id: "local".into(),
@@ -148,6 +149,7 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
         },
         Arc::new(backend),
         Arc::clone(&blobs),
+        Arc::clone(&logs),
     )
     .context("preparing the worker")?;
     let worker: Arc<dyn Worker> = Arc::new(worker);
@@ -165,6 +167,7 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
         counting,
         invoker,
         worker,
+        logs,
         presign_key: presign_key(&data)?,
         interpreters: FrontendInterpreters { python, node },
     })

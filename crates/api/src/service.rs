@@ -163,3 +163,38 @@ pub trait Worker: Send + Sync + std::fmt::Debug {
         spec: Arc<FunctionVersionSpec>,
     ) -> Result<Arc<dyn WarmSandbox>, LambdaError>;
 }
+
+/// One line of a function's log, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogEvent {
+    /// Position in the function's log; strictly increasing.
+    pub seq: u64,
+    /// Milliseconds since the epoch when the line was stored.
+    pub timestamp: u64,
+    /// The log stream (one per sandbox, named as Lambda names them).
+    pub log_stream_name: String,
+    pub message: String,
+}
+
+/// Per-function logs (Lambda's log groups `/aws/lambda/<name>`): workers
+/// append each invocation's log; readers page through it or wait for more.
+#[async_trait]
+pub trait Logs: Send + Sync + std::fmt::Debug {
+    /// Appends `text` (split into lines) to a function's log.
+    fn append(&self, account: &AccountId, function: &str, stream: &str, text: &str);
+
+    /// Events with `seq > after` (all kept events when `None`), at most
+    /// `limit`; when there are none yet, waits up to `wait` for some.
+    async fn read(
+        &self,
+        account: &AccountId,
+        function: &str,
+        after: Option<u64>,
+        limit: usize,
+        wait: std::time::Duration,
+    ) -> Vec<LogEvent>;
+
+    /// Forgets a function's log (the function was deleted).
+    fn remove(&self, account: &AccountId, function: &str);
+}

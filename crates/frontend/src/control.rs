@@ -417,6 +417,7 @@ pub async fn delete_function(
         .await
         .map_err(|e| registry_error(e, &r.arn()))?;
     fe.deps.invoker.retire(&r.account, &r.name, None);
+    fe.deps.logs.remove(&r.account, &r.name);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -16,6 +16,7 @@ mod auth;
 mod control;
 mod error;
 mod invoke;
+mod logs;
 mod presign;
 mod registry;
 mod validate;
@@ -26,7 +27,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderValue;
 use axum::routing::{get, post, put};
-use stratus_api::service::{Counting, Invoker, Worker};
+use stratus_api::service::{Counting, Invoker, Logs, Worker};
 use stratus_store::{BlobStore, MetaStore};
 
 pub use registry::{FunctionRecord, RegistryError};
@@ -40,6 +41,8 @@ pub struct FrontendDeps {
     pub invoker: Arc<dyn Invoker>,
     /// Used to unpack and check code when it is uploaded.
     pub worker: Arc<dyn Worker>,
+    /// Function logs, read by `stratus logs`.
+    pub logs: Arc<dyn Logs>,
     /// Secret for presigned code URLs.
     pub presign_key: Vec<u8>,
     /// Interpreters available for managed runtimes: a runtime whose
@@ -111,6 +114,7 @@ pub fn router(fe: Arc<Frontend>) -> Router {
             post(invoke::invoke),
         )
         .route("/_stratus/code/{account}/{digest}", get(presign::download))
+        .route("/_stratus/logs/{name}", get(logs::read))
         .route("/health", get(|| async { "ok" }))
         .fallback(error::unknown_operation)
         .layer(DefaultBodyLimit::max(CONTROL_BODY_LIMIT))

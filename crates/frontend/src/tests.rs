@@ -12,7 +12,7 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use stratus_api::LambdaError;
 use stratus_api::service::{
-    ConcurrencyPermit, FunctionVersionSpec, InvokeRequest, InvokeResponse, WarmSandbox,
+    ConcurrencyPermit, FunctionVersionSpec, InvokeRequest, InvokeResponse, Logs, WarmSandbox,
 };
 use stratus_types::AccountId;
 use tower::ServiceExt;
@@ -86,6 +86,7 @@ impl Counting for Unlimited {
 struct Harness {
     app: Router,
     invoker: Arc<FakeInvoker>,
+    logs: Arc<stratus_worker::MemoryLogStore>,
     _dir: tempfile::TempDir,
 }
 
@@ -96,12 +97,14 @@ async fn harness() -> Harness {
     let blobs =
         stratus_store_embedded::FileBlobStore::open(dir.path().join("blobs")).expect("blobs");
     let invoker = Arc::new(FakeInvoker::default());
+    let logs = Arc::new(stratus_worker::MemoryLogStore::default());
     let fe = Frontend::new(FrontendDeps {
         meta: Arc::new(meta),
         blobs: Arc::new(blobs),
         counting: Arc::new(Unlimited),
         invoker: Arc::clone(&invoker) as Arc<dyn Invoker>,
         worker: Arc::new(FakeWorker),
+        logs: Arc::clone(&logs) as Arc<dyn Logs>,
         presign_key: b"test-key".to_vec(),
         interpreters: Interpreters {
             python: Some("/usr/bin/python3".into()),
@@ -113,6 +116,7 @@ async fn harness() -> Harness {
     Harness {
         app: router(fe),
         invoker,
+        logs,
         _dir: dir,
     }
 }
@@ -413,4 +417,62 @@ async fn unknown_routes_are_404() {
     let (s, hd, _) = call(&h.app, "GET", "/2099-01-01/nothing", &[], Body::empty()).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert!(hd.contains_key("x-amzn-requestid"));
+}
+
+#[tokio::test]
+async fn logs_are_read_by_position_and_forgotten_with_the_function() {
+    let h = harness().await;
+    create(&h.app, "lg").await;
+    let acct = AccountId::default_local();
+    h.logs.append(
+        &acct,
+        "lg",
+        "2026/01/01/[$LATEST]abc",
+        "START x\nhello\nEND x\n",
+    );
+    let (s, _, b) = call(&h.app, "GET", "/_stratus/logs/lg", &[], Body::empty()).await;
+    assert_eq!(s, StatusCode::OK);
+    let v = json_of(&b);
+    assert_eq!(v["logGroupName"], "/aws/lambda/lg");
+    let events = v["events"].as_array().expect("events");
+    assert_eq!(events.len(), 3);
+    assert_eq!(events[1]["message"], "hello");
+    assert_eq!(events[1]["logStreamName"], "2026/01/01/[$LATEST]abc");
+    let next = v["nextToken"].as_u64().expect("token");
+    let (_, _, b) = call(
+        &h.app,
+        "GET",
+        &format!("/_stratus/logs/lg?after={next}"),
+        &[],
+        Body::empty(),
+    )
+    .await;
+    assert!(json_of(&b)["events"].as_array().expect("events").is_empty());
+    let (s, hd, _) = call(
+        &h.app,
+        "GET",
+        "/_stratus/logs/lg?wait=999",
+        &[],
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(hd["x-amzn-errortype"], "ValidationException");
+    let (s, _, _) = call(
+        &h.app,
+        "DELETE",
+        "/2015-03-31/functions/lg",
+        &[],
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert!(
+        h.logs
+            .read(&acct, "lg", None, 10, std::time::Duration::ZERO)
+            .await
+            .is_empty()
+    );
+    let (s, _, _) = call(&h.app, "GET", "/_stratus/logs/lg", &[], Body::empty()).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
 }

@@ -12,6 +12,7 @@
 
 mod code_cache;
 mod logs;
+mod logstore;
 mod runtime_api;
 mod runtimes;
 mod sandbox;
@@ -21,10 +22,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use stratus_api::LambdaError;
-use stratus_api::service::{FunctionVersionSpec, WarmSandbox, Worker};
+use stratus_api::service::{FunctionVersionSpec, Logs, WarmSandbox, Worker};
 use stratus_sandbox::SandboxBackend;
 use stratus_store::BlobStore;
 
+pub use logstore::{LogStoreConfig, MemoryLogStore};
 pub use runtimes::Interpreters;
 
 /// Configuration of a local worker.
@@ -57,6 +59,7 @@ pub struct LocalWorker {
     backend: Arc<dyn SandboxBackend>,
     code: code_cache::CodeCache,
     runtime_dir: PathBuf,
+    logs: Arc<dyn Logs>,
 }
 
 impl LocalWorker {
@@ -65,6 +68,7 @@ impl LocalWorker {
         cfg: WorkerConfig,
         backend: Arc<dyn SandboxBackend>,
         blobs: Arc<dyn BlobStore>,
+        logs: Arc<dyn Logs>,
     ) -> Result<Self, WorkerError> {
         let runtime_dir = cfg.dir.join("runtime");
         runtimes::install(&runtime_dir).map_err(|source| WorkerError::Dir {
@@ -81,6 +85,7 @@ impl LocalWorker {
             cfg,
             backend,
             runtime_dir,
+            logs,
         })
     }
 
@@ -115,6 +120,7 @@ impl Worker for LocalWorker {
             code_dir,
             self.runtime_dir.clone(),
             &self.cfg.interpreters,
+            Arc::clone(&self.logs),
         )
         .await
     }

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::json;
 use stratus_api::LambdaError;
-use stratus_api::service::{FunctionVersionSpec, InvokeRequest, InvokeResponse, WarmSandbox};
+use stratus_api::service::{FunctionVersionSpec, InvokeRequest, InvokeResponse, Logs, WarmSandbox};
 use stratus_sandbox::{
     ExitStatus, RuntimeApiListener, Sandbox, SandboxBackend, SandboxLimits, SandboxSpec,
 };
@@ -42,6 +42,9 @@ pub struct ProcessSandbox {
     created: Instant,
     sandbox: Arc<dyn Sandbox>,
     tasks: Vec<tokio::task::AbortHandle>,
+    /// Where every invocation's log goes (the function's log group).
+    store: Arc<dyn Logs>,
+    log_stream: String,
 }
 
 /// A sandbox that could not start because the function package is unusable
@@ -105,6 +108,7 @@ pub async fn start(
     code_dir: PathBuf,
     runtime_dir: PathBuf,
     interpreters: &Interpreters,
+    store: Arc<dyn Logs>,
 ) -> Result<Arc<dyn WarmSandbox>, LambdaError> {
     let id = new_id();
     if spec.runtime.family() == stratus_types::RuntimeFamily::Provided {
@@ -122,13 +126,14 @@ pub async fn start(
         }
     }
     let runtime_api = format!("127.0.0.1:{RUNTIME_API_PORT}");
+    let log_stream = log_stream_name(&spec.version, &id);
     let sb_spec = SandboxSpec {
         id: id.clone(),
         code_dir,
         runtime_dir: Some(runtime_dir),
         opt_dir: None,
         argv: runtimes::argv(&spec, interpreters),
-        env: runtimes::environment(&spec, &runtime_api, &log_stream_name(&spec.version, &id)),
+        env: runtimes::environment(&spec, &runtime_api, &log_stream),
         cwd: PathBuf::from("/var/task"),
         limits: SandboxLimits {
             memory_mb: u64::from(spec.memory_mb),
@@ -206,6 +211,8 @@ pub async fn start(
         created,
         sandbox,
         tasks,
+        store,
+        log_stream,
     }))
 }
 
@@ -411,6 +418,8 @@ impl WarmSandbox for ProcessSandbox {
             .push_line(&format!("END RequestId: {}", req.request_id));
         self.logs.push_line(&report);
         let log = String::from_utf8_lossy(&self.logs.take()).into_owned();
+        self.store
+            .append(&self.spec.account, &self.spec.name, &self.log_stream, &log);
         Ok(InvokeResponse {
             payload,
             function_error: failed.then_some("Unhandled"),

@@ -1,0 +1,71 @@
+//! Reading a function's log: `GET /_stratus/logs/{FunctionName}`.
+//!
+//! Lambda's logs live in CloudWatch Logs, another AWS service that Stratus
+//! does not emulate; this small Stratus endpoint serves the same content (log
+//! group `/aws/lambda/<name>`, one stream per sandbox) to `stratus logs`.
+//! Query: `after=<seq>` (events after that position), `limit` (1-10000,
+//! default 1000) and `wait=<seconds>` (0-30: long-poll for new lines, for
+//! `--follow`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use stratus_api::LambdaError;
+
+use crate::Frontend;
+use crate::auth::caller;
+use crate::control::resolve;
+use crate::error::ApiResult;
+
+const MAX_WAIT_S: u64 = 30;
+
+fn number(
+    q: &HashMap<String, String>,
+    key: &str,
+    field: &str,
+    max: u64,
+) -> Result<Option<u64>, LambdaError> {
+    match q.get(key) {
+        None => Ok(None),
+        Some(v) => match v.parse::<u64>() {
+            Ok(n) if n <= max => Ok(Some(n)),
+            _ => Err(LambdaError::validation(
+                v,
+                field,
+                &format!("Member must be an integer between 0 and {max}"),
+            )),
+        },
+    }
+}
+
+pub async fn read(
+    State(fe): State<Arc<Frontend>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let c = caller(&headers);
+    let found = resolve(&fe, &c, &name, None)?;
+    let after = number(&q, "after", "after", u64::MAX)?;
+    let limit = number(&q, "limit", "limit", 10_000)?.unwrap_or(1000).max(1) as usize;
+    let wait = Duration::from_secs(number(&q, "wait", "wait", MAX_WAIT_S)?.unwrap_or(0));
+    let r = &found.record;
+    let events = fe
+        .deps
+        .logs
+        .read(&r.account, &r.name, after, limit, wait)
+        .await;
+    let next = events.last().map(|e| e.seq).or(after);
+    Ok(Json(json!({
+        "logGroupName": format!("/aws/lambda/{}", r.name),
+        "events": events,
+        "nextToken": next,
+    }))
+    .into_response())
+}
