@@ -154,11 +154,13 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     .context("preparing the worker")?;
     let worker: Arc<dyn Worker> = Arc::new(worker);
     let counting: Arc<dyn Counting> = Arc::new(LocalCounting::new(a.account_concurrency));
-    let assignment = LocalAssignment::new(
+    // Every cold start takes a token from the function's scaling bucket.
+    let assignment = LocalAssignment::with_scaling(
         vec![Arc::clone(&worker)],
         AssignmentConfig {
             keep_alive: Duration::from_secs(a.keep_alive_secs),
         },
+        Arc::clone(&counting),
     );
     let invoker: Arc<dyn Invoker> = assignment.clone();
     let frontend = Frontend::new(FrontendDeps {

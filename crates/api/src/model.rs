@@ -159,6 +159,17 @@ pub struct FunctionCodeLocation {
 pub struct GetFunctionResponse {
     pub configuration: FunctionConfiguration,
     pub code: FunctionCodeLocation,
+    /// Present when the function has reserved concurrency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<Concurrency>,
+}
+
+/// `{ReservedConcurrentExecutions: N}`: PutFunctionConcurrency's answer,
+/// GetFunctionConcurrency's and GetFunction's `Concurrency`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Concurrency {
+    pub reserved_concurrent_executions: u32,
 }
 
 /// ListFunctions response.

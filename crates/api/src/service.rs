@@ -108,6 +108,15 @@ impl std::fmt::Debug for ConcurrencyPermit {
     }
 }
 
+/// An account's concurrency as GetAccountSettings reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountConcurrency {
+    /// ConcurrentExecutions: the account limit.
+    pub limit: u32,
+    /// UnreservedConcurrentExecutions: the limit minus every reservation.
+    pub unreserved: u32,
+}
+
 /// The counting service: admits or throttles each invoke. Async because in
 /// a cluster it is a network call to the counting shard owning the account.
 #[async_trait]
@@ -119,6 +128,25 @@ pub trait Counting: Send + Sync + std::fmt::Debug {
         account: &AccountId,
         function: &str,
     ) -> Result<ConcurrencyPermit, LambdaError>;
+
+    /// Asks for one new execution environment (a cold start) of `function`:
+    /// the per-function scaling rate (burst token bucket). Warm invokes never
+    /// call this. Returns a TooManyRequestsException when the function scales
+    /// faster than allowed.
+    async fn try_scale_up(&self, account: &AccountId, function: &str) -> Result<(), LambdaError>;
+
+    /// Sets (`Some`) or clears (`None`) the reserved concurrency of
+    /// `function`, atomically checking that the account keeps its minimum
+    /// unreserved concurrency (InvalidParameterValueException otherwise).
+    async fn set_reserved(
+        &self,
+        account: &AccountId,
+        function: &str,
+        reserved: Option<u32>,
+    ) -> Result<(), LambdaError>;
+
+    /// The account's limit and what is left unreserved.
+    async fn account_concurrency(&self, account: &AccountId) -> AccountConcurrency;
 }
 
 /// The assignment service (worker manager): runs an invocation in a warm

@@ -23,7 +23,8 @@ use tokio::time::Instant;
 use async_trait::async_trait;
 use stratus_api::LambdaError;
 use stratus_api::service::{
-    FunctionVersionSpec, InvokeRequest, InvokeResponse, Invoker, VersionKey, WarmSandbox, Worker,
+    Counting, FunctionVersionSpec, InvokeRequest, InvokeResponse, Invoker, VersionKey, WarmSandbox,
+    Worker,
 };
 use stratus_placement::{Decision, IdleSandbox, WorkerSlot, decide};
 use stratus_types::AccountId;
@@ -96,6 +97,9 @@ pub struct LocalAssignment {
     workers: Vec<Arc<dyn Worker>>,
     table: Mutex<Table>,
     cfg: AssignmentConfig,
+    /// Asked for a scale-up token before every cold start (the per-function
+    /// burst limit); `None` means unlimited.
+    scaling: Option<Arc<dyn Counting>>,
 }
 
 /// Statistics for tests and operators.
@@ -108,8 +112,27 @@ pub struct AssignmentStats {
 }
 
 impl LocalAssignment {
-    /// Creates the service and starts its keep-alive reaper.
+    /// Creates the service and starts its keep-alive reaper. New sandboxes
+    /// are not rate limited.
     pub fn new(workers: Vec<Arc<dyn Worker>>, cfg: AssignmentConfig) -> Arc<Self> {
+        Self::build(workers, cfg, None)
+    }
+
+    /// Like [`LocalAssignment::new`], but every cold start first takes a
+    /// scale-up token from `counting` ([`Counting::try_scale_up`]).
+    pub fn with_scaling(
+        workers: Vec<Arc<dyn Worker>>,
+        cfg: AssignmentConfig,
+        counting: Arc<dyn Counting>,
+    ) -> Arc<Self> {
+        Self::build(workers, cfg, Some(counting))
+    }
+
+    fn build(
+        workers: Vec<Arc<dyn Worker>>,
+        cfg: AssignmentConfig,
+        scaling: Option<Arc<dyn Counting>>,
+    ) -> Arc<Self> {
         let n = workers.len();
         let this = Arc::new(LocalAssignment {
             workers,
@@ -118,6 +141,7 @@ impl LocalAssignment {
                 ..Table::default()
             }),
             cfg,
+            scaling,
         });
         tokio::spawn(reaper(Arc::downgrade(&this)));
         this
@@ -324,6 +348,12 @@ impl Invoker for LocalAssignment {
                     self.unreserve(worker, memory_mb);
                     return Err(LambdaError::service("placement chose an unknown worker"));
                 };
+                if let Some(counting) = &self.scaling
+                    && let Err(e) = counting.try_scale_up(&spec.account, &spec.name).await
+                {
+                    self.unreserve(worker, memory_mb);
+                    return Err(e);
+                }
                 let span = tracing::info_span!("cold_start", function = %spec.name, version = %spec.version);
                 let created = w.create_sandbox(Arc::clone(&spec)).instrument(span).await;
                 let sb = match created {

@@ -219,3 +219,49 @@ async fn idle_sandboxes_stop_after_keep_alive() {
     assert_eq!(a.stats().reserved_mb, 0);
     assert_eq!(w.shutdowns.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn cold_starts_take_scale_up_tokens_and_warm_invokes_do_not() {
+    let worker = Arc::new(FakeWorker {
+        capacity: 4096,
+        created: AtomicUsize::new(0),
+        shutdowns: Arc::new(AtomicUsize::new(0)),
+        delay: Duration::from_millis(100),
+    });
+    let counting = Arc::new(stratus_counting::LocalCounting::with_config(
+        stratus_counting::CountingConfig {
+            account_limit: 1000,
+            burst_capacity: 2,
+            burst_refill_per_s: 1.0,
+        },
+    ));
+    let a = LocalAssignment::with_scaling(
+        vec![Arc::clone(&worker) as Arc<dyn Worker>],
+        AssignmentConfig::default(),
+        counting,
+    );
+    let s = spec("f", "r1", 128);
+    // Three at once: two new sandboxes fit the bucket, the third is throttled.
+    let (r1, r2, r3) = tokio::join!(run(&a, &s), run(&a, &s), run(&a, &s));
+    let errs: Vec<LambdaError> = [r1, r2, r3].into_iter().filter_map(Result::err).collect();
+    assert_eq!(errs.len(), 1);
+    assert_eq!(errs[0].code, ErrorCode::TooManyRequests);
+    assert_eq!(errs[0].reason, Some("FunctionInvocationRateLimitExceeded"));
+    assert_eq!(worker.created.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        a.stats().reserved_mb,
+        256,
+        "the throttled start gave its memory back"
+    );
+    // Warm invokes need no token.
+    for _ in 0..5 {
+        run(&a, &s).await.expect("warm");
+    }
+    assert_eq!(worker.created.load(Ordering::SeqCst), 2);
+    // The bucket refills continuously: one token per second.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (r1, r2, r3) = tokio::join!(run(&a, &s), run(&a, &s), run(&a, &s));
+    assert!(r1.is_ok() && r2.is_ok(), "two warm sandboxes");
+    assert!(r3.is_ok(), "a token came back after about a second");
+    assert_eq!(worker.created.load(Ordering::SeqCst), 3);
+}

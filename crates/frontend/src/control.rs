@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde::de::DeserializeOwned;
 use stratus_api::model::{
-    CreateFunctionRequest, FunctionCodeLocation, GetFunctionResponse, ListFunctionsResponse,
-    UpdateFunctionCodeRequest, UpdateFunctionConfigurationRequest,
+    Concurrency, CreateFunctionRequest, FunctionCodeLocation, GetFunctionResponse,
+    ListFunctionsResponse, UpdateFunctionCodeRequest, UpdateFunctionConfigurationRequest,
 };
 use stratus_api::{ErrorCode, LambdaError};
 use stratus_store::StoreError;
@@ -289,6 +289,7 @@ pub async fn create_function(
         architectures,
         state: "Pending".into(),
         last_update_status: None,
+        reserved_concurrency: None,
     };
     let cached = fe.registry.put(record, None).await.map_err(|e| match e {
         RegistryError::Store(StoreError::Conflict { .. }) => {
@@ -316,6 +317,9 @@ pub async fn get_function(
     let found = resolve(&fe, &c, &name, q.get("Qualifier").map(String::as_str))?;
     let r = &found.record;
     let resp = GetFunctionResponse {
+        concurrency: r.reserved_concurrency.map(|n| Concurrency {
+            reserved_concurrent_executions: n,
+        }),
         configuration: r.configuration(),
         code: FunctionCodeLocation {
             repository_type: "S3".into(),
@@ -417,6 +421,15 @@ pub async fn delete_function(
         .await
         .map_err(|e| registry_error(e, &r.arn()))?;
     fe.deps.invoker.retire(&r.account, &r.name, None);
+    if r.reserved_concurrency.is_some()
+        && let Err(e) = fe
+            .deps
+            .counting
+            .set_reserved(&r.account, &r.name, None)
+            .await
+    {
+        tracing::warn!(function = %r.name, error = %e, "could not clear the reservation");
+    }
     fe.deps.logs.remove(&r.account, &r.name);
     Ok(StatusCode::NO_CONTENT.into_response())
 }

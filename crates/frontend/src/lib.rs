@@ -13,6 +13,7 @@
 //! socket.
 
 mod auth;
+mod concurrency;
 mod control;
 mod error;
 mod invoke;
@@ -76,6 +77,7 @@ impl Frontend {
     pub async fn new(deps: FrontendDeps) -> Result<Arc<Self>, FrontendError> {
         let registry = registry::Registry::load(Arc::clone(&deps.meta)).await?;
         let this = Arc::new(Frontend { deps, registry });
+        concurrency::load_reservations(&this).await;
         control::finish_pending(&this).await;
         Ok(this)
     }
@@ -112,6 +114,22 @@ pub fn router(fe: Arc<Frontend>) -> Router {
         .route(
             "/2015-03-31/functions/{name}/invocations",
             post(invoke::invoke),
+        )
+        .route(
+            "/2017-10-31/functions/{name}/concurrency",
+            put(concurrency::put_concurrency).delete(concurrency::delete_concurrency),
+        )
+        .route(
+            "/2019-09-30/functions/{name}/concurrency",
+            get(concurrency::get_concurrency),
+        )
+        .route(
+            "/2016-08-19/account-settings",
+            get(concurrency::account_settings),
+        )
+        .route(
+            "/2016-08-19/account-settings/",
+            get(concurrency::account_settings),
         )
         .route("/_stratus/code/{account}/{digest}", get(presign::download))
         .route("/_stratus/logs/{name}", get(logs::read))

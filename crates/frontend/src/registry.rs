@@ -45,6 +45,10 @@ pub struct FunctionRecord {
     pub state: String,
     /// `None` right after create; `InProgress` or `Successful` after updates.
     pub last_update_status: Option<String>,
+    /// Reserved concurrency (PutFunctionConcurrency); `None` when unset.
+    /// Records written before it existed load as `None`.
+    #[serde(default)]
+    pub reserved_concurrency: Option<u32>,
 }
 
 impl FunctionRecord {

@@ -19,6 +19,8 @@ use tower::ServiceExt;
 
 use super::*;
 
+mod concurrency;
+
 #[derive(Debug, Default)]
 struct FakeInvoker {
     seen: Mutex<Vec<(Arc<FunctionVersionSpec>, InvokeRequest)>>,
@@ -81,6 +83,26 @@ impl Counting for Unlimited {
     async fn acquire(&self, _a: &AccountId, _f: &str) -> Result<ConcurrencyPermit, LambdaError> {
         Ok(ConcurrencyPermit::new(()))
     }
+    async fn try_scale_up(&self, _a: &AccountId, _f: &str) -> Result<(), LambdaError> {
+        Ok(())
+    }
+    async fn set_reserved(
+        &self,
+        _a: &AccountId,
+        _f: &str,
+        _n: Option<u32>,
+    ) -> Result<(), LambdaError> {
+        Ok(())
+    }
+    async fn account_concurrency(
+        &self,
+        _a: &AccountId,
+    ) -> stratus_api::service::AccountConcurrency {
+        stratus_api::service::AccountConcurrency {
+            limit: u32::MAX,
+            unreserved: u32::MAX,
+        }
+    }
 }
 
 struct Harness {
@@ -91,6 +113,10 @@ struct Harness {
 }
 
 async fn harness() -> Harness {
+    harness_with(Arc::new(Unlimited)).await
+}
+
+async fn harness_with(counting: Arc<dyn Counting>) -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
     let meta = stratus_store_embedded::EmbeddedMetaStore::open(dir.path().join("meta.redb"))
         .expect("meta");
@@ -101,7 +127,7 @@ async fn harness() -> Harness {
     let fe = Frontend::new(FrontendDeps {
         meta: Arc::new(meta),
         blobs: Arc::new(blobs),
-        counting: Arc::new(Unlimited),
+        counting,
         invoker: Arc::clone(&invoker) as Arc<dyn Invoker>,
         worker: Arc::new(FakeWorker),
         logs: Arc::clone(&logs) as Arc<dyn Logs>,
