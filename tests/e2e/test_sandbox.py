@@ -152,6 +152,35 @@ def test_namespaces_and_memory_cgroup_seen_from_host(lam, fns, py_zip):
         assert 192 * 2**20 <= limit <= 256 * 2**20, f"memory limit {limit} for MemorySize=192"
 
 
+def _cgroup_cpu_weight(pid: int) -> tuple[str, int] | None:
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        hid, controllers, path = line.split(":", 2)
+        if "cpu" in controllers.split(","):  # cgroup v1
+            for base in ("cpu", "cpu,cpuacct"):
+                f = Path("/sys/fs/cgroup") / base / path.lstrip("/") / "cpu.shares"
+                if f.exists():
+                    return "v1", int(f.read_text())
+        elif controllers == "" and hid == "0":  # cgroup v2
+            f = Path("/sys/fs/cgroup") / path.lstrip("/") / "cpu.weight"
+            if f.exists():
+                return "v2", int(f.read_text())
+    return None
+
+
+@pytest.mark.parametrize("memory", [128, 1769, 3538])
+def test_cpu_weight_follows_memory_size(lam, fns, py_zip, memory):
+    """CPU in proportion to MemorySize (1,769 MB = one vCPU) as a scheduling weight."""
+    name = fns.create(py_zip, handler="app.inspect", MemorySize=memory)
+    _inspect(lam, name, {})
+    pids = host_pids_of(name)
+    assert pids, f"no host process carries AWS_LAMBDA_FUNCTION_NAME={name}"
+    found = _cgroup_cpu_weight(pids[0])
+    assert found is not None, "the sandbox has no cpu cgroup weight"
+    version, weight = found
+    expected = max(2, memory * 1024 // 1769) if version == "v1" else max(1, memory * 100 // 1769)
+    assert weight == expected, (version, weight, expected)
+
+
 def test_delete_stops_the_functions_sandboxes(lam, fns, py_zip):
     name = fns.create(py_zip, handler="app.dispatch")
     from concurrent.futures import ThreadPoolExecutor

@@ -23,6 +23,22 @@ pub enum CgroupVersion {
 const V1_CONTROLLERS: [&str; 5] = ["memory", "pids", "cpu", "cpuacct", "freezer"];
 const V1_REQUIRED: usize = 2;
 
+/// Lambda gives a function one vCPU at 1,769 MB of memory, and CPU in
+/// proportion to memory below and above that.
+pub const MB_PER_VCPU: u64 = 1769;
+
+/// cgroup v1 `cpu.shares` for a memory size: 1024 (one CPU's default
+/// weight) per 1,769 MB, at least the kernel's minimum of 2.
+pub fn cpu_shares_v1(memory_bytes: u64) -> u64 {
+    (memory_bytes / (1024 * 1024) * 1024 / MB_PER_VCPU).max(2)
+}
+
+/// cgroup v2 `cpu.weight` for a memory size: 100 (the default weight) per
+/// 1,769 MB, within the kernel's 1..=10000.
+pub fn cpu_weight_v2(memory_bytes: u64) -> u64 {
+    (memory_bytes / (1024 * 1024) * 100 / MB_PER_VCPU).clamp(1, 10_000)
+}
+
 /// Errors of cgroup handling.
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
@@ -117,15 +133,22 @@ pub fn prepare_parent(
             Ok(())
         }
         CgroupVersion::V2 => {
+            // CPU weights need the cpu controller too; a host without it
+            // still runs sandboxes, just without proportional CPU.
+            let enable = |dir: &Path| {
+                let control = dir.join("cgroup.subtree_control");
+                fs::write(&control, "+memory +pids +cpu")
+                    .or_else(|_| write(&control, "+memory +pids"))
+            };
             let mut level = root.to_path_buf();
-            write(&level.join("cgroup.subtree_control"), "+memory +pids")?;
+            enable(&level)?;
             for part in Path::new(parent).components() {
                 level.push(part);
                 fs::create_dir_all(&level).map_err(|source| CgroupError::Create {
                     path: level.clone(),
                     source,
                 })?;
-                write(&level.join("cgroup.subtree_control"), "+memory +pids")?;
+                enable(&level)?;
             }
             Ok(())
         }
@@ -291,7 +314,44 @@ impl CgroupSet {
     }
 
     /// Sets the memory limit (no swap) and the pids limit.
+    /// Sets the memory and pids limits, and a CPU weight in proportion to
+    /// memory (see [`cpu_shares_v1`]).
     pub fn set_limits(&self, memory_bytes: u64, max_pids: u64) -> Result<(), CgroupError> {
+        self.set_memory_and_pids(memory_bytes, max_pids)?;
+        self.set_cpu_weight(memory_bytes)
+    }
+
+    /// The CPU weight: a scheduling share, so an idle machine still runs a
+    /// small function at full speed. Skipped where the cpu controller is absent.
+    fn set_cpu_weight(&self, memory_bytes: u64) -> Result<(), CgroupError> {
+        match self.version {
+            CgroupVersion::V1 => {
+                let cpu = self.dirs.iter().find(|d| {
+                    d.components().any(|c| {
+                        c.as_os_str()
+                            .to_str()
+                            .is_some_and(|c| c.split(',').any(|x| x == "cpu"))
+                    })
+                });
+                match cpu {
+                    Some(dir) => write(
+                        &dir.join("cpu.shares"),
+                        &cpu_shares_v1(memory_bytes).to_string(),
+                    ),
+                    None => Ok(()),
+                }
+            }
+            CgroupVersion::V2 => match self.dirs.first() {
+                Some(dir) if dir.join("cpu.weight").exists() => write(
+                    &dir.join("cpu.weight"),
+                    &cpu_weight_v2(memory_bytes).to_string(),
+                ),
+                _ => Ok(()),
+            },
+        }
+    }
+
+    fn set_memory_and_pids(&self, memory_bytes: u64, max_pids: u64) -> Result<(), CgroupError> {
         let (Some(mem), Some(last)) = (self.dirs.first(), self.dirs.last()) else {
             return Ok(());
         };
@@ -492,6 +552,19 @@ mod tests {
     }
 
     #[test]
+    fn cpu_weight_is_proportional_to_memory() {
+        const MB: u64 = 1024 * 1024;
+        assert_eq!(cpu_shares_v1(1769 * MB), 1024, "1,769 MB is one vCPU");
+        assert_eq!(cpu_shares_v1(3538 * MB), 2048);
+        assert_eq!(cpu_shares_v1(128 * MB), 74);
+        assert_eq!(cpu_shares_v1(0), 2, "kernel minimum");
+        assert_eq!(cpu_weight_v2(1769 * MB), 100);
+        assert_eq!(cpu_weight_v2(128 * MB), 7);
+        assert_eq!(cpu_weight_v2(10_240 * MB), 578);
+        assert_eq!(cpu_weight_v2(0), 1);
+    }
+
+    #[test]
     fn detects_v2_from_cgroup_controllers() {
         let dir = tempfile::tempdir().expect("tempdir");
         touch(&dir.path().join("cgroup.controllers"));
@@ -516,7 +589,7 @@ mod tests {
         for level in ["", "a", "a/b"] {
             let content = fs::read_to_string(dir.path().join(level).join("cgroup.subtree_control"))
                 .expect("read");
-            assert_eq!(content, "+memory +pids");
+            assert_eq!(content, "+memory +pids +cpu");
         }
     }
 
