@@ -106,6 +106,33 @@ fn read_u64(path: &Path) -> Option<u64> {
     fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
+/// The mounted v1 controller hierarchies under `root`, in
+/// [`V1_CONTROLLERS`] order, each directory once (co-mounted controllers,
+/// e.g. cpu,cpuacct behind symlinks, share one). Fails if a required
+/// controller is missing.
+fn v1_hierarchies(root: &Path) -> Result<Vec<PathBuf>, CgroupError> {
+    let mut seen = Vec::new();
+    let mut bases = Vec::new();
+    for (i, ctrl) in V1_CONTROLLERS.iter().enumerate() {
+        let base = root.join(ctrl);
+        if !base.join("cgroup.procs").is_file() {
+            if i < V1_REQUIRED {
+                return Err(CgroupError::MissingController {
+                    controller: ctrl,
+                    root: root.to_owned(),
+                });
+            }
+            continue;
+        }
+        let canonical = fs::canonicalize(&base).unwrap_or_else(|_| base.clone());
+        if !seen.contains(&canonical) {
+            seen.push(canonical);
+            bases.push(base);
+        }
+    }
+    Ok(bases)
+}
+
 /// Prepares `<root>/<parent>` so sandbox cgroups can be created beneath it
 /// (v2: enables the memory and pids controllers on every level).
 pub fn prepare_parent(
@@ -115,17 +142,7 @@ pub fn prepare_parent(
 ) -> Result<(), CgroupError> {
     match version {
         CgroupVersion::V1 => {
-            for (i, ctrl) in V1_CONTROLLERS.iter().enumerate() {
-                let base = root.join(ctrl);
-                if !base.join("cgroup.procs").is_file() {
-                    if i < V1_REQUIRED {
-                        return Err(CgroupError::MissingController {
-                            controller: ctrl,
-                            root: root.to_owned(),
-                        });
-                    }
-                    continue;
-                }
+            for base in v1_hierarchies(root)? {
                 let dir = base.join(parent);
                 fs::create_dir_all(&dir)
                     .map_err(|source| CgroupError::Create { path: dir, source })?;
@@ -285,24 +302,7 @@ impl CgroupSet {
     ) -> Result<(), CgroupError> {
         match self.version {
             CgroupVersion::V1 => {
-                let mut seen = Vec::new();
-                for (i, ctrl) in V1_CONTROLLERS.iter().enumerate() {
-                    let base = root.join(ctrl);
-                    if !base.join("cgroup.procs").is_file() {
-                        if i < V1_REQUIRED {
-                            return Err(CgroupError::MissingController {
-                                controller: ctrl,
-                                root: root.to_owned(),
-                            });
-                        }
-                        continue;
-                    }
-                    // Co-mounted controllers (e.g. cpu,cpuacct behind symlinks) share one directory.
-                    let canonical = fs::canonicalize(&base).unwrap_or_else(|_| base.clone());
-                    if seen.contains(&canonical) {
-                        continue;
-                    }
-                    seen.push(canonical);
+                for base in v1_hierarchies(root)? {
                     self.mkdir(base.join(parent).join(id))?;
                 }
             }
