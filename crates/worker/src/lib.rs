@@ -88,11 +88,6 @@ impl LocalWorker {
             logs,
         })
     }
-
-    /// The interpreters this worker runs managed runtimes with.
-    pub fn interpreters(&self) -> &Interpreters {
-        &self.cfg.interpreters
-    }
 }
 
 #[async_trait]
