@@ -286,37 +286,41 @@ impl ProcessSandbox {
             dispatched: dispatched_tx,
             reply: reply_tx,
         };
-        if self.dispatch_tx.send(dispatch).await.is_err() {
-            self.die();
-            return (
-                error_payload(
-                    "Runtime.ExitError",
-                    format!(
-                        "RequestId: {} Error: Runtime exited without providing a reason",
-                        req.request_id
-                    ),
+        let exit_error = |s: ExitStatus| {
+            let message = match s {
+                ExitStatus::Code(0) => format!(
+                    "RequestId: {} Error: Runtime exited without providing a reason",
+                    req.request_id
                 ),
-                true,
-                None,
-            );
-        }
-        let exit_msg = |s: ExitStatus| match s {
-            ExitStatus::Code(0) => format!(
-                "RequestId: {} Error: Runtime exited without providing a reason",
-                req.request_id
-            ),
-            s => format!(
-                "RequestId: {} Error: Runtime exited with error: {s}",
-                req.request_id
-            ),
+                s => format!(
+                    "RequestId: {} Error: Runtime exited with error: {s}",
+                    req.request_id
+                ),
+            };
+            error_payload("Runtime.ExitError", message)
         };
+        let timed_out = || {
+            error_payload(
+                "Sandbox.Timedout",
+                format!(
+                    "RequestId: {} Error: Task timed out after {:.2} seconds",
+                    req.request_id,
+                    timeout.as_secs_f64()
+                ),
+            )
+        };
+        if self.dispatch_tx.send(dispatch).await.is_err() {
+            // The runtime API server is gone with the runtime.
+            self.die();
+            return (exit_error(ExitStatus::Code(0)), true, None);
+        }
         // Phase 1: the runtime takes the event (after its init on a cold start).
         let started = tokio::select! {
             d = dispatched_rx => match d {
                 Ok((at, _deadline)) => at,
                 Err(_) => {
                     self.die();
-                    return (error_payload("Runtime.ExitError", exit_msg(self.exited().await)), true, None);
+                    return (exit_error(self.exited().await), true, None);
                 }
             },
             doc = self.init_failed() => {
@@ -325,11 +329,11 @@ impl ProcessSandbox {
             }
             s = self.exited() => {
                 self.die();
-                return (error_payload("Runtime.ExitError", exit_msg(s)), true, None);
+                return (exit_error(s), true, None);
             }
             _ = tokio::time::sleep(INIT_TIMEOUT.max(timeout)) => {
                 self.die();
-                return (error_payload("Sandbox.Timedout", format!("RequestId: {} Error: Task timed out after {:.2} seconds", req.request_id, timeout.as_secs_f64())), true, None);
+                return (timed_out(), true, None);
             }
         };
         // Phase 2: the handler runs under the function's timeout.
@@ -344,18 +348,17 @@ impl ProcessSandbox {
                 ),
                 Err(_) => {
                     self.die();
-                    (error_payload("Runtime.ExitError", exit_msg(self.exited().await)), true, Some(started))
+                    (exit_error(self.exited().await), true, Some(started))
                 }
             },
             s = self.exited() => {
                 self.die();
-                (error_payload("Runtime.ExitError", exit_msg(s)), true, Some(started))
+                (exit_error(s), true, Some(started))
             }
             _ = tokio::time::sleep_until((started + timeout).into()) => {
                 self.die();
-                let msg = format!("RequestId: {} Error: Task timed out after {:.2} seconds", req.request_id, timeout.as_secs_f64());
                 self.logs.push_line(&format!("{} {} Task timed out after {:.2} seconds", time_stamp(), req.request_id, timeout.as_secs_f64()));
-                (error_payload("Sandbox.Timedout", msg), true, Some(started))
+                (timed_out(), true, Some(started))
             }
         }
     }
