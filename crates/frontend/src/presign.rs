@@ -66,13 +66,19 @@ pub async fn download(
     let (Some(expires), Some(sig)) = (p.expires, p.signature) else {
         return denied("Query-string authentication requires the Signature and Expires parameters");
     };
-    let valid = hex::decode(&sig).is_ok_and(|sig| {
-        Hmac::<Sha256>::new_from_slice(&fe.deps.presign_key).is_ok_and(|mut m| {
-            m.update(signed_text(&account, &digest, expires).as_bytes());
-            // verify_slice compares in constant time.
-            m.verify_slice(&sig).is_ok()
-        })
-    });
+    // Only the exact lowercase form we issue is accepted: `...A` instead of
+    // `...a` is another URL, even though it decodes to the same bytes.
+    let canonical = sig
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let valid = canonical
+        && hex::decode(&sig).is_ok_and(|sig| {
+            Hmac::<Sha256>::new_from_slice(&fe.deps.presign_key).is_ok_and(|mut m| {
+                m.update(signed_text(&account, &digest, expires).as_bytes());
+                // verify_slice compares in constant time.
+                m.verify_slice(&sig).is_ok()
+            })
+        });
     if !valid {
         return denied(
             "The request signature we calculated does not match the signature you provided.",

@@ -435,6 +435,12 @@ async fn presigned_code_urls_download_and_refuse_tampering() {
     let tampered = path.replace("Expires=", "Expires=9");
     let (s, _, _) = call(&h.app, "GET", &tampered, &[], Body::empty()).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
+    // The same MAC in uppercase hex is not the URL that was issued.
+    let (head, sig) = path.split_once("Signature=").expect("signature");
+    let upper = format!("{head}Signature={}", sig.to_uppercase());
+    assert_ne!(upper, path, "the signature has hex letters");
+    let (s, _, _) = call(&h.app, "GET", &upper, &[], Body::empty()).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]
