@@ -273,12 +273,17 @@ def remove_data_dir(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+_UID_BASE = int(os.environ.get("STRATUS_E2E_UID_BASE", "1600000"))
+
+
 def new_server(tag: str, extra_args: list[str] | None = None, data_dir: Path | None = None) -> Server:
     """A server for the suite. Servers of one run may overlap in time, so each
-    gets its own cgroup parent and sandbox uid range."""
+    gets its own cgroup parent and sandbox uid range. Concurrent suites on one
+    host (several checkouts) must set STRATUS_E2E_UID_BASE apart by at least
+    1,000,000 so their uid ranges never meet."""
     data_dir = data_dir or Path(tempfile.mkdtemp(prefix=f"stratus-e2e-{tag}-"))
     index = len(_SERVERS)
-    isolation = ["--cgroup-parent", f"stratus-e2e-{os.getpid()}-{index}", "--uid-base", str(1_600_000 + index * 10_000)]
+    isolation = ["--cgroup-parent", f"stratus-e2e-{os.getpid()}-{index}", "--uid-base", str(_UID_BASE + index * 10_000)]
     srv = Server(data_dir=data_dir, log_path=_LOG_DIR / f"server-{tag}.log",
                  extra_args=isolation + (extra_args or []))
     _SERVERS.append(srv)
