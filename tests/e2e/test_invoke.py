@@ -386,6 +386,7 @@ def test_runtime_exit_is_exit_error_and_recovers(lam, fns, py_zip):
 def test_timeout_is_sandbox_timedout_and_recovers(lam, fns, py_zip):
     name = fns.create(py_zip, handler="app.dispatch", Timeout=1)
     warm = invoke_json(lam, name, {"action": "handler"})[1]
+    invoke_json(lam, name, {"action": "write_tmp", "file": "before-timeout"})
     t0 = time.monotonic()
     resp, body = invoke(lam, name, {"action": "sleep", "seconds": 3})
     elapsed = time.monotonic() - t0
@@ -396,9 +397,16 @@ def test_timeout_is_sandbox_timedout_and_recovers(lam, fns, py_zip):
     assert err["errorType"] == "Sandbox.Timedout", err
     rid = resp["ResponseMetadata"]["RequestId"]
     assert err["errorMessage"] == f"RequestId: {rid} Error: Task timed out after 1.00 seconds", err
-    # The runtime is restarted: module state resets.
-    _, out = invoke_json(lam, name, {"action": "handler"})
-    assert out["count"] == 1 and out["sandbox"] != warm["sandbox"]
+    # The runtime is restarted in the same sandbox: module state resets (a
+    # new process, re-imported module), /tmp survives, and the next invoke
+    # runs the init again.
+    resp = lam.invoke(FunctionName=name, Payload=json.dumps({"action": "handler"}), LogType="Tail")
+    out = json.loads(resp["Payload"].read())
+    assert out["count"] == 1 and out["sandbox"] != warm["sandbox"], out
+    assert out["pid"] != warm["pid"], (out["pid"], warm["pid"])
+    assert "Init Duration:" in base64.b64decode(resp["LogResult"]).decode()
+    _, tmp = invoke_json(lam, name, {"action": "write_tmp", "file": "after-timeout"})
+    assert tmp["tmp"] == ["after-timeout", "before-timeout"], tmp
 
 
 def test_client_context_reaches_handler(lam, fns, py_zip):

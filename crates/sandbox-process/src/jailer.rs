@@ -14,7 +14,11 @@
 //!   joins the sandbox's cgroups unless the server already moved it there,
 //!   enters a new cgroup namespace, assembles
 //!   the root filesystem, pivots into it, forks R, drops to the sandbox's
-//!   host uid and reaps children until R ends, whose status it reports.
+//!   host uid and reaps children until R ends, whose status it reports
+//!   before it exits (ending the sandbox). On the server's
+//!   [`Command::RestartRuntime`] it kills every other process of the
+//!   sandbox and forks a fresh R instead: the mounts (and `/tmp`), cgroup
+//!   and network stay, memory and processes do not.
 //! - **R**, the runtime: drops to the sandbox uid, enters its own user
 //!   namespace (seeing itself as uid 993), sets rlimits, installs seccomp and
 //!   execs the runtime with exactly the configured environment.
@@ -34,18 +38,23 @@ use std::path::Path;
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl, open};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::resource::{Resource, setrlimit};
-use nix::sys::signal::Signal;
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::MsgFlags;
 use nix::sys::stat::Mode;
-use nix::sys::wait::{WaitStatus, waitpid};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{
     ForkResult, Gid, Pid, Uid, chdir, dup2, execve, fork, pipe2, pivot_root, sethostname,
 };
 use nix::unistd::{setgroups, setresgid, setresuid};
 use stratus_sandbox::ExitStatus;
 
-use crate::protocol::{CONTROL_FD, JailerConfig, Report, SANDBOX_GID, SANDBOX_UID, send_report};
+use crate::protocol::{
+    CONTROL_FD, Command, JailerConfig, MAX_COMMAND, Report, SANDBOX_GID, SANDBOX_UID, send_report,
+};
 use crate::seccomp::{DEFAULT_POLICY, Policy};
 
 /// Longest error message sent to the server.
@@ -355,11 +364,88 @@ fn container_init(
         format!("setting host name {:?}", cfg.hostname)
     })?;
 
+    // SIGCHLD is read from a signalfd so C can wait for its children and for
+    // commands from the server at once; each runtime unblocks it before exec.
+    let mut sigchld = SigSet::empty();
+    sigchld.add(Signal::SIGCHLD);
+    sigchld
+        .thread_block()
+        .ctx("fork", || "blocking SIGCHLD".into())?;
+    let children = SignalFd::with_flags(&sigchld, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .ctx("fork", || "creating the SIGCHLD signalfd".into())?;
+
+    let mut runtime = start_runtime(ctl, cfg, policy)?;
+    drop_privileges(cfg.host_uid)?;
+    if runtime.started {
+        let _ = send_report(ctl, &Report::Started, None);
+    }
+    loop {
+        let (child_ready, command_ready) = {
+            let mut fds = [
+                PollFd::new(children.as_fd(), PollFlags::POLLIN),
+                PollFd::new(ctl, PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e).ctx("fork", || "waiting for the runtime".into()),
+            }
+            let ready = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
+            (ready(&fds[0]), ready(&fds[1]))
+        };
+        if child_ready {
+            while let Ok(Some(_)) = children.read_signal() {}
+            // Reap everything (we are pid 1); the sandbox ends with its runtime.
+            if let Some(status) = reap(runtime.pid, false)? {
+                if runtime.started {
+                    let _ = send_report(ctl, &Report::Exited { status }, None);
+                }
+                // SAFETY: _exit ends the process; leaving pid 1 kills the rest of the namespace.
+                unsafe { libc::_exit(0) }
+            }
+        }
+        if command_ready {
+            match receive_command(ctl) {
+                // The server is gone: so is the sandbox.
+                Received::Closed => {
+                    // SAFETY: as above.
+                    unsafe { libc::_exit(0) }
+                }
+                Received::Nothing => {}
+                Received::Command(Command::RestartRuntime) => {
+                    // Every process of the namespace but us, at once: nothing
+                    // the runtime started can fork its way out of this.
+                    let _ = nix::sys::signal::kill(Pid::from_raw(-1), Signal::SIGKILL);
+                    reap(runtime.pid, true)?;
+                    while let Ok(Some(_)) = children.read_signal() {}
+                    runtime = start_runtime(ctl, cfg, policy)?;
+                    if runtime.started {
+                        let _ = send_report(ctl, &Report::Started, None);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A runtime process C started.
+struct Runtime {
+    pid: Pid,
+    /// It got as far as exec (otherwise it reported its error and exits).
+    started: bool,
+}
+
+/// Forks R and waits until it has exec'd the runtime (or failed to).
+fn start_runtime(
+    ctl: BorrowedFd<'_>,
+    cfg: &JailerConfig,
+    policy: &Policy,
+) -> Result<Runtime, JailerError> {
     // R writes one byte here if it fails before exec; exec closes it otherwise.
     let (exec_rd, exec_wr) =
         pipe2(OFlag::O_CLOEXEC).ctx("fork", || "creating the exec pipe".into())?;
     // SAFETY: C is single-threaded (forked from the single-threaded J).
-    let runtime = match unsafe { fork() }.ctx("fork", || "forking the runtime".into())? {
+    let pid = match unsafe { fork() }.ctx("fork", || "forking the runtime".into())? {
         ForkResult::Child => {
             drop(exec_rd);
             match exec_runtime(cfg, policy) {
@@ -373,7 +459,6 @@ fn container_init(
         ForkResult::Parent { child } => child,
     };
     drop(exec_wr);
-    drop_privileges(cfg.host_uid)?;
     let mut byte = [0u8; 1];
     let started = loop {
         match nix::unistd::read(exec_rd.as_raw_fd(), &mut byte) {
@@ -382,31 +467,65 @@ fn container_init(
             Err(_) => break false,
         }
     };
-    drop(exec_rd);
-    if started {
-        let _ = send_report(ctl, &Report::Started, None);
-    }
-    // Reap everything (we are pid 1) until the runtime itself has ended.
+    Ok(Runtime { pid, started })
+}
+
+/// Reaps C's children. Returns the runtime's status once it has been reaped.
+/// With `all`, blocks until no child is left (after everything was killed).
+fn reap(runtime: Pid, all: bool) -> Result<Option<ExitStatus>, JailerError> {
+    let flags = if all {
+        None
+    } else {
+        Some(WaitPidFlag::WNOHANG)
+    };
+    let mut status = None;
     loop {
-        let status = match waitpid(Pid::from_raw(-1), None) {
-            Ok(WaitStatus::Exited(pid, code)) if pid == runtime => ExitStatus::Code(code),
-            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == runtime => {
-                ExitStatus::Signal(sig as i32)
+        match waitpid(Pid::from_raw(-1), flags) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == runtime => {
+                status = Some(ExitStatus::Code(code))
             }
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == runtime => {
+                status = Some(ExitStatus::Signal(sig as i32))
+            }
+            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return Ok(status),
             Ok(_) | Err(Errno::EINTR) => continue,
             Err(e) => return Err(e).ctx("fork", || "reaping".into()),
-        };
-        if started {
-            let _ = send_report(ctl, &Report::Exited { status }, None);
         }
-        // SAFETY: _exit ends the process; leaving pid 1 kills the rest of the namespace.
-        unsafe { libc::_exit(0) }
+    }
+}
+
+enum Received {
+    Command(Command),
+    /// Not a command C knows (ignored) or a spurious wake-up.
+    Nothing,
+    /// The server's end is closed.
+    Closed,
+}
+
+fn receive_command(ctl: BorrowedFd<'_>) -> Received {
+    let mut buf = [0u8; MAX_COMMAND];
+    match nix::sys::socket::recv(ctl.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+        Ok(0) => Received::Closed,
+        Ok(n) => match serde_json::from_slice(&buf[..n]) {
+            Ok(c) => Received::Command(c),
+            Err(e) => {
+                eprintln!("stratus-init: ignoring an unknown command: {e}");
+                Received::Nothing
+            }
+        },
+        Err(Errno::EAGAIN | Errno::EINTR) => Received::Nothing,
+        Err(_) => Received::Closed,
     }
 }
 
 fn drop_privileges(host_uid: u32) -> Result<(), JailerError> {
     let uid = Uid::from_raw(host_uid);
     let gid = Gid::from_raw(host_uid);
+    // A restarted runtime is forked from C, which has dropped them already.
+    if nix::unistd::getresuid().is_ok_and(|r| r.real == uid && r.effective == uid && r.saved == uid)
+    {
+        return Ok(());
+    }
     setgroups(&[]).ctx("credentials", || "clearing supplementary groups".into())?;
     setresgid(gid, gid, gid).ctx("credentials", || format!("setresgid {host_uid}"))?;
     setresuid(uid, uid, uid).ctx("credentials", || format!("setresuid {host_uid}"))?;
@@ -645,6 +764,10 @@ fn cstring(step: &'static str, s: &str) -> Result<CString, JailerError> {
 fn exec_runtime(cfg: &JailerConfig, policy: &Policy) -> Result<Infallible, JailerError> {
     // Undo J's -1000 (raising is always allowed; fails harmlessly if J could not lower it).
     let _ = fs::write("/proc/self/oom_score_adj", "0");
+    // C blocks SIGCHLD for its signalfd; the mask survives exec.
+    SigSet::empty()
+        .thread_set_mask()
+        .ctx("exec", || "unblocking signals".into())?;
     let argv = cfg
         .argv
         .iter()

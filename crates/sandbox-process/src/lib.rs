@@ -81,7 +81,7 @@ pub use protocol::{JailerConfig, SANDBOX_GID, SANDBOX_UID};
 pub use uid::{UidAllocator, UidLease};
 
 use crate::cgroup::CgroupSet;
-use crate::protocol::{CONTROL_FD, MAX_REPORT, Report, step_name};
+use crate::protocol::{CONTROL_FD, Command, MAX_REPORT, Report, send_command, step_name};
 
 /// Where cgroup filesystems are mounted.
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -535,6 +535,10 @@ impl ProcessBackend {
                 .map_err(|e| ("config", format!("writing the jailer config: {e}")))?;
         }
 
+        // The sandbox keeps a second descriptor of the socket to send commands on.
+        let commands = ctl_server
+            .try_clone()
+            .map_err(|e| ("jailer", format!("dup of the control socket: {e}")))?;
         // SAFETY: `ctl_server` is an open socket owned by the AsyncFd from here on.
         let control = unsafe { AsyncFd::register(ctl_server) }
             .map_err(|e| ("jailer", format!("registering control socket: {e}")))?;
@@ -595,14 +599,23 @@ impl ProcessBackend {
         let listener = listener.ok_or(("listener", "the jailer sent no listener".to_owned()))?;
 
         let (status_tx, status_rx) = tokio::sync::watch::channel(None);
+        let (starts_tx, starts_rx) = tokio::sync::watch::channel(0);
         let jailer = res.jailer.clone();
         // Detached: it ends by itself once the sandbox is gone.
-        drop(tokio::spawn(watch(control, jailer, status_tx)));
+        drop(tokio::spawn(watch(
+            id.clone(),
+            control,
+            jailer,
+            status_tx,
+            starts_tx,
+        )));
         Ok(ProcessSandbox {
             id: id.clone(),
             listener: Some(listener),
             output: Some(out_read),
             status: status_rx,
+            starts: starts_rx,
+            commands,
             res: Resources::default(),
         })
     }
@@ -685,18 +698,25 @@ fn recv_once(fd: RawFd, flags: MsgFlags) -> io::Result<Option<(Report, Option<Ow
     Ok(Some((report, received)))
 }
 
-/// Follows a started sandbox: reads reports until the control socket closes
-/// (all of J, C and R are gone), reaps the jailer and publishes R's status.
+/// Follows a started sandbox: counts runtime (re)starts, reads reports until
+/// the control socket closes (all of J, C and R are gone), reaps the jailer
+/// and publishes R's status.
 async fn watch(
+    id: String,
     control: AsyncFd<OwnedFd>,
     jailer: Option<Arc<Mutex<std::process::Child>>>,
     status_tx: tokio::sync::watch::Sender<Option<ExitStatus>>,
+    starts_tx: tokio::sync::watch::Sender<u64>,
 ) {
     // If nothing reports an end, the sandbox was killed.
     let mut status = ExitStatus::Signal(9);
     loop {
         match recv_report(&control).await {
             Ok(Some((Report::Exited { status: s }, _))) => status = s,
+            Ok(Some((Report::Started, _))) => starts_tx.send_modify(|n| *n += 1),
+            Ok(Some((Report::Error { step, message }, _))) => {
+                tracing::debug!(sandbox = %id, step, %message, "restarting the runtime failed");
+            }
             Ok(Some(_)) => {}
             Ok(None) | Err(_) => break,
         }
@@ -818,6 +838,10 @@ pub struct ProcessSandbox {
     listener: Option<std::net::TcpListener>,
     output: Option<OwnedFd>,
     status: tokio::sync::watch::Receiver<Option<ExitStatus>>,
+    /// Runtime restarts completed ([`Sandbox::restart_runtime`]).
+    starts: tokio::sync::watch::Receiver<u64>,
+    /// The control socket, for commands to the sandbox init.
+    commands: OwnedFd,
     res: Resources,
 }
 
@@ -867,6 +891,37 @@ impl Sandbox for ProcessSandbox {
 
     fn kill(&self) {
         self.res.kill();
+    }
+
+    async fn restart_runtime(&self) -> Result<(), SandboxError> {
+        let failed = |message: String| SandboxError::Io {
+            id: self.id.clone(),
+            message,
+        };
+        let mut starts = self.starts.clone();
+        let before = *starts.borrow_and_update();
+        send_command(self.commands.as_fd(), Command::RestartRuntime).map_err(|e| {
+            failed(format!(
+                "asking the sandbox init to restart the runtime: {e}"
+            ))
+        })?;
+        let mut status = self.status.clone();
+        let restarted = tokio::time::timeout(START_TIMEOUT, async {
+            tokio::select! {
+                r = starts.wait_for(|n| *n > before) => r.is_ok(),
+                _ = status.wait_for(Option::is_some) => false,
+            }
+        })
+        .await;
+        match restarted {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(failed(
+                "the sandbox ended instead of restarting its runtime".into(),
+            )),
+            Err(_) => Err(failed(format!(
+                "the runtime did not restart within {START_TIMEOUT:?}"
+            ))),
+        }
     }
 
     fn usage(&self) -> SandboxUsage {

@@ -4,7 +4,8 @@
 //! jailer side (jailer J, init C, runtime R before exec) sends [`Report`]s
 //! back, one JSON document per datagram on a `SOCK_SEQPACKET` socket at fd
 //! [`CONTROL_FD`]; the `Listening` report carries the Runtime API listener
-//! as `SCM_RIGHTS`.
+//! as `SCM_RIGHTS`. The server sends [`Command`]s the other way on the same
+//! socket; only the sandbox init (C) reads them.
 
 use std::collections::BTreeMap;
 use std::io::IoSlice;
@@ -90,6 +91,33 @@ pub enum Report {
         /// What went wrong.
         message: String,
     },
+}
+
+/// One message from the server to the sandbox init (C).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Command {
+    /// Kill the runtime and everything it started, then start the runtime
+    /// again in the same sandbox (same mounts, `/tmp`, cgroup and network).
+    /// C answers with [`Report::Started`], or [`Report::Error`] and exits.
+    RestartRuntime,
+}
+
+/// Largest command C accepts.
+pub const MAX_COMMAND: usize = 256;
+
+/// Sends one command (never blocks: the socket buffer holds many).
+pub fn send_command(sock: BorrowedFd<'_>, command: Command) -> nix::Result<()> {
+    let body = serde_json::to_vec(&command).map_err(|_| nix::errno::Errno::EINVAL)?;
+    let iov = [IoSlice::new(&body)];
+    sendmsg::<()>(
+        sock.as_raw_fd(),
+        &iov,
+        &[],
+        MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+        None,
+    )?;
+    Ok(())
 }
 
 /// Maps a step name from a report to the `'static` names `SandboxError::Create` carries.
@@ -186,6 +214,14 @@ mod tests {
                 message: "x".into()
             }
         );
+    }
+
+    #[test]
+    fn commands_have_a_stable_wire_form() {
+        let json = serde_json::to_string(&Command::RestartRuntime).expect("serialise");
+        assert_eq!(json, r#"{"type":"restart_runtime"}"#);
+        assert!(json.len() <= MAX_COMMAND);
+        assert!(serde_json::from_str::<Command>(r#"{"type":"reboot"}"#).is_err());
     }
 
     #[test]

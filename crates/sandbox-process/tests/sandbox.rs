@@ -562,3 +562,70 @@ async fn startup_latency() {
         }
     }
 }
+
+/// Counts its starts in /tmp, leaves children behind and reports
+/// "<starts> <processes visible>" on the Runtime API port.
+const RESTARTABLE: &str = r#"
+import os, socket, time
+with open('/tmp/starts', 'a') as f:
+    f.write('x')
+starts = len(open('/tmp/starts').read())
+visible = len([p for p in os.listdir('/proc') if p.isdigit()])
+for _ in range(3):
+    if os.fork() == 0:
+        time.sleep(1000)
+        os._exit(0)
+c = socket.create_connection(('127.0.0.1', 9001))
+c.sendall(f'{starts} {visible}'.encode())
+c.close()
+time.sleep(1000)
+"#;
+
+async fn accept_line(l: &tokio::net::TcpListener) -> String {
+    let (mut conn, _) = tokio::time::timeout(Duration::from_secs(20), l.accept())
+        .await
+        .expect("the runtime connects")
+        .expect("accept");
+    let mut got = String::new();
+    conn.read_to_string(&mut got).await.expect("read");
+    got
+}
+
+#[tokio::test]
+async fn restart_runtime_keeps_tmp_and_kills_everything_else() {
+    if !is_root() {
+        return;
+    }
+    let uid = 2_910_009;
+    let (backend, _state) = backend(uid, 1);
+    let code = code_dir(&[("run.py", RESTARTABLE)]);
+    let mut sb = backend
+        .spawn(spec(
+            "restart",
+            code.path(),
+            &["/usr/bin/python3", "/var/task/run.py"],
+        ))
+        .await
+        .expect("spawn");
+    let l = listener(&mut sb);
+    // First start: init (pid 1) and the runtime.
+    assert_eq!(accept_line(&l).await, "1 2");
+    // Runtime plus its three children, plus the init, all as the sandbox uid.
+    assert!(processes_of(uid).len() >= 5, "{:?}", processes_of(uid));
+
+    sb.restart_runtime().await.expect("restart");
+    // /tmp survived; the old runtime's children are gone.
+    assert_eq!(accept_line(&l).await, "2 2");
+    sb.restart_runtime().await.expect("second restart");
+    assert_eq!(accept_line(&l).await, "3 2");
+
+    sb.kill();
+    assert_eq!(sb.wait().await, ExitStatus::Signal(9));
+    // A restart of an ended sandbox fails cleanly.
+    assert!(matches!(
+        sb.restart_runtime().await,
+        Err(SandboxError::Io { .. })
+    ));
+    drop(sb);
+    assert!(processes_of(uid).is_empty(), "{:?}", processes_of(uid));
+}

@@ -143,6 +143,13 @@ pub trait Sandbox: Send + Sync + std::fmt::Debug {
     /// Kills everything in the sandbox at once. Idempotent.
     fn kill(&self);
 
+    /// Kills the runtime process and everything it started, then starts the
+    /// runtime again in the same sandbox: `/tmp`, the limits, the output pipe
+    /// and the Runtime API listener stay; memory and processes do not. This
+    /// is what Lambda does after a timeout. Returns once the new runtime
+    /// process runs. On error the sandbox is unusable and must be dropped.
+    async fn restart_runtime(&self) -> Result<(), SandboxError>;
+
     /// Current resource usage.
     fn usage(&self) -> SandboxUsage;
 

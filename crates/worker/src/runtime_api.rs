@@ -67,6 +67,16 @@ impl RuntimeApiState {
         }
     }
 
+    /// Forgets the in-flight invocation and the init state, for a runtime
+    /// that is being replaced: its late answers are refused as unknown ids,
+    /// and the next runtime's first `next` marks the end of its init.
+    pub fn reset(&self) {
+        *self.inflight() = None;
+        self.initialized.store(false, Ordering::SeqCst);
+        self.ready.send_replace(None);
+        self.init_error.send_replace(None);
+    }
+
     fn inflight(&self) -> std::sync::MutexGuard<'_, Option<Inflight>> {
         self.inflight.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -386,6 +396,55 @@ mod tests {
         )
         .await;
         assert_eq!(again.status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn reset_forgets_the_timed_out_invocation() {
+        let (st, tx) = state();
+        let (dtx, drx) = oneshot::channel();
+        let (rtx, rrx) = oneshot::channel();
+        tx.send(Dispatch {
+            req: req("id-1"),
+            timeout_ms: 1000,
+            dispatched: dtx,
+            reply: rtx,
+        })
+        .await
+        .expect("send");
+        let resp = call(&st, "GET", "/2018-06-01/runtime/invocation/next", b"").await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        drx.await.expect("dispatched");
+        assert!(st.ready.borrow().is_some());
+
+        // The invocation timed out and the runtime is being replaced.
+        st.reset();
+        assert!(st.ready.borrow().is_none());
+        let late = call(
+            &st,
+            "POST",
+            "/2018-06-01/runtime/invocation/id-1/response",
+            b"1",
+        )
+        .await;
+        assert_eq!(late.status(), StatusCode::BAD_REQUEST);
+        assert!(rrx.await.is_err(), "the late answer must not be delivered");
+
+        // The new runtime's first `next` is not refused as out of order and
+        // marks the end of its init.
+        let (dtx, _drx) = oneshot::channel();
+        let (rtx, _rrx) = oneshot::channel();
+        tx.send(Dispatch {
+            req: req("id-2"),
+            timeout_ms: 1000,
+            dispatched: dtx,
+            reply: rtx,
+        })
+        .await
+        .expect("send");
+        let resp = call(&st, "GET", "/2018-06-01/runtime/invocation/next", b"").await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()["lambda-runtime-aws-request-id"], "id-2");
+        assert!(st.ready.borrow().is_some());
     }
 
     #[tokio::test]

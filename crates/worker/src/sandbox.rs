@@ -39,7 +39,8 @@ pub struct ProcessSandbox {
     kill: Arc<Notify>,
     alive: AtomicBool,
     invoked: AtomicBool,
-    created: Instant,
+    /// When the current runtime process was started (for Init Duration).
+    created: std::sync::Mutex<Instant>,
     sandbox: Arc<dyn Sandbox>,
     tasks: Vec<tokio::task::AbortHandle>,
     /// Where every invocation's log goes (the function's log group).
@@ -208,7 +209,7 @@ pub async fn start(
         kill,
         alive: AtomicBool::new(true),
         invoked: AtomicBool::new(false),
-        created,
+        created: std::sync::Mutex::new(created),
         sandbox,
         tasks,
         store,
@@ -274,6 +275,34 @@ impl ProcessSandbox {
     fn die(&self) {
         self.alive.store(false, Ordering::SeqCst);
         self.kill.notify_one();
+    }
+
+    fn created(&self) -> Instant {
+        *self.created.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// After a timeout: a fresh runtime process in the same sandbox (module
+    /// state is gone, `/tmp` stays), as Lambda does. The next invoke runs
+    /// the function's init again and reports its Init Duration.
+    async fn restart_runtime(&self) {
+        // Forget the timed-out invocation first, so that a late answer from
+        // the dying runtime is refused and the new runtime starts clean.
+        self.api.reset();
+        let restarted_at = Instant::now();
+        match self.sandbox.restart_runtime().await {
+            Ok(()) => {
+                *self.created.lock().unwrap_or_else(|e| e.into_inner()) = restarted_at;
+                self.invoked.store(false, Ordering::SeqCst);
+                tracing::debug!(
+                    elapsed_us = restarted_at.elapsed().as_micros() as u64,
+                    "runtime restarted after a timeout"
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not restart the runtime; replacing the sandbox");
+                self.die();
+            }
+        }
     }
 
     /// Runs one invocation to its outcome: (payload, failed?).
@@ -356,8 +385,8 @@ impl ProcessSandbox {
                 (exit_error(s), true, Some(started))
             }
             _ = tokio::time::sleep_until((started + timeout).into()) => {
-                self.die();
                 self.logs.push_line(&format!("{} {} Task timed out after {:.2} seconds", time_stamp(), req.request_id, timeout.as_secs_f64()));
+                self.restart_runtime().await;
                 (timed_out(), true, Some(started))
             }
         }
@@ -413,8 +442,8 @@ impl WarmSandbox for ProcessSandbox {
                 .api
                 .ready
                 .borrow()
-                .map(|r| r - self.created)
-                .unwrap_or(ended - self.created);
+                .map(|r| r.saturating_duration_since(self.created()))
+                .unwrap_or_else(|| ended.saturating_duration_since(self.created()));
             report.push_str(&format!("Init Duration: {:.2} ms\t", millis(init)));
         }
         self.logs

@@ -180,6 +180,7 @@ def dispatch(event, context):
         "sleep": sleep,
         "fail": fail,
         "noop": noop,
+        "write_tmp": write_tmp,
     }[action](event, context)
 
 
