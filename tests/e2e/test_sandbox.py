@@ -100,6 +100,42 @@ def test_tmp_is_private_per_sandbox(lam, fns, py_zip):
     assert not any(f.startswith("secret-") for f in out["tmp"]), out["tmp"]
 
 
+def _fill(lam, name, mb, remove=True, file="fill"):
+    resp = lam.invoke(FunctionName=name, Payload=json.dumps({"mb": mb, "remove": remove, "file": file}))
+    assert "FunctionError" not in resp, resp["Payload"].read()
+    return json.loads(resp["Payload"].read())
+
+
+def test_tmp_is_capped_at_ephemeral_storage(lam, fns, py_zip):
+    """/tmp holds EphemeralStorage and no more: the next write gets ENOSPC,
+    the function keeps working, and the space comes back when freed."""
+    name = fns.create(py_zip, handler="app.fill_tmp", MemorySize=256, Timeout=60)
+    out = _fill(lam, name, 600, remove=False)
+    assert out["tmp_fs"] == ["ext4"], out
+    assert 480 <= out["tmp_mb"] <= 512, out
+    assert out["error"] == "ENOSPC", out
+    assert 480 <= out["written_mb"] < 512, out
+    # Still full in this warm sandbox (same /tmp); replacing the file frees it.
+    again = _fill(lam, name, 1, file="more")
+    assert again["error"] == "ENOSPC", again
+    freed = _fill(lam, name, 100)
+    assert freed["error"] is None and freed["written_mb"] == 100, freed
+
+
+def test_tmp_size_follows_ephemeral_storage(lam, fns, py_zip):
+    name = fns.create(py_zip, handler="app.fill_tmp", EphemeralStorage={"Size": 1024})
+    out = _fill(lam, name, 1)
+    assert 1000 <= out["tmp_mb"] <= 1024, out
+
+
+def test_tmp_is_not_charged_against_memory_size(lam, fns, py_zip):
+    """Files in /tmp live on disk: a 128 MB function writes 400 MB to /tmp
+    without being killed (a tmpfs would be charged to its memory cgroup)."""
+    name = fns.create(py_zip, handler="app.fill_tmp", MemorySize=128, Timeout=60)
+    out = _fill(lam, name, 400)
+    assert out["error"] is None and out["written_mb"] == 400, out
+
+
 def test_sandboxes_of_one_function_do_not_see_each_other(lam, fns, py_zip):
     name = fns.create(py_zip, handler="app.dispatch")
     from concurrent.futures import ThreadPoolExecutor

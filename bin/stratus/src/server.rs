@@ -126,7 +126,11 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
         ..ProcessBackendConfig::default()
     })
     .context("starting the process sandbox backend")?;
-    tracing::info!(cgroups = ?backend.cgroup_version(), "process sandbox backend ready");
+    tracing::info!(
+        cgroups = ?backend.cgroup_version(),
+        tmp_capped = backend.tmp_is_capped(),
+        "process sandbox backend ready"
+    );
 
     let python = a.python.is_file().then(|| a.python.clone());
     let node = a.node.is_file().then(|| a.node.clone());

@@ -615,7 +615,10 @@ fn build_root(cfg: &JailerConfig) -> Result<(), JailerError> {
     if let Some(dir) = &cfg.opt_dir {
         bind(dir, &root.join("opt"), RO)?;
     }
-    bind(&cfg.tmp_dir, &root.join("tmp"), RW)?;
+    match &cfg.tmp_device {
+        Some(device) => mount_tmp_disk(device, &root.join("tmp"), cfg.host_uid)?,
+        None => bind(&cfg.tmp_dir, &root.join("tmp"), RW)?,
+    }
 
     // /proc of the new pid namespace (we are its pid 1).
     let proc_dir = root.join("proc");
@@ -647,6 +650,36 @@ fn build_root(cfg: &JailerConfig) -> Result<(), JailerError> {
     umount2(".", MntFlags::MNT_DETACH).ctx("pivot_root", || "detaching the old root".into())?;
     chdir("/").ctx("pivot_root", || "chdir /".into())?;
     Ok(())
+}
+
+/// Mounts the sandbox's fresh ext4 `/tmp` and hands it to the sandbox uid.
+fn mount_tmp_disk(device: &Path, tmp: &Path, host_uid: u32) -> Result<(), JailerError> {
+    mkdir("tmp", tmp, 0o755)?;
+    mount(
+        Some(device),
+        tmp,
+        Some("ext4"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOATIME,
+        NONE,
+    )
+    .ctx("tmp", || {
+        format!("mounting {} on {}", device.display(), tmp.display())
+    })?;
+    // Lambda's /tmp starts empty.
+    match fs::remove_dir(tmp.join("lost+found")) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            return Err(e).ctx("tmp", || "removing lost+found".into());
+        }
+        _ => {}
+    }
+    nix::unistd::chown(
+        tmp,
+        Some(Uid::from_raw(host_uid)),
+        Some(Gid::from_raw(host_uid)),
+    )
+    .ctx("tmp", || format!("chown {}", tmp.display()))?;
+    fs::set_permissions(tmp, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .ctx("tmp", || format!("chmod {}", tmp.display()))
 }
 
 fn build_dev(cfg: &JailerConfig, dev: &Path) -> Result<(), JailerError> {

@@ -27,8 +27,11 @@
 //! limits and sends the config, and the runtime runs ~2 ms later.
 //!
 //! `argv[0]` is executed as given (no `PATH` search), relative to `cwd`
-//! unless absolute. `tmp_mb` is not enforced yet (`/tmp` is a bind of a
-//! host directory under `state_dir`).
+//! unless absolute. `/tmp` is an ext4 filesystem of exactly `tmp_mb` on a
+//! loop device (see the `disk` module), so it is capped and its pages are
+//! reclaimable page cache rather than memory; on a host without loop devices
+//! (or without `mkfs.ext4`/`losetup`) the backend warns once and falls back
+//! to an uncapped host directory.
 //!
 //! # Wiring
 //! The server's binary must run the jailer when invoked as
@@ -50,6 +53,7 @@
 //! ```
 
 mod cgroup;
+mod disk;
 mod jailer;
 mod protocol;
 pub mod seccomp;
@@ -76,11 +80,13 @@ use stratus_sandbox::{
 use tokio::io::unix::AsyncFd;
 
 pub use cgroup::{CgroupError, CgroupVersion};
+pub use disk::DiskError;
 pub use jailer::{JailerError, jailer_main};
 pub use protocol::{JailerConfig, SANDBOX_GID, SANDBOX_UID};
 pub use uid::{UidAllocator, UidLease};
 
 use crate::cgroup::CgroupSet;
+use crate::disk::TmpDisk;
 use crate::protocol::{CONTROL_FD, Command, MAX_REPORT, Report, send_command, step_name};
 
 /// Where cgroup filesystems are mounted.
@@ -110,7 +116,13 @@ pub struct ProcessBackendConfig {
     /// a pre-warmed jailer forks the sandbox's init straight into its cgroup
     /// and the cgroup is renamed to the sandbox id. 0 disables the pool.
     pub prewarm: usize,
+    /// `/tmp` disks of [`DEFAULT_TMP_MB`] kept formatted and attached ahead of
+    /// time (~10 ms each to make). Other sizes are made when asked for.
+    pub tmp_disk_pool: usize,
 }
+
+/// The `/tmp` size the disk pool prepares: Lambda's default EphemeralStorage.
+pub const DEFAULT_TMP_MB: u64 = 512;
 
 impl Default for ProcessBackendConfig {
     fn default() -> Self {
@@ -121,6 +133,7 @@ impl Default for ProcessBackendConfig {
             uid_base: 1_500_000,
             uid_count: 10_000,
             prewarm: 2,
+            tmp_disk_pool: 4,
         }
     }
 }
@@ -141,8 +154,15 @@ struct Inner {
     pool: Mutex<Vec<Prepared>>,
     /// Set while a thread refills the pool.
     refilling: AtomicBool,
-    /// Names pool cgroups uniquely.
+    /// Names pool cgroups and disk images uniquely.
     pool_seq: AtomicU64,
+    /// Where `/tmp` disk images are made; `None` when this host cannot
+    /// (then `/tmp` is an uncapped host directory).
+    disk_dir: Option<PathBuf>,
+    /// Ready `/tmp` disks of [`DEFAULT_TMP_MB`].
+    disks: Mutex<Vec<TmpDisk>>,
+    /// Set while a thread refills `disks`.
+    refilling_disks: AtomicBool,
 }
 
 impl Drop for Inner {
@@ -150,6 +170,7 @@ impl Drop for Inner {
         // Unused pre-warmed jailers exit on EOF and their cgroups go with them;
         // then the parent cgroup is removed unless something still lives there.
         self.pool.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.disks.lock().unwrap_or_else(|e| e.into_inner()).clear();
         cgroup::remove_parent_if_empty(
             &self.cgroup_root,
             self.cgroup_version,
@@ -217,6 +238,7 @@ impl ProcessBackend {
             .create(&config.state_dir)
             .map_err(|e| unavailable(format!("creating {}: {e}", config.state_dir.display())))?;
         let uids = UidAllocator::new(config.uid_base, config.uid_count);
+        let (disk_dir, first_disk) = prepare_disks(&config.state_dir);
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -226,14 +248,24 @@ impl ProcessBackend {
                 pool: Mutex::new(Vec::new()),
                 refilling: AtomicBool::new(false),
                 pool_seq: AtomicU64::new(0),
+                disk_dir,
+                disks: Mutex::new(first_disk.into_iter().collect()),
+                refilling_disks: AtomicBool::new(false),
             }),
         })
     }
 
-    /// Fills the pool of pre-warmed jailers (blocking; ~15 ms per jailer).
-    /// Optional: `spawn` refills the pool in the background by itself.
+    /// Whether `/tmp` is a size-capped disk (false: an uncapped host directory).
+    pub fn tmp_is_capped(&self) -> bool {
+        self.inner.disk_dir.is_some()
+    }
+
+    /// Fills the pools of pre-warmed jailers and `/tmp` disks (blocking;
+    /// ~15 ms per jailer, ~10 ms per disk). Optional: `spawn` refills the
+    /// pools in the background by itself.
     pub fn prewarm(&self) {
         self.inner.refill();
+        self.inner.refill_disks();
     }
 
     /// Number of pre-warmed jailers ready.
@@ -268,7 +300,85 @@ impl ProcessBackend {
     }
 }
 
+/// Checks that this host can make `/tmp` disks (by making the first one)
+/// and sweeps loop devices a killed server left behind.
+fn prepare_disks(state_dir: &Path) -> (Option<PathBuf>, Option<TmpDisk>) {
+    let dir = state_dir.join("disks");
+    let made = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| format!("creating {}: {e}", dir.display()));
+    let swept = disk::sweep_stale(&dir);
+    if swept > 0 {
+        tracing::info!(
+            swept,
+            "detached /tmp loop devices of a previous server process"
+        );
+    }
+    let first = made.and_then(|()| {
+        if !Path::new("/dev/loop-control").exists() {
+            return Err("no /dev/loop-control".into());
+        }
+        TmpDisk::create(&dir, "probe", DEFAULT_TMP_MB).map_err(|e| e.to_string())
+    });
+    match first {
+        Ok(disk) => (Some(dir), Some(disk)),
+        Err(reason) => {
+            tracing::warn!(
+                %reason,
+                "/tmp of sandboxes will NOT be size-limited on this host (needs loop devices, mkfs.ext4 and losetup)"
+            );
+            (None, None)
+        }
+    }
+}
+
 impl Inner {
+    fn refill_disks(&self) {
+        let Some(dir) = &self.disk_dir else {
+            return;
+        };
+        if self.refilling_disks.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        while lock(&self.disks).len() < self.config.tmp_disk_pool {
+            let name = format!(
+                "pool-{}-{}",
+                std::process::id(),
+                self.pool_seq.fetch_add(1, Ordering::Relaxed)
+            );
+            match TmpDisk::create(dir, &name, DEFAULT_TMP_MB) {
+                Ok(d) => lock(&self.disks).push(d),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not prepare a /tmp disk");
+                    break;
+                }
+            }
+        }
+        self.refilling_disks.store(false, Ordering::Release);
+    }
+
+    /// A fresh `/tmp` disk of `size_mb` (`None` on hosts without disks).
+    fn take_disk(self: &Arc<Self>, id: &str, size_mb: u64) -> Result<Option<TmpDisk>, String> {
+        let Some(dir) = &self.disk_dir else {
+            return Ok(None);
+        };
+        if size_mb == DEFAULT_TMP_MB {
+            let pooled = lock(&self.disks).pop();
+            if self.config.tmp_disk_pool > 0 {
+                let refill = Arc::clone(self);
+                drop(tokio::task::spawn_blocking(move || refill.refill_disks()));
+            }
+            if let Some(d) = pooled {
+                return Ok(Some(d));
+            }
+        }
+        TmpDisk::create(dir, id, size_mb)
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }
+
     fn refill(&self) {
         if self.cgroup_version != CgroupVersion::V1 || self.config.prewarm == 0 {
             return;
@@ -466,6 +576,15 @@ impl ProcessBackend {
         )
         .map_err(|e| ("scratch", format!("chown {}: {e}", tmp_dir.display())))?;
 
+        if spec.limits.tmp_mb == 0 {
+            return Err(("validate", "tmp_mb must be at least 1".into()));
+        }
+        res.disk = self
+            .inner
+            .take_disk(id, spec.limits.tmp_mb)
+            .map_err(|e| ("tmp", e))?;
+        let tmp_device = res.disk.as_ref().map(|d| d.device().to_owned());
+
         let memory_bytes = spec.limits.memory_mb.saturating_mul(1 << 20);
         let inner = &self.inner;
         let prepared = match inner.take_pooled(id) {
@@ -525,6 +644,7 @@ impl ProcessBackend {
             cgroup_procs: procs,
             host_uid,
             tmp_dir,
+            tmp_device,
             root_dir,
         };
         let config_json = serde_json::to_vec(&config).map_err(|e| ("config", e.to_string()))?;
@@ -757,6 +877,8 @@ struct Resources {
     pidfd: Option<OwnedFd>,
     cgroups: Option<CgroupSet>,
     scratch: Option<PathBuf>,
+    /// Detached after everything above is gone (fields drop after `drop`).
+    disk: Option<TmpDisk>,
     uid: Option<UidLease>,
 }
 

@@ -60,8 +60,11 @@ pub struct JailerConfig {
     pub cgroup_procs: Vec<PathBuf>,
     /// Host uid (and gid) the sandbox runs as.
     pub host_uid: u32,
-    /// Host directory bind-mounted read-write at `/tmp`.
+    /// Host directory bind-mounted read-write at `/tmp` when there is no
+    /// `tmp_device`.
     pub tmp_dir: PathBuf,
+    /// Block device with a fresh ext4 filesystem to mount at `/tmp`.
+    pub tmp_device: Option<PathBuf>,
     /// Empty host directory on which the new root is assembled (in the jailer's mount namespace only).
     pub root_dir: PathBuf,
 }
@@ -122,7 +125,7 @@ pub fn send_command(sock: BorrowedFd<'_>, command: Command) -> nix::Result<()> {
 
 /// Maps a step name from a report to the `'static` names `SandboxError::Create` carries.
 pub fn step_name(step: &str) -> &'static str {
-    const STEPS: [&str; 17] = [
+    const STEPS: [&str; 18] = [
         "config",
         "stdio",
         "oom",
@@ -140,6 +143,7 @@ pub fn step_name(step: &str) -> &'static str {
         "rlimits",
         "chdir",
         "exec",
+        "tmp",
     ];
     STEPS
         .iter()
@@ -186,6 +190,7 @@ mod tests {
             cgroup_procs: vec!["/sys/fs/cgroup/memory/stratus/sbx-1/cgroup.procs".into()],
             host_uid: 200_000,
             tmp_dir: "/tmp/s/sbx-1/tmp".into(),
+            tmp_device: Some("/dev/loop7".into()),
             root_dir: "/tmp/s/sbx-1/root".into(),
         };
         let json = serde_json::to_string(&cfg).expect("serialise");

@@ -17,7 +17,8 @@ fn is_root() -> bool {
     nix::unistd::Uid::effective().is_root()
 }
 
-/// A backend with its own state dir and a single uid, so the uid a test's
+/// A backend with its own state dir, cgroup parent (tests run in parallel and
+/// a dropped backend removes its parent) and a single uid, so the uid a test's
 /// sandbox runs as is known (`uid_base`). With `prewarm`, the pool is filled
 /// first so the pre-warmed path is what gets tested (on cgroup v1).
 fn backend(uid_base: u32, prewarm: usize) -> (ProcessBackend, tempfile::TempDir) {
@@ -25,10 +26,11 @@ fn backend(uid_base: u32, prewarm: usize) -> (ProcessBackend, tempfile::TempDir)
     let backend = ProcessBackend::new(ProcessBackendConfig {
         jailer: vec![env!("CARGO_BIN_EXE_stratus-jailer").to_owned()],
         state_dir: state.path().to_owned(),
-        cgroup_parent: "stratus-test".into(),
+        cgroup_parent: format!("stratus-test-{uid_base}"),
         uid_base,
         uid_count: 1,
         prewarm,
+        tmp_disk_pool: prewarm,
     })
     .expect("backend");
     backend.prewarm();
@@ -122,7 +124,12 @@ def try_write(path):
     except OSError as e:
         return errno.errorcode.get(e.errno, str(e))
 r['task_write'] = try_write('/var/task/new-file')
+r['tmp_before'] = sorted(os.listdir('/tmp'))
 r['tmp_write'] = try_write('/tmp/new-file')
+r['tmp_owner'] = os.stat('/tmp').st_uid
+st = os.statvfs('/tmp')
+r['tmp_mb'] = st.f_blocks * st.f_frsize // (1 << 20)
+r['tmp_fs'] = [l.split()[2] for l in open('/proc/self/mounts') if l.split()[1] == '/tmp']
 r['uid'], r['euid'], r['gid'] = os.getuid(), os.geteuid(), os.getgid()
 r['capeff'] = [l.split()[1] for l in open('/proc/self/status') if l.startswith('CapEff')][0]
 libc = ctypes.CDLL(None, use_errno=True)
@@ -218,10 +225,12 @@ async fn isolation_seen_from_inside() {
     let out = output.await.expect("output task");
     assert!(out.contains("probe done"), "output: {out}");
     assert!(!out.contains("stratus-jailer"), "jailer warnings: {out}");
-    // The runtime's /tmp file lives in the scratch dir, owned by the sandbox uid.
-    let tmp_file = backend.sandbox_dir(&id).join("tmp/new-file");
-    let meta = std::fs::metadata(&tmp_file).expect("tmp file on host");
-    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 2_910_001);
+    // /tmp: an empty ext4 of the spec's size, owned by the sandbox user.
+    assert_eq!(r["tmp_before"], serde_json::json!([]), "{r}");
+    assert_eq!(r["tmp_owner"], 993, "{r}");
+    assert_eq!(r["tmp_fs"], serde_json::json!(["ext4"]), "{r}");
+    let tmp_mb = r["tmp_mb"].as_u64().expect("tmp size");
+    assert!((480..=512).contains(&tmp_mb), "{r}");
 
     drop(sb);
     assert!(!backend.sandbox_dir(&id).exists(), "scratch dir removed");
@@ -436,10 +445,11 @@ async fn concurrent_sandboxes_each_get_their_own_runtime_api() {
     let backend = ProcessBackend::new(ProcessBackendConfig {
         jailer: vec![env!("CARGO_BIN_EXE_stratus-jailer").to_owned()],
         state_dir: state.path().to_owned(),
-        cgroup_parent: "stratus-test".into(),
+        cgroup_parent: "stratus-test-2910010".into(),
         uid_base: 2_910_010,
         uid_count: 3,
         prewarm: 0,
+        tmp_disk_pool: 0,
     })
     .expect("backend");
     let code = code_dir(&[(

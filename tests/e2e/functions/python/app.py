@@ -87,6 +87,32 @@ def write_tmp(event, context):
     return {"written": path, "tmp": sorted(os.listdir("/tmp"))}
 
 
+def fill_tmp(event, context):
+    """Writes {"mb": N} MiB to /tmp in 1 MiB chunks; reports how far it got."""
+    import errno
+    chunk = b"\x02" * (1 << 20)
+    written, error = 0, None
+    path = "/tmp/" + event.get("file", "fill")
+    try:
+        with open(path, "wb") as f:
+            for _ in range(int(event.get("mb", 1))):
+                f.write(chunk)
+                written += 1
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        error = errno.errorcode.get(e.errno, str(e))
+    if event.get("remove", True):
+        os.remove(path)
+    st = os.statvfs("/tmp")
+    return {
+        "written_mb": written,
+        "error": error,
+        "tmp_mb": st.f_blocks * st.f_frsize // (1 << 20),
+        "tmp_fs": [l.split()[2] for l in open("/proc/self/mounts") if l.split()[1] == "/tmp"],
+    }
+
+
 def _probe_path(path):
     try:
         if os.path.isdir(path):

@@ -1,0 +1,219 @@
+//! Disk-backed `/tmp` of a fixed size: Lambda's EphemeralStorage.
+//!
+//! Each sandbox's `/tmp` is its own ext4 filesystem on a loop device: a
+//! sparse image file under the state dir, formatted by `mkfs.ext4` and
+//! attached by `losetup` (the standard tools; both ship with every Linux
+//! distribution). The image is unlinked as soon as it is attached, so the
+//! loop device holds the only reference: nothing is left on disk when it is
+//! detached. The sandbox init mounts the device inside the sandbox's own
+//! mount namespace, so the host's mount table never sees it.
+//!
+//! Why not a tmpfs: tmpfs pages are memory charged to the sandbox's memory
+//! cgroup and never reclaimable without swap, so a function filling `/tmp`
+//! would be OOM-killed at its MemorySize. File pages of a disk filesystem
+//! are page cache: written back and reclaimed under memory pressure, as on
+//! Lambda, where `/tmp` does not count against MemorySize.
+//!
+//! Formatting and attaching take ~10 ms, so the backend keeps a few disks
+//! of the default size ready ([`crate::ProcessBackendConfig::tmp_disk_pool`]).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// What went wrong preparing a disk.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    /// Creating or sizing the image file failed.
+    #[error("creating the image {path}: {source}")]
+    Image {
+        /// The image file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A tool could not be run or failed.
+    #[error("{tool} failed: {message}")]
+    Tool {
+        /// `mkfs.ext4` or `losetup`.
+        tool: &'static str,
+        /// Its stderr, or why it could not start.
+        message: String,
+    },
+}
+
+/// An attached, freshly formatted loop device; detached on drop.
+#[derive(Debug)]
+pub struct TmpDisk {
+    device: PathBuf,
+}
+
+impl TmpDisk {
+    /// Formats a `size_mb` image in `dir` and attaches it to a free loop device.
+    pub fn create(dir: &Path, name: &str, size_mb: u64) -> Result<Self, DiskError> {
+        let image = dir.join(format!("{name}.img"));
+        let file = std::fs::File::create(&image).map_err(|source| DiskError::Image {
+            path: image.clone(),
+            source,
+        })?;
+        let sized = file.set_len(size_mb.saturating_mul(1 << 20));
+        drop(file);
+        let attached = sized
+            .map_err(|source| DiskError::Image {
+                path: image.clone(),
+                source,
+            })
+            .and_then(|()| {
+                // No journal (scratch data dies with the sandbox), no reserved
+                // blocks (the function gets all of its EphemeralStorage),
+                // inode tables initialised lazily (formatting stays ~5 ms).
+                run(
+                    "mkfs.ext4",
+                    &[
+                        "-q",
+                        "-F",
+                        "-O",
+                        "^has_journal",
+                        "-E",
+                        "nodiscard,lazy_itable_init=1",
+                        "-m",
+                        "0",
+                    ],
+                    &image,
+                )?;
+                let out = run("losetup", &["--find", "--show"], &image)?;
+                let device = PathBuf::from(out.trim());
+                if !device.starts_with("/dev/") {
+                    return Err(DiskError::Tool {
+                        tool: "losetup",
+                        message: format!("unexpected output {out:?}"),
+                    });
+                }
+                Ok(device)
+            });
+        // Attached or not, the image's name is no longer needed.
+        let _ = std::fs::remove_file(&image);
+        Ok(TmpDisk { device: attached? })
+    }
+
+    /// The loop device (e.g. `/dev/loop3`).
+    pub fn device(&self) -> &Path {
+        &self.device
+    }
+}
+
+impl Drop for TmpDisk {
+    fn drop(&mut self) {
+        // If a mount still holds the device, the kernel detaches it when
+        // that mount goes away (LOOP_CLR_FD on a busy device sets autoclear).
+        if let Err(e) = run("losetup", &["-d"], &self.device) {
+            tracing::warn!(device = %self.device.display(), error = %e, "could not detach a /tmp loop device");
+        }
+    }
+}
+
+fn run(tool: &'static str, args: &[&str], path: &Path) -> Result<String, DiskError> {
+    let out = Command::new(tool)
+        .args(args)
+        .arg(path)
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| DiskError::Tool {
+            tool,
+            message: format!("could not run it: {e}"),
+        })?;
+    if !out.status.success() {
+        return Err(DiskError::Tool {
+            tool,
+            message: format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Detaches loop devices left attached to images under `dir` by a previous
+/// server process (killed before it could detach them). Returns how many.
+pub fn sweep_stale(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir("/sys/block") else {
+        return 0;
+    };
+    let mut swept = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("loop") {
+            continue;
+        }
+        let Ok(backing) = std::fs::read_to_string(entry.path().join("loop/backing_file")) else {
+            continue;
+        };
+        let file = backing.trim_end().trim_end_matches(" (deleted)");
+        if Path::new(file).parent() == Some(dir)
+            && run("losetup", &["-d"], &Path::new("/dev").join(&name)).is_ok()
+        {
+            swept += 1;
+        }
+    }
+    swept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_disk_is_attached_formatted_and_detached_without_leftovers() {
+        if !nix::unistd::Uid::effective().is_root() || !Path::new("/dev/loop-control").exists() {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("dir");
+        let disk = TmpDisk::create(dir.path(), "t", 16).expect("disk");
+        let device = disk.device().to_owned();
+        // Nothing remains in the directory: the loop device holds the image.
+        assert_eq!(std::fs::read_dir(dir.path()).expect("ls").count(), 0);
+        let sys = Path::new("/sys/block")
+            .join(device.file_name().expect("name"))
+            .join("loop/backing_file");
+        let backing = std::fs::read_to_string(&sys).expect("attached");
+        assert!(backing.contains("(deleted)"), "{backing}");
+        let blkid = Command::new("blkid")
+            .args(["-o", "value", "-s", "TYPE"])
+            .arg(&device)
+            .output()
+            .expect("blkid");
+        assert_eq!(String::from_utf8_lossy(&blkid.stdout).trim(), "ext4");
+        drop(disk);
+        assert!(!sys.exists(), "{} is still attached", device.display());
+    }
+
+    #[test]
+    fn sweep_detaches_only_devices_of_its_directory() {
+        if !nix::unistd::Uid::effective().is_root() || !Path::new("/dev/loop-control").exists() {
+            return;
+        }
+        let ours = tempfile::tempdir().expect("dir");
+        let other = tempfile::tempdir().expect("dir");
+        let stale = TmpDisk::create(ours.path(), "stale", 8).expect("disk");
+        let kept = TmpDisk::create(other.path(), "kept", 8).expect("disk");
+        let sys = |d: &TmpDisk| {
+            Path::new("/sys/block")
+                .join(d.device().file_name().expect("name"))
+                .join("loop/backing_file")
+        };
+        assert_eq!(sweep_stale(ours.path()), 1);
+        assert!(!sys(&stale).exists());
+        assert!(sys(&kept).exists());
+        // Dropping an already-detached disk only logs.
+        drop(stale);
+        drop(kept);
+    }
+
+    #[test]
+    fn a_missing_tool_is_a_clear_error() {
+        let err = run("stratus-no-such-tool", &[], Path::new("/x")).expect_err("fails");
+        assert!(err.to_string().contains("could not run it"), "{err}");
+    }
+}
