@@ -189,7 +189,8 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
         });
     tracing::info!(
         listen = %a.listen,
-        "Stratus is ready: Lambda API at http://{} (any credentials are accepted: signatures are not verified yet)",
+        "Stratus is ready: Lambda API at http://{} (any credentials are accepted: signatures are not verified yet), Prometheus metrics at http://{}/metrics",
+        a.listen,
         a.listen
     );
     axum::serve(listener, stratus_frontend::router(frontend))

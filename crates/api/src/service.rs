@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -80,13 +81,59 @@ pub struct InvokeRequest {
 #[derive(Debug, Clone)]
 pub struct InvokeResponse {
     pub payload: Bytes,
-    /// `Unhandled` when the function failed (the payload is then the error document).
-    pub function_error: Option<&'static str>,
+    /// Set when the function failed (the payload is then the error document).
+    pub function_error: Option<FunctionError>,
     pub executed_version: String,
     /// The invocation's log (START..REPORT), for `X-Amz-Log-Type: Tail`.
     pub log: String,
     /// Whether this invoke started a new sandbox.
     pub cold_start: bool,
+    /// The REPORT line's `Duration`: from the runtime taking the event to
+    /// its answer (zero when the runtime never took it).
+    pub duration: Duration,
+    /// The REPORT line's `Init Duration`: set on the invoke that initialised
+    /// the sandbox's runtime.
+    pub init_duration: Option<Duration>,
+}
+
+/// How an invocation failed in its sandbox. A closed set, decided by the
+/// platform (never read from what the function posted), so it can label
+/// metrics; the tenant's own `errorType` stays in the error document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FunctionError {
+    /// The handler failed and the runtime reported it (`/invocation/{id}/error`).
+    Unhandled,
+    /// The runtime failed to initialise (`/runtime/init/error`).
+    InitError,
+    /// The invocation ran past the function's timeout; the sandbox was killed.
+    Timedout,
+    /// The runtime process exited (crash, `exit`, out-of-memory kill).
+    RuntimeExit,
+    /// The response was larger than Lambda's synchronous limit.
+    ResponseTooLarge,
+    /// The package has no runnable entry point (a `provided` zip without `bootstrap`).
+    InvalidEntrypoint,
+}
+
+impl FunctionError {
+    /// `X-Amz-Function-Error`: Lambda sends `Unhandled` for every kind.
+    pub fn header(self) -> &'static str {
+        "Unhandled"
+    }
+
+    /// The Lambda error type: the `errorType` of the documents the platform
+    /// writes itself, `Unhandled` for errors the handler reported, and
+    /// `Runtime.InitError` for a failed init (whose document is the runtime's).
+    pub fn error_type(self) -> &'static str {
+        match self {
+            FunctionError::Unhandled => "Unhandled",
+            FunctionError::InitError => "Runtime.InitError",
+            FunctionError::Timedout => "Sandbox.Timedout",
+            FunctionError::RuntimeExit => "Runtime.ExitError",
+            FunctionError::ResponseTooLarge => "Function.ResponseSizeTooLarge",
+            FunctionError::InvalidEntrypoint => "Runtime.InvalidEntrypoint",
+        }
+    }
 }
 
 /// Releases one unit of concurrency when dropped.
@@ -147,6 +194,28 @@ pub trait Counting: Send + Sync + std::fmt::Debug {
 
     /// The account's limit and what is left unreserved.
     async fn account_concurrency(&self, account: &AccountId) -> AccountConcurrency;
+
+    /// Invokes running now, per function that has any (for metrics).
+    async fn in_flight_snapshot(&self) -> Vec<FunctionInFlight>;
+}
+
+/// One function's invokes running now, as the counting service counts them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionInFlight {
+    pub account: AccountId,
+    pub function: String,
+    pub in_flight: u32,
+}
+
+/// Sandboxes by state, as the assignment service sees them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SandboxCounts {
+    /// Being created (a cold start in progress).
+    pub starting: usize,
+    /// Warm, waiting for an invoke.
+    pub idle: usize,
+    /// Running an invoke.
+    pub busy: usize,
 }
 
 /// The assignment service (worker manager): runs an invocation in a warm
@@ -163,6 +232,9 @@ pub trait Invoker: Send + Sync + std::fmt::Debug {
     /// `keep_revision` (all of them when `None`): idle ones stop now, busy ones
     /// after their invoke.
     fn retire(&self, account: &AccountId, name: &str, keep_revision: Option<&str>);
+
+    /// How many sandboxes are starting, idle and busy now (for metrics).
+    async fn sandbox_counts(&self) -> SandboxCounts;
 }
 
 /// A sandbox ready to take invocations, one at a time.

@@ -23,8 +23,8 @@ use tokio::time::Instant;
 use async_trait::async_trait;
 use stratus_api::LambdaError;
 use stratus_api::service::{
-    Counting, FunctionVersionSpec, InvokeRequest, InvokeResponse, Invoker, VersionKey, WarmSandbox,
-    Worker,
+    Counting, FunctionVersionSpec, InvokeRequest, InvokeResponse, Invoker, SandboxCounts,
+    VersionKey, WarmSandbox, Worker,
 };
 use stratus_placement::{Decision, IdleSandbox, WorkerSlot, decide};
 use stratus_types::AccountId;
@@ -63,6 +63,8 @@ struct Table {
     idle: HashMap<VersionKey, Vec<String>>,
     /// Memory reserved per worker (sandboxes plus creations in progress).
     reserved_mb: Vec<u64>,
+    /// Sandbox creations in progress (not in `sandboxes` yet).
+    starting: usize,
     /// Revisions retired: their sandboxes are destroyed when released.
     retired: HashMap<(AccountId, String), Option<String>>,
 }
@@ -242,6 +244,7 @@ impl LocalAssignment {
             if let Some(r) = t.reserved_mb.get_mut(w) {
                 *r += memory_mb;
             }
+            t.starting += 1;
             Ok(Acquired::Cold { worker: w })
         };
         for v in victims {
@@ -320,6 +323,33 @@ async fn reaper(this: Weak<LocalAssignment>) {
     }
 }
 
+/// One sandbox creation counted as starting; uncounted when dropped, so a
+/// failed creation or a dropped invoke future never leaves it counted.
+struct Starting<'a> {
+    owner: &'a LocalAssignment,
+    counted: bool,
+}
+
+impl Starting<'_> {
+    /// The sandbox exists: it stops counting as starting and joins the table
+    /// in one step, so no snapshot sees it twice or not at all.
+    fn finish(mut self, id: String, entry: Entry) {
+        let mut t = self.owner.lock();
+        t.starting = t.starting.saturating_sub(1);
+        t.sandboxes.insert(id, entry);
+        self.counted = false;
+    }
+}
+
+impl Drop for Starting<'_> {
+    fn drop(&mut self) {
+        if self.counted {
+            let mut t = self.owner.lock();
+            t.starting = t.starting.saturating_sub(1);
+        }
+    }
+}
+
 /// Returns the sandbox to the table even if the invoke future is dropped.
 struct ReleaseGuard<'a> {
     owner: &'a LocalAssignment,
@@ -344,6 +374,10 @@ impl Invoker for LocalAssignment {
         let sandbox = match self.take_or_reserve(&key, memory_mb)? {
             Acquired::Warm(sb) => sb,
             Acquired::Cold { worker } => {
+                let starting = Starting {
+                    owner: self,
+                    counted: true,
+                };
                 let Some(w) = self.workers.get(worker) else {
                     self.unreserve(worker, memory_mb);
                     return Err(LambdaError::service("placement chose an unknown worker"));
@@ -363,7 +397,7 @@ impl Invoker for LocalAssignment {
                         return Err(e);
                     }
                 };
-                self.lock().sandboxes.insert(
+                starting.finish(
                     sb.id().to_owned(),
                     Entry {
                         sandbox: Arc::clone(&sb),
@@ -406,6 +440,16 @@ impl Invoker for LocalAssignment {
         };
         for e in doomed {
             e.sandbox.shutdown();
+        }
+    }
+
+    async fn sandbox_counts(&self) -> SandboxCounts {
+        let t = self.lock();
+        let busy = t.sandboxes.values().filter(|e| e.busy).count();
+        SandboxCounts {
+            starting: t.starting,
+            idle: t.sandboxes.len() - busy,
+            busy,
         }
     }
 }

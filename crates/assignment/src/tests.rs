@@ -32,6 +32,8 @@ impl WarmSandbox for FakeSandbox {
             executed_version: "$LATEST".into(),
             log: req.request_id,
             cold_start: false,
+            duration: self.delay,
+            init_duration: None,
         })
     }
     fn shutdown(&self) {
@@ -47,6 +49,8 @@ struct FakeWorker {
     created: AtomicUsize,
     shutdowns: Arc<AtomicUsize>,
     delay: Duration,
+    /// How long creating a sandbox takes.
+    create_delay: Duration,
 }
 
 #[async_trait]
@@ -64,6 +68,7 @@ impl Worker for FakeWorker {
         &self,
         _spec: Arc<FunctionVersionSpec>,
     ) -> Result<Arc<dyn WarmSandbox>, LambdaError> {
+        tokio::time::sleep(self.create_delay).await;
         let n = self.created.fetch_add(1, Ordering::SeqCst);
         Ok(Arc::new(FakeSandbox {
             id: format!("sb{n}"),
@@ -84,6 +89,7 @@ fn setup(
         created: AtomicUsize::new(0),
         shutdowns: Arc::new(AtomicUsize::new(0)),
         delay: Duration::from_millis(delay_ms),
+        create_delay: Duration::ZERO,
     });
     let a = LocalAssignment::new(
         vec![Arc::clone(&worker) as Arc<dyn Worker>],
@@ -227,6 +233,7 @@ async fn cold_starts_take_scale_up_tokens_and_warm_invokes_do_not() {
         created: AtomicUsize::new(0),
         shutdowns: Arc::new(AtomicUsize::new(0)),
         delay: Duration::from_millis(100),
+        create_delay: Duration::ZERO,
     });
     let counting = Arc::new(stratus_counting::LocalCounting::with_config(
         stratus_counting::CountingConfig {
@@ -264,4 +271,48 @@ async fn cold_starts_take_scale_up_tokens_and_warm_invokes_do_not() {
     assert!(r1.is_ok() && r2.is_ok(), "two warm sandboxes");
     assert!(r3.is_ok(), "a token came back after about a second");
     assert_eq!(worker.created.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn sandbox_counts_follow_a_cold_start_through_its_states() {
+    let worker = Arc::new(FakeWorker {
+        capacity: 1024,
+        created: AtomicUsize::new(0),
+        shutdowns: Arc::new(AtomicUsize::new(0)),
+        delay: Duration::from_millis(100),
+        create_delay: Duration::from_millis(100),
+    });
+    let a = LocalAssignment::new(
+        vec![Arc::clone(&worker) as Arc<dyn Worker>],
+        AssignmentConfig::default(),
+    );
+    let counts = |starting, idle, busy| SandboxCounts {
+        starting,
+        idle,
+        busy,
+    };
+    let s = spec("f", "r1", 128);
+    let (a2, s2) = (Arc::clone(&a), Arc::clone(&s));
+    let first = tokio::spawn(async move { run(&a2, &s2).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(a.sandbox_counts().await, counts(1, 0, 0), "being created");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        a.sandbox_counts().await,
+        counts(0, 0, 1),
+        "running the invoke"
+    );
+    first.await.expect("task").expect("ok");
+    assert_eq!(a.sandbox_counts().await, counts(0, 1, 0), "back to idle");
+
+    // An invoke dropped while its sandbox is being created is not left
+    // counted as starting.
+    let g = spec("g", "r1", 128);
+    let (a2, g2) = (Arc::clone(&a), Arc::clone(&g));
+    let dropped = tokio::spawn(async move { run(&a2, &g2).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(a.sandbox_counts().await.starting, 1);
+    dropped.abort();
+    assert!(dropped.await.is_err_and(|e| e.is_cancelled()));
+    assert_eq!(a.sandbox_counts().await, counts(0, 1, 0));
 }

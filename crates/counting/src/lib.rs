@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use stratus_api::LambdaError;
-use stratus_api::service::{AccountConcurrency, ConcurrencyPermit, Counting};
+use stratus_api::service::{AccountConcurrency, ConcurrencyPermit, Counting, FunctionInFlight};
 use stratus_types::AccountId;
 use tokio::time::Instant;
 
@@ -311,6 +311,27 @@ impl Counting for LocalCounting {
             limit: self.cfg.account_limit,
             unreserved: self.cfg.account_limit.saturating_sub(reserved),
         }
+    }
+
+    async fn in_flight_snapshot(&self) -> Vec<FunctionInFlight> {
+        let s = lock(&self.state);
+        let mut out: Vec<FunctionInFlight> = s
+            .accounts
+            .iter()
+            .flat_map(|(account, a)| {
+                a.functions
+                    .iter()
+                    .filter(|(_, f)| f.in_flight > 0)
+                    .map(move |(function, f)| FunctionInFlight {
+                        account: account.clone(),
+                        function: function.clone(),
+                        in_flight: f.in_flight,
+                    })
+            })
+            .collect();
+        drop(s);
+        out.sort_by(|x, y| (&x.account, &x.function).cmp(&(&y.account, &y.function)));
+        out
     }
 }
 

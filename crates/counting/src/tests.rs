@@ -209,6 +209,31 @@ async fn acquire_does_not_consume_scale_up_tokens() {
     c.try_scale_up(&a, "f").await.expect("token still there");
 }
 
+#[tokio::test]
+async fn the_snapshot_lists_running_invokes_per_function_and_account() {
+    let c = LocalCounting::new(1000);
+    let a = acct();
+    let b = AccountId::parse("222222222222").expect("valid");
+    c.set_reserved(&a, "idle-reserved", Some(5))
+        .await
+        .expect("reserve");
+    let p1 = c.acquire(&a, "f").await.expect("f");
+    let _p2 = c.acquire(&a, "f").await.expect("f again");
+    let _p3 = c.acquire(&b, "f").await.expect("f of b");
+    let row = |account: &AccountId, function: &str, in_flight| FunctionInFlight {
+        account: account.clone(),
+        function: function.into(),
+        in_flight,
+    };
+    assert_eq!(
+        c.in_flight_snapshot().await,
+        [row(&a, "f", 2), row(&b, "f", 1)],
+        "functions with nothing running (even reserved ones) are left out"
+    );
+    drop(p1);
+    assert_eq!(c.in_flight_snapshot().await[0], row(&a, "f", 1));
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Acquire(usize),
@@ -270,9 +295,18 @@ proptest! {
                 }
                 let held_n: u32 = held.len().try_into().unwrap_or(u32::MAX);
                 prop_assert_eq!(c.in_flight(&a), held_n);
+                let expected: Vec<(String, u32)> = names
+                    .iter()
+                    .enumerate()
+                    .map(|(f, n)| (n.to_string(), held.iter().filter(|(g, _)| *g == f).count().try_into().unwrap_or(u32::MAX)))
+                    .filter(|(_, k)| *k > 0)
+                    .collect();
+                let snapshot: Vec<(String, u32)> = c.in_flight_snapshot().await.into_iter().map(|x| (x.function, x.in_flight)).collect();
+                prop_assert_eq!(snapshot, expected);
             }
             held.clear();
             prop_assert_eq!(c.in_flight(&a), 0);
+            prop_assert!(c.in_flight_snapshot().await.is_empty());
             Ok(())
         })?;
     }

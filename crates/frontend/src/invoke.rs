@@ -9,15 +9,15 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use http_body_util::{BodyExt, Limited};
-use stratus_api::service::InvokeRequest;
+use stratus_api::service::{FunctionVersionSpec, InvokeRequest, InvokeResponse};
 use stratus_api::{ErrorCode, LambdaError};
 use stratus_types::limits::SYNC_REQUEST_MAX_BYTES;
 use tracing::Instrument;
 
-use crate::Frontend;
 use crate::auth::caller;
 use crate::control::resolve;
 use crate::error::ApiResult;
+use crate::{Frontend, FunctionRecord};
 
 /// The largest X-Amz-Client-Context Lambda accepts (base64 text).
 const CLIENT_CONTEXT_MAX: usize = 3583;
@@ -158,11 +158,6 @@ pub async fn invoke(
             &request_id,
         ));
     }
-    let _permit = fe
-        .deps
-        .counting
-        .acquire(&record.account, &record.name)
-        .await?;
     let invoked_arn =
         stratus_types::function_arn(&record.region, &record.account, &record.name, qualifier);
     let req = InvokeRequest {
@@ -173,7 +168,10 @@ pub async fn invoke(
         trace_id: trace_id(),
     };
     let span = tracing::info_span!("invoke", function = %record.name, request_id = %request_id);
-    let out = fe.deps.invoker.invoke(spec, req).instrument(span).await?;
+    let result = admit_and_run(&fe, record, spec, req).instrument(span).await;
+    fe.metrics
+        .record_invoke(&record.account, &record.name, &result);
+    let out = result?;
     let mut resp = (StatusCode::OK, out.payload).into_response();
     let h = resp.headers_mut();
     h.insert("content-type", HeaderValue::from_static("application/json"));
@@ -181,7 +179,10 @@ pub async fn invoke(
         h.insert("x-amz-executed-version", v);
     }
     if let Some(fe_err) = out.function_error {
-        h.insert("x-amz-function-error", HeaderValue::from_static(fe_err));
+        h.insert(
+            "x-amz-function-error",
+            HeaderValue::from_static(fe_err.header()),
+        );
     }
     if want_tail {
         let tail = tail(&out.log);
@@ -191,6 +192,22 @@ pub async fn invoke(
         }
     }
     Ok(with_request_id(resp, &request_id))
+}
+
+/// Takes a concurrency permit from the counting service and runs the
+/// invocation; the permit is released when it ends.
+async fn admit_and_run(
+    fe: &Frontend,
+    record: &FunctionRecord,
+    spec: Arc<FunctionVersionSpec>,
+    req: InvokeRequest,
+) -> Result<InvokeResponse, LambdaError> {
+    let _permit = fe
+        .deps
+        .counting
+        .acquire(&record.account, &record.name)
+        .await?;
+    fe.deps.invoker.invoke(spec, req).await
 }
 
 /// What `X-Amz-Log-Type: Tail` returns: the last 4 KB of the invocation's log.

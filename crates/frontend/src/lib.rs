@@ -9,6 +9,9 @@
 //! service for a permit and hands the invocation to the assignment service;
 //! it never starts or picks sandboxes itself.
 //!
+//! It also serves the Prometheus scrape (`GET /metrics`, module `metrics`) and
+//! records the invoke counters and histograms it exposes.
+//!
 //! The router is built by [`router`], so handlers can be tested without a
 //! socket.
 
@@ -18,6 +21,7 @@ mod control;
 mod error;
 mod invoke;
 mod logs;
+mod metrics;
 mod presign;
 mod registry;
 mod validate;
@@ -63,6 +67,7 @@ pub struct Interpreters {
 pub struct Frontend {
     deps: FrontendDeps,
     registry: registry::Registry,
+    metrics: metrics::Metrics,
 }
 
 /// Errors starting the front end.
@@ -76,7 +81,11 @@ impl Frontend {
     /// Loads the registry from the store.
     pub async fn new(deps: FrontendDeps) -> Result<Arc<Self>, FrontendError> {
         let registry = registry::Registry::load(Arc::clone(&deps.meta)).await?;
-        let this = Arc::new(Frontend { deps, registry });
+        let this = Arc::new(Frontend {
+            deps,
+            registry,
+            metrics: metrics::Metrics::default(),
+        });
         concurrency::load_reservations(&this).await;
         control::finish_pending(&this).await;
         Ok(this)
@@ -133,11 +142,21 @@ pub fn router(fe: Arc<Frontend>) -> Router {
         )
         .route("/_stratus/code/{account}/{digest}", get(presign::download))
         .route("/_stratus/logs/{name}", get(logs::read))
-        .route("/health", get(|| async { "ok" }))
+        .merge(open_routes())
         .fallback(error::unknown_operation)
         .layer(DefaultBodyLimit::max(CONTROL_BODY_LIMIT))
         .layer(axum::middleware::map_response(add_request_id))
         .with_state(fe)
+}
+
+/// Routes that answer without credentials: the health check and the
+/// Prometheus scrape. Authentication (request signatures, a later issue)
+/// must wrap the Lambda API routes only: add it as a `route_layer` before
+/// these are merged, never as a `layer` over the whole router.
+fn open_routes() -> Router<Arc<Frontend>> {
+    Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/metrics", get(metrics::serve))
 }
 
 /// Every response carries `x-amzn-RequestId` (Invoke sets its own).

@@ -12,7 +12,8 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use stratus_api::LambdaError;
 use stratus_api::service::{
-    ConcurrencyPermit, FunctionVersionSpec, InvokeRequest, InvokeResponse, Logs, WarmSandbox,
+    ConcurrencyPermit, FunctionError, FunctionInFlight, FunctionVersionSpec, InvokeRequest,
+    InvokeResponse, Logs, SandboxCounts, WarmSandbox,
 };
 use stratus_types::AccountId;
 use tower::ServiceExt;
@@ -20,12 +21,24 @@ use tower::ServiceExt;
 use super::*;
 
 mod concurrency;
+mod scrape;
 
+/// Answers every invoke with its payload, as a cold start. A payload of
+/// `{"fail":true}` makes it a function error; `{"hold":true}` waits for
+/// `release` first.
 #[derive(Debug, Default)]
 struct FakeInvoker {
     seen: Mutex<Vec<(Arc<FunctionVersionSpec>, InvokeRequest)>>,
     retired: Mutex<Vec<(String, Option<String>)>>,
+    release: tokio::sync::Notify,
 }
+
+/// What [`FakeInvoker`] reports as its sandboxes.
+const FAKE_SANDBOXES: SandboxCounts = SandboxCounts {
+    starting: 1,
+    idle: 2,
+    busy: 3,
+};
 
 #[async_trait]
 impl Invoker for FakeInvoker {
@@ -37,12 +50,18 @@ impl Invoker for FakeInvoker {
         let payload = req.payload.clone();
         let id = req.request_id.clone();
         self.seen.lock().expect("lock").push((spec, req));
+        if &payload[..] == br#"{"hold":true}"# {
+            self.release.notified().await;
+        }
         Ok(InvokeResponse {
+            function_error: (&payload[..] == br#"{"fail":true}"#)
+                .then_some(FunctionError::Unhandled),
             payload,
-            function_error: None,
             executed_version: "$LATEST".into(),
             log: format!("START RequestId: {id} Version: $LATEST\nEND RequestId: {id}\n"),
             cold_start: true,
+            duration: std::time::Duration::from_millis(3),
+            init_duration: Some(std::time::Duration::from_millis(40)),
         })
     }
     fn retire(&self, _account: &AccountId, name: &str, keep: Option<&str>) {
@@ -50,6 +69,9 @@ impl Invoker for FakeInvoker {
             .lock()
             .expect("lock")
             .push((name.to_owned(), keep.map(str::to_owned)));
+    }
+    async fn sandbox_counts(&self) -> SandboxCounts {
+        FAKE_SANDBOXES
     }
 }
 
@@ -102,6 +124,9 @@ impl Counting for Unlimited {
             limit: u32::MAX,
             unreserved: u32::MAX,
         }
+    }
+    async fn in_flight_snapshot(&self) -> Vec<FunctionInFlight> {
+        Vec::new()
     }
 }
 

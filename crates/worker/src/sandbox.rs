@@ -10,7 +10,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::json;
 use stratus_api::LambdaError;
-use stratus_api::service::{FunctionVersionSpec, InvokeRequest, InvokeResponse, Logs, WarmSandbox};
+use stratus_api::service::{
+    FunctionError, FunctionVersionSpec, InvokeRequest, InvokeResponse, Logs, WarmSandbox,
+};
 use stratus_sandbox::{
     ExitStatus, RuntimeApiListener, Sandbox, SandboxBackend, SandboxLimits, SandboxSpec,
 };
@@ -54,7 +56,7 @@ pub struct ProcessSandbox {
 struct FailedSandbox {
     id: String,
     version: String,
-    error_type: &'static str,
+    error: FunctionError,
     message: String,
 }
 
@@ -68,12 +70,12 @@ impl WarmSandbox for FailedSandbox {
     }
     async fn invoke(&self, req: InvokeRequest) -> Result<InvokeResponse, LambdaError> {
         let doc = json!({
-            "errorType": self.error_type,
+            "errorType": self.error.error_type(),
             "errorMessage": format!("RequestId: {} Error: {}", req.request_id, self.message),
         });
         Ok(InvokeResponse {
             payload: Bytes::from(doc.to_string()),
-            function_error: Some("Unhandled"),
+            function_error: Some(self.error),
             executed_version: self.version.clone(),
             log: format!(
                 "START RequestId: {id} Version: {v}\n{msg}\nEND RequestId: {id}\n",
@@ -82,6 +84,8 @@ impl WarmSandbox for FailedSandbox {
                 msg = self.message
             ),
             cold_start: true,
+            duration: Duration::ZERO,
+            init_duration: None,
         })
     }
     fn shutdown(&self) {}
@@ -120,7 +124,7 @@ pub async fn start(
             return Ok(Arc::new(FailedSandbox {
                 id,
                 version: spec.version.clone(),
-                error_type: "Runtime.InvalidEntrypoint",
+                error: FunctionError::InvalidEntrypoint,
                 message: "Couldn't find valid bootstrap(s): [/var/task/bootstrap /opt/bootstrap]"
                     .into(),
             }));
@@ -239,8 +243,8 @@ async fn serve(listener: tokio::net::TcpListener, router: axum::Router) {
     }
 }
 
-fn error_payload(error_type: &str, message: String) -> Bytes {
-    Bytes::from(json!({"errorType": error_type, "errorMessage": message}).to_string())
+fn error_payload(error: FunctionError, message: String) -> Bytes {
+    Bytes::from(json!({"errorType": error.error_type(), "errorMessage": message}).to_string())
 }
 
 fn millis(d: Duration) -> f64 {
@@ -305,8 +309,13 @@ impl ProcessSandbox {
         }
     }
 
-    /// Runs one invocation to its outcome: (payload, failed?).
-    async fn run(&self, req: &InvokeRequest, timeout: Duration) -> (Bytes, bool, Option<Instant>) {
+    /// Runs one invocation to its outcome: the payload, how it failed if it
+    /// did, and when the runtime took the event.
+    async fn run(
+        &self,
+        req: &InvokeRequest,
+        timeout: Duration,
+    ) -> (Bytes, Option<FunctionError>, Option<Instant>) {
         let (dispatched_tx, dispatched_rx) = oneshot::channel();
         let (reply_tx, reply_rx) = oneshot::channel();
         let dispatch = Dispatch {
@@ -326,11 +335,11 @@ impl ProcessSandbox {
                     req.request_id
                 ),
             };
-            error_payload("Runtime.ExitError", message)
+            error_payload(FunctionError::RuntimeExit, message)
         };
         let timed_out = || {
             error_payload(
-                "Sandbox.Timedout",
+                FunctionError::Timedout,
                 format!(
                     "RequestId: {} Error: Task timed out after {:.2} seconds",
                     req.request_id,
@@ -341,7 +350,11 @@ impl ProcessSandbox {
         if self.dispatch_tx.send(dispatch).await.is_err() {
             // The runtime API server is gone with the runtime.
             self.die();
-            return (exit_error(ExitStatus::Code(0)), true, None);
+            return (
+                exit_error(ExitStatus::Code(0)),
+                Some(FunctionError::RuntimeExit),
+                None,
+            );
         }
         // Phase 1: the runtime takes the event (after its init on a cold start).
         let started = tokio::select! {
@@ -349,45 +362,45 @@ impl ProcessSandbox {
                 Ok((at, _deadline)) => at,
                 Err(_) => {
                     self.die();
-                    return (exit_error(self.exited().await), true, None);
+                    return (exit_error(self.exited().await), Some(FunctionError::RuntimeExit), None);
                 }
             },
             doc = self.init_failed() => {
                 self.die();
-                return (doc, true, None);
+                return (doc, Some(FunctionError::InitError), None);
             }
             s = self.exited() => {
                 self.die();
-                return (exit_error(s), true, None);
+                return (exit_error(s), Some(FunctionError::RuntimeExit), None);
             }
             _ = tokio::time::sleep(INIT_TIMEOUT.max(timeout)) => {
                 self.die();
-                return (timed_out(), true, None);
+                return (timed_out(), Some(FunctionError::Timedout), None);
             }
         };
         // Phase 2: the handler runs under the function's timeout.
         tokio::select! {
             r = reply_rx => match r {
-                Ok(RuntimeReply::Response(b)) => (b, false, Some(started)),
-                Ok(RuntimeReply::Error { body }) => (body, true, Some(started)),
+                Ok(RuntimeReply::Response(b)) => (b, None, Some(started)),
+                Ok(RuntimeReply::Error { body }) => (body, Some(FunctionError::Unhandled), Some(started)),
                 Ok(RuntimeReply::TooLarge) => (
-                    error_payload("Function.ResponseSizeTooLarge", format!("Response payload size exceeded maximum allowed payload size ({SYNC_RESPONSE_MAX_BYTES} bytes).")),
-                    true,
+                    error_payload(FunctionError::ResponseTooLarge, format!("Response payload size exceeded maximum allowed payload size ({SYNC_RESPONSE_MAX_BYTES} bytes).")),
+                    Some(FunctionError::ResponseTooLarge),
                     Some(started),
                 ),
                 Err(_) => {
                     self.die();
-                    (exit_error(self.exited().await), true, Some(started))
+                    (exit_error(self.exited().await), Some(FunctionError::RuntimeExit), Some(started))
                 }
             },
             s = self.exited() => {
                 self.die();
-                (exit_error(s), true, Some(started))
+                (exit_error(s), Some(FunctionError::RuntimeExit), Some(started))
             }
             _ = tokio::time::sleep_until((started + timeout).into()) => {
                 self.logs.push_line(&format!("{} {} Task timed out after {:.2} seconds", time_stamp(), req.request_id, timeout.as_secs_f64()));
                 self.restart_runtime().await;
-                (timed_out(), true, Some(started))
+                (timed_out(), Some(FunctionError::Timedout), Some(started))
             }
         }
     }
@@ -418,7 +431,8 @@ impl WarmSandbox for ProcessSandbox {
             req.request_id, version
         ));
         let timeout = Duration::from_secs(u64::from(self.spec.timeout_s));
-        let (payload, failed, started) = self.run(&req, timeout).await;
+        let (payload, error, started) = self.run(&req, timeout).await;
+        let failed = error.is_some();
         let ended = Instant::now();
         self.logs.drain();
         let duration = started.map(|s| ended - s).unwrap_or_default();
@@ -437,13 +451,14 @@ impl WarmSandbox for ProcessSandbox {
             self.spec.memory_mb,
             max_used
         );
-        if cold {
-            let init = self
-                .api
+        let init_duration = cold.then(|| {
+            self.api
                 .ready
                 .borrow()
                 .map(|r| r.saturating_duration_since(self.created()))
-                .unwrap_or_else(|| ended.saturating_duration_since(self.created()));
+                .unwrap_or_else(|| ended.saturating_duration_since(self.created()))
+        });
+        if let Some(init) = init_duration {
             report.push_str(&format!("Init Duration: {:.2} ms\t", millis(init)));
         }
         self.logs
@@ -454,10 +469,12 @@ impl WarmSandbox for ProcessSandbox {
             .append(&self.spec.account, &self.spec.name, &self.log_stream, &log);
         Ok(InvokeResponse {
             payload,
-            function_error: failed.then_some("Unhandled"),
+            function_error: error,
             executed_version: version,
             log,
             cold_start: cold,
+            duration,
+            init_duration,
         })
     }
 
