@@ -139,7 +139,7 @@ class Server:
 
 def make_client(endpoint: str, region: str = DEFAULT_REGION, service: str = "lambda", **cfg):
     config = Config(
-        retries={"max_attempts": 1, "mode": "standard"},
+        retries={"total_max_attempts": 1, "mode": "standard"},
         # Client-side validation would hide the server's own range checks.
         parameter_validation=False,
         connect_timeout=5,

@@ -254,13 +254,6 @@ impl LocalAssignment {
         result
     }
 
-    fn unreserve(&self, worker: usize, memory_mb: u64) {
-        let mut t = self.lock();
-        if let Some(r) = t.reserved_mb.get_mut(worker) {
-            *r = r.saturating_sub(memory_mb);
-        }
-    }
-
     /// Returns a sandbox after an invoke.
     fn release(&self, id: &str) {
         let doomed = {
@@ -323,16 +316,21 @@ async fn reaper(this: Weak<LocalAssignment>) {
     }
 }
 
-/// One sandbox creation counted as starting; uncounted when dropped, so a
-/// failed creation or a dropped invoke future never leaves it counted.
+/// One sandbox creation: counted as starting, with its memory reserved on
+/// its worker. Dropped unfinished (a failed creation, or an invoke future
+/// dropped because its client went away), it gives both back, so neither
+/// the count nor the memory can leak.
 struct Starting<'a> {
     owner: &'a LocalAssignment,
+    worker: usize,
+    memory_mb: u64,
     counted: bool,
 }
 
 impl Starting<'_> {
     /// The sandbox exists: it stops counting as starting and joins the table
-    /// in one step, so no snapshot sees it twice or not at all.
+    /// (keeping its reservation) in one step, so no snapshot sees it twice or
+    /// not at all.
     fn finish(mut self, id: String, entry: Entry) {
         let mut t = self.owner.lock();
         t.starting = t.starting.saturating_sub(1);
@@ -346,6 +344,9 @@ impl Drop for Starting<'_> {
         if self.counted {
             let mut t = self.owner.lock();
             t.starting = t.starting.saturating_sub(1);
+            if let Some(r) = t.reserved_mb.get_mut(self.worker) {
+                *r = r.saturating_sub(self.memory_mb);
+            }
         }
     }
 }
@@ -376,27 +377,18 @@ impl Invoker for LocalAssignment {
             Acquired::Cold { worker } => {
                 let starting = Starting {
                     owner: self,
+                    worker,
+                    memory_mb,
                     counted: true,
                 };
                 let Some(w) = self.workers.get(worker) else {
-                    self.unreserve(worker, memory_mb);
                     return Err(LambdaError::service("placement chose an unknown worker"));
                 };
-                if let Some(counting) = &self.scaling
-                    && let Err(e) = counting.try_scale_up(&spec.account, &spec.name).await
-                {
-                    self.unreserve(worker, memory_mb);
-                    return Err(e);
+                if let Some(counting) = &self.scaling {
+                    counting.try_scale_up(&spec.account, &spec.name).await?;
                 }
                 let span = tracing::info_span!("cold_start", function = %spec.name, version = %spec.version);
-                let created = w.create_sandbox(Arc::clone(&spec)).instrument(span).await;
-                let sb = match created {
-                    Ok(sb) => sb,
-                    Err(e) => {
-                        self.unreserve(worker, memory_mb);
-                        return Err(e);
-                    }
-                };
+                let sb = w.create_sandbox(Arc::clone(&spec)).instrument(span).await?;
                 starting.finish(
                     sb.id().to_owned(),
                     Entry {

@@ -306,13 +306,20 @@ async fn sandbox_counts_follow_a_cold_start_through_its_states() {
     assert_eq!(a.sandbox_counts().await, counts(0, 1, 0), "back to idle");
 
     // An invoke dropped while its sandbox is being created is not left
-    // counted as starting.
+    // counted as starting, and gives its memory back.
+    assert_eq!(a.stats().reserved_mb, 128);
     let g = spec("g", "r1", 128);
     let (a2, g2) = (Arc::clone(&a), Arc::clone(&g));
     let dropped = tokio::spawn(async move { run(&a2, &g2).await });
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(a.sandbox_counts().await.starting, 1);
+    assert_eq!(a.stats().reserved_mb, 256);
     dropped.abort();
     assert!(dropped.await.is_err_and(|e| e.is_cancelled()));
     assert_eq!(a.sandbox_counts().await, counts(0, 1, 0));
+    assert_eq!(
+        a.stats().reserved_mb,
+        128,
+        "the dropped start's memory is free"
+    );
 }
