@@ -11,7 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from stratus_harness import REPO, host_pids_of, wait_no_pids
+from stratus_harness import (
+    REPO,
+    ROLE,
+    host_pids_of,
+    new_server,
+    remove_data_dir,
+    unique_name,
+    wait_active,
+    wait_no_pids,
+)
 
 
 def _host_ips() -> list[str]:
@@ -167,6 +176,24 @@ def _cgroup_cpu_weight(pid: int) -> tuple[str, int] | None:
     return None
 
 
+def _cgroup_cpu_quota(pid: int) -> tuple[str, str] | None:
+    """("v1", "<cfs_quota_us> <cfs_period_us>") or ("v2", <cpu.max>) of the process's cgroup."""
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        hid, controllers, path = line.split(":", 2)
+        if "cpu" in controllers.split(","):  # cgroup v1
+            for base in ("cpu", "cpu,cpuacct"):
+                d = Path("/sys/fs/cgroup") / base / path.lstrip("/")
+                if (d / "cpu.cfs_quota_us").exists():
+                    quota = (d / "cpu.cfs_quota_us").read_text().strip()
+                    period = (d / "cpu.cfs_period_us").read_text().strip()
+                    return "v1", f"{quota} {period}"
+        elif controllers == "" and hid == "0":  # cgroup v2
+            f = Path("/sys/fs/cgroup") / path.lstrip("/") / "cpu.max"
+            if f.exists():
+                return "v2", f.read_text().strip()
+    return None
+
+
 @pytest.mark.parametrize("memory", [128, 1769, 3538])
 def test_cpu_weight_follows_memory_size(lam, fns, py_zip, memory):
     """CPU in proportion to MemorySize (1,769 MB = one vCPU) as a scheduling weight."""
@@ -179,6 +206,52 @@ def test_cpu_weight_follows_memory_size(lam, fns, py_zip, memory):
     version, weight = found
     expected = max(2, memory * 1024 // 1769) if version == "v1" else max(1, memory * 100 // 1769)
     assert weight == expected, (version, weight, expected)
+    # The default (--cpu-limit weight) sets no hard quota.
+    quota = _cgroup_cpu_quota(pids[0])
+    assert quota is not None and quota[1].split()[0] in ("-1", "max"), quota
+
+
+def _burn(lam, name, seconds: float) -> dict:
+    out = _inspect(lam, name, {"seconds": seconds})
+    assert out["wall_s"] >= seconds, out
+    return out
+
+
+def test_cpu_quota_option_caps_a_small_function(lam, fns, py_zip):
+    """--cpu-limit quota: a 128 MB function's cgroup gets a CFS quota of
+    128/1,769 of the period, and a CPU-bound loop gets about that share of one
+    CPU even with CPU to spare; the default (weight) server gives the same
+    loop most of a CPU."""
+    srv = new_server("cpu-quota", ["--cpu-limit", "quota"])
+    srv.start()
+    data_dir = srv.data_dir
+    try:
+        q = srv.client()
+        name = unique_name("cpu-quota")
+        q.create_function(FunctionName=name, Runtime="python3.12", Role=ROLE, Handler="app.burn",
+                          Code={"ZipFile": py_zip}, MemorySize=128, Timeout=30)
+        wait_active(q, name)
+        _burn(q, name, 0)  # cold start (slow under the quota too), leaves a warm sandbox
+        pids = host_pids_of(name)
+        assert pids, f"no host process carries AWS_LAMBDA_FUNCTION_NAME={name}"
+        version, value = _cgroup_cpu_quota(pids[0]) or (None, None)
+        expected_quota = 100_000 * 128 // 1769  # 7235 us per 100 ms
+        assert value == f"{expected_quota} 100000", (version, value)
+        assert _cgroup_cpu_weight(pids[0])[1] == (74 if version == "v1" else 7)
+        capped = _burn(q, name, 1.0)
+        q.delete_function(FunctionName=name)
+    finally:
+        srv.stop()
+        remove_data_dir(data_dir)
+
+    free_name = fns.create(py_zip, handler="app.burn", MemorySize=128, Timeout=30)
+    _burn(lam, free_name, 0)
+    free = _burn(lam, free_name, 1.0)
+    # 7.2% of a CPU for 1 s is ~0.07 s of CPU time; allow for period rounding.
+    assert capped["cpu_s"] < 0.2, capped
+    # Without the quota the loop runs whenever a CPU is free. The machine is
+    # shared, so only ask for a clear multiple of the capped figure.
+    assert free["cpu_s"] > 0.3 and free["cpu_s"] > 3 * capped["cpu_s"], (free, capped)
 
 
 def test_delete_stops_the_functions_sandboxes(lam, fns, py_zip):

@@ -11,7 +11,7 @@ use stratus_api::service::{Counting, Invoker, Logs, Worker};
 use stratus_assignment::{AssignmentConfig, LocalAssignment};
 use stratus_counting::{CountingConfig, LocalCounting};
 use stratus_frontend::{Frontend, FrontendDeps, Interpreters as FrontendInterpreters};
-use stratus_sandbox_process::{ProcessBackend, ProcessBackendConfig};
+use stratus_sandbox_process::{CpuLimit, ProcessBackend, ProcessBackendConfig};
 use stratus_store_embedded::{EmbeddedMetaStore, FileBlobStore};
 use stratus_worker::{Interpreters, LocalWorker, MemoryLogStore, WorkerConfig};
 
@@ -61,6 +61,29 @@ pub struct ServerArgs {
     /// First host uid given to sandboxes (each live sandbox gets its own).
     #[arg(long, default_value_t = 1_500_000)]
     uid_base: u32,
+    /// How CPU in proportion to MemorySize (1,769 MB = one vCPU) is enforced.
+    #[arg(long, value_enum, default_value_t = CpuMode::Weight)]
+    cpu_limit: CpuMode,
+}
+
+/// `--cpu-limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CpuMode {
+    /// A scheduling weight only: shares under contention, and a small
+    /// function still runs at full speed on an idle machine.
+    Weight,
+    /// The weight plus a hard CFS quota in the same proportion (a 128 MB
+    /// function gets at most 128/1,769 of one CPU, even when the machine is idle).
+    Quota,
+}
+
+impl CpuMode {
+    fn backend(self) -> CpuLimit {
+        match self {
+            CpuMode::Weight => CpuLimit::Weight,
+            CpuMode::Quota => CpuLimit::Quota,
+        }
+    }
 }
 
 /// A refill rate: a finite number of tokens per second above zero.
@@ -150,10 +173,15 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
         state_dir: data.join("sandboxes"),
         cgroup_parent: a.cgroup_parent.clone(),
         uid_base: a.uid_base,
+        cpu_limit: a.cpu_limit.backend(),
         ..ProcessBackendConfig::default()
     })
     .context("starting the process sandbox backend")?;
-    tracing::info!(cgroups = ?backend.cgroup_version(), "process sandbox backend ready");
+    tracing::info!(
+        cgroups = ?backend.cgroup_version(),
+        cpu_limit = ?a.cpu_limit,
+        "process sandbox backend ready"
+    );
 
     let python = a.python.is_file().then(|| a.python.clone());
     let node = a.node.is_file().then(|| a.node.clone());
@@ -277,6 +305,21 @@ mod tests {
             .expect("small bucket");
         assert_eq!(a.scale_burst, 2);
         assert!((a.scale_refill_per_sec - 0.001).abs() < f64::EPSILON);
+    }
+
+    #[test]
+    fn cpu_limit_is_a_weight_unless_quota_is_asked_for() {
+        assert_eq!(parse(&[]).expect("default").cpu_limit, CpuMode::Weight);
+        let a = parse(&["--cpu-limit", "quota"]).expect("quota");
+        assert_eq!(a.cpu_limit.backend(), CpuLimit::Quota);
+        assert_eq!(
+            parse(&["--cpu-limit", "weight"])
+                .expect("weight")
+                .cpu_limit
+                .backend(),
+            CpuLimit::Weight
+        );
+        assert!(parse(&["--cpu-limit", "hard"]).is_err());
     }
 
     #[test]

@@ -30,6 +30,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         uid_base: 2_920_000,
         uid_count: 10,
         prewarm: 1,
+        ..ProcessBackendConfig::default()
     })?;
     let code = std::env::temp_dir().join("stratus-example-code");
     std::fs::create_dir_all(&code)?;

@@ -29,6 +29,7 @@ fn backend(uid_base: u32, prewarm: usize) -> (ProcessBackend, tempfile::TempDir)
         uid_base,
         uid_count: 1,
         prewarm,
+        ..ProcessBackendConfig::default()
     })
     .expect("backend");
     backend.prewarm();
@@ -440,6 +441,7 @@ async fn concurrent_sandboxes_each_get_their_own_runtime_api() {
         uid_base: 2_910_010,
         uid_count: 3,
         prewarm: 0,
+        ..ProcessBackendConfig::default()
     })
     .expect("backend");
     let code = code_dir(&[(

@@ -201,6 +201,16 @@ def big(event, context):
     return "x" * int((event or {}).get("bytes", 7 * 1024 * 1024))
 
 
+def burn(event, context):
+    """Spins for `seconds` of wall time; reports the CPU time the process got."""
+    seconds = float((event or {}).get("seconds", 1))
+    cpu0, t0 = time.process_time(), time.monotonic()
+    loops = 0
+    while time.monotonic() - t0 < seconds:
+        loops += 1
+    return {"wall_s": time.monotonic() - t0, "cpu_s": time.process_time() - cpu0, "loops": loops}
+
+
 def chatty(event, context):
     for i in range(int((event or {}).get("lines", 200))):
         print(f"line {i:05d} " + "y" * 60)
