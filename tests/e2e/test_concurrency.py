@@ -210,6 +210,24 @@ def _assert_throttled(err: dict, reason: str) -> None:
     assert "retry-after" in meta["HTTPHeaders"], meta
 
 
+def test_reserved_n_admits_n_of_n_plus_one_concurrent_invokes(lam, fns, py_zip):
+    """Reserved concurrency 3, four invokes started together: exactly one 429."""
+    name = fns.create(py_zip, handler="app.sleep", Timeout=30)
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=3)
+    results = _together(lam, name, [{"seconds": 3}] * 4)
+    ok = [r for r in results if r[0] == "ok"]
+    throttled = [r[1] for r in results if r[0] == "error"]
+    assert len(ok) == 3 and len(throttled) == 1, [(r[0], r[1].get("Error") if r[0] == "error" else r[2][:200])
+                                                 for r in results]
+    _assert_throttled(throttled[0], RESERVED_REASON)
+    for _, resp, body in ok:
+        assert resp["StatusCode"] == 200 and "FunctionError" not in resp, body
+    assert len({json.loads(body)["sandbox"] for _, _, body in ok}) == 3
+    # Once they are done, the slots are free again.
+    resp = lam.invoke(FunctionName=name, Payload=json.dumps({"seconds": 0}).encode())
+    assert resp["StatusCode"] == 200 and "FunctionError" not in resp
+
+
 def test_scaling_bucket_throttles_cold_starts_not_warm_invokes(py_zip):
     """--scale-burst 2 with a refill of one token per 1,000 s: the third
     concurrent cold start is refused with Lambda's scaling Reason, while the

@@ -282,3 +282,54 @@ def test_code_update_retires_old_sandboxes(lam, fns, py_zip):
     while old & set(host_pids_of(name)) and _t.monotonic() < deadline:
         _t.sleep(0.2)
     assert not (old & set(host_pids_of(name))), "stale sandbox still running after a configuration change"
+
+
+def test_fork_bomb_is_contained(lam, fns, py_zip, server):
+    """A handler that forks without end: the invoke ends Lambda-like (200 with
+    X-Amz-Function-Error), nothing of it outlives the invoke, another
+    function keeps working meanwhile, and the same function works after."""
+    import base64
+    import errno
+    import time
+    import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
+
+    # Memory enough for a thousand python processes, so the pids cap, not
+    # the memory limit, is what stops the forking.
+    name = fns.create(py_zip, handler="app.dispatch", MemorySize=2048, Timeout=3)
+    other = fns.create(py_zip, handler="app.handler")
+    assert _inspect(lam, other, {})["count"] == 1  # warm before the bomb goes off
+
+    # The cap first: forking children that only wait stops below 1,024 processes.
+    counted = _inspect(lam, name, {"action": "fork_count"})
+    assert counted["error"] is not None and counted["error"]["errno"] == errno.EAGAIN, counted
+    assert 900 <= counted["forked"] < 1024, counted
+
+    with ThreadPoolExecutor(1) as pool:
+        t0 = time.monotonic()
+        bomb = pool.submit(lam.invoke, FunctionName=name, Payload=json.dumps({"action": "fork_bomb"}),
+                           LogType="Tail")
+        time.sleep(1.0)
+        assert not bomb.done(), "the fork bomb returned early"
+        during = _inspect(lam, other, {})
+        assert during["count"] == 2, during
+        resp = bomb.result(timeout=60)
+        elapsed = time.monotonic() - t0
+    body = resp["Payload"].read()
+    assert resp["StatusCode"] == 200, resp
+    assert resp["FunctionError"] == "Unhandled", body[:500]
+    err = json.loads(body)
+    assert err["errorType"] in ("Sandbox.Timedout", "Runtime.ExitError"), err
+    assert f"RequestId: {resp['ResponseMetadata']['RequestId']}" in err["errorMessage"], err
+    assert elapsed < 20, elapsed
+    assert "REPORT RequestId" in base64.b64decode(resp["LogResult"]).decode(errors="replace")
+
+    # Every process of the bomb is gone (they all carry the function's environment).
+    left = wait_no_pids(name, 15)
+    assert not left, f"{len(left)} processes of the fork bomb outlived its invoke"
+    after = _inspect(lam, name, {"action": "handler"})
+    assert after["count"] == 1, after  # a fresh sandbox
+    assert _inspect(lam, other, {})["count"] == 3
+    assert server.proc.poll() is None
+    with urllib.request.urlopen(server.endpoint + "/health", timeout=5) as r:
+        assert r.status == 200
