@@ -7,7 +7,12 @@
 
 Options: --endpoint http://127.0.0.1:9000 to use a running server instead of
 starting one (as root) from --bin (default target/release/stratus, else
-target/debug/stratus); -n 1000 warm invokes; --cold-runs 10.
+target/debug/stratus); -n 1000 warm invokes; --cold-runs 10; --cpu-limit
+weight|quota, the server's CPU mode (default weight: CPU in proportion to
+MemorySize as a scheduling weight only; quota adds a hard CFS quota, so the
+128 MB functions measured here get 128/1,769 of one CPU). The mode is passed
+to the server the benchmark starts, and printed and recorded with the results;
+with --endpoint it is recorded as given, or as unknown.
 
 What it measures, all client-side wall time on the same machine as the server:
   warm   1,000 sequential RequestResponse invokes of a trivial Python function
@@ -231,27 +236,35 @@ def main() -> int:
     ap.add_argument("--modes", default="raw,boto3", help="warm client modes: raw,boto3")
     ap.add_argument("--runtimes", default="python,node,rust")
     ap.add_argument("--out", default="bench-results.json")
+    ap.add_argument("--cpu-limit", choices=["weight", "quota"],
+                    help="the server's --cpu-limit (default weight for a server started here)")
     args = ap.parse_args()
 
     server = None
     if args.endpoint:
         endpoint = args.endpoint
         binary = None
+        cpu_limit = args.cpu_limit or "unknown (server not started by the benchmark; pass --cpu-limit to state it)"
     else:
+        cpu_limit = args.cpu_limit or "weight"
         binary = Path(args.bin) if args.bin else (REPO / "target" / "release" / "stratus")
         if not binary.exists():
             binary = REPO / "target" / "debug" / "stratus"
         os.environ["STRATUS_BIN"] = str(binary)
         tmp = Path(tempfile.mkdtemp(prefix="stratus-bench-"))
-        server = Server(data_dir=tmp / "data", log_path=tmp / "server.log").start()
+        server = Server(data_dir=tmp / "data", log_path=tmp / "server.log",
+                        extra_args=["--cpu-limit", cpu_limit]).start()
         endpoint = server.endpoint
-        print(f"started {binary} on {endpoint} (log {tmp / 'server.log'})", file=sys.stderr)
+        print(f"started {binary} --cpu-limit {cpu_limit} on {endpoint} (log {tmp / 'server.log'})",
+              file=sys.stderr)
 
     client = make_client(endpoint)
     results: dict = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "binary": str(binary) if binary else None,
         "endpoint": endpoint,
+        "server_cpu_limit": cpu_limit,
+        "function_memory_mb": 128,
         "host": {"nproc": os.cpu_count(), "kernel": os.uname().release},
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }
@@ -287,6 +300,7 @@ def main() -> int:
 
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     w = results["warm_python"]
+    print(f"\nServer CPU mode (--cpu-limit): {cpu_limit}; every function measured has MemorySize 128")
     print(f"\nWarm invoke latency, trivial python3.12 function, {args.n} sequential invokes, one keep-alive connection:")
     for mode, s in w.items():
         print(f"  {mode:20s} p50 {s['p50_ms']:.2f} ms  p90 {s['p90_ms']:.2f} ms  p99 {s['p99_ms']:.2f} ms  "

@@ -4,13 +4,24 @@ against the real server."""
 from __future__ import annotations
 
 import json
+import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 from botocore.exceptions import ClientError
-from stratus_harness import ROLE, expect_error, new_server, remove_data_dir, unique_name, wait_active
+from stratus_harness import (
+    ROLE,
+    expect_error,
+    new_server,
+    remove_data_dir,
+    stratus_bin,
+    unique_name,
+    wait_active,
+)
 
 RESERVED_REASON = "ReservedFunctionConcurrentInvocationLimitExceeded"
+SCALING_REASON = "FunctionInvocationRateLimitExceeded"
 
 
 def test_put_get_delete_round_trip(lam, fns, py_zip):
@@ -171,3 +182,100 @@ def test_reservation_survives_a_restart(py_zip):
     finally:
         second.stop()
         remove_data_dir(data_dir)
+
+
+def _together(lam, name, payloads) -> list[tuple[str, object, object]]:
+    """Invokes `name` once per payload, all released at the same instant by a
+    barrier. Returns ("ok", response, body) or ("error", error response, None)."""
+    barrier = threading.Barrier(len(payloads))
+
+    def one(payload):
+        barrier.wait()
+        try:
+            resp = lam.invoke(FunctionName=name, Payload=json.dumps(payload).encode())
+            return "ok", resp, resp["Payload"].read()
+        except ClientError as e:
+            return "error", e.response, None
+
+    with ThreadPoolExecutor(len(payloads)) as pool:
+        return list(pool.map(one, payloads))
+
+
+def _assert_throttled(err: dict, reason: str) -> None:
+    meta = err["ResponseMetadata"]
+    assert meta["HTTPStatusCode"] == 429, err
+    assert err["Error"]["Code"] == "TooManyRequestsException", err
+    assert err["Reason"] == reason, err
+    assert err["Error"]["Message"] == "Rate Exceeded.", err
+    assert "retry-after" in meta["HTTPHeaders"], meta
+
+
+def test_reserved_n_admits_n_of_n_plus_one_concurrent_invokes(lam, fns, py_zip):
+    """Reserved concurrency 3, four invokes started together: exactly one 429."""
+    name = fns.create(py_zip, handler="app.sleep", Timeout=30)
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=3)
+    results = _together(lam, name, [{"seconds": 3}] * 4)
+    ok = [r for r in results if r[0] == "ok"]
+    throttled = [r[1] for r in results if r[0] == "error"]
+    assert len(ok) == 3 and len(throttled) == 1, [(r[0], r[1].get("Error") if r[0] == "error" else r[2][:200])
+                                                 for r in results]
+    _assert_throttled(throttled[0], RESERVED_REASON)
+    for _, resp, body in ok:
+        assert resp["StatusCode"] == 200 and "FunctionError" not in resp, body
+    assert len({json.loads(body)["sandbox"] for _, _, body in ok}) == 3
+    # Once they are done, the slots are free again.
+    resp = lam.invoke(FunctionName=name, Payload=json.dumps({"seconds": 0}).encode())
+    assert resp["StatusCode"] == 200 and "FunctionError" not in resp
+
+
+def test_scaling_bucket_throttles_cold_starts_not_warm_invokes(py_zip):
+    """--scale-burst 2 with a refill of one token per 1,000 s: the third
+    concurrent cold start is refused with Lambda's scaling Reason, while the
+    two sandboxes already started keep serving warm invokes."""
+    srv = new_server("scale-burst-2", extra_args=["--scale-burst", "2", "--scale-refill-per-sec", "0.001"])
+    srv.start()
+    data_dir = srv.data_dir
+    try:
+        lam = srv.client()
+        name = unique_name("scaling")
+        lam.create_function(FunctionName=name, Runtime="python3.12", Role=ROLE, Handler="app.sleep",
+                            Code={"ZipFile": py_zip}, Timeout=30)
+        wait_active(lam, name)
+
+        results = _together(lam, name, [{"seconds": 2}] * 3)
+        ok = [r for r in results if r[0] == "ok"]
+        throttled = [r[1] for r in results if r[0] == "error"]
+        assert len(ok) == 2 and len(throttled) == 1, [r[1].get("Error") if r[0] == "error" else r[2][:200]
+                                                     for r in results]
+        _assert_throttled(throttled[0], SCALING_REASON)
+        sandboxes = {json.loads(body)["sandbox"] for _, _, body in ok}
+        assert len(sandboxes) == 2
+
+        # Warm invokes take no token: one at a time and two at once all run,
+        # in the two sandboxes started above.
+        for _ in range(4):
+            resp = lam.invoke(FunctionName=name, Payload=json.dumps({"seconds": 0}).encode())
+            body = resp["Payload"].read()
+            assert resp["StatusCode"] == 200 and "FunctionError" not in resp, body
+            assert json.loads(body)["sandbox"] in sandboxes
+        both = _together(lam, name, [{"seconds": 1}] * 2)
+        assert [r[0] for r in both] == ["ok", "ok"], both
+        assert {json.loads(r[2])["sandbox"] for r in both} == sandboxes
+
+        # A third at once needs a new sandbox, and the bucket is still empty.
+        again = _together(lam, name, [{"seconds": 1}] * 3)
+        assert sorted(r[0] for r in again) == ["error", "ok", "ok"], again
+        _assert_throttled(next(r[1] for r in again if r[0] == "error"), SCALING_REASON)
+        lam.delete_function(FunctionName=name)
+    finally:
+        srv.stop()
+        remove_data_dir(data_dir)
+
+
+def test_scaling_flags_refuse_zero_and_nonsense(tmp_path):
+    for flag, value in (("--scale-burst", "0"), ("--scale-refill-per-sec", "0"),
+                        ("--scale-refill-per-sec", "-2"), ("--scale-refill-per-sec", "fast")):
+        proc = subprocess.run([str(stratus_bin()), "server", "--data-dir", str(tmp_path), f"{flag}={value}"],
+                              capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 2, (flag, value, proc.returncode, proc.stderr)
+        assert f"invalid value '{value}' for '{flag}" in proc.stderr, proc.stderr

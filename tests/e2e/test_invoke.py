@@ -434,6 +434,32 @@ def test_response_over_6mb_is_function_error(lam, fns, py_zip):
     assert "FunctionError" not in resp and len(body) == 6 * 1024 * 1024 - 100 + 2
 
 
+RESPONSE_LIMIT = 6 * 1024 * 1024 + 100  # 6,291,556 bytes of response body
+
+
+def test_response_size_limit_is_exact(lam, fns, py_zip):
+    """A response of exactly 6 MiB + 100 bytes is returned whole; one byte
+    more is Lambda's Function.ResponseSizeTooLarge document. (The handler
+    returns a string of L characters, which the runtime sends as L + 2 bytes
+    of JSON.)"""
+    name = fns.create(py_zip, handler="app.big", MemorySize=512, Timeout=30)
+    resp, body = invoke(lam, name, {"bytes": RESPONSE_LIMIT - 2})
+    assert resp["StatusCode"] == 200 and "FunctionError" not in resp, body[:300]
+    assert len(body) == RESPONSE_LIMIT
+    assert body == b'"' + b"x" * (RESPONSE_LIMIT - 2) + b'"'
+
+    resp, body = invoke(lam, name, {"bytes": RESPONSE_LIMIT - 1})
+    assert resp["StatusCode"] == 200
+    assert resp["FunctionError"] == "Unhandled", body[:300]
+    assert json.loads(body) == {
+        "errorMessage": "Response payload size exceeded maximum allowed payload size (6291556 bytes).",
+        "errorType": "Function.ResponseSizeTooLarge",
+    }
+    # The sandbox is still usable for a response that fits.
+    resp, body = invoke(lam, name, {"bytes": 10})
+    assert "FunctionError" not in resp and body == b'"xxxxxxxxxx"'
+
+
 def test_qualifiers(lam, fns, py_zip):
     name = fns.create(py_zip)
     resp, out = invoke_json(lam, name, {}, Qualifier="$LATEST")

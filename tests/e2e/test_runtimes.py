@@ -279,3 +279,116 @@ def test_awslambdaric_custom_runtime(lam, fns, ric_zip):
     resp, body = _invoke(lam, missing, {})
     assert resp["FunctionError"] == "Unhandled", body
     assert json.loads(body)["errorType"] == "Runtime.ImportModuleError", body
+
+
+# A custom runtime that breaks the Runtime API's rules on purpose and keeps
+# what each refused call was answered, reporting all of it in every response.
+MISBEHAVING_BOOTSTRAP = r'''#!/usr/bin/python3
+import http.client
+import json
+import os
+import uuid
+
+HOST, PORT = os.environ["AWS_LAMBDA_RUNTIME_API"].rsplit(":", 1)
+
+
+def call(method, path, body=b""):
+    conn = http.client.HTTPConnection(HOST, int(PORT), timeout=60)
+    conn.request(method, "/2018-06-01/runtime" + path, body=body)
+    resp = conn.getresponse()
+    data = resp.read()
+    headers = {k.lower(): v for k, v in resp.getheaders()}
+    conn.close()
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        doc = data.decode(errors="replace")
+    return resp.status, headers, doc
+
+
+seen = {}
+
+
+def note(case, answer):
+    status, _, doc = answer
+    seen[case] = {"status": status, "errorType": doc.get("errorType") if isinstance(doc, dict) else None,
+                  "body": doc}
+
+
+ERROR = json.dumps({"errorType": "Runtime.Misbehaving", "errorMessage": "on purpose"}).encode()
+note("response_before_next", call("POST", "/invocation/%s/response" % uuid.uuid4(), b'{"early": true}'))
+note("error_before_next", call("POST", "/invocation/%s/error" % uuid.uuid4(), ERROR))
+previous = None
+while True:
+    _, headers, event = call("GET", "/invocation/next")
+    rid = headers["lambda-runtime-aws-request-id"]
+    case = event.get("case") if isinstance(event, dict) else None
+    if case == "unknown_id":
+        note("unknown_id", call("POST", "/invocation/%s/response" % uuid.uuid4(), b'{"wrong": true}'))
+    elif case == "finished_id":
+        note("finished_id", call("POST", "/invocation/%s/response" % previous, b'{"stale": true}'))
+    elif case == "next_while_open":
+        note("next_while_open", call("GET", "/invocation/next"))
+    if case == "twice":
+        note("first_response", call("POST", "/invocation/%s/response" % rid, json.dumps({"first": rid}).encode()))
+        note("second_response", call("POST", "/invocation/%s/response" % rid, b'{"second": true}'))
+    elif case == "error_then_response":
+        note("error_first", call("POST", "/invocation/%s/error" % rid, ERROR))
+        note("response_after_error", call("POST", "/invocation/%s/response" % rid, b'{"late": true}'))
+    else:
+        call("POST", "/invocation/%s/response" % rid, json.dumps({"rid": rid, "case": case, "seen": seen}).encode())
+    previous = rid
+'''
+
+
+def test_runtime_api_refuses_misbehaving_runtimes_like_lambda(lam, fns, py_zip, server):
+    """Answers out of order are 403 InvalidStateTransition; an id that is not
+    the open invocation's is 400 InvalidRequestID (as AWS's runtime API server
+    checks them: state first, then id). The misbehaving sandbox keeps working,
+    and so do other functions and the server."""
+    code = zip_files({"bootstrap": MISBEHAVING_BOOTSTRAP}, executable=("bootstrap",))
+    name = fns.create(code, handler="none", runtime="provided.al2023", Timeout=10)
+    other = fns.create(py_zip)
+
+    def other_works():
+        resp, out = _ok(lam, other, {})
+        assert out["function_name"] == other
+
+    def report():
+        resp, out = _ok(lam, name, {"case": "report"})
+        assert out["rid"] == resp["ResponseMetadata"]["RequestId"], out
+        return out["seen"]
+
+    # The two calls before the first `next` happened during the cold start.
+    for case in ("unknown_id", "next_while_open", "finished_id"):
+        resp, out = _ok(lam, name, {"case": case})
+        assert out["rid"] == resp["ResponseMetadata"]["RequestId"], out  # the invocation itself went through
+        other_works()
+
+    resp, out = _ok(lam, name, {"case": "twice"})
+    assert out == {"first": resp["ResponseMetadata"]["RequestId"]}, out  # the first answer wins
+    other_works()
+
+    resp, body = _invoke(lam, name, {"case": "error_then_response"})
+    assert resp["FunctionError"] == "Unhandled", body
+    assert json.loads(body) == {"errorType": "Runtime.Misbehaving", "errorMessage": "on purpose"}
+    other_works()
+
+    seen = report()
+    got = {case: (v["status"], v["errorType"]) for case, v in seen.items()}
+    assert got == {
+        "response_before_next": (403, "InvalidStateTransition"),
+        "error_before_next": (403, "InvalidStateTransition"),
+        "unknown_id": (400, "InvalidRequestID"),
+        "next_while_open": (403, "InvalidStateTransition"),
+        "finished_id": (400, "InvalidRequestID"),
+        "first_response": (202, None),
+        "second_response": (403, "InvalidStateTransition"),
+        "error_first": (202, None),
+        "response_after_error": (403, "InvalidStateTransition"),
+    }, seen
+    for case in ("unknown_id", "finished_id"):
+        assert seen[case]["body"] == {"errorType": "InvalidRequestID", "errorMessage": "Invalid request ID"}, seen
+    # All of it in one sandbox that never restarted, and the server is fine.
+    assert server.proc.poll() is None
+    other_works()

@@ -11,7 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from stratus_harness import REPO, host_pids_of, wait_no_pids
+from stratus_harness import (
+    REPO,
+    ROLE,
+    host_pids_of,
+    new_server,
+    remove_data_dir,
+    unique_name,
+    wait_active,
+    wait_no_pids,
+)
 
 
 def _host_ips() -> list[str]:
@@ -203,6 +212,24 @@ def _cgroup_cpu_weight(pid: int) -> tuple[str, int] | None:
     return None
 
 
+def _cgroup_cpu_quota(pid: int) -> tuple[str, str] | None:
+    """("v1", "<cfs_quota_us> <cfs_period_us>") or ("v2", <cpu.max>) of the process's cgroup."""
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        hid, controllers, path = line.split(":", 2)
+        if "cpu" in controllers.split(","):  # cgroup v1
+            for base in ("cpu", "cpu,cpuacct"):
+                d = Path("/sys/fs/cgroup") / base / path.lstrip("/")
+                if (d / "cpu.cfs_quota_us").exists():
+                    quota = (d / "cpu.cfs_quota_us").read_text().strip()
+                    period = (d / "cpu.cfs_period_us").read_text().strip()
+                    return "v1", f"{quota} {period}"
+        elif controllers == "" and hid == "0":  # cgroup v2
+            f = Path("/sys/fs/cgroup") / path.lstrip("/") / "cpu.max"
+            if f.exists():
+                return "v2", f.read_text().strip()
+    return None
+
+
 @pytest.mark.parametrize("memory", [128, 1769, 3538])
 def test_cpu_weight_follows_memory_size(lam, fns, py_zip, memory):
     """CPU in proportion to MemorySize (1,769 MB = one vCPU) as a scheduling weight."""
@@ -215,6 +242,52 @@ def test_cpu_weight_follows_memory_size(lam, fns, py_zip, memory):
     version, weight = found
     expected = max(2, memory * 1024 // 1769) if version == "v1" else max(1, memory * 100 // 1769)
     assert weight == expected, (version, weight, expected)
+    # The default (--cpu-limit weight) sets no hard quota.
+    quota = _cgroup_cpu_quota(pids[0])
+    assert quota is not None and quota[1].split()[0] in ("-1", "max"), quota
+
+
+def _burn(lam, name, seconds: float) -> dict:
+    out = _inspect(lam, name, {"seconds": seconds})
+    assert out["wall_s"] >= seconds, out
+    return out
+
+
+def test_cpu_quota_option_caps_a_small_function(lam, fns, py_zip):
+    """--cpu-limit quota: a 128 MB function's cgroup gets a CFS quota of
+    128/1,769 of the period, and a CPU-bound loop gets about that share of one
+    CPU even with CPU to spare; the default (weight) server gives the same
+    loop most of a CPU."""
+    srv = new_server("cpu-quota", ["--cpu-limit", "quota"])
+    srv.start()
+    data_dir = srv.data_dir
+    try:
+        q = srv.client()
+        name = unique_name("cpu-quota")
+        q.create_function(FunctionName=name, Runtime="python3.12", Role=ROLE, Handler="app.burn",
+                          Code={"ZipFile": py_zip}, MemorySize=128, Timeout=30)
+        wait_active(q, name)
+        _burn(q, name, 0)  # cold start (slow under the quota too), leaves a warm sandbox
+        pids = host_pids_of(name)
+        assert pids, f"no host process carries AWS_LAMBDA_FUNCTION_NAME={name}"
+        version, value = _cgroup_cpu_quota(pids[0]) or (None, None)
+        expected_quota = 100_000 * 128 // 1769  # 7235 us per 100 ms
+        assert value == f"{expected_quota} 100000", (version, value)
+        assert _cgroup_cpu_weight(pids[0])[1] == (74 if version == "v1" else 7)
+        capped = _burn(q, name, 1.0)
+        q.delete_function(FunctionName=name)
+    finally:
+        srv.stop()
+        remove_data_dir(data_dir)
+
+    free_name = fns.create(py_zip, handler="app.burn", MemorySize=128, Timeout=30)
+    _burn(lam, free_name, 0)
+    free = _burn(lam, free_name, 1.0)
+    # 7.2% of a CPU for 1 s is ~0.07 s of CPU time; allow for period rounding.
+    assert capped["cpu_s"] < 0.2, capped
+    # Without the quota the loop runs whenever a CPU is free. The machine is
+    # shared, so only ask for a clear multiple of the capped figure.
+    assert free["cpu_s"] > 0.3 and free["cpu_s"] > 3 * capped["cpu_s"], (free, capped)
 
 
 def test_delete_stops_the_functions_sandboxes(lam, fns, py_zip):
@@ -245,3 +318,59 @@ def test_code_update_retires_old_sandboxes(lam, fns, py_zip):
     while old & set(host_pids_of(name)) and _t.monotonic() < deadline:
         _t.sleep(0.2)
     assert not (old & set(host_pids_of(name))), "stale sandbox still running after a configuration change"
+
+
+def test_fork_bomb_is_contained(lam, fns, py_zip, server):
+    """A handler that forks without end: the invoke ends Lambda-like (200 with
+    X-Amz-Function-Error), nothing of it outlives the invoke, another
+    function keeps working meanwhile, and the same function works after."""
+    import base64
+    import errno
+    import time
+    import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
+
+    # Memory enough for a thousand python processes, so the pids cap, not
+    # the memory limit, is what stops the forking.
+    name = fns.create(py_zip, handler="app.dispatch", MemorySize=2048, Timeout=3)
+    other = fns.create(py_zip, handler="app.handler")
+    assert _inspect(lam, other, {})["count"] == 1  # warm before the bomb goes off
+
+    # The cap first: forking children that only wait stops below 1,024 processes.
+    counted = _inspect(lam, name, {"action": "fork_count"})
+    assert counted["error"] is not None and counted["error"]["errno"] == errno.EAGAIN, counted
+    assert 900 <= counted["forked"] < 1024, counted
+
+    with ThreadPoolExecutor(1) as pool:
+        t0 = time.monotonic()
+        bomb = pool.submit(lam.invoke, FunctionName=name, Payload=json.dumps({"action": "fork_bomb"}),
+                           LogType="Tail")
+        time.sleep(1.0)
+        assert not bomb.done(), "the fork bomb returned early"
+        during = _inspect(lam, other, {})
+        assert during["count"] == 2, during
+        resp = bomb.result(timeout=60)
+        elapsed = time.monotonic() - t0
+    body = resp["Payload"].read()
+    assert resp["StatusCode"] == 200, resp
+    assert resp["FunctionError"] == "Unhandled", body[:500]
+    err = json.loads(body)
+    assert err["errorType"] in ("Sandbox.Timedout", "Runtime.ExitError"), err
+    assert f"RequestId: {resp['ResponseMetadata']['RequestId']}" in err["errorMessage"], err
+    assert elapsed < 20, elapsed
+    assert "REPORT RequestId" in base64.b64decode(resp["LogResult"]).decode(errors="replace")
+
+    # The other function was not disturbed (checked before its keep-alive runs out).
+    assert _inspect(lam, other, {})["count"] == 3
+    # Every process of the bomb is gone: after the timeout the runtime was
+    # restarted in the same sandbox, so exactly one process (the fresh
+    # runtime) carries the function's environment.
+    deadline = time.monotonic() + 15
+    while len(left := host_pids_of(name)) > 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(left) == 1, f"{len(left)} processes of the fork bomb outlived its invoke"
+    after = _inspect(lam, name, {"action": "handler"})
+    assert after["count"] == 1, after  # module state reset by the restart
+    assert server.proc.poll() is None
+    with urllib.request.urlopen(server.endpoint + "/health", timeout=5) as r:
+        assert r.status == 200

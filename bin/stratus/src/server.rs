@@ -9,9 +9,9 @@ use anyhow::{Context, bail};
 use axum::serve::ListenerExt;
 use stratus_api::service::{Counting, Invoker, Logs, Worker};
 use stratus_assignment::{AssignmentConfig, LocalAssignment};
-use stratus_counting::LocalCounting;
+use stratus_counting::{CountingConfig, LocalCounting};
 use stratus_frontend::{Frontend, FrontendDeps, Interpreters as FrontendInterpreters};
-use stratus_sandbox_process::{ProcessBackend, ProcessBackendConfig};
+use stratus_sandbox_process::{CpuLimit, ProcessBackend, ProcessBackendConfig};
 use stratus_store_embedded::{EmbeddedMetaStore, FileBlobStore};
 use stratus_worker::{Interpreters, LocalWorker, MemoryLogStore, WorkerConfig};
 
@@ -33,6 +33,22 @@ pub struct ServerArgs {
     /// Concurrent executions allowed per account.
     #[arg(long, default_value_t = 1000)]
     account_concurrency: u32,
+    /// New sandboxes (cold starts) one function may start at once: the size
+    /// of its scaling token bucket. Lambda: 1,000 per 10 s.
+    #[arg(
+        long,
+        default_value_t = CountingConfig::default().burst_capacity,
+        value_parser = clap::value_parser!(u32).range(1..),
+    )]
+    scale_burst: u32,
+    /// Scaling tokens added back to each function's bucket per second,
+    /// continuously (fractions allowed, e.g. 0.5). Lambda: 100.
+    #[arg(
+        long,
+        default_value_t = CountingConfig::default().burst_refill_per_s,
+        value_parser = parse_refill_rate,
+    )]
+    scale_refill_per_sec: f64,
     /// Interpreter for every python3.x runtime id.
     #[arg(long, default_value = "/usr/bin/python3")]
     python: PathBuf,
@@ -45,6 +61,40 @@ pub struct ServerArgs {
     /// First host uid given to sandboxes (each live sandbox gets its own).
     #[arg(long, default_value_t = 1_500_000)]
     uid_base: u32,
+    /// How CPU in proportion to MemorySize (1,769 MB = one vCPU) is enforced.
+    #[arg(long, value_enum, default_value_t = CpuMode::Weight)]
+    cpu_limit: CpuMode,
+}
+
+/// `--cpu-limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CpuMode {
+    /// A scheduling weight only: shares under contention, and a small
+    /// function still runs at full speed on an idle machine.
+    Weight,
+    /// The weight plus a hard CFS quota in the same proportion (a 128 MB
+    /// function gets at most 128/1,769 of one CPU, even when the machine is idle).
+    Quota,
+}
+
+impl CpuMode {
+    fn backend(self) -> CpuLimit {
+        match self {
+            CpuMode::Weight => CpuLimit::Weight,
+            CpuMode::Quota => CpuLimit::Quota,
+        }
+    }
+}
+
+/// A refill rate: a finite number of tokens per second above zero.
+fn parse_refill_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        Ok(_) => Err(format!(
+            "{s:?} is not a positive, finite number of tokens per second"
+        )),
+        Err(e) => Err(format!("{s:?} is not a number ({e})")),
+    }
 }
 
 fn default_data_dir() -> PathBuf {
@@ -123,12 +173,14 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
         state_dir: data.join("sandboxes"),
         cgroup_parent: a.cgroup_parent.clone(),
         uid_base: a.uid_base,
+        cpu_limit: a.cpu_limit.backend(),
         ..ProcessBackendConfig::default()
     })
     .context("starting the process sandbox backend")?;
     tracing::info!(
         cgroups = ?backend.cgroup_version(),
         tmp_capped = backend.tmp_is_capped(),
+        cpu_limit = ?a.cpu_limit,
         "process sandbox backend ready"
     );
 
@@ -157,7 +209,18 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     )
     .context("preparing the worker")?;
     let worker: Arc<dyn Worker> = Arc::new(worker);
-    let counting: Arc<dyn Counting> = Arc::new(LocalCounting::new(a.account_concurrency));
+    let counting_config = CountingConfig {
+        account_limit: a.account_concurrency,
+        burst_capacity: a.scale_burst,
+        burst_refill_per_s: a.scale_refill_per_sec,
+    };
+    tracing::info!(
+        account_concurrency = counting_config.account_limit,
+        scale_burst = counting_config.burst_capacity,
+        scale_refill_per_sec = counting_config.burst_refill_per_s,
+        "counting: concurrency limit and per-function scaling bucket"
+    );
+    let counting: Arc<dyn Counting> = Arc::new(LocalCounting::with_config(counting_config));
     // Every cold start takes a token from the function's scaling bucket.
     let assignment = LocalAssignment::with_scaling(
         vec![Arc::clone(&worker)],
@@ -216,5 +279,69 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {},
         _ = int.recv() => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        server: ServerArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<ServerArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("stratus").chain(args.iter().copied()))
+            .map(|c| c.server)
+    }
+
+    #[test]
+    fn scaling_flags_default_to_lambdas_bucket() {
+        let a = parse(&[]).expect("defaults parse");
+        assert_eq!(a.scale_burst, 1000);
+        assert!((a.scale_refill_per_sec - 100.0).abs() < f64::EPSILON);
+        let a = parse(&["--scale-burst", "2", "--scale-refill-per-sec", "0.001"])
+            .expect("small bucket");
+        assert_eq!(a.scale_burst, 2);
+        assert!((a.scale_refill_per_sec - 0.001).abs() < f64::EPSILON);
+    }
+
+    #[test]
+    fn cpu_limit_is_a_weight_unless_quota_is_asked_for() {
+        assert_eq!(parse(&[]).expect("default").cpu_limit, CpuMode::Weight);
+        let a = parse(&["--cpu-limit", "quota"]).expect("quota");
+        assert_eq!(a.cpu_limit.backend(), CpuLimit::Quota);
+        assert_eq!(
+            parse(&["--cpu-limit", "weight"])
+                .expect("weight")
+                .cpu_limit
+                .backend(),
+            CpuLimit::Weight
+        );
+        assert!(parse(&["--cpu-limit", "hard"]).is_err());
+    }
+
+    #[test]
+    fn scaling_flags_refuse_zero_and_nonsense() {
+        for bad in [
+            &["--scale-burst", "0"][..],
+            &["--scale-burst=-1"],
+            &["--scale-burst", "many"],
+            &["--scale-refill-per-sec", "0"],
+            &["--scale-refill-per-sec=-5"],
+            &["--scale-refill-per-sec", "NaN"],
+            &["--scale-refill-per-sec", "inf"],
+            &["--scale-refill-per-sec", "fast"],
+        ] {
+            let err = parse(bad).expect_err("refused");
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{bad:?}: {err}"
+            );
+        }
     }
 }

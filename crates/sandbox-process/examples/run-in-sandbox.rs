@@ -31,6 +31,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         uid_count: 10,
         prewarm: 1,
         tmp_disk_pool: 1,
+        ..ProcessBackendConfig::default()
     })?;
     let code = std::env::temp_dir().join("stratus-example-code");
     std::fs::create_dir_all(&code)?;

@@ -39,6 +39,35 @@ pub fn cpu_weight_v2(memory_bytes: u64) -> u64 {
     (memory_bytes / (1024 * 1024) * 100 / MB_PER_VCPU).clamp(1, 10_000)
 }
 
+/// How a sandbox's CPU, in proportion to its memory, is enforced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CpuLimit {
+    /// A scheduling weight only (v1 `cpu.shares`, v2 `cpu.weight`): under
+    /// contention CPU is shared in proportion to memory, and an idle machine
+    /// still runs a small function at full speed.
+    #[default]
+    Weight,
+    /// The weight plus a hard CFS quota in the same proportion (v1
+    /// `cpu.cfs_quota_us`, v2 `cpu.max`): a 128 MB function never gets more
+    /// than 128/1,769 of one CPU, even on an idle machine.
+    Quota,
+}
+
+/// The CFS period the quota is measured against (the kernel's default).
+pub const CFS_PERIOD_US: u64 = 100_000;
+/// The smallest quota the kernel accepts.
+pub const CFS_QUOTA_MIN_US: u64 = 1_000;
+
+/// CPU time per [`CFS_PERIOD_US`] for a memory size: the whole period per
+/// 1,769 MB (more than one CPU above that), at least [`CFS_QUOTA_MIN_US`].
+pub fn cpu_quota_us(memory_bytes: u64) -> u64 {
+    (memory_bytes / (1024 * 1024))
+        .saturating_mul(CFS_PERIOD_US)
+        .checked_div(MB_PER_VCPU)
+        .unwrap_or(CFS_PERIOD_US)
+        .max(CFS_QUOTA_MIN_US)
+}
+
 /// Errors of cgroup handling.
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
@@ -53,6 +82,10 @@ pub enum CgroupError {
         /// The cgroup root searched.
         root: PathBuf,
     },
+    /// A CPU quota was asked for, but the sandbox's cgroup has no cpu
+    /// controller (v1: no `cpu` hierarchy mounted).
+    #[error("cgroup {0} has no cpu controller to set a CPU quota on")]
+    NoCpuQuota(PathBuf),
     /// Creating a cgroup directory failed.
     #[error("creating cgroup {path}: {source}")]
     Create {
@@ -185,6 +218,20 @@ pub fn dirs_for(root: &Path, version: CgroupVersion, parent: &str, id: &str) -> 
     }
 }
 
+/// Whether the cpu controller is there for sandbox cgroups under `parent`
+/// (call after [`prepare_parent`]): v1 a mounted `cpu` hierarchy, v2 `cpu`
+/// enabled in the parent's `cgroup.subtree_control`.
+pub fn has_cpu_controller(root: &Path, version: CgroupVersion, parent: &str) -> bool {
+    match version {
+        CgroupVersion::V1 => root.join("cpu").join("cgroup.procs").is_file(),
+        CgroupVersion::V2 => fs::read_to_string(root.join(parent).join("cgroup.subtree_control"))
+            .is_ok_and(|s| {
+                s.split_whitespace()
+                    .any(|c| c.trim_start_matches('+') == "cpu")
+            }),
+    }
+}
+
 /// Removes the parent cgroup(s) made by [`prepare_parent`] if they are
 /// empty (another server or live sandboxes keep them). Best effort.
 pub fn remove_parent_if_empty(root: &Path, version: CgroupVersion, parent: &str) {
@@ -264,13 +311,14 @@ impl CgroupSet {
         id: &str,
         memory_bytes: u64,
         max_pids: u64,
+        cpu: CpuLimit,
     ) -> Result<Self, CgroupError> {
         let mut set = CgroupSet {
             version,
             dirs: Vec::new(),
             peak_fd: std::sync::Mutex::new(None),
         };
-        let result = set.create_inner(root, parent, id, memory_bytes, max_pids);
+        let result = set.create_inner(root, parent, id, memory_bytes, max_pids, cpu);
         match result {
             Ok(()) => Ok(set),
             Err(e) => {
@@ -299,6 +347,7 @@ impl CgroupSet {
         id: &str,
         memory_bytes: u64,
         max_pids: u64,
+        cpu: CpuLimit,
     ) -> Result<(), CgroupError> {
         match self.version {
             CgroupVersion::V1 => {
@@ -310,44 +359,87 @@ impl CgroupSet {
                 self.mkdir(root.join(parent).join(id))?;
             }
         }
-        self.set_limits(memory_bytes, max_pids)
+        self.set_limits(memory_bytes, max_pids, cpu)
     }
 
-    /// Sets the memory limit (no swap) and the pids limit.
-    /// Sets the memory and pids limits, and a CPU weight in proportion to
-    /// memory (see [`cpu_shares_v1`]).
-    pub fn set_limits(&self, memory_bytes: u64, max_pids: u64) -> Result<(), CgroupError> {
+    /// Sets the memory limit (no swap), the pids limit, and CPU in
+    /// proportion to memory: always a weight (see [`cpu_shares_v1`]), with
+    /// [`CpuLimit::Quota`] also a hard quota (see [`cpu_quota_us`]).
+    pub fn set_limits(
+        &self,
+        memory_bytes: u64,
+        max_pids: u64,
+        cpu: CpuLimit,
+    ) -> Result<(), CgroupError> {
         self.set_memory_and_pids(memory_bytes, max_pids)?;
-        self.set_cpu_weight(memory_bytes)
+        self.set_cpu(memory_bytes, cpu)
     }
 
-    /// The CPU weight: a scheduling share, so an idle machine still runs a
-    /// small function at full speed. Skipped where the cpu controller is absent.
-    fn set_cpu_weight(&self, memory_bytes: u64) -> Result<(), CgroupError> {
+    /// v1: the directory in the hierarchy that has the cpu controller.
+    fn v1_cpu_dir(&self) -> Option<&Path> {
+        self.dirs
+            .iter()
+            .find(|d| {
+                d.components().any(|c| {
+                    c.as_os_str()
+                        .to_str()
+                        .is_some_and(|c| c.split(',').any(|x| x == "cpu"))
+                })
+            })
+            .map(PathBuf::as_path)
+    }
+
+    /// The weight, and the quota or its absence. Without the cpu controller
+    /// the weight is skipped (the sandbox still runs), but a quota asked for
+    /// is an error: it would otherwise silently not be enforced.
+    fn set_cpu(&self, memory_bytes: u64, cpu: CpuLimit) -> Result<(), CgroupError> {
         match self.version {
             CgroupVersion::V1 => {
-                let cpu = self.dirs.iter().find(|d| {
-                    d.components().any(|c| {
-                        c.as_os_str()
-                            .to_str()
-                            .is_some_and(|c| c.split(',').any(|x| x == "cpu"))
-                    })
-                });
+                let Some(dir) = self.v1_cpu_dir() else {
+                    return match cpu {
+                        CpuLimit::Weight => Ok(()),
+                        CpuLimit::Quota => Err(CgroupError::NoCpuQuota(
+                            self.dirs.first().cloned().unwrap_or_default(),
+                        )),
+                    };
+                };
+                write(
+                    &dir.join("cpu.shares"),
+                    &cpu_shares_v1(memory_bytes).to_string(),
+                )?;
+                let quota = dir.join("cpu.cfs_quota_us");
                 match cpu {
-                    Some(dir) => write(
-                        &dir.join("cpu.shares"),
-                        &cpu_shares_v1(memory_bytes).to_string(),
-                    ),
-                    None => Ok(()),
+                    CpuLimit::Quota => {
+                        write(&dir.join("cpu.cfs_period_us"), &CFS_PERIOD_US.to_string())?;
+                        write(&quota, &cpu_quota_us(memory_bytes).to_string())
+                    }
+                    // A reused cgroup may carry an old quota: lift it.
+                    CpuLimit::Weight if quota.exists() => write(&quota, "-1"),
+                    CpuLimit::Weight => Ok(()),
                 }
             }
-            CgroupVersion::V2 => match self.dirs.first() {
-                Some(dir) if dir.join("cpu.weight").exists() => write(
-                    &dir.join("cpu.weight"),
-                    &cpu_weight_v2(memory_bytes).to_string(),
-                ),
-                _ => Ok(()),
-            },
+            CgroupVersion::V2 => {
+                let Some(dir) = self.dirs.first() else {
+                    return Ok(());
+                };
+                if dir.join("cpu.weight").exists() {
+                    write(
+                        &dir.join("cpu.weight"),
+                        &cpu_weight_v2(memory_bytes).to_string(),
+                    )?;
+                }
+                let max = dir.join("cpu.max");
+                match cpu {
+                    CpuLimit::Quota => write(
+                        &max,
+                        &format!("{} {CFS_PERIOD_US}", cpu_quota_us(memory_bytes)),
+                    ),
+                    CpuLimit::Weight if max.exists() => {
+                        write(&max, &format!("max {CFS_PERIOD_US}"))
+                    }
+                    CpuLimit::Weight => Ok(()),
+                }
+            }
         }
     }
 
@@ -565,6 +657,144 @@ mod tests {
     }
 
     #[test]
+    fn cpu_quota_is_proportional_to_memory() {
+        const MB: u64 = 1024 * 1024;
+        assert_eq!(cpu_quota_us(1769 * MB), 100_000, "1,769 MB is one vCPU");
+        assert_eq!(cpu_quota_us(3538 * MB), 200_000, "two vCPUs");
+        assert_eq!(cpu_quota_us(128 * MB), 7_235);
+        assert_eq!(cpu_quota_us(10_240 * MB), 578_858);
+        assert_eq!(cpu_quota_us(0), CFS_QUOTA_MIN_US, "kernel minimum");
+        assert!(cpu_quota_us(u64::MAX) > CFS_PERIOD_US, "no overflow");
+    }
+
+    /// A fake v1 tree with a separate cpu hierarchy, as on the project's hosts.
+    fn fake_v1_with_cpu() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for ctrl in ["memory", "pids", "cpu", "cpuacct"] {
+            touch(&dir.path().join(ctrl).join("cgroup.procs"));
+        }
+        prepare_parent(dir.path(), CgroupVersion::V1, "stratus").expect("prepare");
+        dir
+    }
+
+    #[test]
+    fn v1_quota_mode_writes_period_and_quota() {
+        let dir = fake_v1_with_cpu();
+        let cpu = dir.path().join("cpu/stratus/sbx");
+        let set = CgroupSet::create(
+            dir.path(),
+            CgroupVersion::V1,
+            "stratus",
+            "sbx",
+            128 << 20,
+            64,
+            CpuLimit::Quota,
+        )
+        .expect("create");
+        let read = |f: &str| fs::read_to_string(cpu.join(f)).expect(f);
+        assert_eq!(read("cpu.shares"), "74");
+        assert_eq!(read("cpu.cfs_period_us"), "100000");
+        assert_eq!(read("cpu.cfs_quota_us"), "7235");
+        // New limits (a pre-warmed cgroup handed to a sandbox) replace them.
+        set.set_limits(3538 << 20, 64, CpuLimit::Quota)
+            .expect("set");
+        assert_eq!(read("cpu.shares"), "2048");
+        assert_eq!(read("cpu.cfs_quota_us"), "200000");
+        // Weight mode lifts a quota left on the cgroup.
+        set.set_limits(128 << 20, 64, CpuLimit::Weight)
+            .expect("set");
+        assert_eq!(read("cpu.shares"), "74");
+        assert_eq!(read("cpu.cfs_quota_us"), "-1");
+    }
+
+    #[test]
+    fn v1_weight_mode_writes_no_quota() {
+        let dir = fake_v1_with_cpu();
+        CgroupSet::create(
+            dir.path(),
+            CgroupVersion::V1,
+            "stratus",
+            "sbx",
+            128 << 20,
+            64,
+            CpuLimit::Weight,
+        )
+        .expect("create");
+        let cpu = dir.path().join("cpu/stratus/sbx");
+        assert_eq!(
+            fs::read_to_string(cpu.join("cpu.shares")).expect("shares"),
+            "74"
+        );
+        assert!(!cpu.join("cpu.cfs_quota_us").exists());
+        assert!(!cpu.join("cpu.cfs_period_us").exists());
+    }
+
+    #[test]
+    fn v1_quota_without_a_cpu_hierarchy_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for ctrl in ["memory", "pids"] {
+            touch(&dir.path().join(ctrl).join("cgroup.procs"));
+        }
+        prepare_parent(dir.path(), CgroupVersion::V1, "stratus").expect("prepare");
+        assert!(!has_cpu_controller(
+            dir.path(),
+            CgroupVersion::V1,
+            "stratus"
+        ));
+        let err = CgroupSet::create(
+            dir.path(),
+            CgroupVersion::V1,
+            "stratus",
+            "sbx",
+            128 << 20,
+            64,
+            CpuLimit::Quota,
+        )
+        .expect_err("no cpu controller");
+        assert!(matches!(err, CgroupError::NoCpuQuota(_)), "{err}");
+        // Weight mode runs without it.
+        CgroupSet::create(
+            dir.path(),
+            CgroupVersion::V1,
+            "stratus",
+            "sbx2",
+            128 << 20,
+            64,
+            CpuLimit::Weight,
+        )
+        .expect("weight mode needs no cpu controller");
+    }
+
+    #[test]
+    fn v2_quota_mode_writes_cpu_max() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        touch(&dir.path().join("cgroup.controllers"));
+        prepare_parent(dir.path(), CgroupVersion::V2, "stratus").expect("prepare");
+        assert!(has_cpu_controller(dir.path(), CgroupVersion::V2, "stratus"));
+        // A real cgroupfs creates these when the cpu controller is enabled.
+        let sbx = dir.path().join("stratus/sbx");
+        touch(&sbx.join("cpu.weight"));
+        touch(&sbx.join("cpu.max"));
+        let set = CgroupSet::create(
+            dir.path(),
+            CgroupVersion::V2,
+            "stratus",
+            "sbx",
+            128 << 20,
+            64,
+            CpuLimit::Quota,
+        )
+        .expect("create");
+        let read = |f: &str| fs::read_to_string(sbx.join(f)).expect(f);
+        assert_eq!(read("cpu.weight"), "7");
+        assert_eq!(read("cpu.max"), "7235 100000");
+        assert_eq!(read("memory.max"), "134217728");
+        set.set_limits(128 << 20, 64, CpuLimit::Weight)
+            .expect("set");
+        assert_eq!(read("cpu.max"), "max 100000");
+    }
+
+    #[test]
     fn detects_v2_from_cgroup_controllers() {
         let dir = tempfile::tempdir().expect("tempdir");
         touch(&dir.path().join("cgroup.controllers"));
@@ -613,6 +843,7 @@ mod tests {
             "sbx",
             128 << 20,
             64,
+            CpuLimit::Weight,
         )
         .expect("create");
         assert_eq!(set.dirs().len(), 3);
@@ -630,7 +861,18 @@ mod tests {
             "64"
         );
         assert_eq!(set.procs_files()[0], mem.join("cgroup.procs"));
-        assert!(CgroupSet::create(dir.path(), CgroupVersion::V1, "stratus", "x", 1, 1).is_ok());
+        assert!(
+            CgroupSet::create(
+                dir.path(),
+                CgroupVersion::V1,
+                "stratus",
+                "x",
+                1,
+                1,
+                CpuLimit::Weight
+            )
+            .is_ok()
+        );
         // Plain directories with files in them cannot be rmdir'ed; only check it reports that.
         assert!(set.remove(Duration::from_millis(5)).is_err());
     }

@@ -396,7 +396,7 @@ fn container_init(
         if child_ready {
             while let Ok(Some(_)) = children.read_signal() {}
             // Reap everything (we are pid 1); the sandbox ends with its runtime.
-            if let Some(status) = reap(runtime.pid, false)? {
+            if let Some(status) = reap(runtime.pid)? {
                 if runtime.started {
                     let _ = send_report(ctl, &Report::Exited { status }, None);
                 }
@@ -414,11 +414,24 @@ fn container_init(
                 Received::Nothing => {}
                 Received::Command(Command::RestartRuntime) => {
                     // Every process of the namespace but us, at once: nothing
-                    // the runtime started can fork its way out of this.
+                    // the runtime started can fork its way out of this, and
+                    // none of them runs another instruction. Their exits (and
+                    // the reaping of a fork bomb's thousand zombies) need not
+                    // delay the new runtime: it is forked at once, and the
+                    // zombies are reaped as they come (by the SIGCHLD path).
                     let _ = nix::sys::signal::kill(Pid::from_raw(-1), Signal::SIGKILL);
-                    reap(runtime.pid, true)?;
-                    while let Ok(Some(_)) = children.read_signal() {}
-                    runtime = start_runtime(ctl, cfg, policy)?;
+                    runtime = loop {
+                        match start_runtime(ctl, cfg, policy) {
+                            // The pids limit is still full of zombies: reap one and retry.
+                            Err(JailerError::Sys {
+                                source: Errno::EAGAIN,
+                                ..
+                            }) => {
+                                let _ = waitpid(Pid::from_raw(-1), None);
+                            }
+                            other => break other?,
+                        }
+                    };
                     if runtime.started {
                         let _ = send_report(ctl, &Report::Started, None);
                     }
@@ -470,17 +483,12 @@ fn start_runtime(
     Ok(Runtime { pid, started })
 }
 
-/// Reaps C's children. Returns the runtime's status once it has been reaped.
-/// With `all`, blocks until no child is left (after everything was killed).
-fn reap(runtime: Pid, all: bool) -> Result<Option<ExitStatus>, JailerError> {
-    let flags = if all {
-        None
-    } else {
-        Some(WaitPidFlag::WNOHANG)
-    };
+/// Reaps C's exited children without blocking. Returns the runtime's status
+/// once it has been reaped.
+fn reap(runtime: Pid) -> Result<Option<ExitStatus>, JailerError> {
     let mut status = None;
     loop {
-        match waitpid(Pid::from_raw(-1), flags) {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(pid, code)) if pid == runtime => {
                 status = Some(ExitStatus::Code(code))
             }

@@ -2,7 +2,8 @@
 //!
 //! Each sandbox is one runtime process in fresh mount, pid, network, UTS, IPC
 //! and cgroup namespaces plus its own user namespace, limited by a memory and
-//! pids cgroup (v1 or v2), running as a host uid no other sandbox shares, with
+//! pids cgroup (v1 or v2) with CPU in proportion to memory (a weight, or with
+//! [`CpuLimit::Quota`] also a hard quota), running as a host uid no other sandbox shares, with
 //! a seccomp deny list ([`seccomp::DEFAULT_POLICY`]) and a root filesystem
 //! assembled from read-only binds (`/usr`, the code at `/var/task`, the
 //! runtime at `/var/runtime`, layers at `/opt`) and a disk-backed `/tmp`.
@@ -79,7 +80,7 @@ use stratus_sandbox::{
 };
 use tokio::io::unix::AsyncFd;
 
-pub use cgroup::{CgroupError, CgroupVersion};
+pub use cgroup::{CgroupError, CgroupVersion, CpuLimit};
 pub use disk::DiskError;
 pub use jailer::{JailerError, jailer_main};
 pub use protocol::{JailerConfig, SANDBOX_GID, SANDBOX_UID};
@@ -119,6 +120,9 @@ pub struct ProcessBackendConfig {
     /// `/tmp` disks of [`DEFAULT_TMP_MB`] kept formatted and attached ahead of
     /// time (~10 ms each to make). Other sizes are made when asked for.
     pub tmp_disk_pool: usize,
+    /// CPU in proportion to memory (1,769 MB = one CPU): a scheduling
+    /// weight only (the default), or that weight plus a hard quota.
+    pub cpu_limit: CpuLimit,
 }
 
 /// The `/tmp` size the disk pool prepares: Lambda's default EphemeralStorage.
@@ -134,6 +138,7 @@ impl Default for ProcessBackendConfig {
             uid_count: 10_000,
             prewarm: 2,
             tmp_disk_pool: 4,
+            cpu_limit: CpuLimit::Weight,
         }
     }
 }
@@ -225,6 +230,14 @@ impl ProcessBackend {
             .ok_or_else(|| unavailable(CgroupError::NotFound(cgroup_root.clone())))?;
         cgroup::prepare_parent(&cgroup_root, cgroup_version, &config.cgroup_parent)
             .map_err(unavailable)?;
+        if config.cpu_limit == CpuLimit::Quota
+            && !cgroup::has_cpu_controller(&cgroup_root, cgroup_version, &config.cgroup_parent)
+        {
+            return Err(unavailable(format!(
+                "a CPU quota needs the cpu cgroup controller, which is not available under {}",
+                cgroup_root.display()
+            )));
+        }
         let swept = cgroup::sweep_stale_pools(&cgroup_root, cgroup_version, &config.cgroup_parent);
         if swept > 0 {
             tracing::info!(
@@ -411,6 +424,7 @@ impl Inner {
             &name,
             256 << 20,
             16,
+            self.config.cpu_limit,
         )
         .map_err(|e| ("cgroup", e.to_string()))?;
         let mut prepared = self.start_jailer(&name, cgroups)?;
@@ -597,6 +611,7 @@ impl ProcessBackend {
                     id,
                     memory_bytes,
                     spec.limits.max_pids,
+                    inner.config.cpu_limit,
                 )
                 .map_err(|e| ("cgroup", e.to_string()))?;
                 inner.start_jailer(id, cgroups)?
@@ -620,7 +635,7 @@ impl ProcessBackend {
         let t_forked = t0.elapsed();
         let procs = match &res.cgroups {
             Some(cg) if in_cgroup => {
-                cg.set_limits(memory_bytes, spec.limits.max_pids)
+                cg.set_limits(memory_bytes, spec.limits.max_pids, inner.config.cpu_limit)
                     .map_err(|e| ("cgroup", e.to_string()))?;
                 Vec::new()
             }

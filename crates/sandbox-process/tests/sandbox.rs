@@ -31,6 +31,7 @@ fn backend(uid_base: u32, prewarm: usize) -> (ProcessBackend, tempfile::TempDir)
         uid_count: 1,
         prewarm,
         tmp_disk_pool: prewarm,
+        ..ProcessBackendConfig::default()
     })
     .expect("backend");
     backend.prewarm();
@@ -450,6 +451,7 @@ async fn concurrent_sandboxes_each_get_their_own_runtime_api() {
         uid_count: 3,
         prewarm: 0,
         tmp_disk_pool: 0,
+        ..ProcessBackendConfig::default()
     })
     .expect("backend");
     let code = code_dir(&[(

@@ -98,11 +98,19 @@ pub fn router(state: Arc<RuntimeApiState>) -> Router {
 
 /// Every way a Runtime API call can be refused, with the status and
 /// `errorType` the Lambda Runtime API uses for it.
+///
+/// A response or error is checked like AWS's runtime API server (rapid)
+/// checks it: first the runtime's state, then the id. With no invocation
+/// open (before the first `next`, or a second answer to an invocation
+/// already answered) it is out of order: 403 `InvalidStateTransition`.
+/// With one open, an id that is not that invocation's (unknown, or an
+/// earlier, finished one) is 400 `InvalidRequestID`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Refusal {
-    /// A call out of order (e.g. `next` while an invocation is open).
+    /// A call out of order (e.g. `next` while an invocation is open, or a
+    /// response with none open).
     InvalidStateTransition(&'static str),
-    /// A response or error for an id that is not the open invocation.
+    /// A response or error for an id that is not the open invocation's.
     InvalidRequestId,
     /// A response body over the 6 MiB + 100 bytes limit.
     TooLarge,
@@ -209,16 +217,35 @@ async fn next(State(st): State<Arc<RuntimeApiState>>) -> Response {
     (StatusCode::OK, headers, Body::from(d.req.payload)).into_response()
 }
 
-/// Takes the in-flight invocation if `id` names it.
-fn take_inflight(st: &RuntimeApiState, id: &str) -> Result<oneshot::Sender<RuntimeReply>, Refusal> {
+/// Which answer to an invocation the runtime is giving.
+#[derive(Debug, Clone, Copy)]
+enum Answer {
+    Response,
+    Error,
+}
+
+/// Takes the in-flight invocation if `id` names it (see [`Refusal`] for
+/// the order of the checks).
+fn take_inflight(
+    st: &RuntimeApiState,
+    id: &str,
+    answer: Answer,
+) -> Result<oneshot::Sender<RuntimeReply>, Refusal> {
     let mut guard = st.inflight();
-    if guard.as_ref().is_some_and(|inf| inf.request_id == id) {
-        guard
-            .take()
-            .map(|i| i.reply)
-            .ok_or(Refusal::InvalidRequestId)
-    } else {
-        Err(Refusal::InvalidRequestId)
+    match guard.take() {
+        Some(inf) if inf.request_id == id => Ok(inf.reply),
+        Some(other) => {
+            *guard = Some(other);
+            Err(Refusal::InvalidRequestId)
+        }
+        None => Err(Refusal::InvalidStateTransition(match answer {
+            Answer::Response => {
+                "State transition to InvocationResponse failed: no invocation is open (call /runtime/invocation/next first)"
+            }
+            Answer::Error => {
+                "State transition to InvocationErrorResponse failed: no invocation is open (call /runtime/invocation/next first)"
+            }
+        })),
     }
 }
 
@@ -235,7 +262,7 @@ async fn response(
     Path(id): Path<String>,
     body: Body,
 ) -> Response {
-    let reply = match take_inflight(&st, &id) {
+    let reply = match take_inflight(&st, &id, Answer::Response) {
         Ok(r) => r,
         Err(refusal) => return refusal.into_response(),
     };
@@ -275,7 +302,7 @@ async fn error(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let reply = match take_inflight(&st, &id) {
+    let reply = match take_inflight(&st, &id, Answer::Error) {
         Ok(r) => r,
         Err(refusal) => return refusal.into_response(),
     };
@@ -387,7 +414,7 @@ mod tests {
             RuntimeReply::Response(b) => assert_eq!(&b[..], b"{\"r\":2}"),
             other => panic!("unexpected {other:?}"),
         }
-        // A second response for the finished id is refused.
+        // A second response for the answered invocation is out of order.
         let again = call(
             &st,
             "POST",
@@ -395,7 +422,99 @@ mod tests {
             b"1",
         )
         .await;
-        assert_eq!(again.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(again.status(), StatusCode::FORBIDDEN);
+    }
+
+    async fn error_type(resp: Response) -> String {
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        v["errorType"].as_str().unwrap_or_default().to_owned()
+    }
+
+    async fn expect_refusal(resp: Response, status: StatusCode, kind: &str) {
+        assert_eq!(resp.status(), status);
+        assert_eq!(error_type(resp).await, kind);
+    }
+
+    /// Hands the runtime one invocation through `next`; returns its reply channel.
+    async fn open(
+        st: &Arc<RuntimeApiState>,
+        tx: &mpsc::Sender<Dispatch>,
+        id: &str,
+    ) -> oneshot::Receiver<RuntimeReply> {
+        let (dtx, _drx) = oneshot::channel();
+        let (rtx, rrx) = oneshot::channel();
+        tx.send(Dispatch {
+            req: req(id),
+            timeout_ms: 3000,
+            dispatched: dtx,
+            reply: rtx,
+        })
+        .await
+        .expect("send");
+        let resp = call(st, "GET", "/2018-06-01/runtime/invocation/next", b"").await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        rrx
+    }
+
+    #[tokio::test]
+    async fn misbehaving_runtimes_get_the_lambda_errors() {
+        let (st, tx) = state();
+        let path = |id: &str, what: &str| format!("/2018-06-01/runtime/invocation/{id}/{what}");
+        let post = |uri: String| {
+            let st = Arc::clone(&st);
+            async move {
+                let r = axum::http::Request::builder()
+                    .method("POST")
+                    .uri(uri)
+                    .body(Body::from("{}"))
+                    .expect("request");
+                router(st).oneshot(r).await.expect("infallible")
+            }
+        };
+        // Before the first `next`: nothing to answer.
+        for what in ["response", "error"] {
+            let resp = post(path("early", what)).await;
+            expect_refusal(resp, StatusCode::FORBIDDEN, "InvalidStateTransition").await;
+        }
+
+        // An unknown id while an invocation is open leaves it open.
+        let first = open(&st, &tx, "id-1").await;
+        for what in ["response", "error"] {
+            let resp = post(path("not-this-one", what)).await;
+            expect_refusal(resp, StatusCode::BAD_REQUEST, "InvalidRequestID").await;
+        }
+        // `next` again before answering is out of order.
+        let resp = call(&st, "GET", "/2018-06-01/runtime/invocation/next", b"").await;
+        expect_refusal(resp, StatusCode::FORBIDDEN, "InvalidStateTransition").await;
+        // An error, then a response for the same invocation: the second is
+        // out of order and the invoker keeps the error.
+        assert_eq!(
+            post(path("id-1", "error")).await.status(),
+            StatusCode::ACCEPTED
+        );
+        let resp = post(path("id-1", "response")).await;
+        expect_refusal(resp, StatusCode::FORBIDDEN, "InvalidStateTransition").await;
+        assert!(matches!(
+            first.await.expect("reply"),
+            RuntimeReply::Error { .. }
+        ));
+
+        // The finished id while the next invocation is open: an invalid id.
+        let second = open(&st, &tx, "id-2").await;
+        let resp = post(path("id-1", "response")).await;
+        expect_refusal(resp, StatusCode::BAD_REQUEST, "InvalidRequestID").await;
+        // Two responses: the first wins, the second is out of order.
+        assert_eq!(
+            post(path("id-2", "response")).await.status(),
+            StatusCode::ACCEPTED
+        );
+        let resp = post(path("id-2", "response")).await;
+        expect_refusal(resp, StatusCode::FORBIDDEN, "InvalidStateTransition").await;
+        assert!(matches!(
+            second.await.expect("reply"),
+            RuntimeReply::Response(b) if &b[..] == b"{}"
+        ));
     }
 
     #[tokio::test]
@@ -426,7 +545,8 @@ mod tests {
             b"1",
         )
         .await;
-        assert_eq!(late.status(), StatusCode::BAD_REQUEST);
+        // No invocation is open any more: out of order.
+        assert_eq!(late.status(), StatusCode::FORBIDDEN);
         assert!(rrx.await.is_err(), "the late answer must not be delivered");
 
         // The new runtime's first `next` is not refused as out of order and

@@ -207,6 +207,8 @@ def dispatch(event, context):
         "fail": fail,
         "noop": noop,
         "write_tmp": write_tmp,
+        "fork_bomb": fork_bomb,
+        "fork_count": fork_count,
     }[action](event, context)
 
 
@@ -226,6 +228,48 @@ def client_ctx(event, context):
 
 def big(event, context):
     return "x" * int((event or {}).get("bytes", 7 * 1024 * 1024))
+
+
+def burn(event, context):
+    """Spins for `seconds` of wall time; reports the CPU time the process got."""
+    seconds = float((event or {}).get("seconds", 1))
+    cpu0, t0 = time.process_time(), time.monotonic()
+    loops = 0
+    while time.monotonic() - t0 < seconds:
+        loops += 1
+    return {"wall_s": time.monotonic() - t0, "cpu_s": time.process_time() - cpu0, "loops": loops}
+
+
+def fork_bomb(event, context):
+    """Forks without end; every child does the same. Never returns."""
+    while True:
+        try:
+            os.fork()
+        except OSError:
+            pass
+
+
+def fork_count(event, context):
+    """Forks children that only wait, until the kernel refuses; reports how
+    many it got and why it stopped, then kills and reaps them."""
+    import signal
+
+    children, error = [], None
+    while len(children) < 5000:
+        try:
+            pid = os.fork()
+        except OSError as e:
+            error = {"errno": e.errno, "strerror": e.strerror}
+            break
+        if pid == 0:
+            signal.pause()
+            os._exit(0)
+        children.append(pid)
+    for pid in children:
+        os.kill(pid, signal.SIGKILL)
+    for pid in children:
+        os.waitpid(pid, 0)
+    return {"forked": len(children), "error": error}
 
 
 def chatty(event, context):
