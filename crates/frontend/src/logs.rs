@@ -4,8 +4,10 @@
 //! does not emulate; this small Stratus endpoint serves the same content (log
 //! group `/aws/lambda/<name>`, one stream per sandbox) to `stratus logs`.
 //! Query: `after=<seq>` (events after that position), `limit` (1-10000,
-//! default 1000) and `wait=<seconds>` (0-30: long-poll for new lines, for
-//! `--follow`).
+//! default 1000; a page also stops at about one MiB of messages) and
+//! `wait=<seconds>` (0-30: long-poll for new lines, for `--follow`). Each
+//! event names its `logStreamName`; `nextToken` is the `after` of the next
+//! page (the same value when there was nothing new).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -60,7 +62,7 @@ pub async fn read(
         .deps
         .logs
         .read(&r.account, &r.name, after, limit, wait)
-        .await;
+        .await?;
     let next = events.last().map(|e| e.seq).or(after);
     Ok(Json(json!({
         "logGroupName": format!("/aws/lambda/{}", r.name),

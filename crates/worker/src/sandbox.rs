@@ -10,10 +10,13 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::json;
 use stratus_api::LambdaError;
-use stratus_api::service::{FunctionVersionSpec, InvokeRequest, InvokeResponse, Logs, WarmSandbox};
+use stratus_api::service::{
+    FunctionVersionSpec, InvokeRequest, InvokeResponse, LogStreamKey, Logs, WarmSandbox,
+};
 use stratus_sandbox::{
     ExitStatus, RuntimeApiListener, Sandbox, SandboxBackend, SandboxLimits, SandboxSpec,
 };
+use stratus_types::LogStreamName;
 use stratus_types::limits::{
     RUNTIME_API_PORT, SANDBOX_MAX_FDS, SANDBOX_MAX_PIDS, SYNC_RESPONSE_MAX_BYTES,
 };
@@ -34,7 +37,8 @@ pub struct ProcessSandbox {
     spec: Arc<FunctionVersionSpec>,
     dispatch_tx: mpsc::Sender<Dispatch>,
     api: Arc<RuntimeApiState>,
-    logs: Arc<LogPump>,
+    /// The sandbox's output on its way to its log stream.
+    logs: LogPump,
     exit: watch::Receiver<Option<ExitStatus>>,
     kill: Arc<Notify>,
     alive: AtomicBool,
@@ -42,9 +46,6 @@ pub struct ProcessSandbox {
     created: Instant,
     sandbox: Arc<dyn Sandbox>,
     tasks: Vec<tokio::task::AbortHandle>,
-    /// Where every invocation's log goes (the function's log group).
-    store: Arc<dyn Logs>,
-    log_stream: String,
 }
 
 /// A sandbox that could not start because the function package is unusable
@@ -91,14 +92,10 @@ fn new_id() -> String {
 }
 
 /// Lambda's log stream name: `YYYY/MM/DD/[version]<32 hex>`.
-fn log_stream_name(version: &str, sandbox_id: &str) -> String {
+fn log_stream_name(version: &str, sandbox_id: &str) -> Result<LogStreamName, LambdaError> {
     let d = time::OffsetDateTime::now_utc().date();
-    format!(
-        "{:04}/{:02}/{:02}/[{version}]{sandbox_id}",
-        d.year(),
-        u8::from(d.month()),
-        d.day()
-    )
+    LogStreamName::new(d.year(), u8::from(d.month()), d.day(), version, sandbox_id)
+        .map_err(|e| LambdaError::service(format!("naming the sandbox's log stream: {e}")))
 }
 
 /// Starts a sandbox for `spec`.
@@ -126,14 +123,14 @@ pub async fn start(
         }
     }
     let runtime_api = format!("127.0.0.1:{RUNTIME_API_PORT}");
-    let log_stream = log_stream_name(&spec.version, &id);
+    let log_stream = log_stream_name(&spec.version, &id)?;
     let sb_spec = SandboxSpec {
         id: id.clone(),
         code_dir,
         runtime_dir: Some(runtime_dir),
         opt_dir: None,
         argv: runtimes::argv(&spec, interpreters),
-        env: runtimes::environment(&spec, &runtime_api, &log_stream),
+        env: runtimes::environment(&spec, &runtime_api, log_stream.as_str()),
         cwd: PathBuf::from("/var/task"),
         limits: SandboxLimits {
             memory_mb: u64::from(spec.memory_mb),
@@ -157,8 +154,13 @@ pub async fn start(
     let output = sandbox
         .take_output()
         .ok_or_else(|| LambdaError::service("sandbox backend gave no output pipe"))?;
-    let logs =
-        LogPump::new(output).map_err(|e| LambdaError::service(format!("sandbox output: {e}")))?;
+    let stream = LogStreamKey {
+        account: spec.account.clone(),
+        function: spec.name.clone(),
+        stream: log_stream,
+    };
+    let logs = LogPump::start(output, stream, store, span.clone())
+        .map_err(|e| LambdaError::service(format!("sandbox output: {e}")))?;
     let (dispatch_tx, dispatch_rx) = mpsc::channel(1);
     let api = Arc::new(RuntimeApiState::new(dispatch_rx));
     let mut tasks = Vec::new();
@@ -172,7 +174,6 @@ pub async fn start(
         .map_err(|e| LambdaError::service(format!("runtime API listener: {e}")))?;
     let router = runtime_api::router(Arc::clone(&api));
     tasks.push(tokio::spawn(serve(listener, router).instrument(span.clone())).abort_handle());
-    tasks.push(tokio::spawn(Arc::clone(&logs).run()).abort_handle());
 
     // The waiter reaps the sandbox and publishes how it ended; the last
     // reference to the backend's handle releases its kernel objects.
@@ -211,8 +212,6 @@ pub async fn start(
         created,
         sandbox,
         tasks,
-        store,
-        log_stream,
     }))
 }
 
@@ -357,7 +356,11 @@ impl ProcessSandbox {
             }
             _ = tokio::time::sleep_until((started + timeout).into()) => {
                 self.die();
-                self.logs.push_line(&format!("{} {} Task timed out after {:.2} seconds", time_stamp(), req.request_id, timeout.as_secs_f64()));
+                // Everything the function printed before it was stopped
+                // comes first (the kill is quick; do not wait on it forever).
+                let _ = tokio::time::timeout(Duration::from_secs(1), self.exited()).await;
+                self.logs.drain().await;
+                self.logs.line(format!("{} {} Task timed out after {:.2} seconds", time_stamp(), req.request_id, timeout.as_secs_f64())).await;
                 (timed_out(), true, Some(started))
             }
         }
@@ -384,15 +387,21 @@ impl WarmSandbox for ProcessSandbox {
         let cold = !self.invoked.swap(true, Ordering::SeqCst);
         let version = self.spec.version.clone();
         self.sandbox.reset_peak();
-        self.logs.push_line(&format!(
-            "START RequestId: {} Version: {}",
-            req.request_id, version
-        ));
+        self.logs
+            .begin(format!(
+                "START RequestId: {} Version: {}",
+                req.request_id, version
+            ))
+            .await;
         let timeout = Duration::from_secs(u64::from(self.spec.timeout_s));
         let (payload, failed, started) = self.run(&req, timeout).await;
         let ended = Instant::now();
-        self.logs.drain();
-        let duration = started.map(|s| ended - s).unwrap_or_default();
+        self.logs.drain().await;
+        // A timed-out invoke lasted its timeout (not the moments spent
+        // stopping the sandbox and reading its last output).
+        let duration = started
+            .map(|s| (ended - s).min(timeout))
+            .unwrap_or_default();
         let billed = (millis(duration).ceil() as u64).max(1);
         let peak_mb = self.sandbox.usage().memory_peak_bytes.div_ceil(1024 * 1024);
         let max_used = if failed && !self.is_alive() && peak_mb == 0 {
@@ -417,12 +426,10 @@ impl WarmSandbox for ProcessSandbox {
                 .unwrap_or(ended - self.created);
             report.push_str(&format!("Init Duration: {:.2} ms\t", millis(init)));
         }
-        self.logs
-            .push_line(&format!("END RequestId: {}", req.request_id));
-        self.logs.push_line(&report);
-        let log = String::from_utf8_lossy(&self.logs.take()).into_owned();
-        self.store
-            .append(&self.spec.account, &self.spec.name, &self.log_stream, &log);
+        let log = self
+            .logs
+            .finish(vec![format!("END RequestId: {}", req.request_id), report])
+            .await;
         Ok(InvokeResponse {
             payload,
             function_error: failed.then_some("Unhandled"),
