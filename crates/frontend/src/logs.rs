@@ -17,8 +17,8 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 use stratus_api::LambdaError;
+use stratus_api::service::LogEvent;
 
 use crate::Frontend;
 use crate::auth::caller;
@@ -64,10 +64,20 @@ pub async fn read(
         .read(&r.account, &r.name, after, limit, wait)
         .await?;
     let next = events.last().map(|e| e.seq).or(after);
-    Ok(Json(json!({
-        "logGroupName": format!("/aws/lambda/{}", r.name),
-        "events": events,
-        "nextToken": next,
-    }))
+    // Serialized straight from the events (a `serde_json::Value` of a full
+    // page would take several times the page's size in memory).
+    Ok(Json(Page {
+        log_group_name: format!("/aws/lambda/{}", r.name),
+        events: &events,
+        next_token: next,
+    })
     .into_response())
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Page<'a> {
+    log_group_name: String,
+    events: &'a [LogEvent],
+    next_token: Option<u64>,
 }

@@ -34,10 +34,9 @@ pub(super) fn record_len(seq: u64, timestamp: u64, message: &str) -> usize {
 }
 
 pub(super) fn write_record(buf: &mut Vec<u8>, seq: u64, timestamp: u64, message: &str) {
-    buf.extend_from_slice(seq.to_string().as_bytes());
-    buf.push(b' ');
-    buf.extend_from_slice(timestamp.to_string().as_bytes());
-    buf.push(b' ');
+    use std::io::Write;
+    // Writing to a Vec cannot fail.
+    let _ = write!(buf, "{seq} {timestamp} ");
     buf.extend_from_slice(message.as_bytes());
     buf.push(b'\n');
 }
