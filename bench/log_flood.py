@@ -46,7 +46,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
 
-from stratus_harness import FUNCTIONS, ROLE, Server, make_client, wait_active, zip_dir  # noqa: E402
+from stratus_harness import FUNCTIONS, ROLE, Server, make_client, remove_data_dir, wait_active, zip_dir  # noqa: E402
 
 ACCOUNT = "000000000000"
 MIB = 1024 * 1024
@@ -214,6 +214,7 @@ def main() -> int:
         final_disk, final_segments = disk_usage(logs_dir)
     finally:
         server.stop()
+        remove_data_dir(server.data_dir)  # the server's own log stays in tmp
 
     printed = sum(i.get("bytes", 0) for i in flood.invokes)
     flood_s = sum(i.get("wall_s", 0) for i in flood.invokes)
