@@ -383,6 +383,23 @@ def test_runtime_exit_is_exit_error_and_recovers(lam, fns, py_zip):
     assert out["count"] == 1
 
 
+def test_cold_invoke_that_times_out_reports_its_real_init_duration(lam, fns, py_zip):
+    """The runtime restart after the timeout must not disturb the REPORT of
+    the invoke that timed out: its Init Duration is the first init's."""
+    name = fns.create(py_zip, handler="app.dispatch", Timeout=1)
+    resp = lam.invoke(FunctionName=name, Payload=json.dumps({"action": "sleep", "seconds": 3}),
+                      LogType="Tail")
+    assert resp["FunctionError"] == "Unhandled"
+    log = base64.b64decode(resp["LogResult"]).decode()
+    m = re.search(r"REPORT RequestId: \S+\tDuration: ([\d.]+) ms\t.*Init Duration: ([\d.]+) ms", log)
+    assert m, log
+    duration, init = float(m.group(1)), float(m.group(2))
+    assert duration == 1000.0, log  # exactly the timeout
+    # A python runtime's init takes milliseconds, not microseconds (a reset
+    # clock would give ~0), and ends before the invoke's own second.
+    assert 10.0 < init < 1000.0, log
+
+
 def test_timeout_is_sandbox_timedout_and_recovers(lam, fns, py_zip):
     name = fns.create(py_zip, handler="app.dispatch", Timeout=1)
     warm = invoke_json(lam, name, {"action": "handler"})[1]

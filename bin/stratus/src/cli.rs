@@ -373,7 +373,7 @@ pub async fn logs(a: LogsArgs) -> anyhow::Result<u8> {
                     .get("logStreamName")
                     .and_then(Value::as_str)
                     .unwrap_or_default();
-                println!("{ts} {stream} {msg}");
+                println!("{} {stream} {msg}", utc_millis(ts));
             } else {
                 println!("{msg}");
             }
@@ -385,6 +385,23 @@ pub async fn logs(a: LogsArgs) -> anyhow::Result<u8> {
             return Ok(0);
         }
     }
+}
+
+/// `2026-05-02T10:11:12.345Z` for milliseconds since the epoch.
+fn utc_millis(ms: u64) -> String {
+    let t = time::OffsetDateTime::UNIX_EPOCH
+        + time::Duration::milliseconds(ms.min(i64::MAX as u64) as i64);
+    let d = t.date();
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        d.year(),
+        u8::from(d.month()),
+        d.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
 }
 
 /// Exit code when the function itself failed (the API call succeeded).
@@ -431,6 +448,12 @@ pub async fn invoke(a: InvokeArgs) -> anyhow::Result<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn verbose_times_are_utc() {
+        assert_eq!(utc_millis(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(utc_millis(1_777_716_672_345), "2026-05-02T10:11:12.345Z");
+    }
 
     #[test]
     fn arn_names_are_escaped_in_paths() {

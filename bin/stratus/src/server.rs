@@ -13,7 +13,7 @@ use stratus_counting::{CountingConfig, LocalCounting};
 use stratus_frontend::{Frontend, FrontendDeps, Interpreters as FrontendInterpreters};
 use stratus_sandbox_process::{CpuLimit, ProcessBackend, ProcessBackendConfig};
 use stratus_store_embedded::{EmbeddedMetaStore, FileBlobStore};
-use stratus_worker::{Interpreters, LocalWorker, MemoryLogStore, WorkerConfig};
+use stratus_worker::{DiskLogStore, Interpreters, LocalWorker, LogStoreConfig, WorkerConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct ServerArgs {
@@ -64,6 +64,14 @@ pub struct ServerArgs {
     /// How CPU in proportion to MemorySize (1,769 MB = one vCPU) is enforced.
     #[arg(long, value_enum, default_value_t = CpuMode::Weight)]
     cpu_limit: CpuMode,
+    /// Disk space for one function's logs (its oldest lines are deleted
+    /// first). A number of bytes, or with K, M, G (KiB, MiB, GiB).
+    #[arg(long, default_value = "16MiB", value_parser = parse_bytes)]
+    log_max_bytes_per_function: u64,
+    /// Disk space for all functions' logs (the function written least
+    /// recently loses its oldest lines first). Same units.
+    #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
+    log_max_bytes_total: u64,
 }
 
 /// `--cpu-limit`.
@@ -95,6 +103,29 @@ fn parse_refill_rate(s: &str) -> Result<f64, String> {
         )),
         Err(e) => Err(format!("{s:?} is not a number ({e})")),
     }
+}
+
+/// Parses a size: `65536`, `64K`, `16MiB`, `1G`... (powers of 1024), at
+/// least 64 KiB.
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad =
+        || format!("{s:?} is not a size: write bytes, or a number with K, M or G (KiB, MiB, GiB)");
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KiB" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    let v = n.checked_mul(mult).ok_or_else(bad)?;
+    if v < 64 * 1024 {
+        return Err(format!("{s:?} is less than the smallest log cap, 64KiB"));
+    }
+    Ok(v)
 }
 
 fn default_data_dir() -> PathBuf {
@@ -192,7 +223,20 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
         "runtime mapping: every python3.x id runs on the python interpreter, every nodejs*.x id on node"
     );
     let capacity = a.worker_memory_mb.unwrap_or_else(|| host_memory_mb() / 2);
-    let logs: Arc<dyn Logs> = Arc::new(MemoryLogStore::default());
+    let log_dir = data.join("logs");
+    let log_store = DiskLogStore::open(
+        &log_dir,
+        LogStoreConfig::with_caps(a.log_max_bytes_per_function, a.log_max_bytes_total),
+    )
+    .context("opening the log store")?;
+    tracing::info!(
+        dir = %log_dir.display(),
+        bytes = log_store.total_bytes(),
+        max_bytes_per_function = a.log_max_bytes_per_function,
+        max_bytes_total = a.log_max_bytes_total,
+        "function logs"
+    );
+    let logs: Arc<dyn Logs> = Arc::new(log_store);
     let worker = LocalWorker::new(
         WorkerConfig {
             id: "local".into(),
@@ -236,7 +280,7 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
         counting,
         invoker,
         worker,
-        logs,
+        logs: Arc::clone(&logs),
         presign_key: presign_key(&data)?,
         interpreters: FrontendInterpreters { python, node },
     })
@@ -264,6 +308,7 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     assignment.shutdown_all();
     // Give the waiters a moment to reap sandboxes and release their cgroups.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    logs.flush().await;
     Ok(())
 }
 
@@ -342,6 +387,27 @@ mod tests {
                 clap::error::ErrorKind::ValueValidation,
                 "{bad:?}: {err}"
             );
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("65536"), Ok(65536));
+        assert_eq!(parse_bytes("64K"), Ok(65536));
+        assert_eq!(parse_bytes("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_bytes("1G"), Ok(1 << 30));
+        assert_eq!(parse_bytes(" 2 GiB "), Ok(2 << 30));
+        for bad in [
+            "",
+            "MiB",
+            "16MB",
+            "16 mib",
+            "-1",
+            "1.5G",
+            "99999999999999999999G",
+            "4K",
+        ] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
         }
     }
 }

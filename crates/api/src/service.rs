@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use stratus_types::{AccountId, Runtime};
+use stratus_types::{AccountId, LogStreamName, Runtime};
 
 use crate::LambdaError;
 
@@ -268,24 +268,60 @@ pub trait Worker: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LogEvent {
-    /// Position in the function's log; strictly increasing.
+    /// Position in the function's log; strictly increasing, also across
+    /// streams and server restarts (not dense: numbers may be skipped).
     pub seq: u64,
-    /// Milliseconds since the epoch when the line was stored.
+    /// Milliseconds since the epoch when the worker read the line.
     pub timestamp: u64,
     /// The log stream (one per sandbox, named as Lambda names them).
     pub log_stream_name: String,
     pub message: String,
 }
 
-/// Per-function logs (Lambda's log groups `/aws/lambda/<name>`): workers
-/// append each invocation's log; readers page through it or wait for more.
+/// One line a sandbox printed, before the log store numbers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// Milliseconds since the epoch when the worker read the line.
+    pub timestamp: u64,
+    /// The line without its newline. A store splits a message that contains
+    /// `\n` and cuts lines longer than its line limit.
+    pub message: String,
+}
+
+/// The stream a sandbox writes to: Lambda's log group `/aws/lambda/<function>`
+/// of one account, and the sandbox's log stream in it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LogStreamKey {
+    pub account: AccountId,
+    pub function: String,
+    pub stream: LogStreamName,
+}
+
+/// Per-function logs (Lambda's log groups `/aws/lambda/<name>`, one stream
+/// per sandbox): workers append what sandboxes print; readers page through a
+/// function's log across its streams, in `seq` order, or wait for more.
+///
+/// Stores are bounded: they drop a function's oldest lines first, and may
+/// drop whole functions' logs (least recently written first) to stay within
+/// a total. Appending never fails the invocation: a store that cannot write
+/// drops lines and says so in the server's own log.
 #[async_trait]
 pub trait Logs: Send + Sync + std::fmt::Debug {
-    /// Appends `text` (split into lines) to a function's log.
-    fn append(&self, account: &AccountId, function: &str, stream: &str, text: &str);
+    /// Appends lines to a stream, in order. Waits while the store is behind
+    /// (so a sandbox printing faster than the store writes is slowed down,
+    /// never buffered without bound). Once this returns, the lines are
+    /// visible to every later [`Logs::read`].
+    async fn append(&self, stream: &LogStreamKey, lines: Vec<LogLine>);
 
-    /// Events with `seq > after` (all kept events when `None`), at most
-    /// `limit`; when there are none yet, waits up to `wait` for some.
+    /// The sandbox of this stream is gone: no more lines will come.
+    async fn close_stream(&self, stream: &LogStreamKey);
+
+    /// Returns once everything appended before is written.
+    async fn flush(&self);
+
+    /// Events with `seq > after` (from the oldest kept when `None`), in `seq`
+    /// order, at most `limit` and about one MiB of messages; when there are
+    /// none yet, waits up to `wait` for some.
     async fn read(
         &self,
         account: &AccountId,
@@ -293,8 +329,9 @@ pub trait Logs: Send + Sync + std::fmt::Debug {
         after: Option<u64>,
         limit: usize,
         wait: std::time::Duration,
-    ) -> Vec<LogEvent>;
+    ) -> Result<Vec<LogEvent>, LambdaError>;
 
-    /// Forgets a function's log (the function was deleted).
-    fn remove(&self, account: &AccountId, function: &str);
+    /// Deletes a function's log (the function was deleted). Lines its
+    /// still-running sandboxes print afterwards are dropped.
+    async fn remove(&self, account: &AccountId, function: &str);
 }

@@ -430,7 +430,7 @@ pub async fn delete_function(
     {
         tracing::warn!(function = %r.name, error = %e, "could not clear the reservation");
     }
-    fe.deps.logs.remove(&r.account, &r.name);
+    fe.deps.logs.remove(&r.account, &r.name).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -4,8 +4,10 @@
 //! does not emulate; this small Stratus endpoint serves the same content (log
 //! group `/aws/lambda/<name>`, one stream per sandbox) to `stratus logs`.
 //! Query: `after=<seq>` (events after that position), `limit` (1-10000,
-//! default 1000) and `wait=<seconds>` (0-30: long-poll for new lines, for
-//! `--follow`).
+//! default 1000; a page also stops at about one MiB of messages) and
+//! `wait=<seconds>` (0-30: long-poll for new lines, for `--follow`). Each
+//! event names its `logStreamName`; `nextToken` is the `after` of the next
+//! page (the same value when there was nothing new).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,8 +17,8 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 use stratus_api::LambdaError;
+use stratus_api::service::LogEvent;
 
 use crate::Frontend;
 use crate::auth::caller;
@@ -60,12 +62,22 @@ pub async fn read(
         .deps
         .logs
         .read(&r.account, &r.name, after, limit, wait)
-        .await;
+        .await?;
     let next = events.last().map(|e| e.seq).or(after);
-    Ok(Json(json!({
-        "logGroupName": format!("/aws/lambda/{}", r.name),
-        "events": events,
-        "nextToken": next,
-    }))
+    // Serialized straight from the events (a `serde_json::Value` of a full
+    // page would take several times the page's size in memory).
+    Ok(Json(Page {
+        log_group_name: format!("/aws/lambda/{}", r.name),
+        events: &events,
+        next_token: next,
+    })
     .into_response())
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Page<'a> {
+    log_group_name: String,
+    events: &'a [LogEvent],
+    next_token: Option<u64>,
 }

@@ -133,7 +133,7 @@ impl Counting for Unlimited {
 struct Harness {
     app: Router,
     invoker: Arc<FakeInvoker>,
-    logs: Arc<stratus_worker::MemoryLogStore>,
+    logs: Arc<stratus_worker::DiskLogStore>,
     _dir: tempfile::TempDir,
 }
 
@@ -148,7 +148,13 @@ async fn harness_with(counting: Arc<dyn Counting>) -> Harness {
     let blobs =
         stratus_store_embedded::FileBlobStore::open(dir.path().join("blobs")).expect("blobs");
     let invoker = Arc::new(FakeInvoker::default());
-    let logs = Arc::new(stratus_worker::MemoryLogStore::default());
+    let logs = Arc::new(
+        stratus_worker::DiskLogStore::open(
+            dir.path().join("logs"),
+            stratus_worker::LogStoreConfig::default(),
+        )
+        .expect("logs"),
+    );
     let fe = Frontend::new(FrontendDeps {
         meta: Arc::new(meta),
         blobs: Arc::new(blobs),
@@ -481,12 +487,20 @@ async fn logs_are_read_by_position_and_forgotten_with_the_function() {
     let h = harness().await;
     create(&h.app, "lg").await;
     let acct = AccountId::default_local();
-    h.logs.append(
-        &acct,
-        "lg",
-        "2026/01/01/[$LATEST]abc",
-        "START x\nhello\nEND x\n",
-    );
+    let stream = stratus_types::LogStreamName::new(2026, 1, 1, "$LATEST", &"ab".repeat(16))
+        .expect("stream name");
+    let lines = ["START x", "hello", "END x"]
+        .map(|m| stratus_api::service::LogLine {
+            timestamp: 1,
+            message: m.to_owned(),
+        })
+        .to_vec();
+    let key = stratus_api::service::LogStreamKey {
+        account: acct.clone(),
+        function: "lg".into(),
+        stream,
+    };
+    h.logs.append(&key, lines).await;
     let (s, _, b) = call(&h.app, "GET", "/_stratus/logs/lg", &[], Body::empty()).await;
     assert_eq!(s, StatusCode::OK);
     let v = json_of(&b);
@@ -494,7 +508,10 @@ async fn logs_are_read_by_position_and_forgotten_with_the_function() {
     let events = v["events"].as_array().expect("events");
     assert_eq!(events.len(), 3);
     assert_eq!(events[1]["message"], "hello");
-    assert_eq!(events[1]["logStreamName"], "2026/01/01/[$LATEST]abc");
+    assert_eq!(
+        events[1]["logStreamName"],
+        format!("2026/01/01/[$LATEST]{}", "ab".repeat(16))
+    );
     let next = v["nextToken"].as_u64().expect("token");
     let (_, _, b) = call(
         &h.app,
@@ -528,6 +545,7 @@ async fn logs_are_read_by_position_and_forgotten_with_the_function() {
         h.logs
             .read(&acct, "lg", None, 10, std::time::Duration::ZERO)
             .await
+            .expect("read")
             .is_empty()
     );
     let (s, _, _) = call(&h.app, "GET", "/_stratus/logs/lg", &[], Body::empty()).await;

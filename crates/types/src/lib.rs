@@ -80,6 +80,9 @@ pub enum NameError {
     /// A qualifier that does not match `$LATEST|[a-zA-Z0-9-_]+`.
     #[error("qualifier {0:?} does not match the Qualifier pattern")]
     Qualifier(String),
+    /// Not a log stream name of the form `YYYY/MM/DD/[version]<32 hex>`.
+    #[error("log stream name {0:?} is not of the form YYYY/MM/DD/[version]<32 lowercase hex>")]
+    LogStream(String),
 }
 
 /// The regular expression Lambda's model gives for FunctionName parameters,
@@ -212,6 +215,77 @@ pub fn is_region(s: &str) -> bool {
         && tail.bytes().all(|b| b.is_ascii_digit())
 }
 
+/// A log stream name as Lambda gives one to each execution environment:
+/// `YYYY/MM/DD/[version]<32 lowercase hex>`, the UTC date the sandbox
+/// started, the function version it runs (`$LATEST` or a number) and the
+/// sandbox id, e.g. `2026/05/02/[$LATEST]0f1e2d3c4b5a69788796a5b4c3d2e1f0`.
+///
+/// A parsed name is safe to use as a relative path: its only `/` separate
+/// the date parts and the last component is `[version]hex`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LogStreamName(String);
+
+impl LogStreamName {
+    /// The name of the stream of sandbox `id` (32 lowercase hex digits)
+    /// running `version`, started on the given UTC date.
+    pub fn new(year: i32, month: u8, day: u8, version: &str, id: &str) -> Result<Self, NameError> {
+        Self::parse(&format!("{year:04}/{month:02}/{day:02}/[{version}]{id}"))
+    }
+
+    /// Parses and validates a stream name.
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        let bad = || NameError::LogStream(s.to_owned());
+        let (date, leaf) = s.split_at_checked(10).ok_or_else(bad)?;
+        let d = date.as_bytes();
+        let digits = |r: std::ops::Range<usize>| d[r].iter().all(u8::is_ascii_digit);
+        let number = |r: std::ops::Range<usize>| date[r].parse::<u8>().unwrap_or(0);
+        let date_ok = digits(0..4)
+            && d[4] == b'/'
+            && digits(5..7)
+            && d[7] == b'/'
+            && digits(8..10)
+            && (1..=12).contains(&number(5..7))
+            && (1..=31).contains(&number(8..10));
+        if !date_ok {
+            return Err(bad());
+        }
+        let rest = leaf
+            .strip_prefix("/[")
+            .and_then(|r| r.split_once(']'))
+            .ok_or_else(bad)?;
+        let (version, id) = rest;
+        let version_ok = version == "$LATEST"
+            || (!version.is_empty()
+                && version.len() <= 20
+                && version.bytes().all(|b| b.is_ascii_digit()));
+        let id_ok = id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if !version_ok || !id_ok {
+            return Err(bad());
+        }
+        Ok(LogStreamName(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// `YYYY/MM/DD`.
+    pub fn date(&self) -> &str {
+        &self.0[..10]
+    }
+
+    /// `[version]<hex>`, the part after the date.
+    pub fn leaf(&self) -> &str {
+        &self.0[11..]
+    }
+}
+
+impl fmt::Display for LogStreamName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Builds a function ARN.
 pub fn function_arn(
     region: &str,
@@ -316,10 +390,44 @@ mod tests {
         assert_eq!(r.qualifier.as_deref(), Some("$LATEST"));
     }
 
+    #[test]
+    fn log_stream_names() {
+        let id = "0123456789abcdef0123456789abcdef";
+        let n = LogStreamName::new(2026, 5, 2, "$LATEST", id).expect("valid");
+        assert_eq!(n.as_str(), format!("2026/05/02/[$LATEST]{id}"));
+        assert_eq!(n.date(), "2026/05/02");
+        assert_eq!(n.leaf(), format!("[$LATEST]{id}"));
+        assert!(LogStreamName::new(2026, 12, 31, "17", id).is_ok());
+        for bad in [
+            String::new(),
+            "2026/05/02".to_owned(),
+            format!("2026/05/02/[$LATEST]{}", &id[..31]),
+            format!("2026/05/02/[$LATEST]{}", id.to_uppercase()),
+            format!("2026/13/02/[$LATEST]{id}"),
+            format!("2026/05/00/[$LATEST]{id}"),
+            format!("2026/05/02/[latest]{id}"),
+            format!("2026/05/02/[../x]{id}"),
+            format!("2026/05/02/[$LATEST]{id}/x"),
+            format!("2026-05-02/[$LATEST]{id}"),
+            format!("2026/05/02/[]{id}"),
+            format!("é026/05/02/[$LATEST]{id}"),
+        ] {
+            assert!(
+                LogStreamName::parse(&bad).is_err(),
+                "{bad:?} should be refused"
+            );
+        }
+    }
+
     proptest! {
         #[test]
         fn parse_never_panics(s in "\\PC{0,200}") {
             let _ = FunctionRef::parse(&s);
+        }
+
+        #[test]
+        fn log_stream_parse_never_panics(s in "\\PC{0,80}") {
+            let _ = LogStreamName::parse(&s);
         }
 
         #[test]

@@ -26,7 +26,7 @@ use stratus_api::service::{FunctionVersionSpec, Logs, WarmSandbox, Worker};
 use stratus_sandbox::SandboxBackend;
 use stratus_store::BlobStore;
 
-pub use logstore::{LogStoreConfig, MemoryLogStore};
+pub use logstore::{DiskLogStore, LogStoreConfig, LogStoreError, MAX_LINE_BYTES};
 pub use runtimes::Interpreters;
 
 /// Configuration of a local worker.

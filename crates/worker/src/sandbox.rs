@@ -11,11 +11,13 @@ use bytes::Bytes;
 use serde_json::json;
 use stratus_api::LambdaError;
 use stratus_api::service::{
-    FunctionError, FunctionVersionSpec, InvokeRequest, InvokeResponse, Logs, WarmSandbox,
+    FunctionError, FunctionVersionSpec, InvokeRequest, InvokeResponse, LogStreamKey, Logs,
+    WarmSandbox,
 };
 use stratus_sandbox::{
     ExitStatus, RuntimeApiListener, Sandbox, SandboxBackend, SandboxLimits, SandboxSpec,
 };
+use stratus_types::LogStreamName;
 use stratus_types::limits::{
     RUNTIME_API_PORT, SANDBOX_MAX_FDS, SANDBOX_MAX_PIDS, SYNC_RESPONSE_MAX_BYTES,
 };
@@ -36,18 +38,18 @@ pub struct ProcessSandbox {
     spec: Arc<FunctionVersionSpec>,
     dispatch_tx: mpsc::Sender<Dispatch>,
     api: Arc<RuntimeApiState>,
-    logs: Arc<LogPump>,
+    /// The sandbox's output on its way to its log stream.
+    logs: LogPump,
     exit: watch::Receiver<Option<ExitStatus>>,
     kill: Arc<Notify>,
     alive: AtomicBool,
     invoked: AtomicBool,
     /// When the current runtime process was started (for Init Duration).
     created: std::sync::Mutex<Instant>,
+    /// How long the current runtime's init took, once it asked for an event.
+    init_took: std::sync::Mutex<Option<Duration>>,
     sandbox: Arc<dyn Sandbox>,
     tasks: Vec<tokio::task::AbortHandle>,
-    /// Where every invocation's log goes (the function's log group).
-    store: Arc<dyn Logs>,
-    log_stream: String,
 }
 
 /// A sandbox that could not start because the function package is unusable
@@ -96,14 +98,10 @@ fn new_id() -> String {
 }
 
 /// Lambda's log stream name: `YYYY/MM/DD/[version]<32 hex>`.
-fn log_stream_name(version: &str, sandbox_id: &str) -> String {
+fn log_stream_name(version: &str, sandbox_id: &str) -> Result<LogStreamName, LambdaError> {
     let d = time::OffsetDateTime::now_utc().date();
-    format!(
-        "{:04}/{:02}/{:02}/[{version}]{sandbox_id}",
-        d.year(),
-        u8::from(d.month()),
-        d.day()
-    )
+    LogStreamName::new(d.year(), u8::from(d.month()), d.day(), version, sandbox_id)
+        .map_err(|e| LambdaError::service(format!("naming the sandbox's log stream: {e}")))
 }
 
 /// Starts a sandbox for `spec`.
@@ -131,14 +129,14 @@ pub async fn start(
         }
     }
     let runtime_api = format!("127.0.0.1:{RUNTIME_API_PORT}");
-    let log_stream = log_stream_name(&spec.version, &id);
+    let log_stream = log_stream_name(&spec.version, &id)?;
     let sb_spec = SandboxSpec {
         id: id.clone(),
         code_dir,
         runtime_dir: Some(runtime_dir),
         opt_dir: None,
         argv: runtimes::argv(&spec, interpreters),
-        env: runtimes::environment(&spec, &runtime_api, &log_stream),
+        env: runtimes::environment(&spec, &runtime_api, log_stream.as_str()),
         cwd: PathBuf::from("/var/task"),
         limits: SandboxLimits {
             memory_mb: u64::from(spec.memory_mb),
@@ -162,8 +160,13 @@ pub async fn start(
     let output = sandbox
         .take_output()
         .ok_or_else(|| LambdaError::service("sandbox backend gave no output pipe"))?;
-    let logs =
-        LogPump::new(output).map_err(|e| LambdaError::service(format!("sandbox output: {e}")))?;
+    let stream = LogStreamKey {
+        account: spec.account.clone(),
+        function: spec.name.clone(),
+        stream: log_stream,
+    };
+    let logs = LogPump::start(output, stream, store, span.clone())
+        .map_err(|e| LambdaError::service(format!("sandbox output: {e}")))?;
     let (dispatch_tx, dispatch_rx) = mpsc::channel(1);
     let api = Arc::new(RuntimeApiState::new(dispatch_rx));
     let mut tasks = Vec::new();
@@ -177,7 +180,6 @@ pub async fn start(
         .map_err(|e| LambdaError::service(format!("runtime API listener: {e}")))?;
     let router = runtime_api::router(Arc::clone(&api));
     tasks.push(tokio::spawn(serve(listener, router).instrument(span.clone())).abort_handle());
-    tasks.push(tokio::spawn(Arc::clone(&logs).run()).abort_handle());
 
     // The waiter reaps the sandbox and publishes how it ended; the last
     // reference to the backend's handle releases its kernel objects.
@@ -214,10 +216,9 @@ pub async fn start(
         alive: AtomicBool::new(true),
         invoked: AtomicBool::new(false),
         created: std::sync::Mutex::new(created),
+        init_took: std::sync::Mutex::new(None),
         sandbox,
         tasks,
-        store,
-        log_stream,
     }))
 }
 
@@ -378,6 +379,12 @@ impl ProcessSandbox {
                 return (timed_out(), Some(FunctionError::Timedout), None);
             }
         };
+        // Init ended when the runtime first asked for an event; kept now,
+        // before a timeout's restart resets the Runtime API state.
+        if let Some(ready) = *self.api.ready.borrow() {
+            *self.init_took.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(ready.saturating_duration_since(self.created()));
+        }
         // Phase 2: the handler runs under the function's timeout.
         tokio::select! {
             r = reply_rx => match r {
@@ -398,8 +405,11 @@ impl ProcessSandbox {
                 (exit_error(s), Some(FunctionError::RuntimeExit), Some(started))
             }
             _ = tokio::time::sleep_until((started + timeout).into()) => {
-                self.logs.push_line(&format!("{} {} Task timed out after {:.2} seconds", time_stamp(), req.request_id, timeout.as_secs_f64()));
+                // The runtime is killed (and a fresh one started in the
+                // same sandbox); everything it printed before comes first.
                 self.restart_runtime().await;
+                self.logs.drain().await;
+                self.logs.line(format!("{} {} Task timed out after {:.2} seconds", time_stamp(), req.request_id, timeout.as_secs_f64())).await;
                 (timed_out(), Some(FunctionError::Timedout), Some(started))
             }
         }
@@ -426,16 +436,22 @@ impl WarmSandbox for ProcessSandbox {
         let cold = !self.invoked.swap(true, Ordering::SeqCst);
         let version = self.spec.version.clone();
         self.sandbox.reset_peak();
-        self.logs.push_line(&format!(
-            "START RequestId: {} Version: {}",
-            req.request_id, version
-        ));
+        self.logs
+            .begin(format!(
+                "START RequestId: {} Version: {}",
+                req.request_id, version
+            ))
+            .await;
         let timeout = Duration::from_secs(u64::from(self.spec.timeout_s));
         let (payload, error, started) = self.run(&req, timeout).await;
         let failed = error.is_some();
         let ended = Instant::now();
-        self.logs.drain();
-        let duration = started.map(|s| ended - s).unwrap_or_default();
+        self.logs.drain().await;
+        // A timed-out invoke lasted its timeout (not the moments spent
+        // stopping the sandbox and reading its last output).
+        let duration = started
+            .map(|s| (ended - s).min(timeout))
+            .unwrap_or_default();
         let billed = (millis(duration).ceil() as u64).max(1);
         let peak_mb = self.sandbox.usage().memory_peak_bytes.div_ceil(1024 * 1024);
         let max_used = if failed && !self.is_alive() && peak_mb == 0 {
@@ -451,22 +467,20 @@ impl WarmSandbox for ProcessSandbox {
             self.spec.memory_mb,
             max_used
         );
-        let init_duration = cold.then(|| {
-            self.api
-                .ready
-                .borrow()
-                .map(|r| r.saturating_duration_since(self.created()))
-                .unwrap_or_else(|| ended.saturating_duration_since(self.created()))
-        });
+        let init_took = self
+            .init_took
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let init_duration = cold
+            .then(|| init_took.unwrap_or_else(|| ended.saturating_duration_since(self.created())));
         if let Some(init) = init_duration {
             report.push_str(&format!("Init Duration: {:.2} ms\t", millis(init)));
         }
-        self.logs
-            .push_line(&format!("END RequestId: {}", req.request_id));
-        self.logs.push_line(&report);
-        let log = String::from_utf8_lossy(&self.logs.take()).into_owned();
-        self.store
-            .append(&self.spec.account, &self.spec.name, &self.log_stream, &log);
+        let log = self
+            .logs
+            .finish(vec![format!("END RequestId: {}", req.request_id), report])
+            .await;
         Ok(InvokeResponse {
             payload,
             function_error: error,

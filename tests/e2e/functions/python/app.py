@@ -276,3 +276,39 @@ def chatty(event, context):
     for i in range(int((event or {}).get("lines", 200))):
         print(f"line {i:05d} " + "y" * 60)
     return {"done": True}
+
+
+def flood(event, context):
+    """Prints without end: for `seconds` (default: until the function times out).
+
+    mode "block": 64 KiB writes of 100-byte lines; "lines": one print() per
+    line; "binary": random bytes (few newlines); "giant": one line that never
+    ends. Returns how many bytes it wrote.
+    """
+    event = event or {}
+    mode = event.get("mode", "block")
+    seconds = event.get("seconds")
+    end = time.time() + float(seconds) if seconds is not None else float("inf")
+    written = 0
+    n = 0
+    if mode == "lines":
+        while time.time() < end:
+            for _ in range(100):
+                print(f"flood line {n:09d} " + "z" * 80)
+                n += 1
+            written = n * 100
+        return {"bytes": written, "lines": n}
+    while time.time() < end:
+        if mode == "binary":
+            block = os.urandom(64 * 1024)
+        elif mode == "giant":
+            block = b"g" * (64 * 1024)
+        else:
+            block = b"".join(b"flood %09d %s\n" % (n + i, b"z" * 83) for i in range(650))
+            n += 650
+        view = memoryview(block)
+        while view:
+            k = os.write(1, view)
+            view = view[k:]
+        written += len(block)
+    return {"bytes": written, "lines": n}
