@@ -415,11 +415,22 @@ pub async fn delete_function(
         )
         .into());
     }
+    // DeleteFunction has no precondition: if the record changed under us
+    // (the background task settling Pending -> Active), delete what is there now.
+    let mut found = found;
+    let mut attempts = 0;
+    loop {
+        let r = &found.record;
+        match fe.registry.delete(&r.account, &r.name, found.version).await {
+            Ok(()) => break,
+            Err(RegistryError::Store(StoreError::Conflict { .. })) if attempts < 8 => {
+                attempts += 1;
+                found = resolve(&fe, &c, &name, qualifier)?;
+            }
+            Err(e) => return Err(registry_error(e, &r.arn()).into()),
+        }
+    }
     let r = &found.record;
-    fe.registry
-        .delete(&r.account, &r.name, found.version)
-        .await
-        .map_err(|e| registry_error(e, &r.arn()))?;
     fe.deps.invoker.retire(&r.account, &r.name, None);
     if r.reserved_concurrency.is_some()
         && let Err(e) = fe

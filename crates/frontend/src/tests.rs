@@ -486,8 +486,6 @@ async fn unknown_routes_are_404() {
 async fn logs_are_read_by_position_and_forgotten_with_the_function() {
     let h = harness().await;
     create(&h.app, "lg").await;
-    // Deleting a function while it is still Pending is a 409.
-    wait_active(&h.app, "lg").await;
     let acct = AccountId::default_local();
     let stream = stratus_types::LogStreamName::new(2026, 1, 1, "$LATEST", &"ab".repeat(16))
         .expect("stream name");
