@@ -425,6 +425,9 @@ pub async fn delete_function(
             Ok(()) => break,
             Err(RegistryError::Store(StoreError::Conflict { .. })) if attempts < 8 => {
                 attempts += 1;
+                // The writer has stored its record but may not have updated
+                // the cache yet: let it run before reading the cache again.
+                tokio::time::sleep(std::time::Duration::from_millis(1 << attempts)).await;
                 found = resolve(&fe, &c, &name, qualifier)?;
             }
             Err(e) => return Err(registry_error(e, &r.arn()).into()),

@@ -532,7 +532,7 @@ async fn logs_are_read_by_position_and_forgotten_with_the_function() {
     .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(hd["x-amzn-errortype"], "ValidationException");
-    let (s, _, _) = call(
+    let (s, _, b) = call(
         &h.app,
         "DELETE",
         "/2015-03-31/functions/lg",
@@ -540,7 +540,7 @@ async fn logs_are_read_by_position_and_forgotten_with_the_function() {
         Body::empty(),
     )
     .await;
-    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(s, StatusCode::NO_CONTENT, "{}", String::from_utf8_lossy(&b));
     assert!(
         h.logs
             .read(&acct, "lg", None, 10, std::time::Duration::ZERO)
