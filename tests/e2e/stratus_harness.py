@@ -85,7 +85,8 @@ class Server:
         self._log.write(f"\n=== {' '.join(cmd)}\n".encode())
         self._log.flush()
         env = dict(os.environ)
-        env.setdefault("RUST_LOG", "info")
+        # The server reads its log filter from STRATUS_LOG (e.g. "debug").
+        env.setdefault("STRATUS_LOG", "info")
         env.setdefault("RUST_BACKTRACE", "1")
         env.setdefault("NO_COLOR", "1")
         self.proc = subprocess.Popen(

@@ -30,8 +30,8 @@ pub struct ServerArgs {
     /// Memory (MB) the worker offers to sandboxes [default: half of the host's RAM].
     #[arg(long)]
     worker_memory_mb: Option<u64>,
-    /// Concurrent executions allowed per account.
-    #[arg(long, default_value_t = 1000)]
+    /// Concurrent executions allowed per account (at least 1).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     account_concurrency: u32,
     /// New sandboxes (cold starts) one function may start at once: the size
     /// of its scaling token bucket. Lambda: 1,000 per 10 s.
@@ -367,6 +367,13 @@ mod tests {
             CpuLimit::Weight
         );
         assert!(parse(&["--cpu-limit", "hard"]).is_err());
+        assert!(parse(&["--account-concurrency", "0"]).is_err());
+        assert_eq!(
+            parse(&["--account-concurrency", "1"])
+                .expect("one")
+                .account_concurrency,
+            1
+        );
     }
 
     #[test]
