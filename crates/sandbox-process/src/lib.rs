@@ -377,15 +377,11 @@ impl Inner {
         let Some(dir) = &self.disk_dir else {
             return Ok(None);
         };
-        if size_mb == DEFAULT_TMP_MB {
-            let pooled = lock(&self.disks).pop();
-            if self.config.tmp_disk_pool > 0 {
-                let refill = Arc::clone(self);
-                drop(tokio::task::spawn_blocking(move || refill.refill_disks()));
-            }
-            if let Some(d) = pooled {
-                return Ok(Some(d));
-            }
+        if size_mb == DEFAULT_TMP_MB
+            && let Some(d) = lock(&self.disks).pop()
+        {
+            // Refilled by `spawn` once this sandbox runs, off its critical path.
+            return Ok(Some(d));
         }
         TmpDisk::create(dir, id, size_mb)
             .map(Some)
@@ -723,6 +719,13 @@ impl ProcessBackend {
             )
         })?;
         started?;
+        // Refill the disk pool now, not while this sandbox was being set up:
+        // formatting a disk (~10 ms of CPU) would have competed with it.
+        let inner = &self.inner;
+        if inner.config.tmp_disk_pool > 0 && inner.disk_dir.is_some() {
+            let refill = Arc::clone(inner);
+            drop(tokio::task::spawn_blocking(move || refill.refill_disks()));
+        }
         tracing::debug!(
             sandbox = %id,
             pooled = in_cgroup,
