@@ -5,6 +5,7 @@
 //! CLI subcommands talk to a running server over its public Lambda API.
 
 mod cli;
+mod datadir;
 mod server;
 
 use clap::{Parser, Subcommand};

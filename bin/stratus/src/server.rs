@@ -192,6 +192,15 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     let data = a.data_dir.clone().unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&data)
         .with_context(|| format!("creating data dir {}", data.display()))?;
+    match crate::datadir::check_format(&data)? {
+        crate::datadir::Format::Upgraded { from } => tracing::info!(
+            data_dir = %data.display(),
+            from,
+            to = crate::datadir::FORMAT,
+            "upgraded the data directory's format in place"
+        ),
+        crate::datadir::Format::Created | crate::datadir::Format::Current => {}
+    }
     let meta =
         EmbeddedMetaStore::open(data.join("meta.redb")).context("opening the metadata store")?;
     let blobs = FileBlobStore::open(data.join("blobs")).context("opening the code store")?;
@@ -252,7 +261,8 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
         Arc::clone(&logs),
     )
     .context("preparing the worker")?;
-    let worker: Arc<dyn Worker> = Arc::new(worker);
+    let local_worker = Arc::new(worker);
+    let worker: Arc<dyn Worker> = Arc::clone(&local_worker) as Arc<dyn Worker>;
     let counting_config = CountingConfig {
         account_limit: a.account_concurrency,
         burst_capacity: a.scale_burst,
@@ -287,6 +297,20 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     .await
     .context("loading functions")?;
     tracing::info!(functions = frontend.function_count(), data_dir = %data.display(), worker_memory_mb = capacity, "state loaded");
+    // Before the API listens (no upload in flight) and before any sandbox
+    // mounts code: drop code no function uses any more.
+    let blobs_removed = frontend
+        .remove_unused_code()
+        .await
+        .context("removing unused code archives")?;
+    let unpacked_removed = local_worker.remove_unused_code(&frontend.code_digests());
+    if blobs_removed + unpacked_removed > 0 {
+        tracing::info!(
+            archives = blobs_removed,
+            unpacked = unpacked_removed,
+            "removed code no function uses"
+        );
+    }
 
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await

@@ -95,6 +95,31 @@ impl Frontend {
     pub fn function_count(&self) -> usize {
         self.registry.len()
     }
+
+    /// The code digests some function uses.
+    pub fn code_digests(&self) -> std::collections::BTreeSet<String> {
+        self.registry
+            .all()
+            .into_iter()
+            .map(|c| c.record.code_digest.clone())
+            .collect()
+    }
+
+    /// Deletes stored code archives no function uses (left by deleted
+    /// functions and replaced code). Only safe while no create or update is
+    /// in flight, i.e. at start-up before the API listens: an upload is
+    /// stored before the record that refers to it. Returns how many.
+    pub async fn remove_unused_code(&self) -> Result<usize, stratus_store::BlobError> {
+        let keep = self.code_digests();
+        let mut removed = 0;
+        for digest in self.deps.blobs.list().await? {
+            if !keep.contains(&digest) {
+                self.deps.blobs.delete(&digest).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
 }
 
 /// Largest request body of the control plane: a 50 MB zip, base64 in JSON.
