@@ -233,3 +233,20 @@ def test_aws_cli_walkthrough(aws, tmp_path):
         assert p.returncode != 0 and "ResourceNotFoundException" in p.stderr, p.stderr
     finally:
         aws("delete-function", "--function-name", name, ok=False)
+
+
+def test_doctor_reports_what_the_host_offers():
+    import subprocess
+    from stratus_harness import stratus_bin
+    table = subprocess.run([str(stratus_bin()), "doctor"], capture_output=True, text=True, timeout=60)
+    assert table.returncode == 0, table.stdout + table.stderr
+    for name in ("root", "cgroups", "user namespaces", "seccomp", "/tmp size", "python", "node", "data dir"):
+        assert any(line.startswith(name) for line in table.stdout.splitlines()), (name, table.stdout)
+    js = subprocess.run([str(stratus_bin()), "doctor", "--output", "json", "--python", "/nonexistent/python3"],
+                        capture_output=True, text=True, timeout=60)
+    assert js.returncode == 0, js.stdout + js.stderr
+    checks = {c["name"]: c for c in json.loads(js.stdout)}
+    assert all(c["status"] in ("ok", "warn", "fail") for c in checks.values())
+    assert checks["python"]["status"] == "warn" and "refused" in checks["python"]["detail"]
+    # This host runs the whole suite, so nothing may fail.
+    assert not [c for c in checks.values() if c["status"] == "fail"], checks

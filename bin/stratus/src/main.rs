@@ -6,6 +6,7 @@
 
 mod cli;
 mod datadir;
+mod doctor;
 mod server;
 
 use clap::{Parser, Subcommand};
@@ -32,6 +33,9 @@ enum Command {
     Invoke(cli::InvokeArgs),
     /// Print a function's log (`--follow` to keep printing new lines).
     Logs(cli::LogsArgs),
+    /// Check what this host lets Stratus do (namespaces, cgroups, seccomp,
+    /// /tmp disks, interpreters, disk space); exit 1 if sandboxes cannot run.
+    Doctor(doctor::DoctorArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -56,6 +60,7 @@ fn main() -> std::process::ExitCode {
             Command::Function(c) => cli::function(c).await,
             Command::Invoke(a) => cli::invoke(a).await,
             Command::Logs(a) => cli::logs(a).await,
+            Command::Doctor(a) => doctor::run(a),
         }
     });
     match result {

@@ -128,7 +128,7 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
     Ok(v)
 }
 
-fn default_data_dir() -> PathBuf {
+pub(crate) fn default_data_dir() -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_DATA_HOME") {
         return PathBuf::from(x).join("stratus");
     }

@@ -55,6 +55,7 @@
 
 mod cgroup;
 mod disk;
+pub mod host;
 mod jailer;
 mod protocol;
 pub mod seccomp;

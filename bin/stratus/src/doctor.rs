@@ -1,0 +1,141 @@
+//! `stratus doctor`: what this host lets Stratus do, checked without
+//! changing anything. The sandbox checks come from the process backend
+//! (`stratus_sandbox_process::host`); the runtimes and the data directory
+//! are checked here, with the server's defaults.
+
+use std::path::{Path, PathBuf};
+
+use stratus_sandbox_process::host::{self, Check, Status};
+
+/// `stratus doctor`.
+#[derive(Debug, clap::Args)]
+pub struct DoctorArgs {
+    /// Interpreter the server would use for python3.x functions.
+    #[arg(long, default_value = "/usr/bin/python3")]
+    python: PathBuf,
+    /// Interpreter the server would use for nodejs*.x functions.
+    #[arg(long, default_value = "/usr/bin/node")]
+    node: PathBuf,
+    /// Data directory the server would use [default: as `stratus server`].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// `table` for people, `json` for scripts.
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    output: String,
+}
+
+/// Least free space under the data directory before it is a warning.
+const MIN_FREE_BYTES: u64 = 1 << 30;
+
+/// Runs the checks and prints them; exit code 1 if sandboxes cannot run.
+pub fn run(a: DoctorArgs) -> anyhow::Result<u8> {
+    let mut checks = host::checks();
+    checks.push(interpreter("python", &a.python, "python3.x"));
+    checks.push(interpreter("node", &a.node, "nodejs*.x"));
+    let data = a.data_dir.unwrap_or_else(crate::server::default_data_dir);
+    checks.push(data_dir(&data));
+    if a.output == "json" {
+        println!("{}", serde_json::to_string_pretty(&checks)?);
+    } else {
+        let width = checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
+        for c in &checks {
+            let status = match c.status {
+                Status::Ok => "ok",
+                Status::Warn => "WARN",
+                Status::Fail => "FAIL",
+            };
+            println!("{:<width$}  {status:<4}  {}", c.name, c.detail);
+        }
+    }
+    Ok(u8::from(checks.iter().any(|c| c.status == Status::Fail)))
+}
+
+fn interpreter(name: &'static str, path: &Path, ids: &str) -> Check {
+    let runs = std::process::Command::new(path)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .output();
+    match runs {
+        Ok(out) if out.status.success() => {
+            let version = String::from_utf8_lossy(if out.stdout.is_empty() {
+                &out.stderr
+            } else {
+                &out.stdout
+            })
+            .trim()
+            .to_owned();
+            Check {
+                name,
+                status: Status::Ok,
+                detail: format!(
+                    "{} ({version}) serves every {ids} runtime id",
+                    path.display()
+                ),
+            }
+        }
+        _ => Check {
+            name,
+            status: Status::Warn,
+            detail: format!(
+                "{} does not run: {ids} functions are refused at create",
+                path.display()
+            ),
+        },
+    }
+}
+
+fn data_dir(dir: &Path) -> Check {
+    // The directory may not exist yet: look at the nearest existing parent.
+    let existing = dir
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
+    match nix::sys::statvfs::statvfs(existing) {
+        Ok(st) => {
+            let free = st.blocks_available().saturating_mul(st.fragment_size());
+            let detail = format!(
+                "{}: {:.1} GiB free (code, logs, and each sandbox's /tmp while it runs)",
+                dir.display(),
+                free as f64 / f64::from(1u32 << 30)
+            );
+            Check {
+                name: "data dir",
+                status: if free < MIN_FREE_BYTES {
+                    Status::Warn
+                } else {
+                    Status::Ok
+                },
+                detail,
+            }
+        }
+        Err(e) => Check {
+            name: "data dir",
+            status: Status::Warn,
+            detail: format!("{}: cannot read free space: {e}", existing.display()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_interpreter_is_a_warning_that_names_the_runtimes() {
+        let c = interpreter("python", Path::new("/nonexistent/python3"), "python3.x");
+        assert_eq!(c.status, Status::Warn);
+        assert!(
+            c.detail.contains("python3.x functions are refused"),
+            "{}",
+            c.detail
+        );
+    }
+
+    #[test]
+    fn free_space_is_read_from_the_nearest_existing_parent() {
+        let d = tempfile::tempdir().expect("dir");
+        let c = data_dir(&d.path().join("not/yet/created"));
+        assert_ne!(c.status, Status::Fail);
+        assert!(c.detail.contains("GiB free"), "{}", c.detail);
+    }
+}

@@ -1,0 +1,213 @@
+//! What this host offers the process backend, for `stratus doctor`.
+//!
+//! Each check says what it found and what it means for sandboxes, without
+//! changing anything on the host.
+
+use std::path::Path;
+
+use crate::cgroup::{self, CgroupVersion};
+
+/// How a check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Available.
+    Ok,
+    /// Stratus runs, with the limitation the detail names.
+    Warn,
+    /// Sandboxes cannot start here.
+    Fail,
+}
+
+/// One finding.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Check {
+    /// What was checked.
+    pub name: &'static str,
+    /// The outcome.
+    pub status: Status,
+    /// What was found, and what it means for sandboxes.
+    pub detail: String,
+}
+
+fn check(name: &'static str, status: Status, detail: impl Into<String>) -> Check {
+    Check {
+        name,
+        status,
+        detail: detail.into(),
+    }
+}
+
+/// Checks the host as the process backend would use it.
+pub fn checks() -> Vec<Check> {
+    let mut out = Vec::new();
+    out.push(if nix::unistd::Uid::effective().is_root() {
+        check("root", Status::Ok, "running as root")
+    } else {
+        check(
+            "root",
+            Status::Fail,
+            "not root: sandboxes need root for namespaces and cgroups",
+        )
+    });
+    out.push(cgroups(Path::new(crate::CGROUP_ROOT)));
+    let userns = std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    out.push(match userns {
+        Some(0) => check(
+            "user namespaces",
+            Status::Fail,
+            "user.max_user_namespaces is 0: the runtime cannot get its own user namespace",
+        ),
+        Some(n) => check(
+            "user namespaces",
+            Status::Ok,
+            format!("allowed (up to {n})"),
+        ),
+        None => check(
+            "user namespaces",
+            Status::Warn,
+            "cannot read /proc/sys/user/max_user_namespaces",
+        ),
+    });
+    let seccomp = std::fs::read_to_string("/proc/self/status")
+        .is_ok_and(|s| s.lines().any(|l| l.starts_with("Seccomp:")));
+    out.push(if seccomp {
+        check("seccomp", Status::Ok, "filters available")
+    } else {
+        check(
+            "seccomp",
+            Status::Fail,
+            "the kernel has no seccomp: the sandbox filter cannot be installed",
+        )
+    });
+    out.push(tmp_disks());
+    out
+}
+
+fn cgroups(root: &Path) -> Check {
+    match cgroup::detect(root) {
+        Some(CgroupVersion::V1) => {
+            let cpu = root.join("cpu").join("cpu.shares").is_file();
+            if cpu {
+                check(
+                    "cgroups",
+                    Status::Ok,
+                    "v1: memory, pids and cpu (MemorySize, 1,024 processes, CPU weight or quota)",
+                )
+            } else {
+                check(
+                    "cgroups",
+                    Status::Warn,
+                    "v1: memory and pids, but no cpu controller: CPU is not shared in proportion to MemorySize",
+                )
+            }
+        }
+        Some(CgroupVersion::V2) => {
+            let controllers =
+                std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+            let has = |c: &str| controllers.split_whitespace().any(|x| x == c);
+            match (has("memory") && has("pids"), has("cpu")) {
+                (true, true) => check(
+                    "cgroups",
+                    Status::Ok,
+                    "v2: memory, pids and cpu (MemorySize, 1,024 processes, CPU weight or quota)",
+                ),
+                (true, false) => check(
+                    "cgroups",
+                    Status::Warn,
+                    "v2 without the cpu controller: CPU is not shared in proportion to MemorySize",
+                ),
+                (false, _) => check(
+                    "cgroups",
+                    Status::Fail,
+                    format!(
+                        "v2 without the memory and pids controllers (has: {})",
+                        controllers.trim()
+                    ),
+                ),
+            }
+        }
+        None => check(
+            "cgroups",
+            Status::Fail,
+            format!(
+                "no usable cgroup v1 (memory, pids) or v2 hierarchy under {}",
+                root.display()
+            ),
+        ),
+    }
+}
+
+fn tmp_disks() -> Check {
+    let tool = |name: &str| {
+        ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+            .iter()
+            .any(|d| Path::new(d).join(name).is_file())
+    };
+    let mut missing = Vec::new();
+    if !Path::new("/dev/loop-control").exists() {
+        missing.push("/dev/loop-control");
+    }
+    if !tool("mkfs.ext4") {
+        missing.push("mkfs.ext4 (e2fsprogs)");
+    }
+    if !tool("losetup") {
+        missing.push("losetup (mount)");
+    }
+    if missing.is_empty() {
+        check(
+            "/tmp size",
+            Status::Ok,
+            "loop devices, mkfs.ext4 and losetup: /tmp is a disk of exactly EphemeralStorage",
+        )
+    } else {
+        check(
+            "/tmp size",
+            Status::Warn,
+            format!(
+                "missing {}: /tmp will be an uncapped host directory",
+                missing.join(", ")
+            ),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_findings_follow_the_hierarchy() {
+        let d = tempfile::tempdir().expect("dir");
+        assert_eq!(cgroups(d.path()).status, Status::Fail);
+        for c in ["memory", "pids"] {
+            std::fs::create_dir_all(d.path().join(c)).expect("dir");
+            std::fs::write(d.path().join(c).join("cgroup.procs"), "").expect("file");
+        }
+        let v1 = cgroups(d.path());
+        assert_eq!(v1.status, Status::Warn, "{v1:?}");
+        std::fs::create_dir_all(d.path().join("cpu")).expect("dir");
+        std::fs::write(d.path().join("cpu/cpu.shares"), "1024").expect("file");
+        assert_eq!(cgroups(d.path()).status, Status::Ok);
+
+        let v2 = tempfile::tempdir().expect("dir");
+        std::fs::write(v2.path().join("cgroup.controllers"), "cpuset io\n").expect("file");
+        assert_eq!(cgroups(v2.path()).status, Status::Fail);
+        std::fs::write(v2.path().join("cgroup.controllers"), "memory pids io\n").expect("file");
+        assert_eq!(cgroups(v2.path()).status, Status::Warn);
+        std::fs::write(v2.path().join("cgroup.controllers"), "cpu memory pids\n").expect("file");
+        assert_eq!(cgroups(v2.path()).status, Status::Ok);
+    }
+
+    #[test]
+    fn every_check_has_a_name_and_a_detail() {
+        let all = checks();
+        assert!(all.len() >= 5);
+        assert!(
+            all.iter()
+                .all(|c| !c.name.is_empty() && !c.detail.is_empty())
+        );
+    }
+}
