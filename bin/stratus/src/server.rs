@@ -27,6 +27,10 @@ pub struct ServerArgs {
     /// Seconds an idle sandbox is kept warm before it is shut down.
     #[arg(long, default_value_t = 300)]
     keep_alive_secs: u64,
+    /// On SIGTERM/SIGINT, seconds in-flight requests (invokes) may take to
+    /// finish before their sandboxes are stopped anyway.
+    #[arg(long, default_value_t = 60)]
+    shutdown_grace_secs: u64,
     /// Memory (MB) the worker offers to sandboxes [default: half of the host's RAM].
     #[arg(long)]
     worker_memory_mb: Option<u64>,
@@ -324,10 +328,30 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
         a.listen,
         a.listen
     );
-    axum::serve(listener, stratus_frontend::router(frontend))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving the API")?;
+    // On SIGTERM/SIGINT: stop accepting connections, let requests in flight
+    // finish (keep-alive connections close after their current response),
+    // but no longer than the grace period.
+    let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
+    let serve = axum::serve(listener, stratus_frontend::router(frontend))
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: no new requests; waiting for the ones in flight");
+            let _ = stopping_tx.send(true);
+        })
+        .into_future();
+    let grace = Duration::from_secs(a.shutdown_grace_secs);
+    tokio::select! {
+        served = serve => served.context("serving the API")?,
+        _ = async {
+            let _ = stopping.wait_for(|s| *s).await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(
+                grace_secs = a.shutdown_grace_secs,
+                "requests still in flight after the grace period: stopping them"
+            );
+        }
+    }
     tracing::info!("shutting down: stopping sandboxes");
     assignment.shutdown_all();
     // Give the waiters a moment to reap sandboxes and release their cgroups.
