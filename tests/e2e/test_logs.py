@@ -305,3 +305,26 @@ def test_logs_survive_a_restart(py_zip):
     finally:
         second.stop()
         remove_data_dir(data_dir)
+
+
+def test_logs_older_than_the_max_age_are_deleted(py_zip):
+    srv = new_server("logs-age", ["--log-max-age", "2s"])
+    srv.start()
+    try:
+        lam = srv.client()
+        name = unique_name("logs-age")
+        _create(lam, name, py_zip, "app.handler")
+        rid = _invoke(lam, name)
+        assert f"START RequestId: {rid}" in _logs(srv, name)
+        deadline = time.monotonic() + 15
+        while f"START RequestId: {rid}" in _logs(srv, name):
+            assert time.monotonic() < deadline, "logs older than --log-max-age were kept"
+            time.sleep(0.5)
+        assert not (srv.data_dir / "logs" / "000000000000" / name).exists()
+        # New lines are kept again.
+        rid2 = _invoke(lam, name)
+        assert f"START RequestId: {rid2}" in _logs(srv, name)
+        lam.delete_function(FunctionName=name)
+    finally:
+        srv.stop()
+        remove_data_dir(srv.data_dir)

@@ -76,6 +76,10 @@ pub struct ServerArgs {
     /// recently loses its oldest lines first). Same units.
     #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
     log_max_bytes_total: u64,
+    /// Function log lines older than this are deleted, oldest first: a
+    /// number with `s`, `m`, `h` or `d`, or `never`.
+    #[arg(long, default_value = "30d", value_parser = parse_age)]
+    log_max_age: MaxAge,
 }
 
 /// `--cpu-limit`.
@@ -106,6 +110,35 @@ fn parse_refill_rate(s: &str) -> Result<f64, String> {
             "{s:?} is not a positive, finite number of tokens per second"
         )),
         Err(e) => Err(format!("{s:?} is not a number ({e})")),
+    }
+}
+
+/// `--log-max-age`: `None` is `never`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MaxAge(Option<Duration>);
+
+/// Parses an age: `90s`, `15m`, `12h`, `30d`, or `never` (no limit).
+fn parse_age(s: &str) -> Result<MaxAge, String> {
+    let t = s.trim();
+    if t == "never" {
+        return Ok(MaxAge(None));
+    }
+    let bad =
+        || format!("{s:?} is not an age: write a number with s, m, h or d (e.g. 30d), or never");
+    let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    match n.checked_mul(secs) {
+        Some(0) => Err(format!("{s:?}: the age must be more than zero (or never)")),
+        Some(v) => Ok(MaxAge(Some(Duration::from_secs(v)))),
+        None => Err(bad()),
     }
 }
 
@@ -239,7 +272,8 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     let log_dir = data.join("logs");
     let log_store = DiskLogStore::open(
         &log_dir,
-        LogStoreConfig::with_caps(a.log_max_bytes_per_function, a.log_max_bytes_total),
+        LogStoreConfig::with_caps(a.log_max_bytes_per_function, a.log_max_bytes_total)
+            .with_max_age(a.log_max_age.0),
     )
     .context("opening the log store")?;
     tracing::info!(
@@ -247,6 +281,7 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
         bytes = log_store.total_bytes(),
         max_bytes_per_function = a.log_max_bytes_per_function,
         max_bytes_total = a.log_max_bytes_total,
+        max_age_secs = a.log_max_age.0.map(|d| d.as_secs()),
         "function logs"
     );
     let logs: Arc<dyn Logs> = Arc::new(log_store);
@@ -443,6 +478,32 @@ mod tests {
                 "{bad:?}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn ages() {
+        let age = |s| parse_age(s).map(|a| a.0);
+        assert_eq!(age("90s"), Ok(Some(Duration::from_secs(90))));
+        assert_eq!(age("15m"), Ok(Some(Duration::from_secs(900))));
+        assert_eq!(age("12h"), Ok(Some(Duration::from_secs(43_200))));
+        assert_eq!(age("30d"), Ok(Some(Duration::from_secs(2_592_000))));
+        assert_eq!(age("never"), Ok(None));
+        for bad in [
+            "",
+            "30",
+            "d",
+            "0s",
+            "1w",
+            "-1d",
+            "1.5h",
+            "99999999999999999999d",
+        ] {
+            assert!(parse_age(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse(&[]).expect("default").log_max_age.0,
+            Some(Duration::from_secs(30 * 86_400))
+        );
     }
 
     #[test]

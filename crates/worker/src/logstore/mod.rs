@@ -94,6 +94,10 @@ pub struct LogStoreConfig {
     pub segment_bytes: u64,
     /// Lines accepted but not yet written, at most (the backpressure budget).
     pub max_pending_bytes: usize,
+    /// Segments last written longer ago than this are deleted, oldest first
+    /// (checked every [`LogStoreConfig::expiry_interval`]). `None` keeps
+    /// lines until the size caps take them.
+    pub max_age: Option<std::time::Duration>,
 }
 
 impl LogStoreConfig {
@@ -107,7 +111,24 @@ impl LogStoreConfig {
             max_line_bytes: MAX_LINE_BYTES,
             segment_bytes: (max_bytes_per_function / 8).clamp(64 * 1024, 8 * 1024 * 1024),
             max_pending_bytes: 2 * 1024 * 1024,
+            max_age: None,
         }
+    }
+
+    /// These limits, keeping lines at most `max_age`.
+    pub fn with_max_age(self, max_age: Option<std::time::Duration>) -> Self {
+        LogStoreConfig { max_age, ..self }
+    }
+
+    /// How often expired segments are looked for: a quarter of the age,
+    /// between one second and one minute.
+    pub fn expiry_interval(&self) -> Option<std::time::Duration> {
+        self.max_age.map(|a| {
+            (a / 4).clamp(
+                std::time::Duration::from_secs(1),
+                std::time::Duration::from_secs(60),
+            )
+        })
     }
 }
 
@@ -271,6 +292,8 @@ enum Cmd {
         done: oneshot::Sender<()>,
     },
     Flush(oneshot::Sender<()>),
+    /// Delete segments older than the configured age.
+    Expire,
 }
 
 /// Commands queued for the writer, at most (the byte budget binds first).
@@ -310,10 +333,29 @@ impl DiskLogStore {
         let mut writer = writer::Writer::new(Arc::clone(&shared), next_seq);
         writer.enforce_all();
         let (tx, rx) = mpsc::channel(QUEUE);
+        if let Some(max_age) = cfg.max_age {
+            writer.expire(max_age);
+        }
         std::thread::Builder::new()
             .name("stratus-logs".into())
             .spawn(move || writer.run(rx))
             .map_err(LogStoreError::Thread)?;
+        if let Some(every) = cfg.expiry_interval() {
+            // Holds only a weak sender: the ticker ends with the store.
+            let weak = tx.downgrade();
+            std::thread::Builder::new()
+                .name("stratus-logs-expiry".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(every);
+                        let Some(tx) = weak.upgrade() else { break };
+                        if tx.blocking_send(Cmd::Expire).is_err() {
+                            break;
+                        }
+                    }
+                })
+                .map_err(LogStoreError::Thread)?;
+        }
         Ok(DiskLogStore {
             budget: Arc::new(Semaphore::new(cfg.max_pending_bytes.max(1))),
             shared,

@@ -37,6 +37,7 @@ fn small(per_function: u64, total: u64) -> LogStoreConfig {
         max_line_bytes: 1000,
         segment_bytes: 8 * 1024,
         max_pending_bytes: 64 * 1024,
+        max_age: None,
     }
 }
 
@@ -493,4 +494,61 @@ fn recovering_a_segment_cuts_torn_and_foreign_tails() {
     long.extend(std::iter::repeat_n(b'x', 5000));
     long.push(b'\n');
     check(&long, None);
+}
+
+fn segment_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    fn walk(p: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|x| x == "log") {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, &mut out);
+    out
+}
+
+#[tokio::test]
+async fn segments_older_than_the_max_age_are_deleted_at_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let s = DiskLogStore::open(dir.path(), small(1 << 20, 1 << 30)).expect("open");
+        s.append(&key("old", 1), lines(&["from long ago"])).await;
+        s.append(&key("new", 2), lines(&["recent"])).await;
+        s.flush().await;
+    }
+    let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+    for f in segment_files(&dir.path().join(acct().as_str()).join("old")) {
+        std::fs::File::options()
+            .write(true)
+            .open(&f)
+            .and_then(|h| h.set_modified(two_hours_ago))
+            .expect("age the segment");
+    }
+    let cfg = small(1 << 20, 1 << 30).with_max_age(Some(Duration::from_secs(3600)));
+    let s = DiskLogStore::open(dir.path(), cfg).expect("reopen");
+    assert!(all(&s, "old").await.is_empty());
+    assert_eq!(messages(&all(&s, "new").await), ["recent"]);
+    assert!(!dir.path().join(acct().as_str()).join("old").exists());
+}
+
+#[tokio::test]
+async fn the_expiry_ticker_deletes_lines_once_they_are_too_old() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = small(1 << 20, 1 << 30).with_max_age(Some(Duration::from_secs(1)));
+    assert_eq!(cfg.expiry_interval(), Some(Duration::from_secs(1)));
+    let s = DiskLogStore::open(dir.path(), cfg).expect("open");
+    s.append(&key("f", 1), lines(&["short-lived"])).await;
+    s.flush().await;
+    assert_eq!(messages(&all(&s, "f").await), ["short-lived"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !all(&s, "f").await.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "never expired");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(s.total_bytes(), 0);
 }

@@ -107,6 +107,11 @@ impl Writer {
                 Cmd::Flush(done) => {
                     let _ = done.send(());
                 }
+                Cmd::Expire => {
+                    if let Some(max_age) = self.shared.cfg.max_age {
+                        self.expire(max_age);
+                    }
+                }
             }
         }
     }
@@ -375,6 +380,40 @@ impl Writer {
             let path = segment_path(&self.shared.root, fkey, &key.stream, first);
             self.errors.warn("appending to a segment", &path, &e);
         }
+    }
+
+    /// Deletes, per function and oldest first, the segments last written
+    /// (file modification time) more than `max_age` ago.
+    pub(super) fn expire(&mut self, max_age: Duration) {
+        let Some(cutoff) = std::time::SystemTime::now().checked_sub(max_age) else {
+            return;
+        };
+        let root = self.shared.root.clone();
+        let mut doomed = Doomed::default();
+        {
+            let shared = Arc::clone(&self.shared);
+            let mut guard = shared.lock();
+            let idx = &mut *guard;
+            let keys: Vec<FnKey> = idx.functions.keys().cloned().collect();
+            for k in keys {
+                loop {
+                    let oldest = idx.functions.get(&k).and_then(|f| {
+                        f.segments
+                            .first_key_value()
+                            .map(|(first, seg)| segment_path(&root, &k, &seg.stream, *first))
+                    });
+                    let Some(path) = oldest else { break };
+                    let expired = std::fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        // A segment whose file is gone is dropped from the index too.
+                        .map_or(true, |t| t < cutoff);
+                    if !expired || !self.drop_oldest(idx, &k, &mut doomed) {
+                        break;
+                    }
+                }
+            }
+        }
+        self.delete(doomed);
     }
 
     /// Trims one function to its cap (`Some`) or the store to its total
