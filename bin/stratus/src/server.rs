@@ -31,6 +31,15 @@ pub struct ServerArgs {
     /// finish before their sandboxes are stopped anyway.
     #[arg(long, default_value_t = 60)]
     shutdown_grace_secs: u64,
+    /// Seconds a sandbox lives at most (its lease, less a jitter of up to
+    /// 10%); then it takes no new invoke and is replaced on demand. An invoke
+    /// running when the lease ends finishes normally. Lambda: 6 hours.
+    #[arg(
+        long,
+        default_value_t = stratus_assignment::DEFAULT_LEASE.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..),
+    )]
+    sandbox_lease_secs: u64,
     /// Memory (MB) the worker offers to sandboxes [default: half of the host's RAM].
     #[arg(long)]
     worker_memory_mb: Option<u64>,
@@ -319,6 +328,7 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
         vec![Arc::clone(&worker)],
         AssignmentConfig {
             keep_alive: Duration::from_secs(a.keep_alive_secs),
+            lease: Duration::from_secs(a.sandbox_lease_secs),
         },
         Arc::clone(&counting),
     );
@@ -504,6 +514,29 @@ mod tests {
             parse(&[]).expect("default").log_max_age.0,
             Some(Duration::from_secs(30 * 86_400))
         );
+    }
+
+    #[test]
+    fn sandbox_lease_defaults_to_six_hours_and_refuses_zero() {
+        assert_eq!(parse(&[]).expect("default").sandbox_lease_secs, 21_600);
+        assert_eq!(
+            parse(&["--sandbox-lease-secs", "2"])
+                .expect("short lease")
+                .sandbox_lease_secs,
+            2
+        );
+        for bad in [
+            &["--sandbox-lease-secs", "0"][..],
+            &["--sandbox-lease-secs=-1"],
+            &["--sandbox-lease-secs", "forever"],
+        ] {
+            let err = parse(bad).expect_err("refused");
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{bad:?}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -9,6 +9,17 @@
 //! goes back to idle, or is destroyed if it died or its revision was retired.
 //! Idle sandboxes are shut down after the keep-alive period.
 //!
+//! Every sandbox also has a lease, a maximum lifetime counted from its
+//! creation (default 6 hours, like Lambda's workers), so that long-lived
+//! state, leaks and configuration drift cannot build up. A sandbox whose
+//! lease has run out is never handed another invoke: an invoke already
+//! running in it finishes normally, and the sandbox is shut down when it is
+//! released (or by the reaper if it is idle); the next invoke of the function
+//! takes a warm sibling or starts a new sandbox, so no invoke fails because
+//! of a lease. Each sandbox's lease is shortened by a jitter of up to 10%,
+//! derived from its id ([`lease_of`]), so that sandboxes created together do
+//! not all expire at the same moment.
+//!
 //! It does not admit or throttle by concurrency (the counting service does)
 //! and never talks to the kernel: sandboxes are created and destroyed through
 //! the [`Worker`] interface. The table is behind one mutex held only for
@@ -35,12 +46,41 @@ use tracing::Instrument;
 pub struct AssignmentConfig {
     /// How long an idle sandbox is kept before it is shut down.
     pub keep_alive: Duration,
+    /// The longest a sandbox lives (before jitter, see [`lease_of`]); after
+    /// it the sandbox takes no new invoke and is shut down.
+    pub lease: Duration,
+}
+
+/// The default lease: 6 hours, as Lambda's workers.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(6 * 60 * 60);
+
+/// The lease of the sandbox `id`: `lease` minus a jitter of up to 10% of it,
+/// so within `[0.9 * lease, lease]` (never longer than configured).
+///
+/// The jitter is a stable hash (FNV-1a) of the id scaled into that range: the
+/// same id always gets the same lease, in every process and build, and
+/// sandboxes created at the same moment spread their expiries over a tenth of
+/// the lease instead of being replaced all at once.
+pub fn lease_of(id: &str, lease: Duration) -> Duration {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    const STEPS: u128 = 1 << 16;
+    let max_jitter = lease.as_nanos() / 10;
+    let jitter = max_jitter * u128::from(h % (1 << 16)) / (STEPS - 1);
+    // `jitter <= lease / 10`, so it fits wherever `lease` does.
+    lease.saturating_sub(Duration::from_nanos(
+        u64::try_from(jitter).unwrap_or(u64::MAX),
+    ))
 }
 
 impl Default for AssignmentConfig {
     fn default() -> Self {
         AssignmentConfig {
             keep_alive: Duration::from_secs(300),
+            lease: DEFAULT_LEASE,
         }
     }
 }
@@ -53,6 +93,14 @@ struct Entry {
     memory_mb: u64,
     busy: bool,
     idle_since: Instant,
+    /// When its lease runs out (`None`: too far away to represent).
+    expires_at: Option<Instant>,
+}
+
+impl Entry {
+    fn expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|at| now >= at)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -67,6 +115,8 @@ struct Table {
     starting: usize,
     /// Revisions retired: their sandboxes are destroyed when released.
     retired: HashMap<(AccountId, String), Option<String>>,
+    /// Live sandboxes shut down because their lease was over.
+    lease_expiries: u64,
 }
 
 impl Table {
@@ -91,6 +141,17 @@ impl Table {
         }
         Some(e)
     }
+
+    /// Like [`Table::remove_idle`], for a sandbox that takes no more
+    /// invokes: counts it if it goes because its lease is over.
+    fn remove_spent(&mut self, id: &str, now: Instant) -> Option<Entry> {
+        let e = self.remove_idle(id)?;
+        if e.expired(now) && e.sandbox.is_alive() {
+            self.lease_expiries += 1;
+            tracing::debug!(sandbox = e.sandbox.id(), "lease expired");
+        }
+        Some(e)
+    }
 }
 
 /// Assignment for one machine: an in-memory table over a set of workers.
@@ -111,6 +172,8 @@ pub struct AssignmentStats {
     pub idle: usize,
     pub busy: usize,
     pub reserved_mb: u64,
+    /// Live sandboxes shut down because their lease was over, since start.
+    pub lease_expiries: u64,
 }
 
 impl LocalAssignment {
@@ -161,6 +224,7 @@ impl LocalAssignment {
             idle: t.sandboxes.len() - busy,
             busy,
             reserved_mb: t.reserved_mb.iter().sum(),
+            lease_expiries: t.lease_expiries,
         }
     }
 
@@ -182,14 +246,18 @@ impl LocalAssignment {
         let mut victims = Vec::new();
         let result = {
             let mut t = self.lock();
+            let now = Instant::now();
             while let Some(id) = t.idle.get_mut(key).and_then(Vec::pop) {
-                let alive = t.sandboxes.get(&id).is_some_and(|e| e.sandbox.is_alive());
-                if alive {
+                let usable = t
+                    .sandboxes
+                    .get(&id)
+                    .is_some_and(|e| e.sandbox.is_alive() && !e.expired(now));
+                if usable {
                     if let Some(e) = t.sandboxes.get_mut(&id) {
                         e.busy = true;
                         return Ok(Acquired::Warm(Arc::clone(&e.sandbox)));
                     }
-                } else if let Some(e) = t.remove_idle(&id) {
+                } else if let Some(e) = t.remove_spent(&id, now) {
                     victims.push(e);
                 }
             }
@@ -258,20 +326,21 @@ impl LocalAssignment {
     fn release(&self, id: &str) {
         let doomed = {
             let mut t = self.lock();
+            let now = Instant::now();
             let keep = match t.sandboxes.get(id) {
-                Some(e) => e.sandbox.is_alive() && !t.is_retired(&e.key),
+                Some(e) => e.sandbox.is_alive() && !t.is_retired(&e.key) && !e.expired(now),
                 None => return,
             };
             if keep {
                 if let Some(e) = t.sandboxes.get_mut(id) {
                     e.busy = false;
-                    e.idle_since = Instant::now();
+                    e.idle_since = now;
                     let key = e.key.clone();
                     t.idle.entry(key).or_default().push(id.to_owned());
                 }
                 None
             } else {
-                t.remove_idle(id)
+                t.remove_spent(id, now)
             }
         };
         if let Some(e) = doomed {
@@ -282,19 +351,24 @@ impl LocalAssignment {
     fn reap_idle(&self) {
         let doomed: Vec<Entry> = {
             let mut t = self.lock();
+            let now = Instant::now();
             let ids: Vec<String> = t
                 .sandboxes
                 .iter()
                 .filter(|(_, e)| {
                     !e.busy
-                        && (e.idle_since.elapsed() >= self.cfg.keep_alive || !e.sandbox.is_alive())
+                        && (now.saturating_duration_since(e.idle_since) >= self.cfg.keep_alive
+                            || e.expired(now)
+                            || !e.sandbox.is_alive())
                 })
                 .map(|(id, _)| id.clone())
                 .collect();
-            ids.iter().filter_map(|id| t.remove_idle(id)).collect()
+            ids.iter()
+                .filter_map(|id| t.remove_spent(id, now))
+                .collect()
         };
         for e in doomed {
-            tracing::debug!(sandbox = e.sandbox.id(), "keep-alive expired");
+            tracing::debug!(sandbox = e.sandbox.id(), "stopping an idle sandbox");
             e.sandbox.shutdown();
         }
     }
@@ -389,6 +463,8 @@ impl Invoker for LocalAssignment {
                 }
                 let span = tracing::info_span!("cold_start", function = %spec.name, version = %spec.version);
                 let sb = w.create_sandbox(Arc::clone(&spec)).instrument(span).await?;
+                let now = Instant::now();
+                let expires_at = now.checked_add(lease_of(sb.id(), self.cfg.lease));
                 starting.finish(
                     sb.id().to_owned(),
                     Entry {
@@ -397,7 +473,8 @@ impl Invoker for LocalAssignment {
                         worker,
                         memory_mb,
                         busy: true,
-                        idle_since: Instant::now(),
+                        idle_since: now,
+                        expires_at,
                     },
                 );
                 sb

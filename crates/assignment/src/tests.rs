@@ -1,4 +1,5 @@
-//! Assignment against a fake worker: routing, warm reuse, placement, keep-alive.
+//! Assignment against a fake worker: routing, warm reuse, placement,
+//! keep-alive, leases.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -84,6 +85,15 @@ fn setup(
     delay_ms: u64,
     keep_alive_s: u64,
 ) -> (Arc<LocalAssignment>, Arc<FakeWorker>) {
+    setup_with_lease(capacity, delay_ms, keep_alive_s, DEFAULT_LEASE)
+}
+
+fn setup_with_lease(
+    capacity: u64,
+    delay_ms: u64,
+    keep_alive_s: u64,
+    lease: Duration,
+) -> (Arc<LocalAssignment>, Arc<FakeWorker>) {
     let worker = Arc::new(FakeWorker {
         capacity,
         created: AtomicUsize::new(0),
@@ -95,6 +105,7 @@ fn setup(
         vec![Arc::clone(&worker) as Arc<dyn Worker>],
         AssignmentConfig {
             keep_alive: Duration::from_secs(keep_alive_s),
+            lease,
         },
     );
     (a, worker)
@@ -224,6 +235,7 @@ async fn idle_sandboxes_stop_after_keep_alive() {
     assert_eq!(a.stats().sandboxes, 0);
     assert_eq!(a.stats().reserved_mb, 0);
     assert_eq!(w.shutdowns.load(Ordering::SeqCst), 1);
+    assert_eq!(a.stats().lease_expiries, 0, "keep-alive, not the lease");
 }
 
 #[tokio::test(start_paused = true)]
@@ -321,5 +333,149 @@ async fn sandbox_counts_follow_a_cold_start_through_its_states() {
         a.stats().reserved_mb,
         128,
         "the dropped start's memory is free"
+    );
+}
+
+#[test]
+fn lease_jitter_stays_within_a_tenth_and_is_stable_per_id() {
+    let lease = Duration::from_secs(21_600);
+    let leases: Vec<Duration> = (0..1000)
+        .map(|i| lease_of(&format!("sandbox-{i}"), lease))
+        .collect();
+    for (i, l) in leases.iter().enumerate() {
+        assert!(*l <= lease, "sandbox-{i}: {l:?} longer than the lease");
+        assert!(
+            *l >= lease.mul_f64(0.9),
+            "sandbox-{i}: {l:?} jittered > 10%"
+        );
+        assert_eq!(*l, lease_of(&format!("sandbox-{i}"), lease), "stable");
+    }
+    let min = leases.iter().min().copied().unwrap_or_default();
+    let max = leases.iter().max().copied().unwrap_or_default();
+    assert!(
+        max - min > lease.mul_f64(0.09),
+        "spread over the whole tenth: {min:?}..{max:?}"
+    );
+    // The extremes do not panic and keep a lease above zero.
+    assert!(lease_of("x", Duration::from_secs(1)) >= Duration::from_millis(900));
+    assert_eq!(lease_of("x", Duration::ZERO), Duration::ZERO);
+    assert!(lease_of("x", Duration::MAX) >= Duration::MAX.mul_f64(0.9));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_sandbox_past_its_lease_is_shut_down_and_replaced() {
+    let (a, w) = setup_with_lease(1024, 1, 600, Duration::from_secs(10));
+    let s = spec("f", "r1", 128);
+    assert_eq!(run(&a, &s).await.expect("ok"), "sb0");
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(run(&a, &s).await.expect("ok"), "sb0", "within its lease");
+    // Idle past its lease (at most 10 s): the reaper stops it, although its
+    // keep-alive (600 s) has far to go.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(a.stats().sandboxes, 0);
+    assert_eq!(a.stats().reserved_mb, 0);
+    assert_eq!(w.shutdowns.load(Ordering::SeqCst), 1);
+    assert_eq!(a.stats().lease_expiries, 1);
+    assert_eq!(run(&a, &s).await.expect("ok"), "sb1", "a new sandbox");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_invoke_running_across_the_lease_finishes_then_the_sandbox_goes() {
+    // Invokes take 4 s; the lease ends between 9 and 10 s, during the third.
+    let (a, w) = setup_with_lease(1024, 4000, 600, Duration::from_secs(10));
+    let s = spec("f", "r1", 128);
+    for n in 0..3 {
+        assert_eq!(run(&a, &s).await.expect("ok"), "sb0", "invoke {n}");
+    }
+    // The third invoke ran past the lease, completed, and its sandbox was
+    // shut down on release instead of going back to idle.
+    assert_eq!(w.shutdowns.load(Ordering::SeqCst), 1);
+    assert_eq!(a.stats().lease_expiries, 1);
+    assert_eq!(a.stats().sandboxes, 0);
+    assert_eq!(a.stats().reserved_mb, 0);
+    assert_eq!(run(&a, &s).await.expect("ok"), "sb1");
+    assert_eq!(w.created.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_sandbox_gives_way_to_a_warm_sibling() {
+    let (a, w) = setup_with_lease(1024, 1000, 600, Duration::from_secs(10));
+    let s = spec("f", "r1", 128);
+    assert_eq!(run(&a, &s).await.expect("ok"), "sb0");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Two at once at t = 5 s: one takes sb0, the other starts sb1, whose
+    // lease ends 5 s after sb0's.
+    let (r0, r1) = tokio::join!(run(&a, &s), run(&a, &s));
+    let mut ids = vec![r0.expect("ok"), r1.expect("ok")];
+    ids.sort();
+    assert_eq!(ids, ["sb0", "sb1"]);
+    // t = 11 s: sb0's lease (at most 10 s) is over, sb1's (at least 14 s) not.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(run(&a, &s).await.expect("ok"), "sb1", "the warm sibling");
+    assert_eq!(w.created.load(Ordering::SeqCst), 2, "no new sandbox needed");
+    assert_eq!(w.shutdowns.load(Ordering::SeqCst), 1, "sb0 was shut down");
+}
+
+#[tokio::test(start_paused = true)]
+async fn leases_expire_under_concurrent_load_without_a_failed_invoke() {
+    const CLIENTS: usize = 8;
+    let lease = Duration::from_secs(5);
+    // Exactly room for one sandbox per client: an expired sandbox must give
+    // its memory back before its replacement can start.
+    let (a, w) = setup_with_lease(128 * CLIENTS as u64, 100, 600, lease);
+    let s = spec("f", "r1", 128);
+    let end = Instant::now() + Duration::from_secs(60);
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let (a, s) = (Arc::clone(&a), Arc::clone(&s));
+        clients.push(tokio::spawn(async move {
+            let mut served: Vec<(String, Instant)> = Vec::new();
+            let mut errors = 0usize;
+            while Instant::now() < end {
+                match run(&a, &s).await {
+                    Ok(id) => served.push((id, Instant::now())),
+                    Err(_) => errors += 1,
+                }
+            }
+            (served, errors)
+        }));
+    }
+    let mut first_last: HashMap<String, (Instant, Instant)> = HashMap::new();
+    let mut invokes = 0usize;
+    for c in clients {
+        let (served, errors) = c.await.expect("client task");
+        assert_eq!(errors, 0, "no invoke failed");
+        invokes += served.len();
+        for (id, at) in served {
+            let e = first_last.entry(id).or_insert((at, at));
+            e.0 = e.0.min(at);
+            e.1 = e.1.max(at);
+        }
+    }
+    assert!(invokes >= CLIENTS * 500, "load ran: {invokes} invokes");
+    let created = w.created.load(Ordering::SeqCst);
+    assert!(
+        created >= CLIENTS * 11,
+        "leases rotated the sandboxes: {created} created"
+    );
+    assert_eq!(first_last.len(), created);
+    for (id, (first, last)) in &first_last {
+        // First answer at creation + 100 ms; the last invoke started before
+        // the lease ran out and ended 100 ms later.
+        assert!(
+            *last - *first <= lease,
+            "{id} served for {:?}, past its lease",
+            *last - *first
+        );
+    }
+    assert_eq!(
+        w.shutdowns.load(Ordering::SeqCst) + a.stats().sandboxes,
+        created,
+        "every sandbox not in the table was shut down"
+    );
+    assert_eq!(
+        a.stats().lease_expiries,
+        w.shutdowns.load(Ordering::SeqCst) as u64,
+        "each went because of its lease"
     );
 }
