@@ -35,8 +35,10 @@ def _config_of(doc: dict) -> dict:
 
 @pytest.fixture
 def cli(server):
+    # npm_config_offline: tests reach no registry (deploy's bundling uses local packages).
     env = dict(os.environ, STRATUS_ENDPOINT=server.endpoint, AWS_ACCESS_KEY_ID="test",
-               AWS_SECRET_ACCESS_KEY="test", AWS_DEFAULT_REGION="us-east-1", AWS_REGION="us-east-1")
+               AWS_SECRET_ACCESS_KEY="test", AWS_DEFAULT_REGION="us-east-1", AWS_REGION="us-east-1",
+               npm_config_offline="true")
     env.pop("AWS_PROFILE", None)
 
     def run(*args, ok=True):
@@ -250,3 +252,73 @@ def test_doctor_reports_what_the_host_offers():
     assert checks["python"]["status"] == "warn" and "refused" in checks["python"]["detail"]
     # This host runs the whole suite, so nothing may fail.
     assert not [c for c in checks.values() if c["status"] == "fail"], checks
+
+
+def test_deploy_is_idempotent_and_bundles_node_dependencies(cli, lam, server, tmp_path):
+    """`stratus deploy DIR`: create, no-op, code update, config update, and a
+    package.json dependency (a local `file:` package, installed offline)."""
+    import time as _time
+    fn_dir = tmp_path / unique_name("deploy")
+    fn_dir.mkdir()
+    lib = tmp_path / "greeting-lib"
+    lib.mkdir()
+    (lib / "package.json").write_text(json.dumps({"name": "greeting-lib", "version": "1.0.0", "main": "index.js"}))
+    (lib / "index.js").write_text("module.exports = (n) => `hello ${n}`;\n")
+    (fn_dir / "package.json").write_text(json.dumps(
+        {"name": "fn", "version": "1.0.0", "dependencies": {"greeting-lib": f"file:{lib}"}}))
+    (fn_dir / "index.js").write_text(
+        "const greet = require('greeting-lib');\nexports.handler = async (e) => ({msg: greet(e.who), v: 1});\n")
+    (fn_dir / "stratus.json").write_text(json.dumps({"runtime": "nodejs20.x", "handler": "index.handler"}))
+    name = fn_dir.name
+    first = cli("deploy", str(fn_dir))
+    assert f"{name}: created" in first.stdout, first.stdout + first.stderr
+    out = json.loads(lam.invoke(FunctionName=name, Payload=b'{"who": "stratus"}')["Payload"].read())
+    assert out == {"msg": "hello stratus", "v": 1}, out
+    # The dependency was installed into the package, not into the directory.
+    assert not (fn_dir / "node_modules").exists()
+    again = cli("deploy", str(fn_dir))
+    assert f"{name}: unchanged" in again.stdout, again.stdout
+    (fn_dir / "index.js").write_text(
+        "const greet = require('greeting-lib');\nexports.handler = async (e) => ({msg: greet(e.who), v: 2});\n")
+    code = cli("deploy", str(fn_dir))
+    assert f"{name}: updated code" in code.stdout, code.stdout
+    assert json.loads(lam.invoke(FunctionName=name, Payload=b'{"who": "x"}')["Payload"].read())["v"] == 2
+    conf = cli("deploy", str(fn_dir), "--memory", "256")
+    assert f"{name}: updated configuration" in conf.stdout, conf.stdout
+    assert lam.get_function_configuration(FunctionName=name)["MemorySize"] == 256
+    lam.delete_function(FunctionName=name)
+
+
+def test_deploy_watch_redeploys_an_edit(server, lam, tmp_path):
+    fn_dir = tmp_path / unique_name("watch")
+    fn_dir.mkdir()
+    (fn_dir / "app.py").write_text("def handler(event, context):\n    return 'one'\n")
+    name = fn_dir.name
+    env = dict(os.environ, STRATUS_ENDPOINT=server.endpoint)
+    proc = subprocess.Popen([str(stratus_bin()), "deploy", str(fn_dir), "--runtime", "python3.12",
+                             "--handler", "app.handler", "--watch"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            stdin=subprocess.DEVNULL)
+    try:
+        import time as _time
+        deadline = _time.monotonic() + 60
+        got = None
+        while _time.monotonic() < deadline:
+            try:
+                got = json.loads(lam.invoke(FunctionName=name, Payload=b"{}")["Payload"].read())
+                break
+            except lam.exceptions.ResourceNotFoundException:
+                _time.sleep(0.2)
+        assert got == "one", got
+        _time.sleep(0.5)
+        (fn_dir / "app.py").write_text("def handler(event, context):\n    return 'two'\n")
+        deadline = _time.monotonic() + 30
+        while got != "two" and _time.monotonic() < deadline:
+            _time.sleep(0.3)
+            got = json.loads(lam.invoke(FunctionName=name, Payload=b"{}")["Payload"].read())
+        assert got == "two", "the edit was not redeployed"
+    finally:
+        proc.kill()
+        output = proc.communicate(timeout=10)[0]
+    assert f"{name}: created" in output and f"{name}: updated code" in output, output
+    lam.delete_function(FunctionName=name)

@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+
+mod deploy;
 use base64::Engine;
+pub use deploy::{DeployArgs, deploy};
 use serde_json::{Value, json};
 
 /// Where the server is.

@@ -29,6 +29,9 @@ enum Command {
     /// Manage functions on a running server.
     #[command(subcommand)]
     Function(cli::FunctionCommand),
+    /// Create or update a function from a directory (idempotent; `--watch`
+    /// redeploys on every change).
+    Deploy(cli::DeployArgs),
     /// Invoke a function and print its result.
     Invoke(cli::InvokeArgs),
     /// Print a function's log (`--follow` to keep printing new lines).
@@ -58,6 +61,7 @@ fn main() -> std::process::ExitCode {
         match args.command {
             Command::Server(a) => server::run(a).await.map(|()| 0),
             Command::Function(c) => cli::function(c).await,
+            Command::Deploy(a) => cli::deploy(a).await,
             Command::Invoke(a) => cli::invoke(a).await,
             Command::Logs(a) => cli::logs(a).await,
             Command::Doctor(a) => doctor::run(a),
