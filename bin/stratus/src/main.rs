@@ -5,6 +5,7 @@
 //! CLI subcommands talk to a running server over its public Lambda API.
 
 mod cli;
+mod config;
 mod server;
 
 use clap::{Parser, Subcommand};
@@ -31,6 +32,19 @@ enum Command {
     Invoke(cli::InvokeArgs),
     /// Print a function's log (`--follow` to keep printing new lines).
     Logs(cli::LogsArgs),
+    /// Print this program's version (a server names its own in the `Server`
+    /// header of every response).
+    Version,
+}
+
+/// `stratus <version>`; the commit is added when the build sets
+/// `STRATUS_GIT_COMMIT` (release builds), e.g. `stratus 0.1.0 (c923c57)`.
+fn version_line() -> String {
+    let v = env!("CARGO_PKG_VERSION");
+    match option_env!("STRATUS_GIT_COMMIT") {
+        Some(c) if !c.is_empty() => format!("stratus {v} ({c})"),
+        _ => format!("stratus {v}"),
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -39,6 +53,10 @@ fn main() -> std::process::ExitCode {
         stratus_sandbox_process::jailer_main();
     }
     let args = Args::parse();
+    if let Command::Version = args.command {
+        println!("{}", version_line());
+        return std::process::ExitCode::SUCCESS;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -55,6 +73,7 @@ fn main() -> std::process::ExitCode {
             Command::Function(c) => cli::function(c).await,
             Command::Invoke(a) => cli::invoke(a).await,
             Command::Logs(a) => cli::logs(a).await,
+            Command::Version => Ok(0),
         }
     });
     match result {
