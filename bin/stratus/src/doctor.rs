@@ -32,7 +32,7 @@ pub fn run(a: DoctorArgs) -> anyhow::Result<u8> {
     let mut checks = host::checks();
     checks.push(interpreter("python", &a.python, "python3.x"));
     checks.push(interpreter("node", &a.node, "nodejs*.x"));
-    let data = a.data_dir.unwrap_or_else(crate::server::default_data_dir);
+    let data = a.data_dir.unwrap_or_else(crate::config::default_data_dir);
     checks.push(data_dir(&data));
     if a.output == "json" {
         println!("{}", serde_json::to_string_pretty(&checks)?);

@@ -5,6 +5,7 @@
 //! CLI subcommands talk to a running server over its public Lambda API.
 
 mod cli;
+mod config;
 mod datadir;
 mod doctor;
 mod server;
@@ -39,6 +40,19 @@ enum Command {
     /// Check what this host lets Stratus do (namespaces, cgroups, seccomp,
     /// /tmp disks, interpreters, disk space); exit 1 if sandboxes cannot run.
     Doctor(doctor::DoctorArgs),
+    /// Print this program's version (a server names its own in the `Server`
+    /// header of every response).
+    Version,
+}
+
+/// `stratus <version>`; the commit is added when the build sets
+/// `STRATUS_GIT_COMMIT` (release builds), e.g. `stratus 0.1.0 (c923c57)`.
+fn version_line() -> String {
+    let v = env!("CARGO_PKG_VERSION");
+    match option_env!("STRATUS_GIT_COMMIT") {
+        Some(c) if !c.is_empty() => format!("stratus {v} ({c})"),
+        _ => format!("stratus {v}"),
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -47,6 +61,10 @@ fn main() -> std::process::ExitCode {
         stratus_sandbox_process::jailer_main();
     }
     let args = Args::parse();
+    if let Command::Version = args.command {
+        println!("{}", version_line());
+        return std::process::ExitCode::SUCCESS;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -65,6 +83,7 @@ fn main() -> std::process::ExitCode {
             Command::Invoke(a) => cli::invoke(a).await,
             Command::Logs(a) => cli::logs(a).await,
             Command::Doctor(a) => doctor::run(a),
+            Command::Version => Ok(0),
         }
     });
     match result {

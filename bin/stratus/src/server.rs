@@ -1,105 +1,34 @@
 //! `stratus server`: the composition root.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::{CpuMode, Options, ServerConfig};
 use anyhow::{Context, bail};
 use axum::serve::ListenerExt;
 use stratus_api::service::{Counting, Invoker, Logs, Worker};
 use stratus_assignment::{AssignmentConfig, LocalAssignment};
 use stratus_counting::{CountingConfig, LocalCounting};
-use stratus_frontend::{Frontend, FrontendDeps, Interpreters as FrontendInterpreters};
+use stratus_frontend::{Frontend, FrontendDeps, Interpreters as FrontendInterpreters, Readiness};
 use stratus_sandbox_process::{CpuLimit, ProcessBackend, ProcessBackendConfig};
 use stratus_store_embedded::{EmbeddedMetaStore, FileBlobStore};
 use stratus_worker::{DiskLogStore, Interpreters, LocalWorker, LogStoreConfig, WorkerConfig};
 
+/// `stratus server`: options come from `--config FILE`, overridden by flags.
 #[derive(Debug, clap::Args)]
 pub struct ServerArgs {
-    /// Address of the Lambda API.
-    #[arg(long, default_value = "127.0.0.1:9000", env = "STRATUS_LISTEN")]
-    listen: SocketAddr,
-    /// Where functions, code and sandbox scratch space live
-    /// [default: $XDG_DATA_HOME/stratus or ~/.local/share/stratus].
-    #[arg(long, env = "STRATUS_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-    /// Seconds an idle sandbox is kept warm before it is shut down.
-    #[arg(long, default_value_t = 300)]
-    keep_alive_secs: u64,
-    /// On SIGTERM/SIGINT, seconds in-flight requests (invokes) may take to
-    /// finish before their sandboxes are stopped anyway.
-    #[arg(long, default_value_t = 60)]
-    shutdown_grace_secs: u64,
-    /// Seconds a sandbox lives at most (its lease, less a jitter of up to
-    /// 10%); then it takes no new invoke and is replaced on demand. An invoke
-    /// running when the lease ends finishes normally. Lambda: 6 hours.
-    #[arg(
-        long,
-        default_value_t = stratus_assignment::DEFAULT_LEASE.as_secs(),
-        value_parser = clap::value_parser!(u64).range(1..),
-    )]
-    sandbox_lease_secs: u64,
-    /// Memory (MB) the worker offers to sandboxes [default: half of the host's RAM].
+    /// A TOML configuration file (keys named like the flags: `keep-alive-secs = 60`).
+    /// A flag given on the command line overrides the file's value; unknown
+    /// keys are warned about and ignored.
+    #[arg(long, env = "STRATUS_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration (defaults, then the file, then the
+    /// flags) as TOML and exit without starting anything.
     #[arg(long)]
-    worker_memory_mb: Option<u64>,
-    /// Concurrent executions allowed per account (at least 1).
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
-    account_concurrency: u32,
-    /// New sandboxes (cold starts) one function may start at once: the size
-    /// of its scaling token bucket. Lambda: 1,000 per 10 s.
-    #[arg(
-        long,
-        default_value_t = CountingConfig::default().burst_capacity,
-        value_parser = clap::value_parser!(u32).range(1..),
-    )]
-    scale_burst: u32,
-    /// Scaling tokens added back to each function's bucket per second,
-    /// continuously (fractions allowed, e.g. 0.5). Lambda: 100.
-    #[arg(
-        long,
-        default_value_t = CountingConfig::default().burst_refill_per_s,
-        value_parser = parse_refill_rate,
-    )]
-    scale_refill_per_sec: f64,
-    /// Interpreter for every python3.x runtime id.
-    #[arg(long, default_value = "/usr/bin/python3")]
-    python: PathBuf,
-    /// Interpreter for every nodejs*.x runtime id.
-    #[arg(long, default_value = "/usr/bin/node")]
-    node: PathBuf,
-    /// Cgroup under which sandbox cgroups are created (one per server).
-    #[arg(long, default_value = "stratus")]
-    cgroup_parent: String,
-    /// First host uid given to sandboxes (each live sandbox gets its own).
-    #[arg(long, default_value_t = 1_500_000)]
-    uid_base: u32,
-    /// How CPU in proportion to MemorySize (1,769 MB = one vCPU) is enforced.
-    #[arg(long, value_enum, default_value_t = CpuMode::Weight)]
-    cpu_limit: CpuMode,
-    /// Disk space for one function's logs (its oldest lines are deleted
-    /// first). A number of bytes, or with K, M, G (KiB, MiB, GiB).
-    #[arg(long, default_value = "16MiB", value_parser = parse_bytes)]
-    log_max_bytes_per_function: u64,
-    /// Disk space for all functions' logs (the function written least
-    /// recently loses its oldest lines first). Same units.
-    #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
-    log_max_bytes_total: u64,
-    /// Function log lines older than this are deleted, oldest first: a
-    /// number with `s`, `m`, `h` or `d`, or `never`.
-    #[arg(long, default_value = "30d", value_parser = parse_age)]
-    log_max_age: MaxAge,
-}
-
-/// `--cpu-limit`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum CpuMode {
-    /// A scheduling weight only: shares under contention, and a small
-    /// function still runs at full speed on an idle machine.
-    Weight,
-    /// The weight plus a hard CFS quota in the same proportion (a 128 MB
-    /// function gets at most 128/1,769 of one CPU, even when the machine is idle).
-    Quota,
+    print_config: bool,
+    #[command(flatten)]
+    options: Options,
 }
 
 impl CpuMode {
@@ -111,89 +40,22 @@ impl CpuMode {
     }
 }
 
-/// A refill rate: a finite number of tokens per second above zero.
-fn parse_refill_rate(s: &str) -> Result<f64, String> {
-    match s.trim().parse::<f64>() {
-        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
-        Ok(_) => Err(format!(
-            "{s:?} is not a positive, finite number of tokens per second"
-        )),
-        Err(e) => Err(format!("{s:?} is not a number ({e})")),
-    }
-}
-
-/// `--log-max-age`: `None` is `never`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct MaxAge(Option<Duration>);
-
-/// Parses an age: `90s`, `15m`, `12h`, `30d`, or `never` (no limit).
-fn parse_age(s: &str) -> Result<MaxAge, String> {
-    let t = s.trim();
-    if t == "never" {
-        return Ok(MaxAge(None));
-    }
-    let bad =
-        || format!("{s:?} is not an age: write a number with s, m, h or d (e.g. 30d), or never");
-    let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(bad()),
+/// The effective configuration, and the unknown keys of the file (to warn
+/// about once logging is set up).
+fn effective_config(a: ServerArgs) -> anyhow::Result<(ServerConfig, Vec<String>)> {
+    let (file, unknown) = match &a.config {
+        Some(path) => {
+            let f = Options::from_file(path)?;
+            let unknown = f
+                .unknown_keys
+                .iter()
+                .map(|k| format!("{}: unknown key `{k}` ignored", path.display()))
+                .collect();
+            (f.options, unknown)
+        }
+        None => (Options::default(), Vec::new()),
     };
-    match n.checked_mul(secs) {
-        Some(0) => Err(format!("{s:?}: the age must be more than zero (or never)")),
-        Some(v) => Ok(MaxAge(Some(Duration::from_secs(v)))),
-        None => Err(bad()),
-    }
-}
-
-/// Parses a size: `65536`, `64K`, `16MiB`, `1G`... (powers of 1024), at
-/// least 64 KiB.
-fn parse_bytes(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let bad =
-        || format!("{s:?} is not a size: write bytes, or a number with K, M or G (KiB, MiB, GiB)");
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    let mult: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "K" | "KiB" => 1 << 10,
-        "M" | "MiB" => 1 << 20,
-        "G" | "GiB" => 1 << 30,
-        _ => return Err(bad()),
-    };
-    let v = n.checked_mul(mult).ok_or_else(bad)?;
-    if v < 64 * 1024 {
-        return Err(format!("{s:?} is less than the smallest log cap, 64KiB"));
-    }
-    Ok(v)
-}
-
-pub(crate) fn default_data_dir() -> PathBuf {
-    if let Some(x) = std::env::var_os("XDG_DATA_HOME") {
-        return PathBuf::from(x).join("stratus");
-    }
-    match std::env::var_os("HOME") {
-        Some(h) => PathBuf::from(h).join(".local/share/stratus"),
-        None => PathBuf::from("/var/lib/stratus"),
-    }
-}
-
-fn host_memory_mb() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map(|kb| kb / 1024)
-        .unwrap_or(4096)
+    Ok((ServerConfig::resolve(a.options.over(file)), unknown))
 }
 
 /// Reads the presign secret, creating it (mode 0600) on first start.
@@ -229,13 +91,25 @@ fn init_tracing() {
 }
 
 pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
+    let print = a.print_config;
+    let (a, warnings) = effective_config(a)?;
+    if print {
+        for w in &warnings {
+            eprintln!("warning: {w}");
+        }
+        print!("{}", a.to_toml()?);
+        return Ok(());
+    }
     init_tracing();
+    for w in &warnings {
+        tracing::warn!("configuration: {w}");
+    }
     if !nix::unistd::geteuid().is_root() {
         bail!(
             "stratus server must run as root: sandboxes use namespaces and cgroups (rootless mode is not implemented yet)"
         );
     }
-    let data = a.data_dir.clone().unwrap_or_else(default_data_dir);
+    let data = a.data_dir.clone();
     std::fs::create_dir_all(&data)
         .with_context(|| format!("creating data dir {}", data.display()))?;
     match crate::datadir::check_format(&data)? {
@@ -254,15 +128,17 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     let blobs: Arc<dyn stratus_store::BlobStore> = Arc::new(blobs);
 
     let exe = std::env::current_exe().context("locating the stratus binary")?;
-    let backend = ProcessBackend::new(ProcessBackendConfig {
-        jailer: vec![exe.display().to_string(), "__sandbox-init".into()],
-        state_dir: data.join("sandboxes"),
-        cgroup_parent: a.cgroup_parent.clone(),
-        uid_base: a.uid_base,
-        cpu_limit: a.cpu_limit.backend(),
-        ..ProcessBackendConfig::default()
-    })
-    .context("starting the process sandbox backend")?;
+    let backend = Arc::new(
+        ProcessBackend::new(ProcessBackendConfig {
+            jailer: vec![exe.display().to_string(), "__sandbox-init".into()],
+            state_dir: data.join("sandboxes"),
+            cgroup_parent: a.cgroup_parent.clone(),
+            uid_base: a.uid_base,
+            cpu_limit: a.cpu_limit.backend(),
+            ..ProcessBackendConfig::default()
+        })
+        .context("starting the process sandbox backend")?,
+    );
     tracing::info!(
         cgroups = ?backend.cgroup_version(),
         tmp_capped = backend.tmp_is_capped(),
@@ -277,19 +153,19 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
         node = %node.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "missing".into()),
         "runtime mapping: every python3.x id runs on the python interpreter, every nodejs*.x id on node"
     );
-    let capacity = a.worker_memory_mb.unwrap_or_else(|| host_memory_mb() / 2);
+    let capacity = a.worker_memory_mb;
     let log_dir = data.join("logs");
     let log_store = DiskLogStore::open(
         &log_dir,
-        LogStoreConfig::with_caps(a.log_max_bytes_per_function, a.log_max_bytes_total)
+        LogStoreConfig::with_caps(a.log_max_bytes_per_function.0, a.log_max_bytes_total.0)
             .with_max_age(a.log_max_age.0),
     )
     .context("opening the log store")?;
     tracing::info!(
         dir = %log_dir.display(),
         bytes = log_store.total_bytes(),
-        max_bytes_per_function = a.log_max_bytes_per_function,
-        max_bytes_total = a.log_max_bytes_total,
+        max_bytes_per_function = a.log_max_bytes_per_function.0,
+        max_bytes_total = a.log_max_bytes_total.0,
         max_age_secs = a.log_max_age.0.map(|d| d.as_secs()),
         "function logs"
     );
@@ -304,7 +180,7 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
                 node: a.node.clone(),
             },
         },
-        Arc::new(backend),
+        Arc::clone(&backend) as Arc<dyn stratus_sandbox::SandboxBackend>,
         Arc::clone(&blobs),
         Arc::clone(&logs),
     )
@@ -342,6 +218,7 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
         logs: Arc::clone(&logs),
         presign_key: presign_key(&data)?,
         interpreters: FrontendInterpreters { python, node },
+        readiness: readiness(backend, Arc::clone(&assignment), capacity),
     })
     .await
     .context("loading functions")?;
@@ -369,7 +246,8 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
         });
     tracing::info!(
         listen = %a.listen,
-        "Stratus is ready: Lambda API at http://{} (any credentials are accepted: signatures are not verified yet), Prometheus metrics at http://{}/metrics",
+        "Stratus is ready: Lambda API at http://{} (any credentials are accepted: signatures are not verified yet), Prometheus metrics at http://{}/metrics, readiness at http://{}/ready",
+        a.listen,
         a.listen,
         a.listen
     );
@@ -405,6 +283,33 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What `/ready` checks besides the store: the sandbox backend can still make
+/// sandboxes, and the worker's memory is not all reserved.
+fn readiness(
+    backend: Arc<ProcessBackend>,
+    assignment: Arc<LocalAssignment>,
+    capacity_mb: u64,
+) -> Readiness {
+    Readiness::default()
+        .with(
+            "sandbox-backend",
+            Arc::new(move || backend.check_usable().map_err(|e| e.to_string())),
+        )
+        .with(
+            "capacity",
+            Arc::new(move || {
+                let reserved = assignment.stats().reserved_mb;
+                if reserved < capacity_mb {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "all {capacity_mb} MB of worker memory are reserved by sandboxes"
+                    ))
+                }
+            }),
+        )
+}
+
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
@@ -431,132 +336,39 @@ mod tests {
         server: ServerArgs,
     }
 
-    fn parse(args: &[&str]) -> Result<ServerArgs, clap::Error> {
+    fn parse(args: &[&str]) -> ServerArgs {
         Cli::try_parse_from(std::iter::once("stratus").chain(args.iter().copied()))
             .map(|c| c.server)
+            .expect("flags parse")
     }
 
     #[test]
-    fn scaling_flags_default_to_lambdas_bucket() {
-        let a = parse(&[]).expect("defaults parse");
-        assert_eq!(a.scale_burst, 1000);
-        assert!((a.scale_refill_per_sec - 100.0).abs() < f64::EPSILON);
-        let a = parse(&["--scale-burst", "2", "--scale-refill-per-sec", "0.001"])
-            .expect("small bucket");
-        assert_eq!(a.scale_burst, 2);
-        assert!((a.scale_refill_per_sec - 0.001).abs() < f64::EPSILON);
+    fn cpu_modes_map_to_the_backend() {
+        assert_eq!(CpuMode::Weight.backend(), CpuLimit::Weight);
+        assert_eq!(CpuMode::Quota.backend(), CpuLimit::Quota);
     }
 
     #[test]
-    fn cpu_limit_is_a_weight_unless_quota_is_asked_for() {
-        assert_eq!(parse(&[]).expect("default").cpu_limit, CpuMode::Weight);
-        let a = parse(&["--cpu-limit", "quota"]).expect("quota");
-        assert_eq!(a.cpu_limit.backend(), CpuLimit::Quota);
+    fn the_config_file_sits_under_the_flags() {
+        let dir = std::env::temp_dir().join(format!("stratus-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("s.toml");
+        std::fs::write(&file, "keep-alive-secs = 42\nuid-base = 7\nsurprise = 1\n").expect("write");
+        let f = file.display().to_string();
+        let (c, warnings) =
+            effective_config(parse(&["--config", &f, "--uid-base", "9"])).expect("config");
+        assert_eq!(c.keep_alive_secs, 42);
+        assert_eq!(c.uid_base, 9);
         assert_eq!(
-            parse(&["--cpu-limit", "weight"])
-                .expect("weight")
-                .cpu_limit
-                .backend(),
-            CpuLimit::Weight
+            warnings,
+            vec![format!("{f}: unknown key `surprise` ignored")]
         );
-        assert!(parse(&["--cpu-limit", "hard"]).is_err());
-        assert!(parse(&["--account-concurrency", "0"]).is_err());
-        assert_eq!(
-            parse(&["--account-concurrency", "1"])
-                .expect("one")
-                .account_concurrency,
-            1
-        );
-    }
-
-    #[test]
-    fn scaling_flags_refuse_zero_and_nonsense() {
-        for bad in [
-            &["--scale-burst", "0"][..],
-            &["--scale-burst=-1"],
-            &["--scale-burst", "many"],
-            &["--scale-refill-per-sec", "0"],
-            &["--scale-refill-per-sec=-5"],
-            &["--scale-refill-per-sec", "NaN"],
-            &["--scale-refill-per-sec", "inf"],
-            &["--scale-refill-per-sec", "fast"],
-        ] {
-            let err = parse(bad).expect_err("refused");
-            assert_eq!(
-                err.kind(),
-                clap::error::ErrorKind::ValueValidation,
-                "{bad:?}: {err}"
-            );
-        }
-    }
-
-    #[test]
-    fn ages() {
-        let age = |s| parse_age(s).map(|a| a.0);
-        assert_eq!(age("90s"), Ok(Some(Duration::from_secs(90))));
-        assert_eq!(age("15m"), Ok(Some(Duration::from_secs(900))));
-        assert_eq!(age("12h"), Ok(Some(Duration::from_secs(43_200))));
-        assert_eq!(age("30d"), Ok(Some(Duration::from_secs(2_592_000))));
-        assert_eq!(age("never"), Ok(None));
-        for bad in [
-            "",
-            "30",
-            "d",
-            "0s",
-            "1w",
-            "-1d",
-            "1.5h",
-            "99999999999999999999d",
-        ] {
-            assert!(parse_age(bad).is_err(), "{bad}");
-        }
-        assert_eq!(
-            parse(&[]).expect("default").log_max_age.0,
-            Some(Duration::from_secs(30 * 86_400))
-        );
-    }
-
-    #[test]
-    fn sandbox_lease_defaults_to_six_hours_and_refuses_zero() {
-        assert_eq!(parse(&[]).expect("default").sandbox_lease_secs, 21_600);
-        assert_eq!(
-            parse(&["--sandbox-lease-secs", "2"])
-                .expect("short lease")
-                .sandbox_lease_secs,
-            2
-        );
-        for bad in [
-            &["--sandbox-lease-secs", "0"][..],
-            &["--sandbox-lease-secs=-1"],
-            &["--sandbox-lease-secs", "forever"],
-        ] {
-            let err = parse(bad).expect_err("refused");
-            assert_eq!(
-                err.kind(),
-                clap::error::ErrorKind::ValueValidation,
-                "{bad:?}: {err}"
-            );
-        }
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_bytes("65536"), Ok(65536));
-        assert_eq!(parse_bytes("64K"), Ok(65536));
-        assert_eq!(parse_bytes("16MiB"), Ok(16 << 20));
-        assert_eq!(parse_bytes("1G"), Ok(1 << 30));
-        assert_eq!(parse_bytes(" 2 GiB "), Ok(2 << 30));
-        for bad in [
-            "",
-            "MiB",
-            "16MB",
-            "16 mib",
-            "-1",
-            "1.5G",
-            "99999999999999999999G",
-            "4K",
-        ] {
-            assert!(parse_bytes(bad).is_err(), "{bad}");
-        }
+        let e = effective_config(parse(&[
+            "--config",
+            &dir.join("missing.toml").display().to_string(),
+        ]))
+        .expect_err("missing file");
+        assert!(format!("{e:#}").contains("missing.toml"), "{e:#}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

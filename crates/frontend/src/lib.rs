@@ -10,7 +10,9 @@
 //! it never starts or picks sandboxes itself.
 //!
 //! It also serves the Prometheus scrape (`GET /metrics`, module `metrics`) and
-//! records the invoke counters and histograms it exposes.
+//! records the invoke counters and histograms it exposes, the liveness and
+//! readiness probes (`GET /health`, `GET /ready`, module `ready`), and puts
+//! `Server: stratus/<version>` on every response.
 //!
 //! The router is built by [`router`], so handlers can be tested without a
 //! socket.
@@ -23,6 +25,7 @@ mod invoke;
 mod logs;
 mod metrics;
 mod presign;
+mod ready;
 mod registry;
 mod validate;
 
@@ -35,6 +38,7 @@ use axum::routing::{get, post, put};
 use stratus_api::service::{Counting, Invoker, Logs, Worker};
 use stratus_store::{BlobStore, MetaStore};
 
+pub use ready::{Readiness, ReadinessCheck};
 pub use registry::{FunctionRecord, RegistryError};
 
 /// What the front end needs from the rest of the system.
@@ -53,6 +57,8 @@ pub struct FrontendDeps {
     /// Interpreters available for managed runtimes: a runtime whose
     /// interpreter is missing is refused at create time.
     pub interpreters: Interpreters,
+    /// What `/ready` checks besides the store (sandbox backend, capacity...).
+    pub readiness: Readiness,
 }
 
 /// Which managed runtime families this server can run.
@@ -171,17 +177,31 @@ pub fn router(fe: Arc<Frontend>) -> Router {
         .fallback(error::unknown_operation)
         .layer(DefaultBodyLimit::max(CONTROL_BODY_LIMIT))
         .layer(axum::middleware::map_response(add_request_id))
+        .layer(axum::middleware::map_response(add_server_header))
         .with_state(fe)
 }
 
-/// Routes that answer without credentials: the health check and the
-/// Prometheus scrape. Authentication (request signatures, a later issue)
+/// Routes that answer without credentials: the liveness and readiness
+/// probes and the Prometheus scrape. Authentication (request signatures, a later issue)
 /// must wrap the Lambda API routes only: add it as a `route_layer` before
 /// these are merged, never as a `layer` over the whole router.
 fn open_routes() -> Router<Arc<Frontend>> {
     Router::new()
         .route("/health", get(|| async { "ok" }))
+        .route("/ready", get(ready::serve))
         .route("/metrics", get(metrics::serve))
+}
+
+/// This server's version, as in the `Server` header: `stratus/0.1.0`.
+pub const SERVER_HEADER: &str = concat!("stratus/", env!("CARGO_PKG_VERSION"));
+
+/// Every response carries `Server: stratus/<version>`.
+async fn add_server_header(mut resp: axum::response::Response) -> axum::response::Response {
+    resp.headers_mut().insert(
+        axum::http::header::SERVER,
+        HeaderValue::from_static(SERVER_HEADER),
+    );
+    resp
 }
 
 /// Every response carries `x-amzn-RequestId` (Invoke sets its own).

@@ -134,6 +134,8 @@ struct Harness {
     app: Router,
     invoker: Arc<FakeInvoker>,
     logs: Arc<stratus_worker::DiskLogStore>,
+    /// Makes the harness's `capacity` readiness check fail.
+    full: Arc<std::sync::atomic::AtomicBool>,
     _dir: tempfile::TempDir,
 }
 
@@ -155,6 +157,8 @@ async fn harness_with(counting: Arc<dyn Counting>) -> Harness {
         )
         .expect("logs"),
     );
+    let full = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let is_full = Arc::clone(&full);
     let fe = Frontend::new(FrontendDeps {
         meta: Arc::new(meta),
         blobs: Arc::new(blobs),
@@ -167,6 +171,16 @@ async fn harness_with(counting: Arc<dyn Counting>) -> Harness {
             python: Some("/usr/bin/python3".into()),
             node: None,
         },
+        readiness: crate::Readiness::default().with(
+            "capacity",
+            Arc::new(move || {
+                if is_full.load(std::sync::atomic::Ordering::Relaxed) {
+                    Err("no memory left".into())
+                } else {
+                    Ok(())
+                }
+            }),
+        ),
     })
     .await
     .expect("frontend");
@@ -174,6 +188,7 @@ async fn harness_with(counting: Arc<dyn Counting>) -> Harness {
         app: router(fe),
         invoker,
         logs,
+        full,
         _dir: dir,
     }
 }
@@ -550,4 +565,45 @@ async fn logs_are_read_by_position_and_forgotten_with_the_function() {
     );
     let (s, _, _) = call(&h.app, "GET", "/_stratus/logs/lg", &[], Body::empty()).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn ready_reports_each_check_and_503_when_one_fails() {
+    let h = harness().await;
+    let (s, headers, b) = call(&h.app, "GET", "/ready", &[], Body::empty()).await;
+    assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(
+        json_of(&b),
+        json!({"ready": true, "checks": {"store": "ok", "capacity": "ok"}})
+    );
+    assert_eq!(headers["server"], crate::SERVER_HEADER);
+    h.full.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (s, _, b) = call(&h.app, "GET", "/ready", &[], Body::empty()).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        json_of(&b),
+        json!({"ready": false, "checks": {"store": "ok", "capacity": "no memory left"}})
+    );
+    // Liveness is not readiness.
+    let (s, _, _) = call(&h.app, "GET", "/health", &[], Body::empty()).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn every_response_names_the_server_version() {
+    let h = harness().await;
+    assert_eq!(
+        crate::SERVER_HEADER,
+        format!("stratus/{}", env!("CARGO_PKG_VERSION"))
+    );
+    for (method, uri) in [
+        ("GET", "/2015-03-31/functions"),
+        ("GET", "/2015-03-31/functions/missing"),
+        ("GET", "/no-such-operation"),
+        ("GET", "/health"),
+        ("GET", "/metrics"),
+    ] {
+        let (_, headers, _) = call(&h.app, method, uri, &[], Body::empty()).await;
+        assert_eq!(headers["server"], crate::SERVER_HEADER, "{method} {uri}");
+    }
 }

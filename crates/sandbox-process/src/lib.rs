@@ -312,6 +312,27 @@ impl ProcessBackend {
     pub fn live_sandboxes(&self) -> usize {
         self.inner.uids.in_use()
     }
+
+    /// Whether new sandboxes can still be made (for readiness probes): the
+    /// state dir is there and the cgroup hierarchy is still mounted. Cheap
+    /// (two `stat`s); it does not spawn anything.
+    pub fn check_usable(&self) -> Result<(), SandboxError> {
+        let i = &self.inner;
+        if !i.config.state_dir.is_dir() {
+            return Err(unavailable(format!(
+                "the sandbox state dir {} is gone",
+                i.config.state_dir.display()
+            )));
+        }
+        if cgroup::detect(&i.cgroup_root) != Some(i.cgroup_version) {
+            return Err(unavailable(format!(
+                "the {:?} cgroup hierarchy is no longer at {}",
+                i.cgroup_version,
+                i.cgroup_root.display()
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Checks that this host can make `/tmp` disks (by making the first one)

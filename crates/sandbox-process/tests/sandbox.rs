@@ -641,3 +641,18 @@ async fn restart_runtime_keeps_tmp_and_kills_everything_else() {
     drop(sb);
     assert!(processes_of(uid).is_empty(), "{:?}", processes_of(uid));
 }
+
+#[tokio::test]
+async fn check_usable_notices_a_missing_state_dir() {
+    if !is_root() {
+        return;
+    }
+    let (backend, state) = backend(2_910_031, 0);
+    backend.check_usable().expect("a fresh backend is usable");
+    std::fs::remove_dir_all(state.path()).expect("remove state dir");
+    let err = backend.check_usable().expect_err("state dir gone");
+    assert!(
+        matches!(&err, SandboxError::Unavailable(m) if m.contains("state dir")),
+        "{err}"
+    );
+}
