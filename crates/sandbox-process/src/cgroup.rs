@@ -361,7 +361,11 @@ fn kill_tree(version: CgroupVersion, dirs: &[PathBuf]) -> usize {
     if version == CgroupVersion::V2 {
         for dir in dirs {
             killed.extend(procs_of_tree(dir));
-            let _ = fs::write(dir.join("cgroup.kill"), "1");
+            // Since Linux 5.14; without it, the loop below kills one by one.
+            let kill = dir.join("cgroup.kill");
+            if kill.exists() {
+                let _ = fs::write(kill, "1");
+            }
         }
     }
     let deadline = Instant::now() + Duration::from_secs(2);
@@ -919,6 +923,46 @@ mod tests {
         set.set_limits(128 << 20, 64, CpuLimit::Weight)
             .expect("set");
         assert_eq!(read("cpu.max"), "max 100000");
+    }
+
+    #[test]
+    fn sweep_removes_leftovers_children_first_and_keeps_live_pools() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for ctrl in ["memory", "pids"] {
+            touch(&dir.path().join(ctrl).join("cgroup.procs"));
+        }
+        // Outside the parent: never looked at.
+        fs::create_dir_all(dir.path().join("memory/other/sbx")).expect("mkdir");
+        let live_pool = format!("pool-{}-0", std::process::id());
+        for ctrl in ["memory", "pids"] {
+            let parent = dir.path().join(ctrl).join("stratus");
+            // A sandbox with a nested cgroup, a dead server's pool, a live one's.
+            fs::create_dir_all(parent.join("sbx-1/nested")).expect("mkdir");
+            fs::create_dir_all(parent.join("pool-999999999-3")).expect("mkdir");
+            fs::create_dir_all(parent.join(&live_pool)).expect("mkdir");
+        }
+        // A leftover that exists in one hierarchy only.
+        fs::create_dir_all(dir.path().join("pids/stratus/sbx-2")).expect("mkdir");
+        let swept = sweep_leftovers(dir.path(), CgroupVersion::V1, "stratus");
+        assert_eq!(
+            swept,
+            Swept {
+                cgroups: 3,
+                processes: 0,
+                failed: 0
+            }
+        );
+        for ctrl in ["memory", "pids"] {
+            let parent = dir.path().join(ctrl).join("stratus");
+            let mut left: Vec<String> = fs::read_dir(&parent)
+                .expect("parent")
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            left.sort();
+            assert_eq!(left, vec![live_pool.clone()], "{ctrl}");
+        }
+        assert!(dir.path().join("memory/other/sbx").is_dir());
     }
 
     #[test]

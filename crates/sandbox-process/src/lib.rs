@@ -15,6 +15,10 @@
 //!
 //! This crate owns the kernel objects of its sandboxes (cgroups, scratch dirs,
 //! uids, processes) and releases every one of them when a sandbox is dropped.
+//! Nothing outlives the server: every jailer has a parent-death signal tied
+//! to the server, and [`ProcessBackend::new`] removes what a crashed server
+//! left under its cgroup parent and state dir (see
+//! `docs/design/crash-cleanup.md`); it touches nothing outside them.
 //! It does not know about functions, invokes or the Runtime API protocol.
 //!
 //! # How a sandbox starts
@@ -202,7 +206,10 @@ fn unavailable(what: impl std::fmt::Display) -> SandboxError {
 }
 
 impl ProcessBackend {
-    /// Checks the host (root, cgroups) and prepares the state dir and parent cgroup.
+    /// Checks the host (root, cgroups) and prepares the state dir and parent
+    /// cgroup, after removing what a previous server process left in them
+    /// (processes, cgroups, scratch dirs, `/tmp` loop devices). The cgroup
+    /// parent and state dir must belong to this backend alone.
     pub fn new(config: ProcessBackendConfig) -> Result<Self, SandboxError> {
         if config.jailer.is_empty() {
             return Err(unavailable("no jailer command configured"));
