@@ -248,10 +248,24 @@ pub fn remove_parent_if_empty(root: &Path, version: CgroupVersion, parent: &str)
     }
 }
 
-/// Removes pre-warm cgroups (`pool-<pid>-<n>`) left behind by a server
-/// process that no longer exists, killing whatever is still in them.
-/// Returns how many were removed.
-pub fn sweep_stale_pools(root: &Path, version: CgroupVersion, parent: &str) -> usize {
+/// What [`sweep_leftovers`] removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    /// Sandbox and pre-warm cgroups removed (counted once, not per hierarchy).
+    pub cgroups: usize,
+    /// Processes that were still running in them and were killed.
+    pub processes: usize,
+    /// Cgroup directories that could not be removed.
+    pub failed: usize,
+}
+
+/// Removes every cgroup under `<root>/<parent>` that a previous server left
+/// behind (a crash, or a kill -9): sandbox cgroups and pre-warm cgroups
+/// (`pool-<pid>-<n>`) of server processes that no longer exist. Whatever
+/// still runs in them is killed first; nested cgroups go before their
+/// parent. Pre-warm cgroups of a live process are kept. Nothing outside
+/// `<parent>` is looked at.
+pub fn sweep_leftovers(root: &Path, version: CgroupVersion, parent: &str) -> Swept {
     let bases: Vec<PathBuf> = match version {
         CgroupVersion::V1 => V1_CONTROLLERS
             .iter()
@@ -259,35 +273,152 @@ pub fn sweep_stale_pools(root: &Path, version: CgroupVersion, parent: &str) -> u
             .collect(),
         CgroupVersion::V2 => vec![root.join(parent)],
     };
-    let mut removed = 0;
+    // The same sandbox has a directory in every v1 hierarchy: gather them by
+    // name so it is killed once, across all of them, and counted once.
+    let mut by_name: Vec<(String, Vec<PathBuf>)> = Vec::new();
+    let mut seen_bases = Vec::new();
     for base in bases {
+        // Co-mounted controllers (cpu,cpuacct) reach one directory twice.
+        let canonical = fs::canonicalize(&base).unwrap_or_else(|_| base.clone());
+        if seen_bases.contains(&canonical) {
+            continue;
+        }
+        seen_bases.push(canonical);
         let Ok(entries) = fs::read_dir(&base) else {
             continue;
         };
         for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(owner) = name
-                .strip_prefix("pool-")
-                .and_then(|rest| rest.split('-').next())
-                .and_then(|pid| pid.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            if owner == std::process::id() || Path::new("/proc").join(owner.to_string()).exists() {
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
                 continue;
             }
-            let mut set = CgroupSet {
-                version,
-                dirs: vec![entry.path()],
-                peak_fd: std::sync::Mutex::new(None),
-            };
-            set.kill_all();
-            if set.remove(Duration::from_millis(200)).is_ok() {
-                removed += 1;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if pool_owner_alive(&name) {
+                continue;
+            }
+            match by_name.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, dirs)) => dirs.push(entry.path()),
+                None => by_name.push((name, vec![entry.path()])),
             }
         }
     }
-    removed
+    let mut swept = Swept::default();
+    for (_, dirs) in by_name {
+        swept.processes += kill_tree(version, &dirs);
+        let mut ok = true;
+        for dir in &dirs {
+            if !remove_tree(dir, Duration::from_secs(2)) {
+                ok = false;
+            }
+        }
+        if ok {
+            swept.cgroups += 1;
+        } else {
+            swept.failed += 1;
+        }
+    }
+    swept
+}
+
+/// Whether `name` is a pre-warm cgroup of a process that still exists
+/// (this one included).
+fn pool_owner_alive(name: &str) -> bool {
+    let Some(owner) = name
+        .strip_prefix("pool-")
+        .and_then(|rest| rest.split('-').next())
+        .and_then(|pid| pid.parse::<u32>().ok())
+    else {
+        return false;
+    };
+    owner == std::process::id() || Path::new("/proc").join(owner.to_string()).exists()
+}
+
+/// Every cgroup directory at and below `dir`, deepest first.
+fn subtree(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                out.extend(subtree(&entry.path()));
+            }
+        }
+    }
+    out.push(dir.to_owned());
+    out
+}
+
+fn procs_of(dir: &Path) -> Vec<i32> {
+    fs::read_to_string(dir.join("cgroup.procs"))
+        .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// Kills every process in the cgroups `dirs` (one sandbox, all its
+/// hierarchies) and below, and waits up to 2 s for them to be gone.
+/// Returns how many distinct processes were found.
+fn kill_tree(version: CgroupVersion, dirs: &[PathBuf]) -> usize {
+    let all: Vec<PathBuf> = dirs.iter().flat_map(|d| subtree(d)).collect();
+    let mut killed: Vec<i32> = Vec::new();
+    if version == CgroupVersion::V2 {
+        for dir in dirs {
+            killed.extend(procs_of_tree(dir));
+            // Since Linux 5.14; without it, the loop below kills one by one.
+            let kill = dir.join("cgroup.kill");
+            if kill.exists() {
+                let _ = fs::write(kill, "1");
+            }
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let mut alive = false;
+        for dir in &all {
+            for pid in procs_of(dir) {
+                alive = true;
+                if !killed.contains(&pid) {
+                    killed.push(pid);
+                }
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        if !alive || Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    killed.sort_unstable();
+    killed.dedup();
+    killed.len()
+}
+
+fn procs_of_tree(dir: &Path) -> Vec<i32> {
+    subtree(dir).iter().flat_map(|d| procs_of(d)).collect()
+}
+
+/// Removes `dir` and the cgroups below it, children first, retrying while
+/// the kernel reports them busy. Whether all are gone.
+fn remove_tree(dir: &Path, patience: Duration) -> bool {
+    let deadline = Instant::now() + patience;
+    let mut all_gone = true;
+    for d in subtree(dir) {
+        loop {
+            match fs::remove_dir(&d) {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(e) => {
+                    tracing::warn!(cgroup = %d.display(), error = %e, "could not remove a leftover cgroup");
+                    all_gone = false;
+                    break;
+                }
+            }
+        }
+    }
+    all_gone
 }
 
 /// The cgroup directories of one sandbox.
@@ -792,6 +923,46 @@ mod tests {
         set.set_limits(128 << 20, 64, CpuLimit::Weight)
             .expect("set");
         assert_eq!(read("cpu.max"), "max 100000");
+    }
+
+    #[test]
+    fn sweep_removes_leftovers_children_first_and_keeps_live_pools() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for ctrl in ["memory", "pids"] {
+            touch(&dir.path().join(ctrl).join("cgroup.procs"));
+        }
+        // Outside the parent: never looked at.
+        fs::create_dir_all(dir.path().join("memory/other/sbx")).expect("mkdir");
+        let live_pool = format!("pool-{}-0", std::process::id());
+        for ctrl in ["memory", "pids"] {
+            let parent = dir.path().join(ctrl).join("stratus");
+            // A sandbox with a nested cgroup, a dead server's pool, a live one's.
+            fs::create_dir_all(parent.join("sbx-1/nested")).expect("mkdir");
+            fs::create_dir_all(parent.join("pool-999999999-3")).expect("mkdir");
+            fs::create_dir_all(parent.join(&live_pool)).expect("mkdir");
+        }
+        // A leftover that exists in one hierarchy only.
+        fs::create_dir_all(dir.path().join("pids/stratus/sbx-2")).expect("mkdir");
+        let swept = sweep_leftovers(dir.path(), CgroupVersion::V1, "stratus");
+        assert_eq!(
+            swept,
+            Swept {
+                cgroups: 3,
+                processes: 0,
+                failed: 0
+            }
+        );
+        for ctrl in ["memory", "pids"] {
+            let parent = dir.path().join(ctrl).join("stratus");
+            let mut left: Vec<String> = fs::read_dir(&parent)
+                .expect("parent")
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            left.sort();
+            assert_eq!(left, vec![live_pool.clone()], "{ctrl}");
+        }
+        assert!(dir.path().join("memory/other/sbx").is_dir());
     }
 
     #[test]

@@ -15,6 +15,10 @@
 //!
 //! This crate owns the kernel objects of its sandboxes (cgroups, scratch dirs,
 //! uids, processes) and releases every one of them when a sandbox is dropped.
+//! Nothing outlives the server: every jailer has a parent-death signal tied
+//! to the server, and [`ProcessBackend::new`] removes what a crashed server
+//! left under its cgroup parent and state dir (see
+//! `docs/design/crash-cleanup.md`); it touches nothing outside them.
 //! It does not know about functions, invokes or the Runtime API protocol.
 //!
 //! # How a sandbox starts
@@ -203,7 +207,10 @@ fn unavailable(what: impl std::fmt::Display) -> SandboxError {
 }
 
 impl ProcessBackend {
-    /// Checks the host (root, cgroups) and prepares the state dir and parent cgroup.
+    /// Checks the host (root, cgroups) and prepares the state dir and parent
+    /// cgroup, after removing what a previous server process left in them
+    /// (processes, cgroups, scratch dirs, `/tmp` loop devices). The cgroup
+    /// parent and state dir must belong to this backend alone.
     pub fn new(config: ProcessBackendConfig) -> Result<Self, SandboxError> {
         if config.jailer.is_empty() {
             return Err(unavailable("no jailer command configured"));
@@ -239,11 +246,17 @@ impl ProcessBackend {
                 cgroup_root.display()
             )));
         }
-        let swept = cgroup::sweep_stale_pools(&cgroup_root, cgroup_version, &config.cgroup_parent);
-        if swept > 0 {
+        // What a crashed server left: processes and cgroups first (they may
+        // still use the scratch dirs and disks), then scratch dirs, then
+        // loop devices (in `prepare_disks`).
+        let swept = cgroup::sweep_leftovers(&cgroup_root, cgroup_version, &config.cgroup_parent);
+        if swept != cgroup::Swept::default() {
             tracing::info!(
-                swept,
-                "removed pre-warm cgroups of a previous server process"
+                cgroups = swept.cgroups,
+                processes = swept.processes,
+                failed = swept.failed,
+                parent = %config.cgroup_parent,
+                "removed the sandbox cgroups of a previous server process and killed what ran in them"
             );
         }
         std::fs::DirBuilder::new()
@@ -251,6 +264,14 @@ impl ProcessBackend {
             .mode(0o711)
             .create(&config.state_dir)
             .map_err(|e| unavailable(format!("creating {}: {e}", config.state_dir.display())))?;
+        let scratch = sweep_scratch(&config.state_dir);
+        if scratch > 0 {
+            tracing::info!(
+                scratch_dirs = scratch,
+                state_dir = %config.state_dir.display(),
+                "removed the scratch dirs of a previous server process"
+            );
+        }
         let uids = UidAllocator::new(config.uid_base, config.uid_count);
         let (disk_dir, first_disk) = prepare_disks(&config.state_dir);
         Ok(Self {
@@ -333,6 +354,33 @@ impl ProcessBackend {
         }
         Ok(())
     }
+}
+
+/// Removes everything in `state_dir` but the `disks` dir (swept by
+/// `disk::sweep_stale`): scratch dirs of sandboxes of a previous server
+/// process. Called before this backend has made any. Returns how many.
+fn sweep_scratch(state_dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(state_dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        if entry.file_name() == "disks" {
+            continue;
+        }
+        let path = entry.path();
+        let result = match entry.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+            _ => std::fs::remove_file(&path),
+        };
+        match result {
+            Ok(()) => removed += 1,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove a leftover scratch dir");
+            }
+        }
+    }
+    removed
 }
 
 /// Checks that this host can make `/tmp` disks (by making the first one)
@@ -521,11 +569,22 @@ impl Inner {
             .stdout(Stdio::from(out_write))
             .stderr(Stdio::from(out_write2));
         let child_fd: RawFd = ctl_child.as_raw_fd();
-        // SAFETY: the hook runs between fork and exec and only calls dup2 and
-        // fcntl, which are async-signal-safe; it touches no memory but the
-        // copied integer.
+        let server_pid = std::process::id() as libc::pid_t;
+        // SAFETY: the hook runs between fork and exec and only calls prctl,
+        // getppid, dup2 and fcntl, which are async-signal-safe; it touches no
+        // memory but the copied integers.
         unsafe {
             std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                // J dies with the server (and C with J, R with C's pid
+                // namespace), so a crashed server leaves no sandbox running.
+                // The signal is tied to the forking *thread*, hence `launch`.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // The server may have died before the signal was armed.
+                if libc::getppid() != server_pid {
+                    return Err(io::Error::other("the server exited"));
+                }
                 if child_fd == CONTROL_FD {
                     if libc::fcntl(CONTROL_FD, libc::F_SETFD, 0) < 0 {
                         return Err(io::Error::last_os_error());
@@ -536,10 +595,8 @@ impl Inner {
                 Ok(())
             });
         }
-        let mut child = cmd
-            .spawn()
+        let mut child = launch(cmd)
             .map_err(|e| ("jailer", format!("starting {}: {e}", self.config.jailer[0])))?;
-        drop(cmd);
         drop(ctl_child);
         let stdin = child.stdin.take();
         res.pidfd = pidfd_open(child.id());
@@ -892,6 +949,49 @@ async fn watch(
         }
     }
     let _ = status_tx.send(Some(status));
+}
+
+/// A request to the launcher thread: a command and where to send its child.
+type Launch = (
+    std::process::Command,
+    std::sync::mpsc::SyncSender<io::Result<std::process::Child>>,
+);
+
+/// Starts `cmd` from one thread that lives as long as the process.
+///
+/// A parent-death signal fires when the *thread* that forked the child
+/// ends, not the process: a jailer forked by a tokio blocking thread (which
+/// exits when idle) or a test thread would be killed with it. The launcher
+/// thread never returns, so the signal fires only when the server dies.
+fn launch(cmd: std::process::Command) -> io::Result<std::process::Child> {
+    static LAUNCHER: std::sync::OnceLock<Option<std::sync::mpsc::Sender<Launch>>> =
+        std::sync::OnceLock::new();
+    let sender = LAUNCHER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Launch>();
+        std::thread::Builder::new()
+            .name("stratus-jailer-launcher".into())
+            .spawn(move || {
+                // The static sender never drops, so this loop never ends.
+                for (mut cmd, reply) in rx {
+                    let child = cmd.spawn();
+                    // Closes the parent's copies of the child's stdio first.
+                    drop(cmd);
+                    let _ = reply.send(child);
+                }
+            })
+            .ok()
+            .map(|_| tx)
+    });
+    let sender = sender
+        .as_ref()
+        .ok_or_else(|| io::Error::other("the jailer launcher thread could not be started"))?;
+    let (reply_tx, reply_rx) = std::sync::mpsc::sync_channel(1);
+    sender
+        .send((cmd, reply_tx))
+        .map_err(|_| io::Error::other("the jailer launcher thread is gone"))?;
+    reply_rx
+        .recv()
+        .map_err(|_| io::Error::other("the jailer launcher thread is gone"))?
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -41,6 +41,10 @@ impl FileBlobStore {
             path: dir.clone(),
             source,
         })?;
+        let swept = sweep_temps(&dir);
+        if swept > 0 {
+            tracing::info!(swept, dir = %dir.display(), "removed unfinished code uploads of a previous server process");
+        }
         Ok(Self { dir })
     }
 
@@ -58,6 +62,29 @@ impl FileBlobStore {
         let shard = digest.get(..2)?;
         Some(self.dir.join(shard).join(format!("{digest}{EXTENSION}")))
     }
+}
+
+/// Removes the temporary files of puts a crashed process never finished
+/// (`<shard>/.tmp-*`). Only for `open` at start-up: the directory belongs to
+/// one server, which has no put in flight yet.
+fn sweep_temps(dir: &Path) -> usize {
+    let Ok(shards) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for shard in shards.flatten() {
+        let Ok(files) = std::fs::read_dir(shard.path()) else {
+            continue;
+        };
+        for file in files.flatten() {
+            if file.file_name().to_string_lossy().starts_with(".tmp-")
+                && std::fs::remove_file(file.path()).is_ok()
+            {
+                removed += 1;
+            }
+        }
+    }
+    removed
 }
 
 fn is_digest(s: &str) -> bool {
@@ -261,6 +288,11 @@ mod tests {
         std::fs::write(shard.join("notes.txt"), b"?").expect("stray file");
         std::fs::write(dir.path().join("README"), b"?").expect("stray top file");
         std::fs::create_dir(dir.path().join("zz")).expect("stray shard");
+        assert_eq!(store.list().await.expect("list"), vec![digest.clone()]);
+        // The next start removes the unfinished upload, and only that.
+        drop(FileBlobStore::open(dir.path()).expect("reopen"));
+        assert!(!shard.join(".tmp-abandoned").exists());
+        assert!(shard.join("notes.txt").exists());
         assert_eq!(store.list().await.expect("list"), vec![digest]);
     }
 

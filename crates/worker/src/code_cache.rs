@@ -23,7 +23,31 @@ pub struct CodeCache {
 }
 
 impl CodeCache {
+    /// A cache in `dir`, which belongs to this server alone: unpacks a
+    /// crashed server left unfinished (`<digest>.tmp-*`, see
+    /// `stratus_code::extract_zip`) are removed here.
     pub fn new(dir: PathBuf, blobs: Arc<dyn BlobStore>) -> Self {
+        let mut swept = 0;
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if !entry.file_name().to_string_lossy().contains(".tmp-") {
+                continue;
+            }
+            let path = entry.path();
+            let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            match removed {
+                Ok(()) => swept += 1,
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "could not remove an unfinished code unpack")
+                }
+            }
+        }
+        if swept > 0 {
+            tracing::info!(swept, dir = %dir.display(), "removed unfinished code unpacks of a previous server process");
+        }
         CodeCache {
             dir,
             blobs,
