@@ -96,8 +96,19 @@ def test_stratus_cli_walkthrough(cli, lam, tmp_path):
         p = cli("function", "get", name)
         got = _config_of(json.loads(p.stdout))
         assert got["FunctionName"] == name and got["CodeSha256"] == conf["CodeSha256"]
-        p = cli("function", "list")
+        p = cli("function", "list", "--output", "json")
         assert name in _names_in(json.loads(p.stdout))
+        table = cli("function", "list").stdout.splitlines()
+        assert table[0].split() == ["NAME", "RUNTIME", "MEMORY", "TIMEOUT", "STATE", "LAST", "MODIFIED"], table
+        row = next(line.split() for line in table[1:] if line.split()[0] == name)
+        assert row[1:5] == ["python3.12", "256", "10", "Active"], row
+
+        # the function's live sandboxes (the invoke above left one idle)
+        sbx = json.loads(cli("function", "sandboxes", name, "--output", "json").stdout)
+        assert len(sbx["Sandboxes"]) == 1 and sbx["Sandboxes"][0]["State"] == "idle", sbx
+        table = cli("function", "sandboxes", name).stdout.splitlines()
+        assert table[0].split()[:3] == ["SANDBOX", "STATE", "VERSION"], table
+        assert table[1].split()[0] == sbx["Sandboxes"][0]["Id"] and table[1].split()[1] == "idle", table
 
         # update-code from a zip file
         v2 = zip_dir(FUNCTIONS / "python", {"app.py": (FUNCTIONS / "python" / "app.py").read_text().replace(

@@ -61,6 +61,16 @@ pub enum FunctionCommand {
     /// List functions.
     List {
         #[command(flatten)]
+        output: Output,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// List a function's live sandboxes and their state.
+    Sandboxes {
+        name: String,
+        #[command(flatten)]
+        output: Output,
+        #[command(flatten)]
         endpoint: Endpoint,
     },
     /// Delete a function.
@@ -69,6 +79,53 @@ pub enum FunctionCommand {
         #[command(flatten)]
         endpoint: Endpoint,
     },
+}
+
+/// How a listing is printed.
+#[derive(Debug, clap::Args)]
+pub struct Output {
+    /// `table` for people, `json` for scripts.
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    output: String,
+}
+
+impl Output {
+    fn json(&self) -> bool {
+        self.output == "json"
+    }
+}
+
+/// Prints rows under a header, each column as wide as its widest cell.
+fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(c);
+            } else {
+                out.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header.to_vec());
+    for r in rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+}
+
+fn cell(v: &Value, key: &str) -> String {
+    match v.get(key) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => "-".into(),
+        Some(other) => other.to_string(),
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -314,7 +371,7 @@ pub async fn function(cmd: FunctionCommand) -> anyhow::Result<u8> {
                 .await?,
             )?;
         }
-        FunctionCommand::List { endpoint } => {
+        FunctionCommand::List { output, endpoint } => {
             let c = Client::new(&endpoint)?;
             let mut all = Vec::new();
             let mut marker: Option<String> = None;
@@ -332,7 +389,89 @@ pub async fn function(cmd: FunctionCommand) -> anyhow::Result<u8> {
                     None => break,
                 }
             }
-            print_json(&json!({"Functions": all}))?;
+            if output.json() {
+                print_json(&json!({"Functions": all}))?;
+            } else {
+                let rows: Vec<Vec<String>> = all
+                    .iter()
+                    .map(|f| {
+                        [
+                            "FunctionName",
+                            "Runtime",
+                            "MemorySize",
+                            "Timeout",
+                            "State",
+                            "LastModified",
+                        ]
+                        .iter()
+                        .map(|k| cell(f, k))
+                        .collect()
+                    })
+                    .collect();
+                print_table(
+                    &[
+                        "NAME",
+                        "RUNTIME",
+                        "MEMORY",
+                        "TIMEOUT",
+                        "STATE",
+                        "LAST MODIFIED",
+                    ],
+                    &rows,
+                );
+            }
+        }
+        FunctionCommand::Sandboxes {
+            name,
+            output,
+            endpoint,
+        } => {
+            let c = Client::new(&endpoint)?;
+            let v = c
+                .json(
+                    Method::GET,
+                    &format!("/_stratus/functions/{}/sandboxes", seg(&name)),
+                    None,
+                )
+                .await?;
+            if output.json() {
+                print_json(&v)?;
+            } else {
+                let empty = Vec::new();
+                let list = v
+                    .get("Sandboxes")
+                    .and_then(Value::as_array)
+                    .unwrap_or(&empty);
+                let secs = |s: &Value, k: &str| {
+                    s.get(k)
+                        .and_then(Value::as_u64)
+                        .map_or("-".to_owned(), |ms| format!("{:.1}s", ms as f64 / 1000.0))
+                };
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|s| {
+                        vec![
+                            cell(s, "Id"),
+                            cell(s, "State"),
+                            cell(s, "Version"),
+                            cell(s, "MemoryMb"),
+                            secs(s, "IdleMs"),
+                            secs(s, "LeaseLeftMs"),
+                        ]
+                    })
+                    .collect();
+                print_table(
+                    &[
+                        "SANDBOX",
+                        "STATE",
+                        "VERSION",
+                        "MEMORY",
+                        "IDLE",
+                        "LEASE LEFT",
+                    ],
+                    &rows,
+                );
+            }
         }
         FunctionCommand::Delete { name, endpoint } => {
             let c = Client::new(&endpoint)?;

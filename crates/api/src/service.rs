@@ -235,6 +235,28 @@ pub trait Invoker: Send + Sync + std::fmt::Debug {
 
     /// How many sandboxes are starting, idle and busy now (for metrics).
     async fn sandbox_counts(&self) -> SandboxCounts;
+
+    /// The live sandboxes of `account`/`name` (for `stratus function
+    /// sandboxes`), busy ones first, then by id.
+    fn sandboxes_of(&self, account: &AccountId, name: &str) -> Vec<SandboxInfo>;
+}
+
+/// One live sandbox of a function, as an operator sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SandboxInfo {
+    pub id: String,
+    /// The function version it runs (`$LATEST`).
+    pub version: String,
+    /// The function revision it runs (a new one replaces its sandboxes).
+    pub revision_id: String,
+    /// `busy` (running an invoke) or `idle`.
+    pub state: &'static str,
+    pub memory_mb: u64,
+    /// Milliseconds since its last invoke ended (idle sandboxes).
+    pub idle_ms: Option<u64>,
+    /// Milliseconds until its lease runs out (`None`: no expiry).
+    pub lease_left_ms: Option<u64>,
 }
 
 /// A sandbox ready to take invocations, one at a time.

@@ -35,7 +35,7 @@ use async_trait::async_trait;
 use stratus_api::LambdaError;
 use stratus_api::service::{
     Counting, FunctionVersionSpec, InvokeRequest, InvokeResponse, Invoker, SandboxCounts,
-    VersionKey, WarmSandbox, Worker,
+    SandboxInfo, VersionKey, WarmSandbox, Worker,
 };
 use stratus_placement::{Decision, IdleSandbox, WorkerSlot, decide};
 use stratus_types::AccountId;
@@ -510,6 +510,30 @@ impl Invoker for LocalAssignment {
         for e in doomed {
             e.sandbox.shutdown();
         }
+    }
+
+    fn sandboxes_of(&self, account: &AccountId, name: &str) -> Vec<SandboxInfo> {
+        let now = Instant::now();
+        let t = self.lock();
+        let mut out: Vec<SandboxInfo> = t
+            .sandboxes
+            .iter()
+            .filter(|(_, e)| e.key.account == *account && e.key.name == name)
+            .map(|(id, e)| SandboxInfo {
+                id: id.clone(),
+                version: e.key.version.clone(),
+                revision_id: e.key.revision_id.clone(),
+                state: if e.busy { "busy" } else { "idle" },
+                memory_mb: e.memory_mb,
+                idle_ms: (!e.busy)
+                    .then(|| now.saturating_duration_since(e.idle_since).as_millis() as u64),
+                lease_left_ms: e
+                    .expires_at
+                    .map(|x| x.saturating_duration_since(now).as_millis() as u64),
+            })
+            .collect();
+        out.sort_by(|a, b| (a.state != "busy", &a.id).cmp(&(b.state != "busy", &b.id)));
+        out
     }
 
     async fn sandbox_counts(&self) -> SandboxCounts {

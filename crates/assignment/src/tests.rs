@@ -151,6 +151,15 @@ async fn sequential_invokes_reuse_one_warm_sandbox() {
     assert_eq!(run(&a, &s).await.expect("ok"), "sb0");
     assert_eq!(w.created.load(Ordering::SeqCst), 1);
     assert_eq!(a.stats().idle, 1);
+    let listed = a.sandboxes_of(&s.account, "f");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].id.as_str(), listed[0].state, listed[0].memory_mb),
+        ("sb0", "idle", 128)
+    );
+    assert_eq!(listed[0].revision_id, "r1");
+    assert!(listed[0].idle_ms.is_some() && listed[0].lease_left_ms.is_some());
+    assert!(a.sandboxes_of(&s.account, "other").is_empty());
 }
 
 #[tokio::test(start_paused = true)]

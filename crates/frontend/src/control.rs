@@ -400,6 +400,20 @@ pub async fn list_functions(
     .into_response())
 }
 
+/// `GET /_stratus/functions/{name}/sandboxes`: the function's live
+/// sandboxes (Stratus's own; Lambda does not show them).
+pub async fn list_sandboxes(
+    State(fe): State<Arc<Frontend>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    let c = caller(&headers);
+    let found = resolve(&fe, &c, &name, None)?;
+    let r = &found.record;
+    let list = fe.deps.invoker.sandboxes_of(&r.account, &r.name);
+    Ok(axum::Json(serde_json::json!({"FunctionName": r.name, "Sandboxes": list})).into_response())
+}
+
 pub async fn delete_function(
     State(fe): State<Arc<Frontend>>,
     headers: HeaderMap,

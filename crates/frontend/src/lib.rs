@@ -173,6 +173,10 @@ pub fn router(fe: Arc<Frontend>) -> Router {
         )
         .route("/_stratus/code/{account}/{digest}", get(presign::download))
         .route("/_stratus/logs/{name}", get(logs::read))
+        .route(
+            "/_stratus/functions/{name}/sandboxes",
+            get(control::list_sandboxes),
+        )
         .merge(open_routes())
         .fallback(error::unknown_operation)
         .layer(DefaultBodyLimit::max(CONTROL_BODY_LIMIT))

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use stratus_api::LambdaError;
 use stratus_api::service::{
     ConcurrencyPermit, FunctionError, FunctionInFlight, FunctionVersionSpec, InvokeRequest,
-    InvokeResponse, Logs, SandboxCounts, WarmSandbox,
+    InvokeResponse, Logs, SandboxCounts, SandboxInfo, WarmSandbox,
 };
 use stratus_types::AccountId;
 use tower::ServiceExt;
@@ -72,6 +72,17 @@ impl Invoker for FakeInvoker {
     }
     async fn sandbox_counts(&self) -> SandboxCounts {
         FAKE_SANDBOXES
+    }
+    fn sandboxes_of(&self, _account: &AccountId, name: &str) -> Vec<SandboxInfo> {
+        vec![SandboxInfo {
+            id: format!("sbx-of-{name}"),
+            version: "$LATEST".into(),
+            revision_id: "r1".into(),
+            state: "idle",
+            memory_mb: 128,
+            idle_ms: Some(5),
+            lease_left_ms: Some(1000),
+        }]
     }
 }
 
@@ -487,6 +498,35 @@ async fn presigned_code_urls_download_and_refuse_tampering() {
     assert_ne!(upper, path, "the signature has hex letters");
     let (s, _, _) = call(&h.app, "GET", &upper, &[], Body::empty()).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn a_functions_live_sandboxes_are_listed() {
+    let h = harness().await;
+    create(&h.app, "sb").await;
+    let (s, _, b) = call(
+        &h.app,
+        "GET",
+        "/_stratus/functions/sb/sandboxes",
+        &[],
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let v = json_of(&b);
+    assert_eq!(v["Sandboxes"][0]["Id"], "sbx-of-sb");
+    assert_eq!(v["Sandboxes"][0]["State"], "idle");
+    assert_eq!(v["Sandboxes"][0]["MemoryMb"], 128);
+    let (s, hd, _) = call(
+        &h.app,
+        "GET",
+        "/_stratus/functions/nope/sandboxes",
+        &[],
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(hd["x-amzn-errortype"], "ResourceNotFoundException");
 }
 
 #[tokio::test]
