@@ -175,6 +175,27 @@ def test_stratus_cli_endpoint_flag(server, fns, py_zip):
     assert json.loads(proc.stdout) == {"e": 1}
 
 
+def test_stratus_cli_finds_the_server_like_the_aws_cli(server, fns, py_zip, tmp_path):
+    """No --endpoint, no STRATUS_ENDPOINT: the AWS CLI's AWS_ENDPOINT_URL, or
+    the profile's endpoint_url in the AWS config file."""
+    name = fns.create(py_zip, handler="app.echo")
+    config = tmp_path / "aws-config"
+    config.write_text(f"[default]\nregion = us-east-1\n\n[profile stratus]\nendpoint_url = {server.endpoint}\n")
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("STRATUS_ENDPOINT", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_LAMBDA", "AWS_PROFILE")}
+    for extra in ({"AWS_CONFIG_FILE": str(config), "AWS_PROFILE": "stratus"},
+                  {"AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_ENDPOINT_URL": server.endpoint}):
+        proc = subprocess.run([str(stratus_bin()), "invoke", name, "--payload", '{"e": 2}'],
+                              capture_output=True, text=True, env={**base, **extra}, timeout=60)
+        assert proc.returncode == 0, (extra, proc.stderr)
+        assert json.loads(proc.stdout) == {"e": 2}
+    # Nothing configured: the default endpoint, which is not this test server.
+    proc = subprocess.run([str(stratus_bin()), "invoke", name, "--payload", "{}"], capture_output=True, text=True,
+                          env={**base, "AWS_CONFIG_FILE": str(tmp_path / "none")}, timeout=60)
+    if server.port != 9000:
+        assert proc.returncode != 0, proc.stdout
+
+
 # ---------------------------------------------------------------- AWS CLI
 
 

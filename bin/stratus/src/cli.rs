@@ -13,14 +13,62 @@ use serde_json::{Value, json};
 /// Where the server is.
 #[derive(Debug, clap::Args)]
 pub struct Endpoint {
-    /// URL of the Stratus server.
-    #[arg(
-        long,
-        global = true,
-        env = "STRATUS_ENDPOINT",
-        default_value = "http://127.0.0.1:9000"
-    )]
-    endpoint: String,
+    /// URL of the Stratus server [default: $STRATUS_ENDPOINT, else the AWS
+    /// CLI's $AWS_ENDPOINT_URL_LAMBDA / $AWS_ENDPOINT_URL, else `endpoint_url`
+    /// of the $AWS_PROFILE (or default) profile in ~/.aws/config, else
+    /// http://127.0.0.1:9000].
+    #[arg(long, global = true)]
+    endpoint: Option<String>,
+}
+
+/// Where the server is when `--endpoint` is not given: looked for the way the
+/// AWS CLI looks for a service endpoint.
+fn default_endpoint(env: &dyn Fn(&str) -> Option<String>) -> String {
+    for var in [
+        "STRATUS_ENDPOINT",
+        "AWS_ENDPOINT_URL_LAMBDA",
+        "AWS_ENDPOINT_URL",
+    ] {
+        if let Some(v) = env(var).filter(|v| !v.is_empty()) {
+            return v;
+        }
+    }
+    let config = env("AWS_CONFIG_FILE")
+        .map(PathBuf::from)
+        .or_else(|| env("HOME").map(|h| Path::new(&h).join(".aws/config")));
+    let profile = env("AWS_PROFILE").unwrap_or_else(|| "default".to_owned());
+    config
+        .and_then(|path| std::fs::read_to_string(path).ok())
+        .and_then(|text| profile_endpoint(&text, &profile))
+        .unwrap_or_else(|| "http://127.0.0.1:9000".to_owned())
+}
+
+/// `endpoint_url` of `profile` in an AWS config file (`[default]` or
+/// `[profile NAME]` sections, `key = value` lines, `#`/`;` comments).
+fn profile_endpoint(text: &str, profile: &str) -> Option<String> {
+    let wanted = if profile == "default" {
+        "default".to_owned()
+    } else {
+        format!("profile {profile}")
+    };
+    let mut inside = false;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(section) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            inside = section.trim() == wanted;
+            continue;
+        }
+        if inside
+            && let Some((k, v)) = line.split_once('=')
+            && k.trim() == "endpoint_url"
+        {
+            return Some(v.trim().to_owned()).filter(|v| !v.is_empty());
+        }
+    }
+    None
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -197,7 +245,12 @@ impl Client {
     fn new(e: &Endpoint) -> anyhow::Result<Self> {
         Ok(Client {
             http: reqwest::Client::builder().tcp_nodelay(true).build()?,
-            base: e.endpoint.trim_end_matches('/').to_owned(),
+            base: e
+                .endpoint
+                .clone()
+                .unwrap_or_else(|| default_endpoint(&|k| std::env::var(k).ok()))
+                .trim_end_matches('/')
+                .to_owned(),
         })
     }
 
@@ -590,6 +643,42 @@ pub async fn invoke(a: InvokeArgs) -> anyhow::Result<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_endpoint_is_found_like_the_aws_cli_finds_one() {
+        let dir = tempfile::tempdir().expect("dir");
+        let cfg = dir.path().join("config");
+        std::fs::write(
+            &cfg,
+            "# comment\n[default]\nregion = us-east-1\nendpoint_url = http://127.0.0.1:9100\n\n[profile dev]\nendpoint_url=http://10.0.0.5:9000\n",
+        )
+        .expect("write");
+        let cfg_s = cfg.display().to_string();
+        let env = |pairs: Vec<(&'static str, String)>| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
+        };
+        let e = env(vec![("AWS_CONFIG_FILE", cfg_s.clone())]);
+        assert_eq!(default_endpoint(&e), "http://127.0.0.1:9100");
+        let e = env(vec![
+            ("AWS_CONFIG_FILE", cfg_s.clone()),
+            ("AWS_PROFILE", "dev".into()),
+        ]);
+        assert_eq!(default_endpoint(&e), "http://10.0.0.5:9000");
+        let e = env(vec![
+            ("AWS_CONFIG_FILE", cfg_s.clone()),
+            ("AWS_ENDPOINT_URL", "http://a:1".into()),
+        ]);
+        assert_eq!(default_endpoint(&e), "http://a:1");
+        let e = env(vec![
+            ("AWS_ENDPOINT_URL", "http://a:1".into()),
+            ("AWS_ENDPOINT_URL_LAMBDA", "http://b:2".into()),
+            ("STRATUS_ENDPOINT", "http://c:3".into()),
+        ]);
+        assert_eq!(default_endpoint(&e), "http://c:3");
+        let e = env(vec![("AWS_CONFIG_FILE", "/nonexistent".into())]);
+        assert_eq!(default_endpoint(&e), "http://127.0.0.1:9000");
+        assert_eq!(profile_endpoint("[profile x]\nendpoint_url=\n", "x"), None);
+    }
 
     #[test]
     fn verbose_times_are_utc() {
