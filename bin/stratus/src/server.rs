@@ -225,11 +225,12 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     tracing::info!(functions = frontend.function_count(), data_dir = %data.display(), worker_memory_mb = capacity, "state loaded");
     // Before the API listens (no upload in flight) and before any sandbox
     // mounts code: drop code no function uses any more.
+    let in_use = frontend.code_digests();
     let blobs_removed = frontend
-        .remove_unused_code()
+        .remove_unused_code(&in_use)
         .await
         .context("removing unused code archives")?;
-    let unpacked_removed = local_worker.remove_unused_code(&frontend.code_digests());
+    let unpacked_removed = local_worker.remove_unused_code(&in_use);
     if blobs_removed + unpacked_removed > 0 {
         tracing::info!(
             archives = blobs_removed,

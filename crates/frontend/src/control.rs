@@ -411,7 +411,7 @@ pub async fn list_sandboxes(
     let found = resolve(&fe, &c, &name, None)?;
     let r = &found.record;
     let list = fe.deps.invoker.sandboxes_of(&r.account, &r.name);
-    Ok(axum::Json(serde_json::json!({"FunctionName": r.name, "Sandboxes": list})).into_response())
+    Ok(Json(serde_json::json!({"FunctionName": r.name, "Sandboxes": list})).into_response())
 }
 
 pub async fn delete_function(

@@ -111,12 +111,15 @@ impl Frontend {
             .collect()
     }
 
-    /// Deletes stored code archives no function uses (left by deleted
-    /// functions and replaced code). Only safe while no create or update is
-    /// in flight, i.e. at start-up before the API listens: an upload is
-    /// stored before the record that refers to it. Returns how many.
-    pub async fn remove_unused_code(&self) -> Result<usize, stratus_store::BlobError> {
-        let keep = self.code_digests();
+    /// Deletes stored code archives whose digest is not in `keep` (what
+    /// [`Frontend::code_digests`] returns): those of deleted functions and
+    /// replaced code. Only safe while no create or update is in flight, i.e.
+    /// at start-up before the API listens: an upload is stored before the
+    /// record that refers to it. Returns how many.
+    pub async fn remove_unused_code(
+        &self,
+        keep: &std::collections::BTreeSet<String>,
+    ) -> Result<usize, stratus_store::BlobError> {
         let mut removed = 0;
         for digest in self.deps.blobs.list().await? {
             if !keep.contains(&digest) {

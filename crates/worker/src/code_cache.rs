@@ -1,7 +1,7 @@
 //! Code cache: each code digest unpacked once, then shared read-only.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use stratus_api::LambdaError;
@@ -27,24 +27,9 @@ impl CodeCache {
     /// crashed server left unfinished (`<digest>.tmp-*`, see
     /// `stratus_code::extract_zip`) are removed here.
     pub fn new(dir: PathBuf, blobs: Arc<dyn BlobStore>) -> Self {
-        let mut swept = 0;
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            if !entry.file_name().to_string_lossy().contains(".tmp-") {
-                continue;
-            }
-            let path = entry.path();
-            let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                std::fs::remove_dir_all(&path)
-            } else {
-                std::fs::remove_file(&path)
-            };
-            match removed {
-                Ok(()) => swept += 1,
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "could not remove an unfinished code unpack")
-                }
-            }
-        }
+        let swept = remove_entries(&dir, "an unfinished code unpack", |name| {
+            name.contains(".tmp-")
+        });
         if swept > 0 {
             tracing::info!(swept, dir = %dir.display(), "removed unfinished code unpacks of a previous server process");
         }
@@ -53,6 +38,14 @@ impl CodeCache {
             blobs,
             cells: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Removes unpacked code whose digest is not in `keep`, staged zips and
+    /// half-unpacked leftovers (`<digest>.tmp-*`). Call it before any
+    /// sandbox starts: a sandbox mounts its code directory. Returns how many
+    /// entries were removed.
+    pub fn remove_unused(&self, keep: &BTreeSet<String>) -> usize {
+        remove_entries(&self.dir, "unused code", |name| !keep.contains(name))
     }
 
     /// Returns the directory holding the unpacked code of `digest`.
@@ -104,4 +97,26 @@ impl CodeCache {
             .await?;
         Ok(path.clone())
     }
+}
+
+/// Removes the entries of `dir` (files or whole directories) whose name
+/// `doomed` picks; returns how many went.
+fn remove_entries(dir: &Path, what: &str, doomed: impl Fn(&str) -> bool) -> usize {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if !doomed(&entry.file_name().to_string_lossy()) {
+            continue;
+        }
+        let path = entry.path();
+        let result = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        match result {
+            Ok(()) => removed += 1,
+            Err(e) => tracing::warn!(path = %path.display(), error = %e, "could not remove {what}"),
+        }
+    }
+    removed
 }

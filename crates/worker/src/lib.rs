@@ -89,35 +89,11 @@ impl LocalWorker {
         })
     }
 
-    /// Removes unpacked code whose digest is not in `keep`, staged zips and
-    /// half-unpacked leftovers (`<digest>.tmp-*`) of a crashed run. Call it
-    /// before any sandbox starts: a sandbox mounts its code directory.
-    /// Returns how many entries were removed.
+    /// Removes unpacked code whose digest is not in `keep`, and staged or
+    /// half-unpacked leftovers. Call it before any sandbox starts: a sandbox
+    /// mounts its code directory. Returns how many entries were removed.
     pub fn remove_unused_code(&self, keep: &std::collections::BTreeSet<String>) -> usize {
-        let dir = self.cfg.dir.join("code");
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return 0;
-        };
-        let mut removed = 0;
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if keep.contains(&name) {
-                continue;
-            }
-            let path = entry.path();
-            let result = if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                std::fs::remove_dir_all(&path)
-            } else {
-                std::fs::remove_file(&path)
-            };
-            match result {
-                Ok(()) => removed += 1,
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "could not remove unused code")
-                }
-            }
-        }
-        removed
+        self.code.remove_unused(keep)
     }
 }
 
