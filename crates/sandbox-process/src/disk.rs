@@ -186,6 +186,23 @@ pub fn sweep_stale(dir: &Path) -> usize {
 mod tests {
     use super::*;
 
+    /// The backing file of the loop device whose sysfs file is `sys`, once it
+    /// is no longer an image in `dir` (or after 2 s). If something (a probe)
+    /// still had the device open at LOOP_CLR_FD, the kernel detaches it at
+    /// that last close instead: allow a moment.
+    fn backing_once_detached(sys: &Path, dir: &Path) -> String {
+        let dir = dir.display().to_string();
+        let mut now = std::fs::read_to_string(sys).unwrap_or_default();
+        for _ in 0..100 {
+            if !now.contains(&dir) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            now = std::fs::read_to_string(sys).unwrap_or_default();
+        }
+        now
+    }
+
     #[test]
     fn a_disk_is_attached_formatted_and_detached_without_leftovers() {
         if !nix::unistd::Uid::effective().is_root() || !Path::new("/dev/loop-control").exists() {
@@ -209,19 +226,13 @@ mod tests {
         assert_eq!(String::from_utf8_lossy(&blkid.stdout).trim(), "ext4");
         drop(disk);
         // Detached: the device is free, or already reused by someone else
-        // (tests run in parallel), but no longer backed by our image. If
-        // something (udev probing a new device) still had it open, the
-        // kernel detaches it on that last close instead: allow a moment.
-        let ours = |t: &str| t.contains(&dir.path().display().to_string());
-        let mut now = std::fs::read_to_string(&sys).unwrap_or_default();
-        for _ in 0..100 {
-            if !ours(&now) {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            now = std::fs::read_to_string(&sys).unwrap_or_default();
-        }
-        assert!(!ours(&now), "{} is still attached: {now}", device.display());
+        // (tests run in parallel), but no longer backed by our image.
+        let now = backing_once_detached(&sys, dir.path());
+        assert!(
+            !now.contains(&dir.path().display().to_string()),
+            "{} is still attached: {now}",
+            device.display()
+        );
     }
 
     #[test]
@@ -239,17 +250,8 @@ mod tests {
                 .join("loop/backing_file")
         };
         assert_eq!(sweep_stale(ours.path()), 1);
-        // The kernel may carry the detach out a moment later, at the last
-        // close of a device something (a probe) still had open.
         let ours_path = ours.path().display().to_string();
-        let mut now = std::fs::read_to_string(sys(&stale)).unwrap_or_default();
-        for _ in 0..100 {
-            if !now.contains(&ours_path) {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            now = std::fs::read_to_string(sys(&stale)).unwrap_or_default();
-        }
+        let now = backing_once_detached(&sys(&stale), ours.path());
         assert!(!now.contains(&ours_path), "{now}");
         let kept_backing = std::fs::read_to_string(sys(&kept)).unwrap_or_default();
         assert!(
