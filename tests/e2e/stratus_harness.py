@@ -255,6 +255,17 @@ _LOG_DIR.mkdir(parents=True, exist_ok=True)
 _SERVERS: list[Server] = []
 
 
+def arg_of(server: Server, flag: str) -> str:
+    """The value the harness passed the server for `flag` (e.g. --cgroup-parent)."""
+    return server.extra_args[server.extra_args.index(flag) + 1]
+
+
+def cgroup_parents_of(server: Server) -> list[str]:
+    """The server's cgroup parent directories that exist, in every hierarchy."""
+    parent = arg_of(server, "--cgroup-parent")
+    return sorted(str(p) for p in Path("/sys/fs/cgroup").glob(f"*/{parent}"))
+
+
 def _mounts_under(path: Path) -> list[str]:
     prefix = str(path.resolve()) + "/"
     try:

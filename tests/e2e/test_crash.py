@@ -14,6 +14,7 @@ from pathlib import Path
 from stratus_harness import (
     ROLE,
     Server,
+    arg_of,
     host_pids_of,
     new_server,
     remove_data_dir,
@@ -22,10 +23,6 @@ from stratus_harness import (
 )
 
 INVOKES = 20
-
-
-def _arg(server: Server, flag: str) -> str:
-    return server.extra_args[server.extra_args.index(flag) + 1]
 
 
 def _pids_in_uid_range(base: int, count: int = 10_000) -> list[int]:
@@ -85,8 +82,8 @@ def test_kill_9_during_invokes_leaves_no_orphan(py_zip):
     first = new_server("crash")
     first.start()
     data_dir = first.data_dir
-    parent = _arg(first, "--cgroup-parent")
-    uid_base = int(_arg(first, "--uid-base"))
+    parent = arg_of(first, "--cgroup-parent")
+    uid_base = int(arg_of(first, "--uid-base"))
     lam = first.client(read_timeout=120, max_pool_connections=INVOKES + 5)
     name = unique_name("crash")
     lam.create_function(FunctionName=name, Runtime="python3.12", Role=ROLE, Handler="app.dispatch",

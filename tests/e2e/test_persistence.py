@@ -6,7 +6,7 @@ import json
 import urllib.request
 from pathlib import Path
 
-from stratus_harness import _mounts_under, new_server, remove_data_dir, wait_no_pids
+from stratus_harness import _mounts_under, cgroup_parents_of, new_server, remove_data_dir, wait_no_pids
 from stratus_harness import ROLE, unique_name, wait_active, wait_updated
 
 
@@ -33,8 +33,7 @@ def test_restart_keeps_functions(py_zip):
     assert rc == 0, f"server exit code after SIGTERM: {rc}"
     assert not wait_no_pids(name, 5), "sandbox processes outlived the server"
     assert not _mounts_under(data_dir), f"mounts left under the data dir: {_mounts_under(data_dir)[:5]}"
-    parent = first.extra_args[first.extra_args.index("--cgroup-parent") + 1]
-    left = sorted(str(p) for p in Path("/sys/fs/cgroup").glob(f"*/{parent}"))
+    left = cgroup_parents_of(first)
     assert not left, f"cgroups left after SIGTERM: {left}"
 
     second = new_server("persist-restarted", data_dir=data_dir)

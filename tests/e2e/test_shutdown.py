@@ -10,14 +10,8 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-from stratus_harness import ROLE, _mounts_under, new_server, remove_data_dir, unique_name, wait_active, wait_no_pids
-
-
-def _cgroups_of(srv) -> list[str]:
-    parent = srv.extra_args[srv.extra_args.index("--cgroup-parent") + 1]
-    return sorted(str(p) for p in Path("/sys/fs/cgroup").glob(f"*/{parent}"))
+from stratus_harness import ROLE, _mounts_under, cgroup_parents_of, new_server, remove_data_dir, unique_name, wait_active, wait_no_pids
 
 
 def _sleeper(lam, py_zip, timeout=30):
@@ -60,7 +54,7 @@ def test_sigterm_lets_invokes_in_flight_finish(py_zip):
             assert out["event"]["i"] == i, out
         assert srv.proc.wait(timeout=30) == 0
         assert not wait_no_pids(name, 5), "sandbox processes outlived the server"
-        assert not _cgroups_of(srv), _cgroups_of(srv)
+        assert not cgroup_parents_of(srv), cgroup_parents_of(srv)
         assert not _mounts_under(srv.data_dir)
     finally:
         srv.stop()
@@ -92,7 +86,7 @@ def test_a_request_longer_than_the_grace_period_is_stopped(py_zip):
         if outcome[0] == "Unhandled":
             assert outcome[1] == "Runtime.ExitError", outcome
         assert not wait_no_pids(name, 5), "sandbox processes outlived the server"
-        assert not _cgroups_of(srv), _cgroups_of(srv)
+        assert not cgroup_parents_of(srv), cgroup_parents_of(srv)
     finally:
         srv.stop()
         remove_data_dir(srv.data_dir)
