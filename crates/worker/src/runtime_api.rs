@@ -369,16 +369,7 @@ mod tests {
     #[tokio::test]
     async fn next_then_response_delivers_the_result() {
         let (st, tx) = state();
-        let (dtx, drx) = oneshot::channel();
-        let (rtx, rrx) = oneshot::channel();
-        tx.send(Dispatch {
-            req: req("id-1"),
-            timeout_ms: 3000,
-            dispatched: dtx,
-            reply: rtx,
-        })
-        .await
-        .expect("send");
+        let (drx, rrx) = queue(&tx, "id-1", 3000).await;
         let resp = call(&st, "GET", "/2018-06-01/runtime/invocation/next", b"").await;
         assert_eq!(resp.status(), StatusCode::OK);
         assert_eq!(resp.headers()["lambda-runtime-aws-request-id"], "id-1");
@@ -436,22 +427,36 @@ mod tests {
         assert_eq!(error_type(resp).await, kind);
     }
 
+    /// Queues one invocation for the runtime's `next`; returns the channels
+    /// telling when it was dispatched and what the runtime answered.
+    async fn queue(
+        tx: &mpsc::Sender<Dispatch>,
+        id: &str,
+        timeout_ms: u64,
+    ) -> (
+        oneshot::Receiver<(Instant, u64)>,
+        oneshot::Receiver<RuntimeReply>,
+    ) {
+        let (dtx, drx) = oneshot::channel();
+        let (rtx, rrx) = oneshot::channel();
+        tx.send(Dispatch {
+            req: req(id),
+            timeout_ms,
+            dispatched: dtx,
+            reply: rtx,
+        })
+        .await
+        .expect("send");
+        (drx, rrx)
+    }
+
     /// Hands the runtime one invocation through `next`; returns its reply channel.
     async fn open(
         st: &Arc<RuntimeApiState>,
         tx: &mpsc::Sender<Dispatch>,
         id: &str,
     ) -> oneshot::Receiver<RuntimeReply> {
-        let (dtx, _drx) = oneshot::channel();
-        let (rtx, rrx) = oneshot::channel();
-        tx.send(Dispatch {
-            req: req(id),
-            timeout_ms: 3000,
-            dispatched: dtx,
-            reply: rtx,
-        })
-        .await
-        .expect("send");
+        let (_drx, rrx) = queue(tx, id, 3000).await;
         let resp = call(st, "GET", "/2018-06-01/runtime/invocation/next", b"").await;
         assert_eq!(resp.status(), StatusCode::OK);
         rrx
@@ -520,16 +525,7 @@ mod tests {
     #[tokio::test]
     async fn reset_forgets_the_timed_out_invocation() {
         let (st, tx) = state();
-        let (dtx, drx) = oneshot::channel();
-        let (rtx, rrx) = oneshot::channel();
-        tx.send(Dispatch {
-            req: req("id-1"),
-            timeout_ms: 1000,
-            dispatched: dtx,
-            reply: rtx,
-        })
-        .await
-        .expect("send");
+        let (drx, rrx) = queue(&tx, "id-1", 1000).await;
         let resp = call(&st, "GET", "/2018-06-01/runtime/invocation/next", b"").await;
         assert_eq!(resp.status(), StatusCode::OK);
         drx.await.expect("dispatched");
@@ -551,16 +547,7 @@ mod tests {
 
         // The new runtime's first `next` is not refused as out of order and
         // marks the end of its init.
-        let (dtx, _drx) = oneshot::channel();
-        let (rtx, _rrx) = oneshot::channel();
-        tx.send(Dispatch {
-            req: req("id-2"),
-            timeout_ms: 1000,
-            dispatched: dtx,
-            reply: rtx,
-        })
-        .await
-        .expect("send");
+        let (_drx, _rrx) = queue(&tx, "id-2", 1000).await;
         let resp = call(&st, "GET", "/2018-06-01/runtime/invocation/next", b"").await;
         assert_eq!(resp.status(), StatusCode::OK);
         assert_eq!(resp.headers()["lambda-runtime-aws-request-id"], "id-2");
