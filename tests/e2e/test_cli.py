@@ -59,7 +59,7 @@ def test_stratus_cli_walkthrough(cli, lam, tmp_path):
         # create from a directory
         p = cli("function", "create", name, "--runtime", "python3.12", "--handler", "app.handler",
                 "--code", str(code_dir), "--memory", "256", "--timeout", "10", "--env", "GREETING=hi",
-                "--env", "OTHER=x=y", "--description", "from the cli")
+                "--env", "OTHER=x=y", "--description", "from the cli", "--output", "json")
         created = _config_of(json.loads(p.stdout))
         assert created["FunctionName"] == name
         assert created["FunctionArn"] == arn(name)
@@ -93,9 +93,17 @@ def test_stratus_cli_walkthrough(cli, lam, tmp_path):
         assert f"REPORT RequestId: {rid}" in p.stderr, p.stderr
 
         # get and list
-        p = cli("function", "get", name)
+        p = cli("function", "get", name, "--output", "json")
         got = _config_of(json.loads(p.stdout))
         assert got["FunctionName"] == name and got["CodeSha256"] == conf["CodeSha256"]
+        # For people: a FIELD/VALUE table (environment variable names only).
+        lines = cli("function", "get", name).stdout.splitlines()
+        assert lines[0].split() == ["FIELD", "VALUE"], lines
+        assert any(line.split() == ["Name", name] for line in lines), lines
+        assert any(line.split() == ["Runtime", "python3.12"] for line in lines), lines
+        assert any(line.split() == ["State", "Active"] for line in lines), lines
+        assert any(line.split() == ["Environment", "GREETING,", "OTHER"] for line in lines), lines
+        assert not any("x=y" in line for line in lines), lines
         p = cli("function", "list", "--output", "json")
         assert name in _names_in(json.loads(p.stdout))
         table = cli("function", "list").stdout.splitlines()
@@ -115,7 +123,7 @@ def test_stratus_cli_walkthrough(cli, lam, tmp_path):
             'VERSION = "v1"', 'VERSION = "v2"')})
         zpath = tmp_path / "v2.zip"
         zpath.write_bytes(v2)
-        p = cli("function", "update-code", name, "--code", str(zpath))
+        p = cli("function", "update-code", name, "--code", str(zpath), "--output", "json")
         updated = _config_of(json.loads(p.stdout))
         assert updated["CodeSha256"] == base64.b64encode(hashlib.sha256(v2).digest()).decode()
         lam.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
@@ -123,7 +131,8 @@ def test_stratus_cli_walkthrough(cli, lam, tmp_path):
         assert out["version"] == "v2" and out["count"] == 1 and out["event"] == {}
 
         # update-config
-        p = cli("function", "update-config", name, "--memory", "384", "--timeout", "20", "--env", "GREETING=bye")
+        p = cli("function", "update-config", name, "--memory", "384", "--timeout", "20", "--env", "GREETING=bye",
+                "--output", "json")
         upd = _config_of(json.loads(p.stdout))
         assert upd["MemorySize"] == 384 and upd["Timeout"] == 20
         lam.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
@@ -194,6 +203,62 @@ def test_stratus_cli_finds_the_server_like_the_aws_cli(server, fns, py_zip, tmp_
                           env={**base, "AWS_CONFIG_FILE": str(tmp_path / "none")}, timeout=60)
     if server.port != 9000:
         assert proc.returncode != 0, proc.stdout
+
+
+def test_stratus_cli_signs_like_botocore(tmp_path):
+    """The CLI signs with SigV4 using the credentials and region of an AWS
+    profile, and botocore computes the same signature for what arrived (a POST
+    with a body, to a path holding an ARN). No server needed: a capture server
+    records the request."""
+    import http.server
+    import threading
+
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    seen = []
+
+    class Capture(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("content-length") or 0))
+            seen.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+            self.send_response(200)
+            self.send_header("content-length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Capture)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        endpoint = f"http://127.0.0.1:{srv.server_address[1]}"
+        (tmp_path / "credentials").write_text(
+            "[default]\naws_access_key_id = AKWRONG\naws_secret_access_key = wrong\n"
+            "[signer]\naws_access_key_id = AKSIGNER\naws_secret_access_key = s3cr3t/key+x\n")
+        (tmp_path / "config").write_text("[profile signer]\nregion = eu-central-1\n")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "STRATUS_"))}
+        env.update(AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "credentials"), AWS_CONFIG_FILE=str(tmp_path / "config"))
+        target = "arn:aws:lambda:eu-central-1:000000000000:function:f"
+        proc = subprocess.run([str(stratus_bin()), "invoke", target, "--payload", '{"k": "v w"}', "--profile", "signer",
+                               "--endpoint", endpoint], capture_output=True, text=True, env=env, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+    finally:
+        srv.shutdown()
+    method, path, headers, body = seen[0]
+    assert body == b'{"k": "v w"}'
+    auth = headers["authorization"]
+    assert auth.startswith("AWS4-HMAC-SHA256 Credential=AKSIGNER/"), auth
+    assert "/eu-central-1/lambda/aws4_request" in auth, auth
+    signed = auth.split("SignedHeaders=")[1].split(",")[0].split(";")
+    req = AWSRequest(method=method, url=endpoint + path, data=body,
+                     headers={h: headers[h] for h in signed})
+    req.context["timestamp"] = headers["x-amz-date"]
+    signer = SigV4Auth(Credentials("AKSIGNER", "s3cr3t/key+x"), "lambda", "eu-central-1")
+    expected = signer.signature(signer.string_to_sign(req, signer.canonical_request(req)), req)
+    assert auth.endswith(f"Signature={expected}"), (auth, expected)
 
 
 # ---------------------------------------------------------------- AWS CLI

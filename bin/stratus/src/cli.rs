@@ -6,69 +6,23 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 
 mod deploy;
+mod profile;
 use base64::Engine;
 pub use deploy::{DeployArgs, deploy};
 use serde_json::{Value, json};
 
-/// Where the server is.
+/// Where the server is and which credentials sign for the caller.
 #[derive(Debug, clap::Args)]
 pub struct Endpoint {
     /// URL of the Stratus server [default: $STRATUS_ENDPOINT, else the AWS
     /// CLI's $AWS_ENDPOINT_URL_LAMBDA / $AWS_ENDPOINT_URL, else `endpoint_url`
-    /// of the $AWS_PROFILE (or default) profile in ~/.aws/config, else
-    /// http://127.0.0.1:9000].
+    /// of the profile in ~/.aws/config, else http://127.0.0.1:9000].
     #[arg(long, global = true)]
     endpoint: Option<String>,
-}
-
-/// Where the server is when `--endpoint` is not given: looked for the way the
-/// AWS CLI looks for a service endpoint.
-fn default_endpoint(env: &dyn Fn(&str) -> Option<String>) -> String {
-    for var in [
-        "STRATUS_ENDPOINT",
-        "AWS_ENDPOINT_URL_LAMBDA",
-        "AWS_ENDPOINT_URL",
-    ] {
-        if let Some(v) = env(var).filter(|v| !v.is_empty()) {
-            return v;
-        }
-    }
-    let config = env("AWS_CONFIG_FILE")
-        .map(PathBuf::from)
-        .or_else(|| env("HOME").map(|h| Path::new(&h).join(".aws/config")));
-    let profile = env("AWS_PROFILE").unwrap_or_else(|| "default".to_owned());
-    config
-        .and_then(|path| std::fs::read_to_string(path).ok())
-        .and_then(|text| profile_endpoint(&text, &profile))
-        .unwrap_or_else(|| "http://127.0.0.1:9000".to_owned())
-}
-
-/// `endpoint_url` of `profile` in an AWS config file (`[default]` or
-/// `[profile NAME]` sections, `key = value` lines, `#`/`;` comments).
-fn profile_endpoint(text: &str, profile: &str) -> Option<String> {
-    let wanted = if profile == "default" {
-        "default".to_owned()
-    } else {
-        format!("profile {profile}")
-    };
-    let mut inside = false;
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-            continue;
-        }
-        if let Some(section) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            inside = section.trim() == wanted;
-            continue;
-        }
-        if inside
-            && let Some((k, v)) = line.split_once('=')
-            && k.trim() == "endpoint_url"
-        {
-            return Some(v.trim().to_owned()).filter(|v| !v.is_empty());
-        }
-    }
-    None
+    /// AWS CLI profile whose credentials, region and endpoint_url to use
+    /// [default: $AWS_PROFILE, else `default`].
+    #[arg(long, global = true)]
+    profile: Option<String>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -82,6 +36,8 @@ pub enum FunctionCommand {
         #[arg(long)]
         code: PathBuf,
         #[command(flatten)]
+        output: Output,
+        #[command(flatten)]
         endpoint: Endpoint,
     },
     /// Replace a function's code.
@@ -89,6 +45,8 @@ pub enum FunctionCommand {
         name: String,
         #[arg(long)]
         code: PathBuf,
+        #[command(flatten)]
+        output: Output,
         #[command(flatten)]
         endpoint: Endpoint,
     },
@@ -98,11 +56,15 @@ pub enum FunctionCommand {
         #[command(flatten)]
         config: ConfigArgs,
         #[command(flatten)]
+        output: Output,
+        #[command(flatten)]
         endpoint: Endpoint,
     },
     /// Show a function's configuration and code location.
     Get {
         name: String,
+        #[command(flatten)]
+        output: Output,
         #[command(flatten)]
         endpoint: Endpoint,
     },
@@ -129,7 +91,7 @@ pub enum FunctionCommand {
     },
 }
 
-/// How a listing is printed.
+/// How an answer is printed.
 #[derive(Debug, clap::Args)]
 pub struct Output {
     /// `table` for people, `json` for scripts.
@@ -166,6 +128,56 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
     for r in rows {
         line(r.iter().map(String::as_str).collect());
     }
+}
+
+/// The rows people read about one function: from a FunctionConfiguration
+/// (create, update) or a GetFunction answer (which adds its concurrency).
+fn function_rows(v: &Value) -> Vec<Vec<String>> {
+    let conf = v.get("Configuration").unwrap_or(v);
+    let mut rows: Vec<Vec<String>> = [
+        ("Name", "FunctionName"),
+        ("ARN", "FunctionArn"),
+        ("Runtime", "Runtime"),
+        ("Handler", "Handler"),
+        ("Memory (MB)", "MemorySize"),
+        ("Timeout (s)", "Timeout"),
+        ("State", "State"),
+        ("State reason", "StateReason"),
+        ("Last update", "LastUpdateStatus"),
+        ("Last modified", "LastModified"),
+        ("Code SHA-256", "CodeSha256"),
+        ("Code size (bytes)", "CodeSize"),
+        ("Revision", "RevisionId"),
+        ("Description", "Description"),
+    ]
+    .iter()
+    .filter(|(_, key)| !matches!(conf.get(key), None | Some(Value::Null)))
+    .map(|(label, key)| vec![(*label).to_owned(), cell(conf, key)])
+    .collect();
+    if let Some(mb) = conf.pointer("/EphemeralStorage/Size") {
+        rows.push(vec!["/tmp (MB)".into(), mb.to_string()]);
+    }
+    if let Some(vars) = conf
+        .pointer("/Environment/Variables")
+        .and_then(Value::as_object)
+        .filter(|m| !m.is_empty())
+    {
+        let names: Vec<&str> = vars.keys().map(String::as_str).collect();
+        rows.push(vec!["Environment".into(), names.join(", ")]);
+    }
+    if let Some(n) = v.pointer("/Concurrency/ReservedConcurrentExecutions") {
+        rows.push(vec!["Reserved concurrency".into(), n.to_string()]);
+    }
+    rows
+}
+
+/// One function, as a two-column table or as the API's JSON.
+fn print_function(v: &Value, output: &Output) -> anyhow::Result<()> {
+    if output.json() {
+        return print_json(v);
+    }
+    print_table(&["FIELD", "VALUE"], &function_rows(v));
+    Ok(())
 }
 
 fn cell(v: &Value, key: &str) -> String {
@@ -232,6 +244,8 @@ pub struct LogsArgs {
 struct Client {
     http: reqwest::Client,
     base: String,
+    region: String,
+    credentials: Option<profile::Credentials>,
 }
 
 /// The path segment for a function name (ARNs contain ':').
@@ -243,15 +257,68 @@ fn seg(name: &str) -> String {
 
 impl Client {
     fn new(e: &Endpoint) -> anyhow::Result<Self> {
+        let found = profile::resolve(
+            &|k| std::env::var(k).ok(),
+            e.endpoint.as_deref(),
+            e.profile.as_deref(),
+        );
         Ok(Client {
             http: reqwest::Client::builder().tcp_nodelay(true).build()?,
-            base: e
-                .endpoint
-                .clone()
-                .unwrap_or_else(|| default_endpoint(&|k| std::env::var(k).ok()))
-                .trim_end_matches('/')
-                .to_owned(),
+            base: found.endpoint,
+            region: found.region,
+            credentials: found.credentials,
         })
+    }
+
+    /// Signs a request with SigV4 for the `lambda` service, as the AWS SDKs
+    /// do; without credentials it goes unsigned (and the server says so).
+    fn sign(&self, req: &mut reqwest::Request) -> anyhow::Result<()> {
+        use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+        let Some(c) = &self.credentials else {
+            return Ok(());
+        };
+        let identity: aws_smithy_runtime_api::client::identity::Identity =
+            aws_credential_types::Credentials::new(
+                &c.access_key_id,
+                &c.secret_access_key,
+                c.session_token.clone(),
+                None,
+                "stratus-cli",
+            )
+            .into();
+        let params = aws_sigv4::sign::v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&self.region)
+            .name("lambda")
+            .time(std::time::SystemTime::now())
+            .settings(SigningSettings::default())
+            .build()
+            .context("signing parameters")?
+            .into();
+        let body = req.body().and_then(reqwest::Body::as_bytes).unwrap_or(&[]);
+        let headers: Vec<(&str, &str)> = req
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
+            .collect();
+        let signable = SignableRequest::new(
+            req.method().as_str(),
+            req.url().as_str(),
+            headers.into_iter(),
+            SignableBody::Bytes(body),
+        )
+        .context("signing the request")?;
+        let (instructions, _) = sign(signable, &params)
+            .context("signing the request")?
+            .into_parts();
+        let (new_headers, _) = instructions.into_parts();
+        for h in new_headers {
+            req.headers_mut().insert(
+                reqwest::header::HeaderName::from_bytes(h.name().as_bytes())?,
+                reqwest::header::HeaderValue::from_str(h.value())?,
+            );
+        }
+        Ok(())
     }
 
     /// Sends a request; a non-2xx answer becomes an error naming Lambda's
@@ -260,7 +327,9 @@ impl Client {
         &self,
         req: reqwest::RequestBuilder,
     ) -> anyhow::Result<(reqwest::header::HeaderMap, bytes::Bytes)> {
-        let resp = req.send().await.with_context(|| {
+        let mut req = req.build()?;
+        self.sign(&mut req)?;
+        let resp = self.http.execute(req).await.with_context(|| {
             format!(
                 "cannot reach the Stratus server at {} (is `stratus server` running?)",
                 self.base
@@ -366,6 +435,7 @@ pub async fn function(cmd: FunctionCommand) -> anyhow::Result<u8> {
             name,
             config,
             code,
+            output,
             endpoint,
         } => {
             let c = Client::new(&endpoint)?;
@@ -380,11 +450,12 @@ pub async fn function(cmd: FunctionCommand) -> anyhow::Result<u8> {
                     Some(Value::Object(body)),
                 )
                 .await?;
-            print_json(&v)?;
+            print_function(&v, &output)?;
         }
         FunctionCommand::UpdateCode {
             name,
             code,
+            output,
             endpoint,
         } => {
             let c = Client::new(&endpoint)?;
@@ -395,11 +466,12 @@ pub async fn function(cmd: FunctionCommand) -> anyhow::Result<u8> {
                     Some(json!({"ZipFile": code_zip(&code)?})),
                 )
                 .await?;
-            print_json(&v)?;
+            print_function(&v, &output)?;
         }
         FunctionCommand::UpdateConfig {
             name,
             config,
+            output,
             endpoint,
         } => {
             let c = Client::new(&endpoint)?;
@@ -411,18 +483,22 @@ pub async fn function(cmd: FunctionCommand) -> anyhow::Result<u8> {
                     Some(Value::Object(body)),
                 )
                 .await?;
-            print_json(&v)?;
+            print_function(&v, &output)?;
         }
-        FunctionCommand::Get { name, endpoint } => {
+        FunctionCommand::Get {
+            name,
+            output,
+            endpoint,
+        } => {
             let c = Client::new(&endpoint)?;
-            print_json(
-                &c.json(
+            let v = c
+                .json(
                     Method::GET,
                     &format!("/2015-03-31/functions/{}", seg(&name)),
                     None,
                 )
-                .await?,
-            )?;
+                .await?;
+            print_function(&v, &output)?;
         }
         FunctionCommand::List { output, endpoint } => {
             let c = Client::new(&endpoint)?;
@@ -645,39 +721,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_endpoint_is_found_like_the_aws_cli_finds_one() {
-        let dir = tempfile::tempdir().expect("dir");
-        let cfg = dir.path().join("config");
-        std::fs::write(
-            &cfg,
-            "# comment\n[default]\nregion = us-east-1\nendpoint_url = http://127.0.0.1:9100\n\n[profile dev]\nendpoint_url=http://10.0.0.5:9000\n",
-        )
-        .expect("write");
-        let cfg_s = cfg.display().to_string();
-        let env = |pairs: Vec<(&'static str, String)>| {
-            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
-        };
-        let e = env(vec![("AWS_CONFIG_FILE", cfg_s.clone())]);
-        assert_eq!(default_endpoint(&e), "http://127.0.0.1:9100");
-        let e = env(vec![
-            ("AWS_CONFIG_FILE", cfg_s.clone()),
-            ("AWS_PROFILE", "dev".into()),
-        ]);
-        assert_eq!(default_endpoint(&e), "http://10.0.0.5:9000");
-        let e = env(vec![
-            ("AWS_CONFIG_FILE", cfg_s.clone()),
-            ("AWS_ENDPOINT_URL", "http://a:1".into()),
-        ]);
-        assert_eq!(default_endpoint(&e), "http://a:1");
-        let e = env(vec![
-            ("AWS_ENDPOINT_URL", "http://a:1".into()),
-            ("AWS_ENDPOINT_URL_LAMBDA", "http://b:2".into()),
-            ("STRATUS_ENDPOINT", "http://c:3".into()),
-        ]);
-        assert_eq!(default_endpoint(&e), "http://c:3");
-        let e = env(vec![("AWS_CONFIG_FILE", "/nonexistent".into())]);
-        assert_eq!(default_endpoint(&e), "http://127.0.0.1:9000");
-        assert_eq!(profile_endpoint("[profile x]\nendpoint_url=\n", "x"), None);
+    fn a_function_table_shows_its_configuration_and_concurrency() {
+        let got = json!({
+            "Configuration": {
+                "FunctionName": "f", "Runtime": "python3.12", "MemorySize": 256,
+                "StateReason": null, "EphemeralStorage": {"Size": 512},
+                "Environment": {"Variables": {"B": "2", "A": "secret"}},
+            },
+            "Concurrency": {"ReservedConcurrentExecutions": 5},
+        });
+        let rows = function_rows(&got);
+        let row = |label: &str| rows.iter().find(|r| r[0] == label).map(|r| r[1].clone());
+        assert_eq!(row("Name").as_deref(), Some("f"));
+        assert_eq!(row("Memory (MB)").as_deref(), Some("256"));
+        assert_eq!(row("/tmp (MB)").as_deref(), Some("512"));
+        assert_eq!(row("Environment").as_deref(), Some("A, B"));
+        assert_eq!(row("Reserved concurrency").as_deref(), Some("5"));
+        assert_eq!(row("State reason"), None, "null fields are left out");
+        // A bare FunctionConfiguration (create, update) works the same.
+        let rows = function_rows(&got["Configuration"]);
+        assert!(
+            rows.iter()
+                .any(|r| r[0] == "Runtime" && r[1] == "python3.12")
+        );
+        assert!(!rows.iter().any(|r| r.join(" ").contains("secret")));
     }
 
     #[test]
