@@ -4,7 +4,7 @@
 //! and cgroup namespaces plus its own user namespace, limited by a memory and
 //! pids cgroup (v1 or v2) with CPU in proportion to memory (a weight, or with
 //! [`CpuLimit::Quota`] also a hard quota), running as a host uid no other sandbox shares, with
-//! a seccomp deny list ([`seccomp::DEFAULT_POLICY`]) and a root filesystem
+//! a default-deny seccomp allowlist ([`seccomp::DEFAULT_POLICY`]) and a root filesystem
 //! assembled from read-only binds (`/usr`, the code at `/var/task`, the
 //! runtime at `/var/runtime`, layers at `/opt`) and a disk-backed `/tmp`.
 //!

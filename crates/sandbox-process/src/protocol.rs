@@ -125,7 +125,7 @@ pub fn send_command(sock: BorrowedFd<'_>, command: Command) -> nix::Result<()> {
 
 /// Maps a step name from a report to the `'static` names `SandboxError::Create` carries.
 pub fn step_name(step: &str) -> &'static str {
-    const STEPS: [&str; 18] = [
+    const STEPS: [&str; 20] = [
         "config",
         "stdio",
         "oom",
@@ -144,6 +144,8 @@ pub fn step_name(step: &str) -> &'static str {
         "chdir",
         "exec",
         "tmp",
+        "capabilities",
+        "landlock",
     ];
     STEPS
         .iter()

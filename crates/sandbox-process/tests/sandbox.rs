@@ -132,7 +132,14 @@ st = os.statvfs('/tmp')
 r['tmp_mb'] = st.f_blocks * st.f_frsize // (1 << 20)
 r['tmp_fs'] = [l.split()[2] for l in open('/proc/self/mounts') if l.split()[1] == '/tmp']
 r['uid'], r['euid'], r['gid'] = os.getuid(), os.geteuid(), os.getgid()
-r['capeff'] = [l.split()[1] for l in open('/proc/self/status') if l.startswith('CapEff')][0]
+status = {l.split(':')[0]: l.split()[1] for l in open('/proc/self/status') if l.startswith('Cap')}
+r['capeff'] = status['CapEff']
+r['caps'] = [status[k] for k in ('CapInh', 'CapPrm', 'CapEff', 'CapBnd', 'CapAmb')]
+r['proc_write'] = try_write('/proc/self/comm')
+r['dev_write'] = try_write('/dev/null')
+with open('/dev/stdout', 'w') as out:
+    out.write('reopened stdout\n')
+r['shm_write'] = try_write('/dev/shm/x')
 libc = ctypes.CDLL(None, use_errno=True)
 rc = libc.mount(b'none', b'/tmp', b'tmpfs', 0, None)
 r['mount'] = errno.errorcode.get(ctypes.get_errno()) if rc else 'ok'
@@ -180,10 +187,14 @@ async fn isolation_seen_from_inside() {
     let api = listener(&mut sb);
     let output = tokio::spawn(read_all(sb.take_output().expect("output")));
 
-    let (mut conn, _) = tokio::time::timeout(Duration::from_secs(20), api.accept())
-        .await
-        .expect("runtime connected in time")
-        .expect("accept");
+    let Ok(accepted) = tokio::time::timeout(Duration::from_secs(20), api.accept()).await else {
+        drop(sb);
+        panic!(
+            "the probe never reported; its output: {}",
+            output.await.expect("output")
+        );
+    };
+    let (mut conn, _) = accepted.expect("accept");
     let mut body = String::new();
     conn.read_to_string(&mut body).await.expect("read report");
     let r: serde_json::Value = serde_json::from_str(&body).expect("probe json");
@@ -201,6 +212,15 @@ async fn isolation_seen_from_inside() {
     assert_eq!(r["euid"], 993);
     assert_eq!(r["gid"], 990);
     assert_eq!(r["capeff"], "0000000000000000");
+    assert_eq!(
+        r["caps"],
+        serde_json::json!(vec!["0000000000000000"; 5]),
+        "no capability in any set, bounding and ambient included"
+    );
+    // Landlock: /proc/self/comm is writable by its owner without it.
+    assert_eq!(r["proc_write"], "EACCES", "{r}");
+    assert_eq!(r["dev_write"], "ok", "{r}");
+    assert_eq!(r["shm_write"], "ok", "{r}");
     assert_eq!(r["mount"], "EPERM");
     assert_eq!(r["unshare"], "EPERM");
     assert_eq!(r["unshare_user"], "EPERM");
@@ -225,6 +245,7 @@ async fn isolation_seen_from_inside() {
     assert_eq!(sb.wait().await, ExitStatus::Code(0), "wait is repeatable");
     let out = output.await.expect("output task");
     assert!(out.contains("probe done"), "output: {out}");
+    assert!(out.contains("reopened stdout"), "output: {out}");
     assert!(!out.contains("stratus-jailer"), "jailer warnings: {out}");
     // /tmp: an empty ext4 of the spec's size, owned by the sandbox user.
     assert_eq!(r["tmp_before"], serde_json::json!([]), "{r}");
