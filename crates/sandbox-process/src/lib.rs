@@ -88,7 +88,7 @@ use tokio::io::unix::AsyncFd;
 pub use cgroup::{CgroupError, CgroupVersion, CpuLimit};
 pub use disk::DiskError;
 pub use jailer::{JailerError, jailer_main};
-pub use protocol::{JailerConfig, SANDBOX_GID, SANDBOX_UID};
+pub use protocol::{JailerConfig, Protection, SANDBOX_GID, SANDBOX_UID};
 pub use uid::{UidAllocator, UidLease};
 
 use crate::cgroup::CgroupSet;
@@ -128,6 +128,11 @@ pub struct ProcessBackendConfig {
     /// CPU in proportion to memory (1,769 MB = one CPU): a scheduling
     /// weight only (the default), or that weight plus a hard quota.
     pub cpu_limit: CpuLimit,
+    /// Protections every sandbox starts without. For the protection-cost
+    /// benchmark only (`tests/sandbox.rs`, `protection_costs`); the server
+    /// never sets it.
+    #[doc(hidden)]
+    pub benchmark_without: Vec<Protection>,
 }
 
 /// The `/tmp` size the disk pool prepares: Lambda's default EphemeralStorage.
@@ -144,6 +149,7 @@ impl Default for ProcessBackendConfig {
             prewarm: 2,
             tmp_disk_pool: 4,
             cpu_limit: CpuLimit::Weight,
+            benchmark_without: Vec::new(),
         }
     }
 }
@@ -447,6 +453,9 @@ impl Inner {
         let Some(dir) = &self.disk_dir else {
             return Ok(None);
         };
+        if self.config.benchmark_without.contains(&Protection::TmpDisk) {
+            return Ok(None);
+        }
         if size_mb == DEFAULT_TMP_MB
             && let Some(d) = lock(&self.disks).pop()
         {
@@ -736,6 +745,7 @@ impl ProcessBackend {
             tmp_dir,
             tmp_device,
             root_dir,
+            without: inner.config.benchmark_without.clone(),
         };
         let config_json = serde_json::to_vec(&config).map_err(|e| ("config", e.to_string()))?;
         if let Some(mut stdin) = stdin {
