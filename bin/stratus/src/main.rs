@@ -8,6 +8,7 @@ mod cli;
 mod config;
 mod datadir;
 mod doctor;
+mod lock;
 mod server;
 
 use clap::{Parser, Subcommand};

@@ -112,6 +112,10 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     let data = a.data_dir.clone();
     std::fs::create_dir_all(&data)
         .with_context(|| format!("creating data dir {}", data.display()))?;
+    // Before anything in the data dir or under the cgroup parent is touched
+    // (format upgrade, crash clean-up, code GC): they must be this server's
+    // alone. Held until the process exits.
+    let _locks = crate::lock::lock_server(&data, &a.cgroup_parent)?;
     match crate::datadir::check_format(&data)? {
         crate::datadir::Format::Upgraded { from } => tracing::info!(
             data_dir = %data.display(),
