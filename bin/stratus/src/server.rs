@@ -13,6 +13,7 @@ use stratus_counting::{CountingConfig, LocalCounting};
 use stratus_frontend::{Frontend, FrontendDeps, Interpreters as FrontendInterpreters, Readiness};
 use stratus_sandbox_process::{CpuLimit, ProcessBackend, ProcessBackendConfig};
 use stratus_store_embedded::{EmbeddedMetaStore, FileBlobStore};
+use stratus_types::limits::MEMORY_MIN_MB;
 use stratus_worker::{DiskLogStore, Interpreters, LocalWorker, LogStoreConfig, WorkerConfig};
 
 /// `stratus server`: options come from `--config FILE`, overridden by flags.
@@ -289,7 +290,9 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
 }
 
 /// What `/ready` checks besides the store: the sandbox backend can still make
-/// sandboxes, and the worker's memory is not all reserved.
+/// sandboxes, and placement would find room for the smallest sandbox
+/// (Lambda's minimum MemorySize), evicting idle ones if it must: memory held
+/// by idle warm sandboxes counts as free, as placement treats it.
 fn readiness(
     backend: Arc<ProcessBackend>,
     assignment: Arc<LocalAssignment>,
@@ -303,14 +306,15 @@ fn readiness(
         .with(
             "capacity",
             Arc::new(move || {
-                let reserved = assignment.stats().reserved_mb;
-                if reserved < capacity_mb {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "all {capacity_mb} MB of worker memory are reserved by sandboxes"
-                    ))
+                let smallest = u64::from(MEMORY_MIN_MB);
+                if assignment.room_for(smallest) {
+                    return Ok(());
                 }
+                let st = assignment.stats();
+                Err(format!(
+                    "no room for a {smallest} MB sandbox: {} of {capacity_mb} MB of worker memory are held by busy or starting sandboxes",
+                    st.reserved_mb.saturating_sub(st.idle_mb)
+                ))
             }),
         )
 }
