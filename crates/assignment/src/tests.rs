@@ -65,6 +65,7 @@ impl Worker for FakeWorker {
     async fn prepare_code(&self, _digest: &str) -> Result<(), LambdaError> {
         Ok(())
     }
+    fn remove_code(&self, _digest: &str) {}
     async fn create_sandbox(
         &self,
         _spec: Arc<FunctionVersionSpec>,

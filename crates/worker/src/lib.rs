@@ -108,18 +108,22 @@ impl Worker for LocalWorker {
     }
 
     async fn prepare_code(&self, digest: &str) -> Result<(), LambdaError> {
-        self.code.prepare(digest).await.map(|_| ())
+        self.code.prepare(digest).await.map(drop)
+    }
+
+    fn remove_code(&self, digest: &str) {
+        self.code.remove(digest);
     }
 
     async fn create_sandbox(
         &self,
         spec: Arc<FunctionVersionSpec>,
     ) -> Result<Arc<dyn WarmSandbox>, LambdaError> {
-        let code_dir = self.code.prepare(&spec.code_digest).await?;
+        let code = self.code.prepare(&spec.code_digest).await?;
         sandbox::start(
             &*self.backend,
             spec,
-            code_dir,
+            code,
             self.runtime_dir.clone(),
             &self.cfg.interpreters,
             Arc::clone(&self.logs),
