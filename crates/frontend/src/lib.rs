@@ -4,7 +4,8 @@
 //! 2015-03-31), request validation with Lambda's exact error types and
 //! messages, the mapping of every client-visible error to its HTTP form, the
 //! function registry (configurations, cached in memory, written through to
-//! the [`MetaStore`]), code uploads to the [`BlobStore`] and presigned code
+//! the [`MetaStore`]), code uploads to the [`BlobStore`] (and the removal of
+//! code no function uses any more, module `code_gc`) and presigned code
 //! downloads. For an invoke it resolves the function, asks the counting
 //! service for a permit and hands the invocation to the assignment service;
 //! it never starts or picks sandboxes itself.

@@ -1,7 +1,8 @@
 //! The worker: creates sandboxes on one host and serves each its Runtime API.
 //!
 //! Owns, on its host: the code cache (each code digest unpacked once, shared
-//! read-only by every sandbox of that code), the runtimes' own files (the
+//! read-only by every sandbox of that code, removed when the front end says
+//! no function uses it and no sandbox runs it), the runtimes' own files (the
 //! Python and Node bootstraps, mounted at `/var/runtime`), and the running
 //! sandboxes' data plane: the Runtime API server of each sandbox, the
 //! hand-over of invocations to it, the capture of its logs and the
