@@ -19,6 +19,12 @@
 //!   directory cannot hold the owner's pid. `/run` is a tmpfs emptied at boot.
 //!   Its limit: servers in separate mount namespaces (private `/run`) that
 //!   share a cgroup hierarchy are not kept apart; give each its own parent.
+//!
+//! Parents nest: the clean-up under `a` would take the cgroups of a server
+//! on `a/b` for leftovers. So a server also takes a *shared* lock on the
+//! file of every ancestor of its parent (`a` for `a/b`): servers on `a/b`
+//! and `a/c` run side by side, but one on `a` and one inside it refuse each
+//! other whichever starts second.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -63,31 +69,46 @@ fn holder(pid: Option<u32>) -> String {
     }
 }
 
-impl PidLock {
-    /// Takes the lock on `path` (created if missing) without waiting, and
-    /// writes this process's pid into it.
-    pub fn acquire(path: &Path) -> Result<Self, LockError> {
-        let io = |source| LockError::Io {
+/// Opens (creating) a lock file. std opens with O_CLOEXEC: no jailer or
+/// sandbox inherits the lock.
+fn open(path: &Path) -> Result<File, LockError> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .open(path)
+        .map_err(|source| LockError::Io {
             path: path.to_owned(),
             source,
-        };
-        // std opens with O_CLOEXEC: no jailer or sandbox inherits the lock.
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .open(path)
-            .map_err(io)?;
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(file) => {
-                let mut f: &File = &file;
-                f.set_len(0)
-                    .and_then(|()| writeln!(f, "{}", std::process::id()))
-                    .map_err(io)?;
-                Ok(PidLock { _file: file })
-            }
+        })
+}
+
+impl PidLock {
+    /// Takes the lock on `path` (created if missing) exclusively without
+    /// waiting, and writes this process's pid into it.
+    pub fn acquire(path: &Path) -> Result<Self, LockError> {
+        let file = Self::lock(path, FlockArg::LockExclusiveNonblock)?;
+        let mut f: &File = &file._file;
+        f.set_len(0)
+            .and_then(|()| writeln!(f, "{}", std::process::id()))
+            .map_err(|source| LockError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(file)
+    }
+
+    /// Takes a shared lock on `path` without waiting (refused only while
+    /// someone holds it exclusively); writes nothing.
+    pub fn share(path: &Path) -> Result<Self, LockError> {
+        Self::lock(path, FlockArg::LockSharedNonblock)
+    }
+
+    fn lock(path: &Path, how: FlockArg) -> Result<Self, LockError> {
+        match Flock::lock(open(path)?, how) {
+            Ok(file) => Ok(PidLock { _file: file }),
             Err((mut file, Errno::EWOULDBLOCK)) => {
                 let mut text = String::new();
                 let pid = file
@@ -99,16 +120,20 @@ impl PidLock {
                     pid,
                 })
             }
-            Err((_, e)) => Err(io(std::io::Error::from(e))),
+            Err((_, e)) => Err(LockError::Io {
+                path: path.to_owned(),
+                source: std::io::Error::from(e),
+            }),
         }
     }
 }
 
-/// The locks of one server: its data directory and its cgroup parent.
+/// The locks of one server: its data directory and its cgroup parent (with
+/// the parent's ancestors, shared).
 #[derive(Debug)]
 pub struct ServerLocks {
     _data: PidLock,
-    _cgroup: PidLock,
+    _cgroup: Vec<PidLock>,
 }
 
 /// Takes both locks of a server, or says which one another server holds.
@@ -129,23 +154,69 @@ fn lock_server_in(
         ),
         e => anyhow::Error::new(e).context("locking the data directory"),
     })?;
+    let cgroup_locks = lock_cgroup_parent(cgroup_lock_dir, cgroup_parent)?;
+    Ok(ServerLocks {
+        _data: data_lock,
+        _cgroup: cgroup_locks,
+    })
+}
+
+const ADVICE: &str =
+    "Stop that server, or give this one a --cgroup-parent apart from (not inside or around) its";
+
+/// Shared locks on the ancestors of `parent`, then an exclusive one on it.
+fn lock_cgroup_parent(dir: &Path, parent: &str) -> anyhow::Result<Vec<PidLock>> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o755)
-        .create(cgroup_lock_dir)
-        .with_context(|| format!("creating {}", cgroup_lock_dir.display()))?;
-    let path = cgroup_lock_dir.join(cgroup_lock_name(cgroup_parent));
-    let cgroup_lock = PidLock::acquire(&path).map_err(|e| match e {
-        LockError::Held { pid, .. } => anyhow::anyhow!(
-            "the cgroup parent `{cgroup_parent}` is in use by {} (lock {}): two servers must not share one. Stop that server, or give this one another --cgroup-parent",
-            holder(pid),
-            path.display()
-        ),
-        e => anyhow::Error::new(e).context("locking the cgroup parent"),
-    })?;
-    Ok(ServerLocks {
-        _data: data_lock,
-        _cgroup: cgroup_lock,
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let parts: Vec<&str> = parent.split('/').collect();
+    let mut held = Vec::with_capacity(parts.len());
+    for n in 1..parts.len() {
+        let ancestor = parts[..n].join("/");
+        match PidLock::share(&dir.join(cgroup_lock_name(&ancestor))) {
+            Ok(lock) => held.push(lock),
+            Err(LockError::Held { pid, .. }) => anyhow::bail!(
+                "the cgroup parent `{parent}` is inside `{ancestor}`, the cgroup parent of {}, whose start-up clean-up would remove this one's sandboxes. {ADVICE}",
+                holder(pid)
+            ),
+            Err(e) => return Err(anyhow::Error::new(e).context("locking the cgroup parent")),
+        }
+    }
+    match PidLock::acquire(&dir.join(cgroup_lock_name(parent))) {
+        Ok(lock) => held.push(lock),
+        // Held exclusively by a server on the same parent, or shared by
+        // servers on parents inside it.
+        Err(LockError::Held { pid, .. }) => match server_inside(dir, parent) {
+            Some((inner, pid)) => anyhow::bail!(
+                "the cgroup parent `{parent}` holds `{inner}`, the cgroup parent of {}, whose sandboxes this one's start-up clean-up would remove. {ADVICE}",
+                holder(pid)
+            ),
+            None => anyhow::bail!(
+                "the cgroup parent `{parent}` is in use by {}: two servers must not share one. {ADVICE}",
+                holder(pid)
+            ),
+        },
+        Err(e) => return Err(anyhow::Error::new(e).context("locking the cgroup parent")),
+    }
+    Ok(held)
+}
+
+/// A parent inside `parent` that a live server holds, and that server's pid.
+fn server_inside(dir: &Path, parent: &str) -> Option<(String, Option<u32>)> {
+    let prefix = cgroup_lock_name(&format!("{parent}/"));
+    let prefix = prefix.strip_suffix(".lock")?;
+    std::fs::read_dir(dir).ok()?.flatten().find_map(|entry| {
+        let name = entry.file_name().into_string().ok()?;
+        let inner = name.strip_prefix(prefix)?.strip_suffix(".lock")?;
+        match PidLock::share(&entry.path()) {
+            Err(LockError::Held { pid, .. }) => {
+                let inner = format!("{parent}/{inner}").replace("%2F", "/");
+                Some((inner.replace("%25", "%"), pid))
+            }
+            _ => None,
+        }
     })
 }
 
@@ -210,6 +281,34 @@ mod tests {
             .expect("another data dir and parent");
         drop(first);
         let _third = lock_server_in(data.path(), "stratus/a", &locks).expect("free again");
+    }
+
+    #[test]
+    fn nested_cgroup_parents_refuse_each_other_siblings_do_not() {
+        let run = tempfile::tempdir().expect("run");
+        let dir = run.path();
+        let pid = format!("pid {}", std::process::id());
+
+        let outer = lock_cgroup_parent(dir, "a").expect("a");
+        let e = lock_cgroup_parent(dir, "a/b/c").expect_err("inside a");
+        let msg = format!("{e:#}");
+        assert!(msg.contains("`a/b/c` is inside `a`"), "{msg}");
+        assert!(msg.contains(&pid), "{msg}");
+        drop(outer);
+
+        let inner = lock_cgroup_parent(dir, "a/b/c").expect("a/b/c");
+        let sibling = lock_cgroup_parent(dir, "a/b/d").expect("a sibling");
+        let beside = lock_cgroup_parent(dir, "ab").expect("a name that only starts alike");
+        for around in ["a", "a/b"] {
+            let e = lock_cgroup_parent(dir, around).expect_err("around a/b/c");
+            let msg = format!("{e:#}");
+            assert!(msg.contains(&format!("`{around}` holds `a/b/")), "{msg}");
+            assert!(msg.contains(&pid), "{msg}");
+        }
+        let e = lock_cgroup_parent(dir, "a/b/c").expect_err("the same");
+        assert!(format!("{e:#}").contains("`a/b/c` is in use by"), "{e:#}");
+        drop((inner, sibling, beside));
+        let _outer = lock_cgroup_parent(dir, "a").expect("a, once the inner ones are gone");
     }
 
     #[test]
