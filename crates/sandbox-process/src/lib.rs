@@ -216,7 +216,8 @@ impl ProcessBackend {
     /// Checks the host (root, cgroups) and prepares the state dir and parent
     /// cgroup, after removing what a previous server process left in them
     /// (processes, cgroups, scratch dirs, `/tmp` loop devices). The cgroup
-    /// parent and state dir must belong to this backend alone.
+    /// parent and state dir must belong to this backend alone (`stratus
+    /// server` locks its data dir and cgroup parent before calling this).
     pub fn new(config: ProcessBackendConfig) -> Result<Self, SandboxError> {
         if config.jailer.is_empty() {
             return Err(unavailable("no jailer command configured"));
