@@ -67,6 +67,9 @@ pub struct JailerConfig {
     pub tmp_device: Option<PathBuf>,
     /// Empty host directory on which the new root is assembled (in the jailer's mount namespace only).
     pub root_dir: PathBuf,
+    /// Outbound networking: how to configure `eth0`, which the server put
+    /// into the jailer's network namespace (`None`: only `lo`).
+    pub network: Option<crate::net::SandboxNet>,
 }
 
 /// One message from the jailer side to the server.
@@ -192,6 +195,12 @@ mod tests {
             tmp_dir: "/tmp/s/sbx-1/tmp".into(),
             tmp_device: Some("/dev/loop7".into()),
             root_dir: "/tmp/s/sbx-1/root".into(),
+            network: Some(crate::net::SandboxNet {
+                address: std::net::Ipv4Addr::new(172, 31, 250, 2),
+                prefix: 24,
+                gateway: std::net::Ipv4Addr::new(172, 31, 250, 1),
+                nameservers: vec![std::net::Ipv4Addr::new(192, 0, 2, 53)],
+            }),
         };
         let json = serde_json::to_string(&cfg).expect("serialise");
         let back: JailerConfig = serde_json::from_str(&json).expect("parse");
