@@ -302,15 +302,15 @@ def test_outbound_crash_and_shutdown_leave_no_links_or_tables(net_zip):
     second = Server(data_dir=first.data_dir, log_path=first.log_path.with_name("server-net-crash-restarted.log"),
                     extra_args=list(first.extra_args))
     second.start()
+    lam2 = second.client(read_timeout=60)
     try:
         log = second.log_path.read_text(errors="replace")
         assert "removed the network bridge, veths and firewall tables of a previous server process" in log
-        lam2 = second.client(read_timeout=60)
         out = invoke(lam2, name, {"gateway": f"{cidr_base}.1"})
         assert out["address"].startswith(cidr_base + "."), out
         assert nft_tables().count(names["table"]) == 2, nft_tables()
     finally:
-        FunctionFactory(lam2, "x").cleanup()
+        lam2.delete_function(FunctionName=name)
         assert second.stop() == 0
     # A graceful stop removes the bridge, the veths and both tables.
     deadline = time.monotonic() + 10

@@ -781,10 +781,8 @@ impl ProcessBackend {
         let control = unsafe { AsyncFd::register(ctl_server) }
             .map_err(|e| ("jailer", format!("registering control socket: {e}")))?;
 
-        let t_net_start = t0.elapsed();
-        if let Some(network) = &inner.network
-            && res.net.is_none()
-        {
+        let mut t_net = Duration::ZERO;
+        if inner.network.is_some() && res.net.is_none() {
             // A jailer started just now: its network namespace exists once
             // it reports C's fork.
             tokio::time::timeout(START_TIMEOUT, wait_forked(&control))
@@ -795,13 +793,21 @@ impl ProcessBackend {
                         format!("the jailer did not start within {START_TIMEOUT:?}"),
                     )
                 })??;
-            res.net = Some(
-                network
-                    .attach(jailer_pid)
-                    .map_err(|e| ("network", net::error_chain(&e)))?,
-            );
+            // A netlink request waits for the kernel's rtnl lock, which
+            // namespace creation and teardown elsewhere hold for up to tens
+            // of milliseconds: not on an async worker.
+            let t_attach = Instant::now();
+            let inner = Arc::clone(&self.inner);
+            let attached = tokio::task::spawn_blocking(move || {
+                inner.network.as_ref().map(|n| n.attach(jailer_pid))
+            })
+            .await
+            .map_err(|e| ("network", format!("the veth task failed: {e}")))?;
+            if let Some(attached) = attached {
+                res.net = Some(attached.map_err(|e| ("network", net::error_chain(&e)))?);
+            }
+            t_net = t_attach.elapsed();
         }
-        let t_net = t0.elapsed() - t_net_start;
 
         let config = JailerConfig {
             id: id.clone(),

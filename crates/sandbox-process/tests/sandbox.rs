@@ -556,6 +556,10 @@ async fn startup_latency() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(30);
+    // STRATUS_LOG=stratus_sandbox_process=debug prints each start's phases.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("STRATUS_LOG"))
+        .try_init();
     // STRATUS_BENCH_NETWORK=outbound: each sandbox also gets a veth.
     let network =
         (std::env::var("STRATUS_BENCH_NETWORK").as_deref() == Ok("outbound")).then(|| {
