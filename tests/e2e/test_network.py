@@ -32,6 +32,7 @@ from stratus_harness import (
     FunctionFactory,
     Server,
     arg_of,
+    cgroup_parents_of,
     free_port,
     new_server,
     remove_data_dir,
@@ -271,6 +272,17 @@ def test_outbound_sandboxes_cannot_reach_each_other(outbound, net_zip):
         assert "timeout" in out["connect"][0]["error"] or "unreachable" in out["connect"][0]["error"].lower(), out
     finally:
         fns.cleanup()
+
+
+def test_a_bridge_network_the_host_already_routes_is_refused(outbound):
+    clash = new_server("net-clash", ["--network", "outbound",
+                                     "--network-bridge-cidr", f"{outbound['cidr_base']}.128/25"])
+    with pytest.raises(RuntimeError) as e:
+        clash.start(timeout=30)
+    assert "overlaps the route to" in str(e.value), str(e.value)
+    assert net_names(arg_of(clash, "--cgroup-parent"))["bridge"] not in links()
+    assert cgroup_parents_of(clash) == [], "a refused start left its cgroup parent"
+    remove_data_dir(clash.data_dir)
 
 
 def test_outbound_crash_and_shutdown_leave_no_links_or_tables(net_zip):

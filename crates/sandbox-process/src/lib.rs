@@ -299,6 +299,12 @@ impl ProcessBackend {
             None => None,
             Some(outbound) => {
                 let n = Network::setup(&config.cgroup_parent, outbound).map_err(|e| {
+                    // Leave no empty parent cgroup behind a refused start.
+                    cgroup::remove_parent_if_empty(
+                        &cgroup_root,
+                        cgroup_version,
+                        &config.cgroup_parent,
+                    );
                     unavailable(format!(
                         "setting up outbound networking: {}",
                         net::error_chain(&e)

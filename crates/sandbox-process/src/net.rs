@@ -107,6 +107,13 @@ impl Ipv4Cidr {
         (1u32 << (32 - self.prefix)) - 3
     }
 
+    /// Whether the two networks share an address.
+    pub fn overlaps(&self, other: &Ipv4Cidr) -> bool {
+        let prefix = self.prefix.min(other.prefix);
+        let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+        u32::from(self.network) & mask == u32::from(other.network) & mask
+    }
+
     /// The `i`th sandbox address (`i < sandbox_addresses()`).
     fn sandbox_address(&self, i: u32) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(self.network) + 2 + i)
@@ -339,6 +346,17 @@ impl Network {
                 return Err(NetError::Nft(format!(
                     "outbound networking needs the nft command (Debian package nftables): {e}"
                 )));
+            }
+        }
+        // A network some interface already routes (a LAN, a VPC, Docker,
+        // another server's bridge) would be shadowed or shadow it.
+        if let Ok(table) = std::fs::read_to_string("/proc/net/route") {
+            for (iface, route) in parse_routes(&table) {
+                if route.overlaps(&cidr) {
+                    return Err(NetError::Config(format!(
+                        "the bridge network {cidr} overlaps the route to {route} on {iface}: choose another network-bridge-cidr"
+                    )));
+                }
             }
         }
         create_bridge(&names.bridge)?;
@@ -632,6 +650,32 @@ fn parse_nameservers(text: &str) -> Vec<Ipv4Addr> {
         .collect()
 }
 
+/// The IPv4 routes of `/proc/net/route` but default routes, as (interface, network).
+fn parse_routes(table: &str) -> Vec<(String, Ipv4Cidr)> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (iface, dest, mask) = (f.first()?, f.get(1)?, f.get(7)?);
+            // Little-endian hex, as the kernel keeps them.
+            let dest = u32::from_be(u32::from_str_radix(dest, 16).ok()?);
+            let mask = u32::from_be(u32::from_str_radix(mask, 16).ok()?);
+            let prefix = u8::try_from(mask.count_ones()).ok()?;
+            if prefix == 0 {
+                return None;
+            }
+            Some((
+                (*iface).to_owned(),
+                Ipv4Cidr {
+                    network: Ipv4Addr::from(dest & mask),
+                    prefix,
+                },
+            ))
+        })
+        .collect()
+}
+
 fn with_what(e: NetError, what: String) -> NetError {
     match e {
         NetError::Netlink { source, .. } => NetError::Netlink { what, source },
@@ -864,6 +908,28 @@ mod tests {
         assert!("fe80::/64".parse::<Ipv4Cidr>().is_err());
         let small: Ipv4Cidr = "10.0.0.0/30".parse().expect("valid");
         assert_eq!(small.sandbox_addresses(), 1);
+    }
+
+    #[test]
+    fn routes_parse_and_overlaps_are_found() {
+        let table = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+            eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+            eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+            docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
+        let routes = parse_routes(table);
+        assert_eq!(
+            routes
+                .iter()
+                .map(|(i, c)| format!("{i} {c}"))
+                .collect::<Vec<_>>(),
+            vec!["eth0 192.0.2.0/24", "docker0 172.17.0.0/16"]
+        );
+        let cidr = |s: &str| s.parse::<Ipv4Cidr>().expect("valid");
+        assert!(cidr("172.17.5.0/24").overlaps(&routes[1].1));
+        assert!(routes[1].1.overlaps(&cidr("172.17.5.0/24")));
+        assert!(!cidr("172.31.250.0/24").overlaps(&routes[1].1));
+        assert!(!cidr("192.0.3.0/24").overlaps(&routes[0].1));
+        assert!(cidr("10.0.0.0/8").overlaps(&cidr("10.200.0.0/30")));
     }
 
     #[test]
