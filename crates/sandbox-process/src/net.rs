@@ -403,6 +403,10 @@ impl Network {
             tracing::warn!(
                 "outbound networking: turned on IPv4 forwarding (net.ipv4.ip_forward = 1) for the whole host; it stays on after the server exits"
             );
+        } else {
+            tracing::info!(
+                "outbound networking: IPv4 forwarding (net.ipv4.ip_forward) was already on"
+            );
         }
         if network.nameservers.is_empty() {
             tracing::warn!(
