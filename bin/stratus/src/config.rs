@@ -20,12 +20,13 @@
 //! ```
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow};
 use serde::{Deserialize, Serialize};
 use stratus_counting::CountingConfig;
+use stratus_sandbox_process::Ipv4Cidr;
 
 /// Options of `stratus server`, as given in one layer (file or flags): a
 /// field is `None` where that layer says nothing. The same struct is the
@@ -116,6 +117,36 @@ pub struct Options {
     #[arg(long, value_parser = parse_age)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_max_age: Option<Age>,
+    /// A sandbox's network: `none` (only loopback: no route anywhere) or
+    /// `outbound` (a veth on a NAT'd bridge: the outside world, but not the
+    /// host's ports nor other sandboxes) [default: none].
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkMode>,
+    /// With `--network outbound`: the bridge's IPv4 network. The gateway
+    /// (the bridge) is its first address, sandboxes get the others, so it
+    /// caps the number of live sandboxes. Two servers on one host need
+    /// networks apart [default: 172.31.250.0/24].
+    #[arg(long, value_parser = parse_cidr, value_name = "A.B.C.D/N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network_bridge_cidr: Option<Ipv4Cidr>,
+    /// With `--network outbound`: a host TCP address:port sandboxes may
+    /// reach, at the gateway address and the same port (repeat the flag for
+    /// more; e.g. a database on 127.0.0.1:5432) [default: none].
+    #[arg(long, value_name = "ADDR:PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network_allow_host: Option<Vec<SocketAddrV4>>,
+}
+
+/// `network`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// Only loopback: a sandbox reaches nothing (Lambda's VPC-less
+    /// functions reach the Internet: see `outbound`).
+    None,
+    /// A veth on a NAT'd bridge per sandbox.
+    Outbound,
 }
 
 /// `cpu-limit`.
@@ -159,6 +190,9 @@ pub struct ServerConfig {
     pub log_max_bytes_per_function: ByteSize,
     pub log_max_bytes_total: ByteSize,
     pub log_max_age: Age,
+    pub network: NetworkMode,
+    pub network_bridge_cidr: Ipv4Cidr,
+    pub network_allow_host: Vec<SocketAddrV4>,
 }
 
 /// A parsed configuration file and what was wrong but harmless in it.
@@ -200,6 +234,9 @@ impl Options {
                 .or(lower.log_max_bytes_per_function),
             log_max_bytes_total: self.log_max_bytes_total.or(lower.log_max_bytes_total),
             log_max_age: self.log_max_age.or(lower.log_max_age),
+            network: self.network.or(lower.network),
+            network_bridge_cidr: self.network_bridge_cidr.or(lower.network_bridge_cidr),
+            network_allow_host: self.network_allow_host.or(lower.network_allow_host),
         }
     }
 
@@ -306,6 +343,11 @@ impl ServerConfig {
             log_max_age: options
                 .log_max_age
                 .unwrap_or(Age(Some(std::time::Duration::from_secs(30 * 86_400)))),
+            network: options.network.unwrap_or(NetworkMode::None),
+            network_bridge_cidr: options
+                .network_bridge_cidr
+                .unwrap_or(stratus_sandbox_process::net::DEFAULT_BRIDGE_CIDR),
+            network_allow_host: options.network_allow_host.unwrap_or_default(),
         }
     }
 
@@ -314,6 +356,10 @@ impl ServerConfig {
     pub fn to_toml(&self) -> anyhow::Result<String> {
         toml::to_string(self).context("writing the configuration as TOML")
     }
+}
+
+fn parse_cidr(s: &str) -> Result<Ipv4Cidr, String> {
+    s.parse()
 }
 
 /// A refill rate: a finite number of tokens per second above zero.
@@ -535,6 +581,37 @@ mod tests {
         assert_eq!(c.cpu_limit, CpuMode::Weight);
         assert_eq!(c.log_max_bytes_per_function, ByteSize(16 << 20));
         assert_eq!(c.log_max_bytes_total, ByteSize(1 << 30));
+        assert_eq!(c.network, NetworkMode::None);
+        assert_eq!(c.network_bridge_cidr.to_string(), "172.31.250.0/24");
+        assert_eq!(c.network_allow_host, Vec::<SocketAddrV4>::new());
+    }
+
+    #[test]
+    fn network_options_parse_from_flags_and_file() {
+        let c = effective(
+            &[
+                "--network",
+                "outbound",
+                "--network-allow-host",
+                "127.0.0.1:5432",
+                "--network-allow-host",
+                "10.0.0.5:80",
+            ],
+            "network-bridge-cidr = \"10.77.0.0/16\"\n",
+        );
+        assert_eq!(c.network, NetworkMode::Outbound);
+        assert_eq!(c.network_bridge_cidr.to_string(), "10.77.0.0/16");
+        assert_eq!(
+            c.network_allow_host,
+            vec![
+                "127.0.0.1:5432".parse::<SocketAddrV4>().expect("addr"),
+                "10.0.0.5:80".parse().expect("addr")
+            ]
+        );
+        assert!(file("network-bridge-cidr = \"10.77.0.1/16\"\n").is_err());
+        assert!(file("network = \"bridge\"\n").is_err());
+        assert!(flags(&["--network-allow-host", "localhost:80"]).is_err());
+        assert!(flags(&["--network-bridge-cidr", "10.0.0.0/31"]).is_err());
     }
 
     #[test]

@@ -4,14 +4,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{CpuMode, Options, ServerConfig};
+use crate::config::{CpuMode, NetworkMode, Options, ServerConfig};
 use anyhow::{Context, bail};
 use axum::serve::ListenerExt;
 use stratus_api::service::{Counting, Invoker, Logs, Worker};
 use stratus_assignment::{AssignmentConfig, LocalAssignment};
 use stratus_counting::{CountingConfig, LocalCounting};
 use stratus_frontend::{Frontend, FrontendDeps, Interpreters as FrontendInterpreters, Readiness};
-use stratus_sandbox_process::{CpuLimit, ProcessBackend, ProcessBackendConfig};
+use stratus_sandbox_process::{CpuLimit, OutboundConfig, ProcessBackend, ProcessBackendConfig};
 use stratus_store_embedded::{EmbeddedMetaStore, FileBlobStore};
 use stratus_types::limits::MEMORY_MIN_MB;
 use stratus_worker::{DiskLogStore, Interpreters, LocalWorker, LogStoreConfig, WorkerConfig};
@@ -132,6 +132,21 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     let meta: Arc<dyn stratus_store::MetaStore> = Arc::new(meta);
     let blobs: Arc<dyn stratus_store::BlobStore> = Arc::new(blobs);
 
+    let network = match a.network {
+        NetworkMode::None => {
+            if !a.network_allow_host.is_empty() {
+                tracing::warn!(
+                    allow_host = ?a.network_allow_host,
+                    "network-allow-host is ignored: sandboxes have no network (network = none)"
+                );
+            }
+            None
+        }
+        NetworkMode::Outbound => Some(OutboundConfig {
+            cidr: a.network_bridge_cidr,
+            allow_host: a.network_allow_host.clone(),
+        }),
+    };
     let exe = std::env::current_exe().context("locating the stratus binary")?;
     let backend = Arc::new(
         ProcessBackend::new(ProcessBackendConfig {
@@ -140,6 +155,7 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
             cgroup_parent: a.cgroup_parent.clone(),
             uid_base: a.uid_base,
             cpu_limit: a.cpu_limit.backend(),
+            network,
             ..ProcessBackendConfig::default()
         })
         .context("starting the process sandbox backend")?,
@@ -148,6 +164,7 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
         cgroups = ?backend.cgroup_version(),
         tmp_capped = backend.tmp_is_capped(),
         cpu_limit = ?a.cpu_limit,
+        network = ?a.network,
         "process sandbox backend ready"
     );
 

@@ -84,6 +84,7 @@ pub fn checks() -> Vec<Check> {
     });
     out.push(landlock());
     out.push(tmp_disks());
+    out.push(outbound_network());
     out
 }
 
@@ -112,6 +113,30 @@ fn landlock() -> Check {
             Status::Warn,
             "not available (kernel older than 5.13 or not enabled): file access is limited by read-only mounts alone",
         )
+    }
+}
+
+/// `--network outbound` loads its firewall with `nft`; the default mode
+/// needs nothing.
+fn outbound_network() -> Check {
+    match std::process::Command::new("nft")
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .output()
+    {
+        Ok(out) if out.status.success() => check(
+            "outbound network",
+            Status::Ok,
+            format!(
+                "{} (used only with --network outbound)",
+                String::from_utf8_lossy(&out.stdout).trim()
+            ),
+        ),
+        _ => check(
+            "outbound network",
+            Status::Warn,
+            "no working nft command: --network outbound will refuse to start (Debian package nftables); the default --network none needs nothing",
+        ),
     }
 }
 

@@ -294,6 +294,12 @@ fn jail(ctl: BorrowedFd<'_>) -> Result<i32, JailerError> {
     let raw = read_all(io::stdin().as_fd())?;
     stdin_to_null()?;
     let cfg = parse_config(&raw)?;
+    if let Some(net) = &cfg.network {
+        crate::net::configure_sandbox_iface(net).map_err(|e| JailerError::Invalid {
+            step: "network",
+            message: crate::net::error_chain(&e),
+        })?;
+    }
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, cfg.runtime_api_port))
         .ctx("listener", || {
             format!("binding 127.0.0.1:{}", cfg.runtime_api_port)
@@ -847,10 +853,7 @@ fn build_etc(cfg: &JailerConfig, etc: &Path) -> Result<(), JailerError> {
             format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost\n"),
         ),
         ("hostname", format!("{hostname}\n")),
-        (
-            "resolv.conf",
-            "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n".to_owned(),
-        ),
+        ("resolv.conf", crate::net::resolv_conf(cfg.network.as_ref())),
         (
             "nsswitch.conf",
             "passwd: files\ngroup: files\nhosts: files dns\n".to_owned(),

@@ -8,10 +8,13 @@
 //! assembled from read-only binds (`/usr`, the code at `/var/task`, the
 //! runtime at `/var/runtime`, layers at `/opt`) and a disk-backed `/tmp`.
 //!
-//! The sandbox's network holds only `lo`. The jailer binds the Runtime API
+//! The sandbox's network holds only `lo` by default. The jailer binds the Runtime API
 //! listener *inside* that network namespace and passes the socket to the
 //! server, so the server accepts the runtime's connections directly, with no
-//! proxy and no host port ([`stratus_sandbox::RuntimeApiListener`]).
+//! proxy and no host port ([`stratus_sandbox::RuntimeApiListener`]). With
+//! [`ProcessBackendConfig::network`] each sandbox also gets an `eth0` on a
+//! NAT'd bridge that reaches the outside but not the host or other sandboxes
+//! (see the [`net`] module).
 //!
 //! This crate owns the kernel objects of its sandboxes (cgroups, scratch dirs,
 //! uids, processes) and releases every one of them when a sandbox is dropped.
@@ -61,6 +64,7 @@ mod cgroup;
 mod disk;
 pub mod host;
 mod jailer;
+pub mod net;
 mod protocol;
 pub mod seccomp;
 mod uid;
@@ -88,11 +92,13 @@ use tokio::io::unix::AsyncFd;
 pub use cgroup::{CgroupError, CgroupVersion, CpuLimit};
 pub use disk::DiskError;
 pub use jailer::{JailerError, jailer_main};
+pub use net::{Ipv4Cidr, NetError, OutboundConfig};
 pub use protocol::{JailerConfig, Protection, SANDBOX_GID, SANDBOX_UID};
 pub use uid::{UidAllocator, UidLease};
 
 use crate::cgroup::CgroupSet;
 use crate::disk::TmpDisk;
+use crate::net::{Attachment, Network};
 use crate::protocol::{CONTROL_FD, Command, MAX_REPORT, Report, send_command, step_name};
 
 /// Where cgroup filesystems are mounted.
@@ -133,6 +139,9 @@ pub struct ProcessBackendConfig {
     /// never sets it.
     #[doc(hidden)]
     pub benchmark_without: Vec<Protection>,
+    /// Outbound networking (a veth per sandbox on a NAT'd bridge); `None`
+    /// (the default): a sandbox's network holds only `lo`.
+    pub network: Option<OutboundConfig>,
 }
 
 /// The `/tmp` size the disk pool prepares: Lambda's default EphemeralStorage.
@@ -150,6 +159,7 @@ impl Default for ProcessBackendConfig {
             tmp_disk_pool: 4,
             cpu_limit: CpuLimit::Weight,
             benchmark_without: Vec::new(),
+            network: None,
         }
     }
 }
@@ -179,6 +189,8 @@ struct Inner {
     disks: Mutex<Vec<TmpDisk>>,
     /// Set while a thread refills `disks`.
     refilling_disks: AtomicBool,
+    /// The bridge and firewall of outbound networking, if configured.
+    network: Option<Network>,
 }
 
 impl Drop for Inner {
@@ -206,6 +218,8 @@ struct Prepared {
     output: OwnedFd,
     /// The server already moved the sandbox init (C) into `res.cgroups`.
     in_cgroup: bool,
+    /// J's pid (J is in the sandbox's network namespace).
+    jailer_pid: u32,
 }
 
 fn unavailable(what: impl std::fmt::Display) -> SandboxError {
@@ -279,6 +293,40 @@ impl ProcessBackend {
                 "removed the scratch dirs of a previous server process"
             );
         }
+        let net_swept = Network::sweep(&config.cgroup_parent);
+        if net_swept != net::Swept::default() {
+            tracing::info!(
+                links = net_swept.links,
+                nft_tables = net_swept.tables,
+                parent = %config.cgroup_parent,
+                "removed the network bridge, veths and firewall tables of a previous server process"
+            );
+        }
+        let network = match &config.network {
+            None => None,
+            Some(outbound) => {
+                let n = Network::setup(&config.cgroup_parent, outbound).map_err(|e| {
+                    // Leave no empty parent cgroup behind a refused start.
+                    cgroup::remove_parent_if_empty(
+                        &cgroup_root,
+                        cgroup_version,
+                        &config.cgroup_parent,
+                    );
+                    unavailable(format!(
+                        "setting up outbound networking: {}",
+                        net::error_chain(&e)
+                    ))
+                })?;
+                tracing::info!(
+                    bridge = n.bridge(),
+                    cidr = %n.cidr(),
+                    gateway = %n.cidr().gateway(),
+                    allow_host = ?outbound.allow_host,
+                    "outbound networking: each sandbox gets a veth on a NAT'd bridge; the host is reachable only at the allowed ports"
+                );
+                Some(n)
+            }
+        };
         let uids = UidAllocator::new(config.uid_base, config.uid_count);
         let (disk_dir, first_disk) = prepare_disks(&config.state_dir);
         Ok(Self {
@@ -293,6 +341,7 @@ impl ProcessBackend {
                 disk_dir,
                 disks: Mutex::new(first_disk.into_iter().collect()),
                 refilling_disks: AtomicBool::new(false),
+                network,
             }),
         })
     }
@@ -525,6 +574,14 @@ impl Inner {
                 .map_err(|e| ("cgroup", e.to_string()))?;
             prepared.in_cgroup = true;
         }
+        if let Some(network) = &self.network {
+            // J has unshared its network namespace (it reported C's fork).
+            prepared.res.net = Some(
+                network
+                    .attach(prepared.jailer_pid)
+                    .map_err(|e| ("network", net::error_chain(&e)))?,
+            );
+        }
         Ok(prepared)
     }
 
@@ -609,7 +666,8 @@ impl Inner {
             .map_err(|e| ("jailer", format!("starting {}: {e}", self.config.jailer[0])))?;
         drop(ctl_child);
         let stdin = child.stdin.take();
-        res.pidfd = pidfd_open(child.id());
+        let jailer_pid = child.id();
+        res.pidfd = pidfd_open(jailer_pid);
         res.jailer = Some(Arc::new(Mutex::new(child)));
         Ok(Prepared {
             stdin,
@@ -617,6 +675,7 @@ impl Inner {
             control: ctl_server,
             output: out_read,
             in_cgroup: false,
+            jailer_pid,
         })
     }
 }
@@ -712,10 +771,12 @@ impl ProcessBackend {
             output: out_read,
             stdin,
             in_cgroup,
+            jailer_pid,
         } = prepared;
         res.jailer = prepared_res.jailer.take();
         res.pidfd = prepared_res.pidfd.take();
         res.cgroups = prepared_res.cgroups.take();
+        res.net = prepared_res.net.take();
         drop(prepared_res);
         let t_forked = t0.elapsed();
         let procs = match &res.cgroups {
@@ -727,6 +788,42 @@ impl ProcessBackend {
             Some(cg) => cg.procs_files(),
             None => Vec::new(),
         };
+
+        // The sandbox keeps a second descriptor of the socket to send commands on.
+        let commands = ctl_server
+            .try_clone()
+            .map_err(|e| ("jailer", format!("dup of the control socket: {e}")))?;
+        // SAFETY: `ctl_server` is an open socket owned by the AsyncFd from here on.
+        let control = unsafe { AsyncFd::register(ctl_server) }
+            .map_err(|e| ("jailer", format!("registering control socket: {e}")))?;
+
+        let mut t_net = Duration::ZERO;
+        if inner.network.is_some() && res.net.is_none() {
+            // A jailer started just now: its network namespace exists once
+            // it reports C's fork.
+            tokio::time::timeout(START_TIMEOUT, wait_forked(&control))
+                .await
+                .map_err(|_| {
+                    (
+                        "jailer",
+                        format!("the jailer did not start within {START_TIMEOUT:?}"),
+                    )
+                })??;
+            // A netlink request waits for the kernel's rtnl lock, which
+            // namespace creation and teardown elsewhere hold for up to tens
+            // of milliseconds: not on an async worker.
+            let t_attach = Instant::now();
+            let inner = Arc::clone(&self.inner);
+            let attached = tokio::task::spawn_blocking(move || {
+                inner.network.as_ref().map(|n| n.attach(jailer_pid))
+            })
+            .await
+            .map_err(|e| ("network", format!("the veth task failed: {e}")))?;
+            if let Some(attached) = attached {
+                res.net = Some(attached.map_err(|e| ("network", net::error_chain(&e)))?);
+            }
+            t_net = t_attach.elapsed();
+        }
 
         let config = JailerConfig {
             id: id.clone(),
@@ -747,6 +844,7 @@ impl ProcessBackend {
             tmp_device,
             root_dir,
             without: inner.config.benchmark_without.clone(),
+            network: res.net.as_ref().map(|a: &Attachment| a.net.clone()),
         };
         let config_json = serde_json::to_vec(&config).map_err(|e| ("config", e.to_string()))?;
         if let Some(mut stdin) = stdin {
@@ -755,14 +853,6 @@ impl ProcessBackend {
                 .write_all(&config_json)
                 .map_err(|e| ("config", format!("writing the jailer config: {e}")))?;
         }
-
-        // The sandbox keeps a second descriptor of the socket to send commands on.
-        let commands = ctl_server
-            .try_clone()
-            .map_err(|e| ("jailer", format!("dup of the control socket: {e}")))?;
-        // SAFETY: `ctl_server` is an open socket owned by the AsyncFd from here on.
-        let control = unsafe { AsyncFd::register(ctl_server) }
-            .map_err(|e| ("jailer", format!("registering control socket: {e}")))?;
 
         let mut listener = None;
         let mut t_listening = Duration::ZERO;
@@ -820,6 +910,7 @@ impl ProcessBackend {
             sandbox = %id,
             pooled = in_cgroup,
             jailer_ready_us = t_forked.as_micros() as u64,
+            network_us = t_net.as_micros() as u64,
             listening_us = t_listening.as_micros() as u64,
             started_us = t0.elapsed().as_micros() as u64,
             "sandbox start phases"
@@ -880,6 +971,26 @@ impl SandboxBackend for ProcessBackend {
 }
 
 /// Receives one report (and a descriptor, if one came along). `None` on EOF.
+/// Waits for J's [`Report::Forked`] (J has unshared its namespaces).
+async fn wait_forked(control: &AsyncFd<OwnedFd>) -> Result<(), (&'static str, String)> {
+    loop {
+        match recv_report(control).await {
+            Ok(Some((Report::Forked { .. }, _))) => return Ok(()),
+            Ok(Some((Report::Error { step, message }, _))) => {
+                return Err((step_name(&step), message));
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return Err((
+                    "jailer",
+                    "the jailer exited before it forked the sandbox init".into(),
+                ));
+            }
+            Err(e) => return Err(("jailer", format!("reading the control socket: {e}"))),
+        }
+    }
+}
+
 async fn recv_report(control: &AsyncFd<OwnedFd>) -> io::Result<Option<(Report, Option<OwnedFd>)>> {
     loop {
         let mut guard = control.readable().await?;
@@ -1031,6 +1142,9 @@ struct Resources {
     /// Detached after everything above is gone (fields drop after `drop`).
     disk: Option<TmpDisk>,
     uid: Option<UidLease>,
+    /// The sandbox's address on the bridge (outbound networking); freed
+    /// after the jailer is gone (its veth dies with its network namespace).
+    net: Option<Attachment>,
 }
 
 impl Resources {

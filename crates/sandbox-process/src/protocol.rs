@@ -72,6 +72,9 @@ pub struct JailerConfig {
     /// whenever the server starts a sandbox.
     #[serde(default)]
     pub without: Vec<Protection>,
+    /// Outbound networking: how to configure `eth0`, which the server put
+    /// into the jailer's network namespace (`None`: only `lo`).
+    pub network: Option<crate::net::SandboxNet>,
 }
 
 /// A protection that the protection-cost benchmark can leave out, one at a
@@ -228,6 +231,12 @@ mod tests {
             tmp_device: Some("/dev/loop7".into()),
             root_dir: "/tmp/s/sbx-1/root".into(),
             without: vec![Protection::Landlock],
+            network: Some(crate::net::SandboxNet {
+                address: std::net::Ipv4Addr::new(172, 31, 250, 2),
+                prefix: 24,
+                gateway: std::net::Ipv4Addr::new(172, 31, 250, 1),
+                nameservers: vec![std::net::Ipv4Addr::new(192, 0, 2, 53)],
+            }),
         };
         let json = serde_json::to_string(&cfg).expect("serialise");
         assert!(json.contains(r#""without":["landlock"]"#), "{json}");

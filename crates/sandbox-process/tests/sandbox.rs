@@ -10,7 +10,10 @@ use stratus_sandbox::{
     ExitStatus, RuntimeApiListener, Sandbox, SandboxBackend, SandboxError, SandboxLimits,
     SandboxSpec,
 };
-use stratus_sandbox_process::{ProcessBackend, ProcessBackendConfig, make_world_readable};
+use stratus_sandbox_process::net::Names;
+use stratus_sandbox_process::{
+    Ipv4Cidr, OutboundConfig, ProcessBackend, ProcessBackendConfig, make_world_readable,
+};
 use tokio::io::AsyncReadExt;
 
 fn is_root() -> bool {
@@ -22,6 +25,15 @@ fn is_root() -> bool {
 /// sandbox runs as is known (`uid_base`). With `prewarm`, the pool is filled
 /// first so the pre-warmed path is what gets tested (on cgroup v1).
 fn backend(uid_base: u32, prewarm: usize) -> (ProcessBackend, tempfile::TempDir) {
+    backend_with(uid_base, prewarm, None)
+}
+
+/// [`backend`] with outbound networking (`network`) or without.
+fn backend_with(
+    uid_base: u32,
+    prewarm: usize,
+    network: Option<OutboundConfig>,
+) -> (ProcessBackend, tempfile::TempDir) {
     let state = tempfile::tempdir().expect("state dir");
     let backend = ProcessBackend::new(ProcessBackendConfig {
         jailer: vec![env!("CARGO_BIN_EXE_stratus-jailer").to_owned()],
@@ -31,6 +43,7 @@ fn backend(uid_base: u32, prewarm: usize) -> (ProcessBackend, tempfile::TempDir)
         uid_count: 1,
         prewarm,
         tmp_disk_pool: prewarm,
+        network,
         ..ProcessBackendConfig::default()
     })
     .expect("backend");
@@ -564,8 +577,21 @@ async fn startup_latency() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(30);
+    // STRATUS_LOG=stratus_sandbox_process=debug prints each start's phases.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("STRATUS_LOG"))
+        .try_init();
+    // STRATUS_BENCH_NETWORK=outbound: each sandbox also gets a veth.
+    let network =
+        (std::env::var("STRATUS_BENCH_NETWORK").as_deref() == Ok("outbound")).then(|| {
+            OutboundConfig {
+                cidr: "172.31.251.0/24".parse().expect("cidr"),
+                allow_host: Vec::new(),
+            }
+        });
+    println!("network: {network:?}");
     for prewarm in [2, 0] {
-        let (backend, _state) = backend(2_910_007, prewarm);
+        let (backend, _state) = backend_with(2_910_007, prewarm, network.clone());
         for (name, argv) in cases {
             let mut spawn_times = Vec::new();
             let mut connect_times = Vec::new();
@@ -743,4 +769,107 @@ async fn check_usable_notices_a_missing_state_dir() {
         matches!(&err, SandboxError::Unavailable(m) if m.contains("state dir")),
         "{err}"
     );
+}
+
+/// What a sandbox with outbound networking sees of its network.
+const NET_PROBE: &str = r#"
+import socket, json
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect(('172.31.252.1', 9))
+r = {'interfaces': sorted(n for _, n in socket.if_nameindex()), 'address': s.getsockname()[0],
+     'route': open('/proc/net/route').read().splitlines()[1:], 'resolv': open('/etc/resolv.conf').read()}
+c = socket.create_connection(('127.0.0.1', 9001))
+c.sendall(json.dumps(r).encode())
+"#;
+
+#[tokio::test]
+async fn outbound_network_gives_each_sandbox_an_address_and_is_removed_with_the_backend() {
+    if !is_root() {
+        return;
+    }
+    if std::process::Command::new("nft")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: no nft on this host (Debian package nftables; .ci/run installs it)");
+        return;
+    }
+    let cidr: Ipv4Cidr = "172.31.252.0/24".parse().expect("cidr");
+    let names = Names::for_parent("stratus-test-2910020");
+    let veths = || -> Vec<String> {
+        std::fs::read_dir("/sys/class/net")
+            .expect("sysfs")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&names.veth_prefix))
+            .collect()
+    };
+    let code = code_dir(&[("probe.py", NET_PROBE)]);
+    // One pooled start (its veth made ahead of time) and one made on demand.
+    for prewarm in [1, 0] {
+        let (backend, _state) = backend_with(
+            2_910_020,
+            prewarm,
+            Some(OutboundConfig {
+                cidr,
+                allow_host: Vec::new(),
+            }),
+        );
+        assert!(Path::new("/sys/class/net").join(&names.bridge).exists());
+        let mut sb = backend
+            .spawn(spec(
+                &format!("net-{prewarm}"),
+                code.path(),
+                &["/usr/bin/python3", "/var/task/probe.py"],
+            ))
+            .await
+            .expect("spawn");
+        let api = listener(&mut sb);
+        let (mut conn, _) = tokio::time::timeout(Duration::from_secs(20), api.accept())
+            .await
+            .expect("the probe connects within 20 s")
+            .expect("accept");
+        let mut body = String::new();
+        conn.read_to_string(&mut body).await.expect("read");
+        let r: serde_json::Value = serde_json::from_str(&body).expect("the probe's JSON");
+        assert_eq!(r["interfaces"], serde_json::json!(["eth0", "lo"]), "{r}");
+        let addr = r["address"].as_str().expect("address");
+        assert!(
+            addr.starts_with("172.31.252.") && addr != "172.31.252.1",
+            "{r}"
+        );
+        // A default route (destination 00000000) via the gateway (172.31.252.1, little-endian hex).
+        let routes = r["route"].as_array().expect("routes");
+        assert!(
+            routes.iter().any(|l| {
+                let f: Vec<&str> = l.as_str().unwrap_or("").split_whitespace().collect();
+                f.len() > 2 && f[0] == "eth0" && f[1] == "00000000" && f[2] == "01FC1FAC"
+            }),
+            "{r}"
+        );
+        assert_eq!(veths().len(), 1 + prewarm, "{:?}", veths());
+        // The Runtime API sockets hold the sandbox's network namespace too.
+        drop((conn, api));
+        drop(sb);
+        drop(backend);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !veths().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            veths(),
+            Vec::<String>::new(),
+            "veths outlived their sandboxes"
+        );
+        assert!(!Path::new("/sys/class/net").join(&names.bridge).exists());
+        let tables = std::process::Command::new("nft")
+            .args(["list", "tables"])
+            .output()
+            .expect("nft");
+        assert!(
+            !String::from_utf8_lossy(&tables.stdout).contains(&names.table),
+            "the firewall tables outlived the backend"
+        );
+    }
 }
