@@ -26,7 +26,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn too_large() -> LambdaError {
+pub(crate) fn too_large() -> LambdaError {
     LambdaError::new(
         ErrorCode::RequestEntityTooLarge,
         format!(

@@ -180,15 +180,20 @@ pub async fn authenticate(State(fe): State<Arc<Frontend>>, req: Request, next: N
     if !known {
         return ApiError(unrecognized()).into_response();
     }
-    let body = match axum::body::to_bytes(body, crate::CONTROL_BODY_LIMIT).await {
+    // The body is hashed, so read whole, within the route's own limit.
+    let invoke = parts.uri.path().ends_with("/invocations");
+    let limit = if invoke {
+        stratus_types::limits::SYNC_REQUEST_MAX_BYTES
+    } else {
+        crate::CONTROL_BODY_LIMIT
+    };
+    let body = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
+        Err(_) if invoke => return ApiError(crate::invoke::too_large()).into_response(),
         Err(_) => {
             return ApiError(LambdaError::new(
                 ErrorCode::RequestEntityTooLarge,
-                format!(
-                    "Request must be smaller than {} bytes.",
-                    crate::CONTROL_BODY_LIMIT
-                ),
+                format!("Request must be smaller than {limit} bytes."),
             ))
             .into_response();
         }
