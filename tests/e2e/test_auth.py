@@ -194,17 +194,32 @@ def test_listening_beyond_loopback_needs_configured_keys(tmp_path):
     assert not (tmp_path / "d").exists()
 
 
-def test_loopback_server_without_keys_uses_the_documented_pair():
-    srv = new_server("localkey", env={"STRATUS_ACCESS_KEY_ID": None, "STRATUS_SECRET_ACCESS_KEY": None})
+def test_loopback_server_without_keys_uses_the_documented_pair_and_keys_survive_a_restart():
+    no_keys = {"STRATUS_ACCESS_KEY_ID": None, "STRATUS_SECRET_ACCESS_KEY": None}
+    local = ("STRATUSLOCALADMINKEY", "stratus-local-secret")
+    srv = new_server("localkey", env=no_keys)
     srv.start()
+    again = None
     try:
         assert "STRATUSLOCALADMINKEY" in srv.log_path.read_text(), srv.log_tail()
-        c = make_client(srv.endpoint, aws_access_key_id="STRATUSLOCALADMINKEY",
-                        aws_secret_access_key="stratus-local-secret")
+        c = make_client(srv.endpoint, aws_access_key_id=local[0], aws_secret_access_key=local[1])
         assert c.list_functions()["Functions"] == []
         expect_error(make_client(srv.endpoint).list_functions, 403, "UnrecognizedClientException")
         # The store holding secrets is the server user's alone.
         assert (srv.data_dir / "meta.redb").stat().st_mode & 0o077 == 0
+        account = cli(srv, "account", "create", key=local).stdout.strip()
+        key = json.loads(cli(srv, "key", "create", "--account", account, "--output", "json", key=local).stdout)
+        # The secret is not in the server's log.
+        assert key["SecretAccessKey"] not in srv.log_path.read_text()
+        assert srv.stop() == 0
+
+        again = new_server("localkey-restarted", data_dir=srv.data_dir, env=no_keys)
+        again.start()
+        b = client_of(again, key["AccessKeyId"], key["SecretAccessKey"])
+        assert b.list_functions()["Functions"] == []
+        assert account in cli(again, "account", "list", key=local).stdout
     finally:
         srv.stop()
+        if again is not None:
+            again.stop()
         remove_data_dir(srv.data_dir)

@@ -281,7 +281,7 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
         });
     tracing::info!(
         listen = %a.listen,
-        "Stratus is ready: Lambda API at http://{} (any credentials are accepted: signatures are not verified yet), Prometheus metrics at http://{}/metrics, readiness at http://{}/ready",
+        "Stratus is ready: Lambda API at http://{} (requests must be SigV4-signed by a known key), Prometheus metrics at http://{}/metrics, readiness at http://{}/ready",
         a.listen,
         a.listen,
         a.listen

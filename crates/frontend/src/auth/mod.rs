@@ -29,6 +29,7 @@ use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
 use stratus_api::{ErrorCode, LambdaError};
 use stratus_types::AccountId;
 
@@ -187,8 +188,15 @@ pub async fn authenticate(State(fe): State<Arc<Frontend>>, req: Request, next: N
     } else {
         crate::CONTROL_BODY_LIMIT
     };
-    let body = match axum::body::to_bytes(body, limit).await {
-        Ok(b) => b,
+    let body = match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if !e.is::<http_body_util::LengthLimitError>() => {
+            return ApiError(LambdaError::new(
+                ErrorCode::InvalidRequestContent,
+                format!("Could not read request body: {e}"),
+            ))
+            .into_response();
+        }
         Err(_) if invoke => return ApiError(crate::invoke::too_large()).into_response(),
         Err(_) => {
             return ApiError(LambdaError::new(
