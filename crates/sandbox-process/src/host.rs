@@ -82,8 +82,37 @@ pub fn checks() -> Vec<Check> {
             "the kernel has no seccomp: the sandbox filter cannot be installed",
         )
     });
+    out.push(landlock());
     out.push(tmp_disks());
     out
+}
+
+/// Landlock's ABI version, asked of the kernel as its documentation says
+/// (`landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION)`).
+fn landlock() -> Check {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_long = 1;
+    // SAFETY: a null attribute pointer with size 0 is the documented query.
+    let abi = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0 as libc::size_t,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    if abi > 0 {
+        check(
+            "landlock",
+            Status::Ok,
+            format!("ABI {abi}: runtimes may write only /tmp and /dev"),
+        )
+    } else {
+        check(
+            "landlock",
+            Status::Warn,
+            "not available (kernel older than 5.13 or not enabled): file access is limited by read-only mounts alone",
+        )
+    }
 }
 
 fn cgroups(root: &Path) -> Check {

@@ -53,7 +53,8 @@ use nix::unistd::{setgroups, setresgid, setresuid};
 use stratus_sandbox::ExitStatus;
 
 use crate::protocol::{
-    CONTROL_FD, Command, JailerConfig, MAX_COMMAND, Report, SANDBOX_GID, SANDBOX_UID, send_report,
+    CONTROL_FD, Command, JailerConfig, MAX_COMMAND, Protection, Report, SANDBOX_GID, SANDBOX_UID,
+    send_report,
 };
 use crate::seccomp::{DEFAULT_POLICY, Policy};
 
@@ -231,10 +232,13 @@ fn write_file(step: &'static str, path: &str, value: &str) -> Result<(), JailerE
 fn jail(ctl: BorrowedFd<'_>) -> Result<i32, JailerError> {
     // Everything up to the listener is independent of the config, so a
     // pre-warmed jailer has done it before its config arrives.
-    let policy = Policy::compile(DEFAULT_POLICY).map_err(|e| JailerError::Invalid {
-        step: "seccomp",
-        message: e.to_string(),
-    })?;
+    let policy = DEFAULT_POLICY
+        .ok_or_else(|| format!("no seccomp policy for {}", std::env::consts::ARCH))
+        .and_then(|json| Policy::compile(json).map_err(|e| e.to_string()))
+        .map_err(|message| JailerError::Invalid {
+            step: "seccomp",
+            message,
+        })?;
     // J and C should never be the OOM killer's choice; R resets its own value.
     // Lowering needs CAP_SYS_RESOURCE, which some containers drop: then J and
     // C keep the server's value and are still far smaller than any runtime.
@@ -540,6 +544,95 @@ fn drop_privileges(host_uid: u32) -> Result<(), JailerError> {
     Ok(())
 }
 
+/// R, still root: the output pipe (fds 1 and 2) becomes the sandbox user's,
+/// so the runtime can reopen it as `/dev/stdout` or `/dev/stderr` (shell
+/// runtimes write `> /dev/stderr`), as it can on Lambda. A restarted runtime
+/// finds it done already.
+fn give_output_to(host_uid: u32) -> Result<(), JailerError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    for fd in [1, 2] {
+        nix::unistd::fchown(
+            fd,
+            Some(Uid::from_raw(host_uid)),
+            Some(Gid::from_raw(host_uid)),
+        )
+        .ctx("stdio", || {
+            "giving the output pipe to the sandbox user".into()
+        })?;
+    }
+    Ok(())
+}
+
+/// R, in its own user namespace (where it still holds every capability of
+/// that namespace): empties the bounding and ambient sets and locks the
+/// securebits, so nothing it execs can ever hold a capability again, not even
+/// a setuid or file-capability binary, and uid 0 means nothing special. The
+/// exec as uid 993 then clears the effective and permitted sets.
+fn drop_capabilities() -> Result<(), JailerError> {
+    let prctl = |what: &str, option: libc::c_int, arg: libc::c_ulong| {
+        // SAFETY: prctl with integer arguments only; no memory is passed.
+        let rc = unsafe { libc::prctl(option, arg, 0 as libc::c_ulong, 0 as libc::c_ulong, 0) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(nix::Error::last()).ctx("capabilities", || what.to_owned())
+        }
+    };
+    for cap in 0..=63 {
+        match prctl("PR_CAPBSET_DROP", libc::PR_CAPBSET_DROP, cap) {
+            Ok(()) => {}
+            // Past the kernel's last capability.
+            Err(JailerError::Sys {
+                source: nix::Error::EINVAL,
+                ..
+            }) => break,
+            Err(e) => return Err(e),
+        }
+    }
+    prctl(
+        "PR_CAP_AMBIENT_CLEAR_ALL",
+        libc::PR_CAP_AMBIENT,
+        libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+    )?;
+    // SECBIT_NOROOT, SECBIT_NO_SETUID_FIXUP, SECBIT_KEEP_CAPS_LOCKED,
+    // SECBIT_NO_CAP_AMBIENT_RAISE, each with its lock bit.
+    const SECUREBITS: libc::c_ulong = 0b1111_0111;
+    prctl("PR_SET_SECUREBITS", libc::PR_SET_SECUREBITS, SECUREBITS)
+}
+
+/// R: a Landlock domain where the kernel has Landlock (best effort, silently
+/// absent on older kernels): the whole root readable and executable, writes
+/// only under `/tmp` and `/dev` (the null devices and `/dev/shm`), no
+/// signals to processes outside the domain and no abstract unix sockets of
+/// others. The mounts are already read-only; this also closes what a
+/// read-only mount leaves open, such as `/proc/self/*` files.
+fn landlock() -> Result<(), JailerError> {
+    use landlock::{
+        ABI, Access, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, Scope, path_beneath_rules,
+    };
+    let abi = ABI::V6;
+    let fail = |e: landlock::RulesetError| JailerError::Invalid {
+        step: "landlock",
+        message: e.to_string(),
+    };
+    Ruleset::default()
+        .handle_access(AccessFs::from_all(abi))
+        .and_then(|r| r.scope(Scope::from_all(abi)))
+        .and_then(|r| r.create())
+        .and_then(|r| r.add_rules(path_beneath_rules(["/"], AccessFs::from_read(abi))))
+        .and_then(|r| {
+            r.add_rules(path_beneath_rules(
+                ["/tmp", "/dev"],
+                AccessFs::from_all(abi),
+            ))
+        })
+        .and_then(|r| r.restrict_self())
+        .map_err(fail)?;
+    Ok(())
+}
+
 fn mkdir(step: &'static str, path: &Path, mode: u32) -> Result<(), JailerError> {
     fs::DirBuilder::new()
         .mode(mode)
@@ -830,28 +923,40 @@ fn exec_runtime(cfg: &JailerConfig, policy: &Policy) -> Result<Infallible, Jaile
         "RLIMIT_NPROC",
         cfg.max_pids.saturating_add(1),
     )?;
+    give_output_to(cfg.host_uid)?;
     drop_privileges(cfg.host_uid)?;
     // Changing uid made us non-dumpable, which makes /proc/self root-owned;
     // we need to write our own id maps below (exec resets this anyway).
-    nix::sys::prctl::set_dumpable(true).ctx("userns", || "PR_SET_DUMPABLE".into())?;
-    unshare(CloneFlags::CLONE_NEWUSER).ctx("userns", || "unshare(CLONE_NEWUSER)".into())?;
-    write_file("userns", "/proc/self/setgroups", "deny")?;
-    write_file(
-        "userns",
-        "/proc/self/uid_map",
-        &format!("{SANDBOX_UID} {} 1\n", cfg.host_uid),
-    )?;
-    write_file(
-        "userns",
-        "/proc/self/gid_map",
-        &format!("{SANDBOX_GID} {} 1\n", cfg.host_uid),
-    )?;
+    let with = |p: Protection| !cfg.without.contains(&p);
+    if with(Protection::UserNamespace) {
+        nix::sys::prctl::set_dumpable(true).ctx("userns", || "PR_SET_DUMPABLE".into())?;
+        unshare(CloneFlags::CLONE_NEWUSER).ctx("userns", || "unshare(CLONE_NEWUSER)".into())?;
+        write_file("userns", "/proc/self/setgroups", "deny")?;
+        write_file(
+            "userns",
+            "/proc/self/uid_map",
+            &format!("{SANDBOX_UID} {} 1\n", cfg.host_uid),
+        )?;
+        write_file(
+            "userns",
+            "/proc/self/gid_map",
+            &format!("{SANDBOX_GID} {} 1\n", cfg.host_uid),
+        )?;
+    }
     chdir(&cfg.cwd).ctx("chdir", || format!("chdir {}", cfg.cwd.display()))?;
+    if with(Protection::Capabilities) && with(Protection::UserNamespace) {
+        drop_capabilities()?;
+    }
     nix::sys::prctl::set_no_new_privs().ctx("seccomp", || "PR_SET_NO_NEW_PRIVS".into())?;
-    policy.install().map_err(|e| JailerError::Invalid {
-        step: "seccomp",
-        message: e.to_string(),
-    })?;
+    if with(Protection::Landlock) {
+        landlock()?;
+    }
+    if with(Protection::Seccomp) {
+        policy.install().map_err(|e| JailerError::Invalid {
+            step: "seccomp",
+            message: e.to_string(),
+        })?;
+    }
     let Some(program) = argv.first() else {
         return Err(JailerError::Invalid {
             step: "exec",

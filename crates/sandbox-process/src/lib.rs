@@ -4,7 +4,7 @@
 //! and cgroup namespaces plus its own user namespace, limited by a memory and
 //! pids cgroup (v1 or v2) with CPU in proportion to memory (a weight, or with
 //! [`CpuLimit::Quota`] also a hard quota), running as a host uid no other sandbox shares, with
-//! a seccomp deny list ([`seccomp::DEFAULT_POLICY`]) and a root filesystem
+//! a default-deny seccomp allowlist ([`seccomp::DEFAULT_POLICY`]) and a root filesystem
 //! assembled from read-only binds (`/usr`, the code at `/var/task`, the
 //! runtime at `/var/runtime`, layers at `/opt`) and a disk-backed `/tmp`.
 //!
@@ -88,7 +88,7 @@ use tokio::io::unix::AsyncFd;
 pub use cgroup::{CgroupError, CgroupVersion, CpuLimit};
 pub use disk::DiskError;
 pub use jailer::{JailerError, jailer_main};
-pub use protocol::{JailerConfig, SANDBOX_GID, SANDBOX_UID};
+pub use protocol::{JailerConfig, Protection, SANDBOX_GID, SANDBOX_UID};
 pub use uid::{UidAllocator, UidLease};
 
 use crate::cgroup::CgroupSet;
@@ -128,6 +128,11 @@ pub struct ProcessBackendConfig {
     /// CPU in proportion to memory (1,769 MB = one CPU): a scheduling
     /// weight only (the default), or that weight plus a hard quota.
     pub cpu_limit: CpuLimit,
+    /// Protections every sandbox starts without. For the protection-cost
+    /// benchmark only (`tests/sandbox.rs`, `protection_costs`); the server
+    /// never sets it.
+    #[doc(hidden)]
+    pub benchmark_without: Vec<Protection>,
 }
 
 /// The `/tmp` size the disk pool prepares: Lambda's default EphemeralStorage.
@@ -144,6 +149,7 @@ impl Default for ProcessBackendConfig {
             prewarm: 2,
             tmp_disk_pool: 4,
             cpu_limit: CpuLimit::Weight,
+            benchmark_without: Vec::new(),
         }
     }
 }
@@ -210,7 +216,8 @@ impl ProcessBackend {
     /// Checks the host (root, cgroups) and prepares the state dir and parent
     /// cgroup, after removing what a previous server process left in them
     /// (processes, cgroups, scratch dirs, `/tmp` loop devices). The cgroup
-    /// parent and state dir must belong to this backend alone.
+    /// parent and state dir must belong to this backend alone (`stratus
+    /// server` locks its data dir and cgroup parent before calling this).
     pub fn new(config: ProcessBackendConfig) -> Result<Self, SandboxError> {
         if config.jailer.is_empty() {
             return Err(unavailable("no jailer command configured"));
@@ -447,6 +454,9 @@ impl Inner {
         let Some(dir) = &self.disk_dir else {
             return Ok(None);
         };
+        if self.config.benchmark_without.contains(&Protection::TmpDisk) {
+            return Ok(None);
+        }
         if size_mb == DEFAULT_TMP_MB
             && let Some(d) = lock(&self.disks).pop()
         {
@@ -736,6 +746,7 @@ impl ProcessBackend {
             tmp_dir,
             tmp_device,
             root_dir,
+            without: inner.config.benchmark_without.clone(),
         };
         let config_json = serde_json::to_vec(&config).map_err(|e| ("config", e.to_string()))?;
         if let Some(mut stdin) = stdin {

@@ -132,7 +132,14 @@ st = os.statvfs('/tmp')
 r['tmp_mb'] = st.f_blocks * st.f_frsize // (1 << 20)
 r['tmp_fs'] = [l.split()[2] for l in open('/proc/self/mounts') if l.split()[1] == '/tmp']
 r['uid'], r['euid'], r['gid'] = os.getuid(), os.geteuid(), os.getgid()
-r['capeff'] = [l.split()[1] for l in open('/proc/self/status') if l.startswith('CapEff')][0]
+status = {l.split(':')[0]: l.split()[1] for l in open('/proc/self/status') if l.startswith('Cap')}
+r['capeff'] = status['CapEff']
+r['caps'] = [status[k] for k in ('CapInh', 'CapPrm', 'CapEff', 'CapBnd', 'CapAmb')]
+r['proc_write'] = try_write('/proc/self/comm')
+r['dev_write'] = try_write('/dev/null')
+with open('/dev/stdout', 'w') as out:
+    out.write('reopened stdout\n')
+r['shm_write'] = try_write('/dev/shm/x')
 libc = ctypes.CDLL(None, use_errno=True)
 rc = libc.mount(b'none', b'/tmp', b'tmpfs', 0, None)
 r['mount'] = errno.errorcode.get(ctypes.get_errno()) if rc else 'ok'
@@ -180,10 +187,14 @@ async fn isolation_seen_from_inside() {
     let api = listener(&mut sb);
     let output = tokio::spawn(read_all(sb.take_output().expect("output")));
 
-    let (mut conn, _) = tokio::time::timeout(Duration::from_secs(20), api.accept())
-        .await
-        .expect("runtime connected in time")
-        .expect("accept");
+    let Ok(accepted) = tokio::time::timeout(Duration::from_secs(20), api.accept()).await else {
+        drop(sb);
+        panic!(
+            "the probe never reported; its output: {}",
+            output.await.expect("output")
+        );
+    };
+    let (mut conn, _) = accepted.expect("accept");
     let mut body = String::new();
     conn.read_to_string(&mut body).await.expect("read report");
     let r: serde_json::Value = serde_json::from_str(&body).expect("probe json");
@@ -201,6 +212,15 @@ async fn isolation_seen_from_inside() {
     assert_eq!(r["euid"], 993);
     assert_eq!(r["gid"], 990);
     assert_eq!(r["capeff"], "0000000000000000");
+    assert_eq!(
+        r["caps"],
+        serde_json::json!(vec!["0000000000000000"; 5]),
+        "no capability in any set, bounding and ambient included"
+    );
+    // Landlock: /proc/self/comm is writable by its owner without it.
+    assert_eq!(r["proc_write"], "EACCES", "{r}");
+    assert_eq!(r["dev_write"], "ok", "{r}");
+    assert_eq!(r["shm_write"], "ok", "{r}");
     assert_eq!(r["mount"], "EPERM");
     assert_eq!(r["unshare"], "EPERM");
     assert_eq!(r["unshare_user"], "EPERM");
@@ -225,6 +245,7 @@ async fn isolation_seen_from_inside() {
     assert_eq!(sb.wait().await, ExitStatus::Code(0), "wait is repeatable");
     let out = output.await.expect("output task");
     assert!(out.contains("probe done"), "output: {out}");
+    assert!(out.contains("reopened stdout"), "output: {out}");
     assert!(!out.contains("stratus-jailer"), "jailer warnings: {out}");
     // /tmp: an empty ext4 of the spec's size, owned by the sandbox user.
     assert_eq!(r["tmp_before"], serde_json::json!([]), "{r}");
@@ -572,6 +593,73 @@ async fn startup_latency() {
                 median(drop_times),
             );
         }
+    }
+}
+
+/// What each protection adds to a cold start: the median spawn → Runtime API
+/// connection time with every protection, and with each one left out in
+/// turn (n starts each, interleaved so load drifts hit all variants alike):
+/// `cargo test -p stratus-sandbox-process --release --test sandbox -- --ignored --nocapture protection_costs`
+/// (`STRATUS_BENCH_STARTS`, default 100).
+#[tokio::test]
+#[ignore = "benchmark; run explicitly"]
+async fn protection_costs() {
+    use stratus_sandbox_process::Protection;
+    if !is_root() {
+        return;
+    }
+    let starts: usize = std::env::var("STRATUS_BENCH_STARTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let code = code_dir(&[]);
+    let argv: &[&str] = &["/bin/bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9001"];
+    let mut variants: Vec<(String, Vec<Protection>)> = vec![("all".into(), Vec::new())];
+    for p in Protection::ALL {
+        variants.push((format!("without {p:?}"), vec![p]));
+    }
+    let mut backends = Vec::new();
+    for (i, (_, without)) in variants.iter().enumerate() {
+        let state = tempfile::tempdir().expect("state dir");
+        let config = ProcessBackendConfig {
+            jailer: vec![env!("CARGO_BIN_EXE_stratus-jailer").to_owned()],
+            state_dir: state.path().to_owned(),
+            cgroup_parent: format!("stratus-test-costs-{}-{i}", std::process::id()),
+            uid_base: 2_920_000 + i as u32 * 100,
+            uid_count: 100,
+            prewarm: 2,
+            tmp_disk_pool: 2,
+            benchmark_without: without.clone(),
+            ..ProcessBackendConfig::default()
+        };
+        let backend = ProcessBackend::new(config).expect("backend");
+        backend.prewarm();
+        backends.push((backend, state));
+    }
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); variants.len()];
+    for n in 0..starts {
+        for (i, (backend, _)) in backends.iter().enumerate() {
+            let spec = spec(&format!("cost-{i}-{n}"), code.path(), argv);
+            let t0 = Instant::now();
+            let mut sb = backend.spawn(spec).await.expect("spawn");
+            let api = listener(&mut sb);
+            let _conn = api.accept().await.expect("accept");
+            times[i].push(t0.elapsed());
+            drop(sb);
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    }
+    let all = median(times[0].clone());
+    println!("protection costs, spawn -> runtime connected, median of {starts} starts");
+    println!("{:<28} {:>10} {:>10}", "variant", "median", "cost");
+    for (i, (name, _)) in variants.iter().enumerate() {
+        let m = median(times[i].clone());
+        let cost = all.as_secs_f64() - m.as_secs_f64();
+        println!(
+            "{name:<28} {:>8.2}ms {:>8.2}ms",
+            m.as_secs_f64() * 1e3,
+            if i == 0 { 0.0 } else { cost * 1e3 }
+        );
     }
 }
 
