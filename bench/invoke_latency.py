@@ -58,7 +58,15 @@ from botocore.auth import SigV4Auth  # noqa: E402
 from botocore.awsrequest import AWSRequest  # noqa: E402
 from botocore.credentials import Credentials  # noqa: E402
 
-from stratus_harness import ROLE, Server, make_client, wait_active, zip_files  # noqa: E402
+from stratus_harness import (  # noqa: E402
+    ACCESS_KEY_ID,
+    ROLE,
+    SECRET_ACCESS_KEY,
+    Server,
+    make_client,
+    wait_active,
+    zip_files,
+)
 
 PY_TRIVIAL = "def handler(event, context):\n    return {}\n"
 NODE_TRIVIAL = "exports.handler = async (event, context) => ({});\n"
@@ -94,7 +102,7 @@ class RawInvoker:
         u = urllib.parse.urlsplit(endpoint)
         self.endpoint = endpoint.rstrip("/")
         self.conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
-        self.signer = SigV4Auth(Credentials("test", "test"), "lambda", region)
+        self.signer = SigV4Auth(Credentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY), "lambda", region)
 
     def prepare(self, name: str, payload: bytes) -> tuple[str, dict]:
         path = f"/2015-03-31/functions/{name}/invocations"

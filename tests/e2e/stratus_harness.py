@@ -32,6 +32,14 @@ FUNCTIONS = Path(__file__).resolve().parent / "functions"
 SHARED_FUNCTIONS = REPO / "tests" / "functions"
 ROLE = "arn:aws:iam::000000000000:role/stratus-e2e"
 DEFAULT_REGION = "us-east-1"
+# The key pair every client here signs with, and the servers' admin key: a
+# server reads STRATUS_ACCESS_KEY_ID / STRATUS_SECRET_ACCESS_KEY as its admin
+# key (account 000000000000), and the `stratus` CLI signs with the same
+# variables. Set here, once, for the servers and CLIs this process starts.
+ACCESS_KEY_ID = "test"
+SECRET_ACCESS_KEY = "test"
+os.environ["STRATUS_ACCESS_KEY_ID"] = ACCESS_KEY_ID
+os.environ["STRATUS_SECRET_ACCESS_KEY"] = SECRET_ACCESS_KEY
 # Fixed timestamp so that zipping the same tree twice gives the same bytes
 # (and therefore the same CodeSha256).
 ZIP_DATE = (2024, 1, 1, 0, 0, 0)
@@ -58,6 +66,8 @@ class Server:
     log_path: Path
     port: int = 0
     extra_args: list[str] = field(default_factory=list)
+    # Changes to the server's environment (None removes a variable).
+    env: dict[str, str | None] = field(default_factory=dict)
     proc: subprocess.Popen | None = None
     _log: object = None
 
@@ -89,6 +99,11 @@ class Server:
         env.setdefault("STRATUS_LOG", "info")
         env.setdefault("RUST_BACKTRACE", "1")
         env.setdefault("NO_COLOR", "1")
+        for k, v in self.env.items():
+            if v is None:
+                env.pop(k, None)
+            else:
+                env[k] = v
         self.proc = subprocess.Popen(
             cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
         )
@@ -149,6 +164,10 @@ class Server:
 
 
 def make_client(endpoint: str, region: str = DEFAULT_REGION, service: str = "lambda", **cfg):
+    """A boto3 client; `aws_access_key_id` / `aws_secret_access_key` sign as
+    another key than the admin key."""
+    key_id = cfg.pop("aws_access_key_id", ACCESS_KEY_ID)
+    secret = cfg.pop("aws_secret_access_key", SECRET_ACCESS_KEY)
     config = Config(
         retries={"total_max_attempts": 1, "mode": "standard"},
         # Client-side validation would hide the server's own range checks.
@@ -162,8 +181,8 @@ def make_client(endpoint: str, region: str = DEFAULT_REGION, service: str = "lam
         service,
         endpoint_url=endpoint,
         region_name=region,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
         config=config,
     )
 
@@ -298,7 +317,8 @@ def remove_data_dir(path: Path) -> None:
 _UID_BASE = int(os.environ.get("STRATUS_E2E_UID_BASE", "1600000"))
 
 
-def new_server(tag: str, extra_args: list[str] | None = None, data_dir: Path | None = None) -> Server:
+def new_server(tag: str, extra_args: list[str] | None = None, data_dir: Path | None = None,
+               env: dict[str, str | None] | None = None) -> Server:
     """A server for the suite. Servers of one run may overlap in time, so each
     gets its own cgroup parent and sandbox uid range. Concurrent suites on one
     host (several checkouts) must set STRATUS_E2E_UID_BASE apart by at least
@@ -307,7 +327,7 @@ def new_server(tag: str, extra_args: list[str] | None = None, data_dir: Path | N
     index = len(_SERVERS)
     isolation = ["--cgroup-parent", f"stratus-e2e-{os.getpid()}-{index}", "--uid-base", str(_UID_BASE + index * 10_000)]
     srv = Server(data_dir=data_dir, log_path=_LOG_DIR / f"server-{tag}.log",
-                 extra_args=isolation + (extra_args or []))
+                 extra_args=isolation + (extra_args or []), env=env or {})
     _SERVERS.append(srv)
     return srv
 

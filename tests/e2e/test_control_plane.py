@@ -506,10 +506,6 @@ def test_environment_over_4kb_rejected(lam, py_zip):
                  Code={"ZipFile": py_zip}, Environment={"Variables": env})
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "README (Credentials): this release accepts unsigned requests on purpose; the AWS contract "
-    "(reference §12) answers 403 MissingAuthenticationTokenException. Strict: this starts failing "
-    "(XPASS) as soon as the server enforces authentication; then drop the mark."))
 def test_unsigned_request_rejected(server):
     req = urllib.request.Request(server.endpoint + "/2015-03-31/functions/", method="GET")
     with pytest.raises(urllib.error.HTTPError) as ei:

@@ -5,8 +5,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
+mod admin;
 mod deploy;
 mod profile;
+pub use admin::{AccountCommand, KeyCommand, account, key};
 use base64::Engine;
 pub use deploy::{DeployArgs, deploy};
 use serde_json::{Value, json};

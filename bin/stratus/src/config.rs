@@ -136,6 +136,20 @@ pub struct Options {
     #[arg(long, value_name = "ADDR:PORT")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network_allow_host: Option<Vec<SocketAddrV4>>,
+    /// Access key id of the server's admin key: it acts for account
+    /// 000000000000 and alone may manage accounts and keys. Set with
+    /// `secret-access-key`; without both, a server on a loopback address uses
+    /// the documented local pair and any other address is refused
+    /// [default: STRATUSLOCALADMINKEY on loopback].
+    #[arg(long, env = "STRATUS_ACCESS_KEY_ID", value_parser = parse_access_key_id)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    /// Secret of the admin key. Only from the environment or the command
+    /// line (better the environment: other users can read a process's
+    /// arguments); never read from nor printed into a configuration file.
+    #[arg(long, env = "STRATUS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    #[serde(skip)]
+    pub secret_access_key: Option<Secret>,
 }
 
 /// `network`.
@@ -147,6 +161,42 @@ pub enum NetworkMode {
     None,
     /// A veth on a NAT'd bridge per sandbox.
     Outbound,
+}
+
+/// A secret that never shows in `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Secret, String> {
+        if s.is_empty() {
+            Err("the secret access key is empty".into())
+        } else {
+            Ok(Secret(s.to_owned()))
+        }
+    }
+}
+
+/// An access key id: 1 to 128 letters, digits, `_` or `-` (it is written
+/// into the SigV4 credential scope, so no `/`, `,` or spaces).
+pub fn parse_access_key_id(s: &str) -> Result<String, String> {
+    if (1..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?} is not an access key id (1 to 128 letters, digits, '_' or '-')"
+        ))
+    }
 }
 
 /// `cpu-limit`.
@@ -193,6 +243,19 @@ pub struct ServerConfig {
     pub network: NetworkMode,
     pub network_bridge_cidr: Ipv4Cidr,
     pub network_allow_host: Vec<SocketAddrV4>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    #[serde(skip)]
+    pub secret_access_key: Option<Secret>,
+}
+
+/// The admin key a server runs with, and whether it is the documented
+/// local pair.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminCredentials {
+    pub access_key_id: String,
+    pub secret: Secret,
+    pub documented_default: bool,
 }
 
 /// A parsed configuration file and what was wrong but harmless in it.
@@ -237,6 +300,8 @@ impl Options {
             network: self.network.or(lower.network),
             network_bridge_cidr: self.network_bridge_cidr.or(lower.network_bridge_cidr),
             network_allow_host: self.network_allow_host.or(lower.network_allow_host),
+            access_key_id: self.access_key_id.or(lower.access_key_id),
+            secret_access_key: self.secret_access_key.or(lower.secret_access_key),
         }
     }
 
@@ -348,6 +413,42 @@ impl ServerConfig {
                 .network_bridge_cidr
                 .unwrap_or(stratus_sandbox_process::net::DEFAULT_BRIDGE_CIDR),
             network_allow_host: options.network_allow_host.unwrap_or_default(),
+            access_key_id: options.access_key_id,
+            secret_access_key: options.secret_access_key,
+        }
+    }
+
+    /// The admin key: the configured pair, or on a loopback address the
+    /// documented local one. Refuses to serve a non-loopback address
+    /// without a configured pair, or with the documented (public) secret.
+    pub fn admin_credentials(&self) -> anyhow::Result<AdminCredentials> {
+        let loopback = self.listen.ip().is_loopback();
+        match (&self.access_key_id, &self.secret_access_key) {
+            (Some(id), Some(secret)) => {
+                if !loopback && secret.0 == stratus_types::LOCAL_SECRET_ACCESS_KEY {
+                    anyhow::bail!(
+                        "refusing to listen on {} with the documented local secret: anyone could sign requests. Set STRATUS_SECRET_ACCESS_KEY to a secret of your own.",
+                        self.listen
+                    );
+                }
+                Ok(AdminCredentials {
+                    access_key_id: id.clone(),
+                    secret: secret.clone(),
+                    documented_default: false,
+                })
+            }
+            (None, None) if loopback => Ok(AdminCredentials {
+                access_key_id: stratus_types::LOCAL_ACCESS_KEY_ID.to_owned(),
+                secret: Secret(stratus_types::LOCAL_SECRET_ACCESS_KEY.to_owned()),
+                documented_default: true,
+            }),
+            (None, None) => anyhow::bail!(
+                "refusing to listen on {} (not a loopback address) without credentials: the documented local key pair would let anyone in. Set the admin key with STRATUS_ACCESS_KEY_ID and STRATUS_SECRET_ACCESS_KEY (or --access-key-id / --secret-access-key), or listen on 127.0.0.1.",
+                self.listen
+            ),
+            (Some(_), None) | (None, Some(_)) => anyhow::bail!(
+                "set both the admin key's id and its secret (STRATUS_ACCESS_KEY_ID and STRATUS_SECRET_ACCESS_KEY, or --access-key-id and --secret-access-key), or neither"
+            ),
         }
     }
 
@@ -564,6 +665,49 @@ mod tests {
         let resolved = ServerConfig::resolve(f.options.clone());
         let back = file(&resolved.to_toml().expect("toml")).expect("reparses");
         assert_eq!(back.options, f.options);
+    }
+
+    #[test]
+    fn the_admin_key_is_configured_or_local_on_loopback_only() {
+        let local = effective(&[], "").admin_credentials().expect("loopback");
+        assert!(local.documented_default);
+        assert_eq!(local.access_key_id, "STRATUSLOCALADMINKEY");
+        let wide = ["--listen", "0.0.0.0:9000"];
+        let e = format!(
+            "{:#}",
+            effective(&wide, "")
+                .admin_credentials()
+                .expect_err("refused")
+        );
+        assert!(e.contains("STRATUS_SECRET_ACCESS_KEY"), "{e}");
+        let mut set = wide.to_vec();
+        set.extend(["--access-key-id", "AK", "--secret-access-key", "s"]);
+        let c = effective(&set, "").admin_credentials().expect("configured");
+        assert_eq!(
+            (c.access_key_id.as_str(), c.documented_default),
+            ("AK", false)
+        );
+        let mut public = wide.to_vec();
+        public.extend([
+            "--access-key-id",
+            "AK",
+            "--secret-access-key",
+            "stratus-local-secret",
+        ]);
+        assert!(effective(&public, "").admin_credentials().is_err());
+        let half = effective(&["--access-key-id", "AK"], "").admin_credentials();
+        assert!(half.is_err());
+        assert!(flags(&["--access-key-id", "A/K"]).is_err());
+        // The secret is never printed.
+        let c = effective(
+            &["--access-key-id", "AK", "--secret-access-key", "hush"],
+            "",
+        );
+        assert!(!c.to_toml().expect("toml").contains("hush"));
+        assert!(!format!("{c:?}").contains("hush"));
+        // Nor read from a file: it is an unknown key there.
+        let f = file("secret-access-key = \"hush\"\n").expect("parses");
+        assert_eq!(f.unknown_keys, vec!["secret-access-key"]);
     }
 
     #[test]

@@ -38,6 +38,12 @@ enum Command {
     Invoke(cli::InvokeArgs),
     /// Print a function's log (`--follow` to keep printing new lines).
     Logs(cli::LogsArgs),
+    /// Manage accounts (the server's admin key only).
+    #[command(subcommand)]
+    Account(cli::AccountCommand),
+    /// Manage access keys (the server's admin key only).
+    #[command(subcommand)]
+    Key(cli::KeyCommand),
     /// Check what this host lets Stratus do (namespaces, cgroups, seccomp,
     /// /tmp disks, interpreters, disk space); exit 1 if sandboxes cannot run.
     Doctor(doctor::DoctorArgs),
@@ -84,6 +90,8 @@ fn main() -> std::process::ExitCode {
             Command::Deploy(a) => cli::deploy(a).await,
             Command::Invoke(a) => cli::invoke(a).await,
             Command::Logs(a) => cli::logs(a).await,
+            Command::Account(c) => cli::account(c).await,
+            Command::Key(c) => cli::key(c).await,
             Command::Doctor(a) => doctor::run(a),
             Command::Version => Ok(0),
         }

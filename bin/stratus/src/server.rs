@@ -10,9 +10,12 @@ use axum::serve::ListenerExt;
 use stratus_api::service::{Counting, Invoker, Logs, Worker};
 use stratus_assignment::{AssignmentConfig, LocalAssignment};
 use stratus_counting::{CountingConfig, LocalCounting};
-use stratus_frontend::{Frontend, FrontendDeps, Interpreters as FrontendInterpreters, Readiness};
+use stratus_frontend::{
+    AdminKey, Frontend, FrontendDeps, Interpreters as FrontendInterpreters, Readiness,
+};
 use stratus_sandbox_process::{CpuLimit, OutboundConfig, ProcessBackend, ProcessBackendConfig};
 use stratus_store_embedded::{EmbeddedMetaStore, FileBlobStore};
+use stratus_types::AccountId;
 use stratus_types::limits::MEMORY_MIN_MB;
 use stratus_worker::{DiskLogStore, Interpreters, LocalWorker, LogStoreConfig, WorkerConfig};
 
@@ -57,6 +60,13 @@ fn effective_config(a: ServerArgs) -> anyhow::Result<(ServerConfig, Vec<String>)
         None => (Options::default(), Vec::new()),
     };
     Ok((ServerConfig::resolve(a.options.over(file)), unknown))
+}
+
+/// Makes a file readable and writable by its owner only (mode 0600).
+fn restrict_to_owner(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("making {} readable by its owner only", path.display()))
 }
 
 /// Reads the presign secret, creating it (mode 0600) on first start.
@@ -105,6 +115,7 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     for w in &warnings {
         tracing::warn!("configuration: {w}");
     }
+    let admin = a.admin_credentials()?;
     if !nix::unistd::geteuid().is_root() {
         bail!(
             "stratus server must run as root: sandboxes use namespaces and cgroups (rootless mode is not implemented yet)"
@@ -128,6 +139,8 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     }
     let meta =
         EmbeddedMetaStore::open(data.join("meta.redb")).context("opening the metadata store")?;
+    // It holds access keys' secrets: only the server's user may read it.
+    restrict_to_owner(&data.join("meta.redb"))?;
     let blobs = FileBlobStore::open(data.join("blobs")).context("opening the code store")?;
     let meta: Arc<dyn stratus_store::MetaStore> = Arc::new(meta);
     let blobs: Arc<dyn stratus_store::BlobStore> = Arc::new(blobs);
@@ -239,12 +252,33 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
         worker,
         logs: Arc::clone(&logs),
         presign_key: presign_key(&data)?,
+        admin_key: AdminKey {
+            credentials: stratus_frontend::sigv4::Credentials {
+                access_key_id: admin.access_key_id.clone(),
+                secret: admin.secret.0.clone(),
+            },
+            account: AccountId::default_local(),
+        },
         interpreters: FrontendInterpreters { python, node },
         readiness: readiness(backend, Arc::clone(&assignment), capacity),
     })
     .await
     .context("loading functions")?;
     tracing::info!(functions = frontend.function_count(), data_dir = %data.display(), worker_memory_mb = capacity, "state loaded");
+    if admin.documented_default {
+        tracing::info!(
+            access_key_id = stratus_types::LOCAL_ACCESS_KEY_ID,
+            secret_access_key = stratus_types::LOCAL_SECRET_ACCESS_KEY,
+            account = stratus_types::DEFAULT_ACCOUNT,
+            "admin key: the documented local pair (loopback only); set STRATUS_ACCESS_KEY_ID and STRATUS_SECRET_ACCESS_KEY to choose another"
+        );
+    } else {
+        tracing::info!(
+            access_key_id = %admin.access_key_id,
+            account = stratus_types::DEFAULT_ACCOUNT,
+            "admin key: configured"
+        );
+    }
     // Before the API listens (no upload in flight) and before any sandbox
     // mounts code: drop code no function uses any more.
     let in_use = frontend.code_digests();
@@ -269,7 +303,7 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
         });
     tracing::info!(
         listen = %a.listen,
-        "Stratus is ready: Lambda API at http://{} (any credentials are accepted: signatures are not verified yet), Prometheus metrics at http://{}/metrics, readiness at http://{}/ready",
+        "Stratus is ready: Lambda API at http://{} (requests must be SigV4-signed by a known key), Prometheus metrics at http://{}/metrics, readiness at http://{}/ready",
         a.listen,
         a.listen,
         a.listen

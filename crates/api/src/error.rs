@@ -20,6 +20,16 @@ pub enum ErrorCode {
     ResourceNotReady,
     /// No route matched the request path/method (API Gateway's answer).
     UnknownOperation,
+    /// No credentials: no `Authorization` header.
+    MissingAuthenticationToken,
+    /// A malformed `Authorization` header.
+    IncompleteSignature,
+    /// An access key the server does not know (or revoked).
+    UnrecognizedClient,
+    /// A signature that does not match, or is outside the 15-minute window.
+    InvalidSignature,
+    /// Authenticated, but not allowed (a non-admin key on the admin API).
+    AccessDenied,
 }
 
 impl ErrorCode {
@@ -38,6 +48,11 @@ impl ErrorCode {
             ErrorCode::Service => "ServiceException",
             ErrorCode::ResourceNotReady => "ResourceNotReadyException",
             ErrorCode::UnknownOperation => "UnknownOperationException",
+            ErrorCode::MissingAuthenticationToken => "MissingAuthenticationTokenException",
+            ErrorCode::IncompleteSignature => "IncompleteSignatureException",
+            ErrorCode::UnrecognizedClient => "UnrecognizedClientException",
+            ErrorCode::InvalidSignature => "InvalidSignatureException",
+            ErrorCode::AccessDenied => "AccessDeniedException",
         }
     }
 
@@ -55,6 +70,11 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::Service => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::ResourceNotReady => StatusCode::BAD_GATEWAY,
+            ErrorCode::MissingAuthenticationToken
+            | ErrorCode::IncompleteSignature
+            | ErrorCode::UnrecognizedClient
+            | ErrorCode::InvalidSignature
+            | ErrorCode::AccessDenied => StatusCode::FORBIDDEN,
         }
     }
 }
@@ -124,7 +144,15 @@ impl LambdaError {
             (ErrorCode::TooManyRequests, Some(reason)) => {
                 json!({"Reason": reason, "Type": "User", "message": self.message})
             }
-            (ErrorCode::Validation, _) => json!({"message": self.message}),
+            (
+                ErrorCode::Validation
+                | ErrorCode::MissingAuthenticationToken
+                | ErrorCode::IncompleteSignature
+                | ErrorCode::UnrecognizedClient
+                | ErrorCode::InvalidSignature
+                | ErrorCode::AccessDenied,
+                _,
+            ) => json!({"message": self.message}),
             (ErrorCode::Service, _) => json!({"Type": "Service", "Message": self.message}),
             _ => json!({"Type": "User", "Message": self.message}),
         }
@@ -148,6 +176,11 @@ mod tests {
         assert_eq!(ErrorCode::ResourceNotFound.status(), 404);
         assert_eq!(ErrorCode::PreconditionFailed.status(), 412);
         assert_eq!(ErrorCode::RequestEntityTooLarge.status(), 413);
+        assert_eq!(ErrorCode::InvalidSignature.status(), 403);
+        assert_eq!(
+            ErrorCode::MissingAuthenticationToken.type_name(),
+            "MissingAuthenticationTokenException"
+        );
         assert_eq!(
             ErrorCode::InvalidRequestContent.type_name(),
             "InvalidRequestContentException"

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use stratus_api::model::Concurrency;
@@ -22,7 +22,7 @@ use stratus_types::FunctionRef;
 use stratus_types::limits::{UNZIPPED_MAX_BYTES, ZIP_MAX_BYTES};
 
 use crate::Frontend;
-use crate::auth::{Caller, caller};
+use crate::auth::Caller;
 use crate::control::resolve;
 use crate::error::ApiResult;
 use crate::registry::{Cached, RegistryError};
@@ -128,11 +128,10 @@ async fn persist(fe: &Frontend, found: &Cached, reserved: Option<u32>) -> Result
 
 pub async fn put_concurrency(
     State(fe): State<Arc<Frontend>>,
-    headers: HeaderMap,
+    c: Caller,
     Path(name): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let c = caller(&headers);
     let found = resolve_unqualified(&fe, &c, &name)?;
     let n = reserved_from_body(&body)?;
     persist(&fe, &found, Some(n)).await?;
@@ -144,10 +143,9 @@ pub async fn put_concurrency(
 
 pub async fn get_concurrency(
     State(fe): State<Arc<Frontend>>,
-    headers: HeaderMap,
+    c: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
-    let c = caller(&headers);
     let found = resolve_unqualified(&fe, &c, &name)?;
     Ok(match found.record.reserved_concurrency {
         Some(n) => Json(json!({"ReservedConcurrentExecutions": n})).into_response(),
@@ -157,10 +155,9 @@ pub async fn get_concurrency(
 
 pub async fn delete_concurrency(
     State(fe): State<Arc<Frontend>>,
-    headers: HeaderMap,
+    c: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
-    let c = caller(&headers);
     let found = resolve_unqualified(&fe, &c, &name)?;
     if found.record.reserved_concurrency.is_some() {
         persist(&fe, &found, None).await?;
@@ -170,10 +167,9 @@ pub async fn delete_concurrency(
 
 pub async fn account_settings(
     State(fe): State<Arc<Frontend>>,
-    headers: HeaderMap,
+    c: Caller,
     Query(_q): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
-    let c = caller(&headers);
     let (functions, _) = fe.registry.list(&c.account, None, usize::MAX);
     let code_size: u64 = functions.iter().map(|r| r.code_size).sum();
     let conc = fe.deps.counting.account_concurrency(&c.account).await;

@@ -21,7 +21,7 @@ use stratus_types::limits::{
 };
 use stratus_types::{AccountId, FunctionRef, function_arn};
 
-use crate::auth::{Caller, caller};
+use crate::auth::Caller;
 use crate::code_gc::Upload;
 use crate::error::ApiResult;
 use crate::registry::{Cached, FunctionRecord, RegistryError};
@@ -229,10 +229,9 @@ fn settle(fe: Arc<Frontend>, account: AccountId, name: String) {
 
 pub async fn create_function(
     State(fe): State<Arc<Frontend>>,
-    headers: HeaderMap,
+    c: Caller,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let c = caller(&headers);
     let req: CreateFunctionRequest = parse(&body)?;
     validate::function_name(&req.function_name)?;
     let runtime_id = req
@@ -348,10 +347,10 @@ pub async fn create_function(
 pub async fn get_function(
     State(fe): State<Arc<Frontend>>,
     headers: HeaderMap,
+    c: Caller,
     Path(name): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
-    let c = caller(&headers);
     let found = resolve(&fe, &c, &name, q.get("Qualifier").map(String::as_str))?;
     let r = &found.record;
     let resp = GetFunctionResponse {
@@ -374,21 +373,19 @@ pub async fn get_function(
 
 pub async fn get_configuration(
     State(fe): State<Arc<Frontend>>,
-    headers: HeaderMap,
+    c: Caller,
     Path(name): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
-    let c = caller(&headers);
     let found = resolve(&fe, &c, &name, q.get("Qualifier").map(String::as_str))?;
     Ok(Json(found.record.configuration()).into_response())
 }
 
 pub async fn list_functions(
     State(fe): State<Arc<Frontend>>,
-    headers: HeaderMap,
+    c: Caller,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
-    let c = caller(&headers);
     let max = match q.get("MaxItems") {
         None => 50,
         Some(s) => match s.parse::<usize>() {
@@ -442,10 +439,9 @@ pub async fn list_functions(
 /// sandboxes (Stratus's own; Lambda does not show them).
 pub async fn list_sandboxes(
     State(fe): State<Arc<Frontend>>,
-    headers: HeaderMap,
+    c: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
-    let c = caller(&headers);
     let found = resolve(&fe, &c, &name, None)?;
     let r = &found.record;
     let list = fe.deps.invoker.sandboxes_of(&r.account, &r.name);
@@ -454,11 +450,10 @@ pub async fn list_sandboxes(
 
 pub async fn delete_function(
     State(fe): State<Arc<Frontend>>,
-    headers: HeaderMap,
+    c: Caller,
     Path(name): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
-    let c = caller(&headers);
     let qualifier = q.get("Qualifier").map(String::as_str);
     let found = resolve(&fe, &c, &name, qualifier)?;
     if qualifier.is_some_and(|q| q == "$LATEST") {
@@ -547,11 +542,10 @@ async fn commit_update(
 
 pub async fn update_configuration(
     State(fe): State<Arc<Frontend>>,
-    headers: HeaderMap,
+    c: Caller,
     Path(name): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let c = caller(&headers);
     let req: UpdateFunctionConfigurationRequest = parse(&body)?;
     let found = resolve(&fe, &c, &name, None)?;
     let mut next = (*found.record).clone();
@@ -593,11 +587,10 @@ pub async fn update_configuration(
 
 pub async fn update_code(
     State(fe): State<Arc<Frontend>>,
-    headers: HeaderMap,
+    c: Caller,
     Path(name): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let c = caller(&headers);
     let req: UpdateFunctionCodeRequest = parse(&body)?;
     let found = resolve(&fe, &c, &name, None)?;
     if req.publish == Some(true) {

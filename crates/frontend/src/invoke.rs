@@ -14,7 +14,7 @@ use stratus_api::{ErrorCode, LambdaError};
 use stratus_types::limits::SYNC_REQUEST_MAX_BYTES;
 use tracing::Instrument;
 
-use crate::auth::caller;
+use crate::auth::Caller;
 use crate::control::resolve;
 use crate::error::ApiResult;
 use crate::{Frontend, FunctionRecord};
@@ -26,7 +26,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn too_large() -> LambdaError {
+pub(crate) fn too_large() -> LambdaError {
     LambdaError::new(
         ErrorCode::RequestEntityTooLarge,
         format!(
@@ -62,11 +62,11 @@ fn trace_id() -> String {
 pub async fn invoke(
     State(fe): State<Arc<Frontend>>,
     headers: HeaderMap,
+    c: Caller,
     Path(name): Path<String>,
     Query(q): Query<HashMap<String, String>>,
     body: Body,
 ) -> ApiResult<Response> {
-    let c = caller(&headers);
     let request_id = uuid::Uuid::new_v4().to_string();
     let invocation_type = header(&headers, "x-amz-invocation-type").unwrap_or("RequestResponse");
     let dry_run = match invocation_type {

@@ -18,6 +18,7 @@
 //! The router is built by [`router`], so handlers can be tested without a
 //! socket.
 
+mod admin;
 mod auth;
 mod code_gc;
 mod concurrency;
@@ -40,6 +41,8 @@ use axum::routing::{get, post, put};
 use stratus_api::service::{Counting, Invoker, Logs, Worker};
 use stratus_store::{BlobStore, MetaStore};
 
+pub use auth::keys::AdminKey;
+pub use auth::sigv4;
 pub use ready::{Readiness, ReadinessCheck};
 pub use registry::{FunctionRecord, RegistryError};
 
@@ -56,6 +59,8 @@ pub struct FrontendDeps {
     pub logs: Arc<dyn Logs>,
     /// Secret for presigned code URLs.
     pub presign_key: Vec<u8>,
+    /// The server's admin key (the other keys are in the store).
+    pub admin_key: AdminKey,
     /// Interpreters available for managed runtimes: a runtime whose
     /// interpreter is missing is refused at create time.
     pub interpreters: Interpreters,
@@ -75,6 +80,7 @@ pub struct Interpreters {
 pub struct Frontend {
     deps: FrontendDeps,
     registry: registry::Registry,
+    keys: auth::keys::Keys,
     metrics: metrics::Metrics,
     /// Uploads in flight and code removals, so that neither loses the other.
     code_gc: code_gc::CodeGc,
@@ -85,15 +91,19 @@ pub struct Frontend {
 pub enum FrontendError {
     #[error("loading functions from the store: {0}")]
     Load(#[from] RegistryError),
+    #[error("loading accounts and keys from the store: {0}")]
+    Keys(#[from] auth::keys::KeysError),
 }
 
 impl Frontend {
     /// Loads the registry from the store.
     pub async fn new(deps: FrontendDeps) -> Result<Arc<Self>, FrontendError> {
         let registry = registry::Registry::load(Arc::clone(&deps.meta)).await?;
+        let keys = auth::keys::Keys::load(Arc::clone(&deps.meta), deps.admin_key.clone()).await?;
         let this = Arc::new(Frontend {
             deps,
             registry,
+            keys,
             metrics: metrics::Metrics::default(),
             code_gc: code_gc::CodeGc::default(),
         });
@@ -164,6 +174,20 @@ const CONTROL_BODY_LIMIT: usize = 72 * 1024 * 1024;
 
 /// Builds the HTTP router.
 pub fn router(fe: Arc<Frontend>) -> Router {
+    signed_routes(Arc::clone(&fe))
+        .route("/_stratus/code/{account}/{digest}", get(presign::download))
+        .merge(open_routes())
+        .fallback(error::unknown_operation)
+        .layer(DefaultBodyLimit::max(CONTROL_BODY_LIMIT))
+        .layer(axum::middleware::map_response(add_request_id))
+        .layer(axum::middleware::map_response(add_server_header))
+        .with_state(fe)
+}
+
+/// The Lambda API, the CLI's `/_stratus/` extensions and the admin API:
+/// every request must carry a valid SigV4 signature ([`auth::authenticate`],
+/// a `route_layer`, so it wraps these routes only).
+fn signed_routes(fe: Arc<Frontend>) -> Router<Arc<Frontend>> {
     Router::new()
         .route(
             "/2015-03-31/functions",
@@ -202,24 +226,29 @@ pub fn router(fe: Arc<Frontend>) -> Router {
             "/2016-08-19/account-settings/",
             get(concurrency::account_settings),
         )
-        .route("/_stratus/code/{account}/{digest}", get(presign::download))
         .route("/_stratus/logs/{name}", get(logs::read))
         .route(
             "/_stratus/functions/{name}/sandboxes",
             get(control::list_sandboxes),
         )
-        .merge(open_routes())
-        .fallback(error::unknown_operation)
-        .layer(DefaultBodyLimit::max(CONTROL_BODY_LIMIT))
-        .layer(axum::middleware::map_response(add_request_id))
-        .layer(axum::middleware::map_response(add_server_header))
-        .with_state(fe)
+        .route(
+            "/_stratus/admin/accounts",
+            post(admin::create_account).get(admin::list_accounts),
+        )
+        .route(
+            "/_stratus/admin/keys",
+            post(admin::create_key).get(admin::list_keys),
+        )
+        .route(
+            "/_stratus/admin/keys/{id}",
+            axum::routing::delete(admin::revoke_key),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(fe, auth::authenticate))
 }
 
 /// Routes that answer without credentials: the liveness and readiness
-/// probes and the Prometheus scrape. Authentication (request signatures, a later issue)
-/// must wrap the Lambda API routes only: add it as a `route_layer` before
-/// these are merged, never as a `layer` over the whole router.
+/// probes and the Prometheus scrape. (Presigned code downloads carry their
+/// own HMAC in the URL.) Never put [`auth::authenticate`] on these.
 fn open_routes() -> Router<Arc<Frontend>> {
     Router::new()
         .route("/health", get(|| async { "ok" }))

@@ -15,13 +15,12 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use stratus_api::LambdaError;
 use stratus_api::service::LogEvent;
 
 use crate::Frontend;
-use crate::auth::caller;
+use crate::auth::Caller;
 use crate::control::resolve;
 use crate::error::ApiResult;
 
@@ -48,11 +47,10 @@ fn number(
 
 pub async fn read(
     State(fe): State<Arc<Frontend>>,
-    headers: HeaderMap,
+    c: Caller,
     Path(name): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
-    let c = caller(&headers);
     let found = resolve(&fe, &c, &name, None)?;
     let after = number(&q, "after", "after", u64::MAX)?;
     let limit = number(&q, "limit", "limit", 10_000)?.unwrap_or(1000).max(1) as usize;

@@ -20,6 +20,7 @@ use tower::ServiceExt;
 
 use super::*;
 
+mod auth;
 mod concurrency;
 mod scrape;
 
@@ -188,6 +189,7 @@ async fn harness_with(counting: Arc<dyn Counting>) -> Harness {
         worker: Arc::clone(&worker) as Arc<dyn Worker>,
         logs: Arc::clone(&logs) as Arc<dyn Logs>,
         presign_key: b"test-key".to_vec(),
+        admin_key: test_admin_key(),
         interpreters: Interpreters {
             python: Some("/usr/bin/python3".into()),
             node: None,
@@ -228,6 +230,20 @@ fn zip_b64_of(source: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(zip)
 }
 
+/// The harness's admin key (account 000000000000).
+const ADMIN: (&str, &str) = ("TESTADMINKEY", "test-admin-secret");
+
+fn test_admin_key() -> AdminKey {
+    AdminKey {
+        credentials: sigv4::Credentials {
+            access_key_id: ADMIN.0.into(),
+            secret: ADMIN.1.into(),
+        },
+        account: AccountId::default_local(),
+    }
+}
+
+/// A request signed with the admin key.
 async fn call(
     app: &Router,
     method: &str,
@@ -235,19 +251,72 @@ async fn call(
     headers: &[(&str, &str)],
     body: impl Into<Body>,
 ) -> (StatusCode, axum::http::HeaderMap, Bytes) {
+    call_as(app, Some(ADMIN), method, uri, headers, body).await
+}
+
+/// A request signed with `key` (id, secret) now, in us-east-1, or unsigned.
+async fn call_as(
+    app: &Router,
+    key: Option<(&str, &str)>,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Body>,
+) -> (StatusCode, axum::http::HeaderMap, Bytes) {
+    let body = body.into().collect().await.expect("body").to_bytes();
     let mut b = Request::builder().method(method).uri(uri);
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
-    let resp = app
-        .clone()
-        .oneshot(b.body(body.into()).expect("request"))
-        .await
-        .expect("infallible");
+    let mut req = b.body(Body::from(body.clone())).expect("request");
+    if let Some((id, secret)) = key {
+        if !req.headers().contains_key("host") {
+            req.headers_mut()
+                .insert("host", axum::http::HeaderValue::from_static("localhost"));
+        }
+        sign(req.headers_mut(), id, secret, method, uri, &body, 0);
+    }
+    let resp = app.clone().oneshot(req).await.expect("infallible");
     let status = resp.status();
     let headers = resp.headers().clone();
     let bytes = resp.into_body().collect().await.expect("body").to_bytes();
     (status, headers, bytes)
+}
+
+/// Signs `headers` as of `age_s` seconds ago.
+fn sign(
+    headers: &mut axum::http::HeaderMap,
+    id: &str,
+    secret: &str,
+    method: &str,
+    uri: &str,
+    body: &[u8],
+    age_s: i64,
+) {
+    let when = time::OffsetDateTime::now_utc() - time::Duration::seconds(age_s);
+    let amz_date = when
+        .format(time::macros::format_description!(
+            "[year][month][day]T[hour][minute][second]Z"
+        ))
+        .expect("date");
+    let uri: axum::http::Uri = uri.parse().expect("uri");
+    sigv4::sign_request(
+        &sigv4::Credentials {
+            access_key_id: id.into(),
+            secret: secret.into(),
+        },
+        &sigv4::Scope {
+            date: amz_date[..8].to_owned(),
+            region: "us-east-1".into(),
+            service: "lambda".into(),
+        },
+        &amz_date,
+        &method.parse().expect("method"),
+        uri.path(),
+        uri.query().unwrap_or(""),
+        headers,
+        body,
+    );
 }
 
 fn json_of(b: &Bytes) -> Value {
@@ -496,7 +565,8 @@ async fn presigned_code_urls_download_and_refuse_tampering() {
         .expect("location")
         .to_owned();
     let path = loc.strip_prefix("http://localhost:9000").expect("our host");
-    let (s, _, zip) = call(&h.app, "GET", path, &[], Body::empty()).await;
+    // The URL is its own credential: no signature needed.
+    let (s, _, zip) = call_as(&h.app, None, "GET", path, &[], Body::empty()).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(
         base64::engine::general_purpose::STANDARD.encode(&zip),

@@ -21,6 +21,12 @@ pub struct AccountId(String);
 
 /// The account a local server uses when no other is configured.
 pub const DEFAULT_ACCOUNT: &str = "000000000000";
+/// The access key id of the documented local key pair: the admin key of a
+/// server bound to a loopback address without configured credentials.
+pub const LOCAL_ACCESS_KEY_ID: &str = "STRATUSLOCALADMINKEY";
+/// The secret of the documented local key pair. Public, so a server that
+/// listens beyond loopback refuses it.
+pub const LOCAL_SECRET_ACCESS_KEY: &str = "stratus-local-secret";
 /// The region used when a request's credential scope names none.
 pub const DEFAULT_REGION: &str = "us-east-1";
 
