@@ -129,6 +129,26 @@ fn env_pair(env: Env, id: &str, secret: &str, token: Option<&str>) -> Option<Cre
     })
 }
 
+/// The documented local key pair, which a server on a loopback address uses
+/// when none is configured: so `stratus` works against a local server with
+/// nothing set up. Never offered to any other endpoint.
+fn local_pair_for(endpoint: &str) -> Option<Credentials> {
+    let url = reqwest::Url::parse(endpoint).ok()?;
+    let host = url.host_str()?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    loopback.then(|| Credentials {
+        access_key_id: stratus_types::LOCAL_ACCESS_KEY_ID.to_owned(),
+        secret_access_key: stratus_types::LOCAL_SECRET_ACCESS_KEY.to_owned(),
+        session_token: None,
+        source: "the documented local key pair (loopback endpoint, nothing else configured)"
+            .to_owned(),
+    })
+}
+
 /// Finds the endpoint, region and credentials.
 ///
 /// - endpoint: `--endpoint`, `$STRATUS_ENDPOINT`, `$AWS_ENDPOINT_URL_LAMBDA`,
@@ -137,7 +157,8 @@ fn env_pair(env: Env, id: &str, secret: &str, token: Option<&str>) -> Option<Cre
 /// - credentials: `$STRATUS_ACCESS_KEY_ID`/`$STRATUS_SECRET_ACCESS_KEY`; then,
 ///   unless `--profile` was given (the AWS CLI lets an explicit profile win),
 ///   `$AWS_ACCESS_KEY_ID`/`$AWS_SECRET_ACCESS_KEY`/`$AWS_SESSION_TOKEN`; then
-///   the profile in the credentials file, then in the config file;
+///   the profile in the credentials file, then in the config file; else, for
+///   a loopback endpoint only, the documented local key pair;
 /// - region: `$AWS_REGION`, `$AWS_DEFAULT_REGION`, `region` of the profile,
 ///   else `us-east-1`.
 ///
@@ -179,7 +200,8 @@ pub fn resolve(env: Env, endpoint: Option<&str>, profile: Option<&str>) -> Resol
             )
         }
     })
-    .or_else(|| files.key_pair(&profile));
+    .or_else(|| files.key_pair(&profile))
+    .or_else(|| local_pair_for(&endpoint));
     let region = non_empty(env("AWS_REGION"))
         .or_else(|| non_empty(env("AWS_DEFAULT_REGION")))
         .or_else(|| files.config(&profile, "region"))
@@ -309,8 +331,23 @@ mod tests {
         );
         // Half a pair is no pair.
         let e = vec![("AWS_ACCESS_KEY_ID", "AKENV".into())];
-        assert_eq!(key(e, None), None);
-        assert_eq!(key(vec![("HOME", "/nonexistent".into())], None), None);
+        let remote = || ("STRATUS_ENDPOINT", "http://10.1.2.3:9000".to_owned());
+        assert_eq!(key(vec![e[0].clone(), remote()], None), None);
+        assert_eq!(key(vec![("HOME", "/nonexistent".into()), remote()], None), None);
+        // Nothing configured and a local server: the documented local pair.
+        for local in ["http://127.0.0.1:9000", "http://localhost:9100", "http://[::1]:9000"] {
+            let got = key(vec![("STRATUS_ENDPOINT", local.to_owned())], None);
+            assert_eq!(
+                got.map(|k| k.0).as_deref(),
+                Some(stratus_types::LOCAL_ACCESS_KEY_ID),
+                "{local}"
+            );
+        }
+        assert_eq!(
+            key(vec![("HOME", "/nonexistent".into())], None).map(|k| k.0).as_deref(),
+            Some(stratus_types::LOCAL_ACCESS_KEY_ID),
+            "the default endpoint is loopback"
+        );
     }
 
     #[test]
