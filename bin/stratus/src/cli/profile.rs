@@ -330,12 +330,21 @@ mod tests {
             Some(("AKSTRATUS".into(), "s5".into(), None))
         );
         // Half a pair is no pair.
-        let e = vec![("AWS_ACCESS_KEY_ID", "AKENV".into())];
         let remote = || ("STRATUS_ENDPOINT", "http://10.1.2.3:9000".to_owned());
-        assert_eq!(key(vec![e[0].clone(), remote()], None), None);
-        assert_eq!(key(vec![("HOME", "/nonexistent".into()), remote()], None), None);
+        assert_eq!(
+            key(vec![("AWS_ACCESS_KEY_ID", "AKENV".into()), remote()], None),
+            None
+        );
+        assert_eq!(
+            key(vec![("HOME", "/nonexistent".into()), remote()], None),
+            None
+        );
         // Nothing configured and a local server: the documented local pair.
-        for local in ["http://127.0.0.1:9000", "http://localhost:9100", "http://[::1]:9000"] {
+        for local in [
+            "http://127.0.0.1:9000",
+            "http://localhost:9100",
+            "http://[::1]:9000",
+        ] {
             let got = key(vec![("STRATUS_ENDPOINT", local.to_owned())], None);
             assert_eq!(
                 got.map(|k| k.0).as_deref(),
@@ -344,7 +353,9 @@ mod tests {
             );
         }
         assert_eq!(
-            key(vec![("HOME", "/nonexistent".into())], None).map(|k| k.0).as_deref(),
+            key(vec![("HOME", "/nonexistent".into())], None)
+                .map(|k| k.0)
+                .as_deref(),
             Some(stratus_types::LOCAL_ACCESS_KEY_ID),
             "the default endpoint is loopback"
         );
