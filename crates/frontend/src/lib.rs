@@ -178,6 +178,7 @@ pub fn router(fe: Arc<Frontend>) -> Router {
         .route("/_stratus/code/{account}/{digest}", get(presign::download))
         .merge(open_routes())
         .fallback(error::unknown_operation)
+        .method_not_allowed_fallback(error::unknown_operation)
         .layer(DefaultBodyLimit::max(CONTROL_BODY_LIMIT))
         .layer(axum::middleware::map_response(add_request_id))
         .layer(axum::middleware::map_response(add_server_header))

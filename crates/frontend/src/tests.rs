@@ -618,6 +618,22 @@ async fn unknown_routes_are_404() {
     let (s, hd, _) = call(&h.app, "GET", "/2099-01-01/nothing", &[], Body::empty()).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert!(hd.contains_key("x-amzn-requestid"));
+    // A known path with a method it does not have (found by fuzz_api: axum
+    // answered a bare 405).
+    for (method, path) in [
+        ("DELETE", "/2015-03-31/functions/"),
+        ("PATCH", "/2015-03-31/functions/f"),
+        ("POST", "/health"),
+    ] {
+        let (s, hd, body) = call(&h.app, method, path, &[], Body::empty()).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{method} {path}");
+        assert_eq!(hd["x-amzn-errortype"], "UnknownOperationException");
+        let doc: Value = serde_json::from_slice(&body).expect("json");
+        assert!(
+            doc.get("message").or_else(|| doc.get("Message")).is_some(),
+            "{doc}"
+        );
+    }
 }
 
 #[tokio::test]
