@@ -58,15 +58,38 @@ pub struct JailerConfig {
     /// `cgroup.procs` files the sandbox init writes `0` to (empty when the
     /// server already moved the init into the sandbox's cgroup).
     pub cgroup_procs: Vec<PathBuf>,
-    /// Host uid (and gid) the sandbox runs as.
+    /// Uid (and gid) the sandbox runs as, in the jailer's user namespace:
+    /// the host's when the server is root; 0 (the server's own uid) or 1 (a
+    /// subordinate uid) in rootless mode (see [`UsernsSetup`]).
     pub host_uid: u32,
     /// Host directory bind-mounted read-write at `/tmp` when there is no
     /// `tmp_device`.
     pub tmp_dir: PathBuf,
     /// Block device with a fresh ext4 filesystem to mount at `/tmp`.
     pub tmp_device: Option<PathBuf>,
+    /// Size of a fresh tmpfs to mount at `/tmp` instead (rootless mode,
+    /// where loop devices cannot be had).
+    pub tmp_tmpfs_bytes: Option<u64>,
     /// Empty host directory on which the new root is assembled (in the jailer's mount namespace only).
     pub root_dir: PathBuf,
+}
+
+/// Environment variable through which a rootless server tells the jailer
+/// to enter a user namespace first (JSON [`UsernsSetup`]). It is read before
+/// the config, because the jailer's first step depends on it.
+pub const USERNS_ENV: &str = "STRATUS_JAILER_USERNS";
+
+/// How the jailer of a rootless server maps ids in its user namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsernsSetup {
+    /// `uid_map` lines: inside, outside, count.
+    pub uid_map: Vec<[u32; 3]>,
+    /// `gid_map` lines: inside, outside, count.
+    pub gid_map: Vec<[u32; 3]>,
+    /// `newuidmap` and `newgidmap`, needed for more than the caller's own
+    /// id; without them the jailer writes the maps itself (own ids only).
+    pub helpers: Option<(PathBuf, PathBuf)>,
 }
 
 /// One message from the jailer side to the server.
