@@ -58,6 +58,10 @@ class Server:
     log_path: Path
     port: int = 0
     extra_args: list[str] = field(default_factory=list)
+    # Run the server as this (unprivileged) user, via setpriv; the binary and
+    # the data dir must then be reachable by that user (rootless mode).
+    run_as: str | None = None
+    binary: Path | None = None
     proc: subprocess.Popen | None = None
     _log: object = None
 
@@ -66,7 +70,7 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60.0) -> "Server":
-        binary = stratus_bin()
+        binary = self.binary or stratus_bin()
         if not binary.exists():
             raise RuntimeError(f"stratus binary not found at {binary}; run `cargo build -p stratus` (or set STRATUS_BIN)")
         if not self.port:
@@ -82,6 +86,9 @@ class Server:
             str(self.data_dir),
             *self.extra_args,
         ]
+        if self.run_as:
+            # setpriv execs the server: self.proc is the server itself.
+            cmd = ["setpriv", "--reuid", self.run_as, "--regid", self.run_as, "--init-groups", "--", *cmd]
         self._log.write(f"\n=== {' '.join(cmd)}\n".encode())
         self._log.flush()
         env = dict(os.environ)
@@ -89,6 +96,8 @@ class Server:
         env.setdefault("STRATUS_LOG", "info")
         env.setdefault("RUST_BACKTRACE", "1")
         env.setdefault("NO_COLOR", "1")
+        if self.run_as:
+            env["HOME"] = str(self.data_dir)
         self.proc = subprocess.Popen(
             cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
         )
@@ -288,7 +297,8 @@ def remove_data_dir(path: Path) -> None:
 _UID_BASE = int(os.environ.get("STRATUS_E2E_UID_BASE", "1600000"))
 
 
-def new_server(tag: str, extra_args: list[str] | None = None, data_dir: Path | None = None) -> Server:
+def new_server(tag: str, extra_args: list[str] | None = None, data_dir: Path | None = None,
+               run_as: str | None = None, binary: Path | None = None) -> Server:
     """A server for the suite. Servers of one run may overlap in time, so each
     gets its own cgroup parent and sandbox uid range. Concurrent suites on one
     host (several checkouts) must set STRATUS_E2E_UID_BASE apart by at least
@@ -297,7 +307,7 @@ def new_server(tag: str, extra_args: list[str] | None = None, data_dir: Path | N
     index = len(_SERVERS)
     isolation = ["--cgroup-parent", f"stratus-e2e-{os.getpid()}-{index}", "--uid-base", str(_UID_BASE + index * 10_000)]
     srv = Server(data_dir=data_dir, log_path=_LOG_DIR / f"server-{tag}.log",
-                 extra_args=isolation + (extra_args or []))
+                 extra_args=isolation + (extra_args or []), run_as=run_as, binary=binary)
     _SERVERS.append(srv)
     return srv
 

@@ -282,9 +282,7 @@ impl ProcessBackend {
                 UidAllocator::new(uids.0, config.uid_count.min(uids.1).min(gids.1))
             }
             // Shared: the leases only count live sandboxes.
-            Ids::Root | Ids::Shared { .. } => {
-                UidAllocator::new(config.uid_base, config.uid_count)
-            }
+            Ids::Root | Ids::Shared { .. } => UidAllocator::new(config.uid_base, config.uid_count),
         };
         let (disk_dir, first_disk) = match plan.tmp {
             Tmp::Disk => prepare_disks(&config.state_dir),

@@ -124,8 +124,8 @@ fn find_delegated_by(root: &Path, own: &str, mine: impl Fn(&Path) -> bool) -> Op
         let controllers =
             std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
         let has = |c: &str| controllers.split_whitespace().any(|x| x == c);
-        let empty = std::fs::read_to_string(dir.join("cgroup.procs"))
-            .is_ok_and(|s| s.trim().is_empty());
+        let empty =
+            std::fs::read_to_string(dir.join("cgroup.procs")).is_ok_and(|s| s.trim().is_empty());
         if mine(&dir)
             && mine(&dir.join("cgroup.procs"))
             && mine(&dir.join("cgroup.subtree_control"))
@@ -260,19 +260,19 @@ pub fn select(f: &Facts) -> Plan {
         (nu, ng, uids, gids) => {
             let mut missing = Vec::new();
             if nu.is_none() || ng.is_none() {
-                missing.push("newuidmap/newgidmap (Debian package uidmap)".to_owned());
+                missing.push("no newuidmap/newgidmap (Debian package uidmap)".to_owned());
             }
             let who = f.user.clone().unwrap_or_else(|| f.euid.to_string());
             if uids.is_none() {
-                missing.push(format!("a range for {who} in /etc/subuid"));
+                missing.push(format!("no range for {who} in /etc/subuid"));
             }
             if gids.is_none() {
-                missing.push(format!("a range for {who} in /etc/subgid"));
+                missing.push(format!("no range for {who} in /etc/subgid"));
             }
             Ids::Shared {
                 uid: f.euid,
                 gid: f.egid,
-                reason: format!("no {}", missing.join(", no ")),
+                reason: missing.join("; "),
             }
         }
     };
@@ -395,10 +395,10 @@ impl Plan {
                 false,
                 format!(
                     "{prefix}no cgroup limits ({reason}): memory, pids and CPU are not limited; MemorySize is not enforced (a function may use the host's memory), memory use is not measured, CPU is not shared in proportion to memory{}",
-                    match self.ids {
-                        Ids::Shared { .. } =>
-                            "; processes are bounded only by RLIMIT_NPROC of the uid all sandboxes share",
-                        _ => "; processes are bounded by RLIMIT_NPROC of each sandbox's own uid",
+                    if self.rootless() {
+                        "; processes are still bounded by RLIMIT_NPROC, which the kernel (5.14 and later) counts per user namespace, so per sandbox"
+                    } else {
+                        "; processes are still bounded by RLIMIT_NPROC of each sandbox's own uid"
                     }
                 ),
             ),
@@ -471,7 +471,10 @@ mod tests {
             other => panic!("expected subordinate ids, got {other:?}"),
         }
         assert_eq!(p.tmp, Tmp::Tmpfs);
-        let uids = p.protections().into_iter().find(|x| x.name == "sandbox uids");
+        let uids = p
+            .protections()
+            .into_iter()
+            .find(|x| x.name == "sandbox uids");
         assert!(uids.is_some_and(|u| u.applied));
     }
 
@@ -530,7 +533,8 @@ mod tests {
             select(&f).cgroups,
             Cgroups::None { ref reason } if reason.contains("no subtree delegated")
         ));
-        f.delegated_cgroup = Some("/sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service".into());
+        f.delegated_cgroup =
+            Some("/sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service".into());
         let p = select(&f);
         assert_eq!(
             p.cgroup_hierarchy(),
@@ -539,7 +543,11 @@ mod tests {
                 CgroupVersion::V2
             ))
         );
-        assert!(p.protections().iter().any(|x| x.name == "cgroups" && x.applied));
+        assert!(
+            p.protections()
+                .iter()
+                .any(|x| x.name == "cgroups" && x.applied)
+        );
     }
 
     /// A fake v2 tree as systemd lays it out: `user-1000.slice` is root's,
@@ -570,10 +578,7 @@ mod tests {
         // The real ownership test: the tree belongs to whoever runs the test.
         use std::os::unix::fs::MetadataExt;
         let me = std::fs::metadata(root).expect("meta").uid();
-        assert_eq!(
-            find_delegated(root, own, me),
-            Some(root.join("user.slice"))
-        );
+        assert_eq!(find_delegated(root, own, me), Some(root.join("user.slice")));
         assert_eq!(find_delegated(root, own, me.wrapping_add(1)), None);
         // Not delegated at all (a login session's scope is root's).
         assert_eq!(find_delegated_by(root, own, |_| false), None);
