@@ -216,11 +216,22 @@ mod tests {
             host_uid: 200_000,
             tmp_dir: "/tmp/s/sbx-1/tmp".into(),
             tmp_device: Some("/dev/loop7".into()),
+            tmp_tmpfs_bytes: None,
             root_dir: "/tmp/s/sbx-1/root".into(),
         };
         let json = serde_json::to_string(&cfg).expect("serialise");
         let back: JailerConfig = serde_json::from_str(&json).expect("parse");
         assert_eq!(back, cfg);
+        let setup = UsernsSetup {
+            uid_map: vec![[0, 1000, 1], [1, 100_000, 1]],
+            gid_map: vec![[0, 1000, 1], [1, 100_000, 1]],
+            helpers: Some(("/usr/bin/newuidmap".into(), "/usr/bin/newgidmap".into())),
+        };
+        let text = serde_json::to_string(&setup).expect("serialise");
+        assert_eq!(
+            serde_json::from_str::<UsernsSetup>(&text).expect("parse"),
+            setup
+        );
         assert!(
             serde_json::from_str::<JailerConfig>(&json.replace("\"id\"", "\"bogus\"")).is_err()
         );
