@@ -13,6 +13,10 @@
 //! server, so the server accepts the runtime's connections directly, with no
 //! proxy and no host port ([`stratus_sandbox::RuntimeApiListener`]).
 //!
+//! A server that is not root runs in rootless mode, with fewer of these
+//! protections: the [`plan`] module chooses what this host allows and
+//! [`ProcessBackend::protections`] says what is applied and what is not.
+//!
 //! This crate owns the kernel objects of its sandboxes (cgroups, scratch dirs,
 //! uids, processes) and releases every one of them when a sandbox is dropped.
 //! Nothing outlives the server: every jailer has a parent-death signal tied
