@@ -76,6 +76,11 @@ class Server:
         if not self.port:
             self.port = free_port()
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.run_as:
+            import pwd
+
+            pw = pwd.getpwnam(self.run_as)
+            os.chown(self.data_dir, pw.pw_uid, pw.pw_gid)
         self._log = open(self.log_path, "ab")
         cmd = [
             str(binary),
@@ -295,6 +300,23 @@ def remove_data_dir(path: Path) -> None:
 
 
 _UID_BASE = int(os.environ.get("STRATUS_E2E_UID_BASE", "1600000"))
+# Run every server of the suite as this existing unprivileged user
+# (rootless mode), to see which tests hold without root. Not for CI: tests
+# that check cgroups or host uid ranges fail by design then.
+_RUN_AS = os.environ.get("STRATUS_E2E_RUN_AS") or None
+_ROOTLESS_BIN: Path | None = None
+
+
+def _rootless_binary() -> Path:
+    """The stratus binary copied where an unprivileged user can run it."""
+    global _ROOTLESS_BIN
+    if _ROOTLESS_BIN is None:
+        d = Path(tempfile.mkdtemp(prefix="stratus-e2e-bin-"))
+        d.chmod(0o755)
+        _ROOTLESS_BIN = d / "stratus"
+        shutil.copy2(stratus_bin(), _ROOTLESS_BIN)
+        _ROOTLESS_BIN.chmod(0o755)
+    return _ROOTLESS_BIN
 
 
 def new_server(tag: str, extra_args: list[str] | None = None, data_dir: Path | None = None,
@@ -304,6 +326,8 @@ def new_server(tag: str, extra_args: list[str] | None = None, data_dir: Path | N
     host (several checkouts) must set STRATUS_E2E_UID_BASE apart by at least
     1,000,000 so their uid ranges never meet."""
     data_dir = data_dir or Path(tempfile.mkdtemp(prefix=f"stratus-e2e-{tag}-"))
+    if run_as is None and _RUN_AS:
+        run_as, binary = _RUN_AS, binary or _rootless_binary()
     index = len(_SERVERS)
     isolation = ["--cgroup-parent", f"stratus-e2e-{os.getpid()}-{index}", "--uid-base", str(_UID_BASE + index * 10_000)]
     srv = Server(data_dir=data_dir, log_path=_LOG_DIR / f"server-{tag}.log",
