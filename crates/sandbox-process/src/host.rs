@@ -66,18 +66,24 @@ pub fn checks() -> Vec<Check> {
     let userns = std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok());
-    out.push(match userns {
-        Some(0) => check(
+    let blocked = plan.rootless().then(crate::plan::userns_blocked).flatten();
+    out.push(match (blocked, userns) {
+        (Some(why), _) => check(
+            "user namespaces",
+            Status::Fail,
+            format!("{why}: a rootless server cannot make its sandboxes' user namespaces"),
+        ),
+        (None, Some(0)) => check(
             "user namespaces",
             Status::Fail,
             "user.max_user_namespaces is 0: the runtime cannot get its own user namespace",
         ),
-        Some(n) => check(
+        (None, Some(n)) => check(
             "user namespaces",
             Status::Ok,
             format!("allowed (up to {n})"),
         ),
-        None => check(
+        (None, None) => check(
             "user namespaces",
             Status::Warn,
             "cannot read /proc/sys/user/max_user_namespaces",

@@ -235,6 +235,13 @@ impl ProcessBackend {
         if !plan.rootless() && !Uid::effective().is_root() {
             return Err(unavailable("the process backend's root plan needs root"));
         }
+        if plan.rootless()
+            && let Some(why) = plan::userns_blocked()
+        {
+            return Err(unavailable(format!(
+                "rootless mode needs unprivileged user namespaces, which this host forbids ({why})"
+            )));
+        }
         if config.uid_count == 0 || config.uid_base == 0 {
             return Err(unavailable(
                 "uid range must be non-empty and must not include root",
@@ -355,13 +362,23 @@ impl ProcessBackend {
     /// Every protection and whether it is applied, `/tmp` as this host
     /// allows (for the server to say at start).
     pub fn protections(&self) -> Vec<Protection> {
-        let mut all = self.inner.plan.protections();
-        if self.inner.plan.tmp == Tmp::Disk && self.inner.disk_dir.is_none() {
-            for p in &mut all {
-                if p.name == "/tmp" {
-                    p.applied = false;
-                    p.detail = "an uncapped host directory: this host cannot make loop-device disks (needs /dev/loop-control, mkfs.ext4 and losetup)".into();
-                }
+        let i = &self.inner;
+        let mut all = i.plan.protections();
+        let no_disks = i.plan.tmp == Tmp::Disk && i.disk_dir.is_none();
+        let no_cpu = i.cgroups.as_ref().is_some_and(|(root, version)| {
+            !cgroup::has_cpu_controller(root, *version, &i.config.cgroup_parent)
+        });
+        for p in &mut all {
+            if p.name == "/tmp" && no_disks {
+                p.applied = false;
+                p.detail = "an uncapped host directory: this host cannot make loop-device disks (needs /dev/loop-control, mkfs.ext4 and losetup)".into();
+            }
+            if p.name == "cgroups" && no_cpu {
+                p.detail = format!(
+                    "{}; but no cpu controller: CPU is not shared in proportion to memory",
+                    p.detail
+                        .replace("memory, pids and CPU limits", "memory and pids limits")
+                );
             }
         }
         all
@@ -1246,7 +1263,8 @@ pub struct ProcessSandbox {
 }
 
 impl ProcessSandbox {
-    /// Host uid (and gid) the sandbox's processes run as.
+    /// Host uid the sandbox's processes run as (the server's own in
+    /// rootless mode without subordinate ids).
     pub fn host_uid(&self) -> Option<u32> {
         self.res.uid.as_ref().map(|_| self.host_uid)
     }

@@ -92,6 +92,27 @@ fn find_program(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Why an unprivileged process cannot make a user namespace on this host,
+/// if a sysctl says so (rootless mode needs one for every sandbox).
+pub fn userns_blocked() -> Option<String> {
+    userns_blocked_by(|p| std::fs::read_to_string(p).ok())
+}
+
+/// [`userns_blocked`] with the sysctls read by `read`.
+fn userns_blocked_by(read: impl Fn(&str) -> Option<String>) -> Option<String> {
+    [
+        ("/proc/sys/user/max_user_namespaces", "0"),
+        ("/proc/sys/kernel/unprivileged_userns_clone", "0"),
+        (
+            "/proc/sys/kernel/apparmor_restrict_unprivileged_userns",
+            "1",
+        ),
+    ]
+    .into_iter()
+    .find(|(path, blocking)| read(path).is_some_and(|v| v.trim() == *blocking))
+    .map(|(path, value)| format!("{path} is {value}"))
+}
+
 /// The cgroup v2 path of this process (`0::/a/b` in `/proc/self/cgroup`).
 pub fn own_v2_cgroup(proc_self_cgroup: &str) -> Option<String> {
     proc_self_cgroup
@@ -591,6 +612,41 @@ mod tests {
         files(&svc, "cpu memory pids\n", "77\n");
         files(&svc.join("app.slice"), "cpu memory pids\n", "88\n");
         assert_eq!(find_delegated_by(root, own, users), None);
+    }
+
+    #[test]
+    fn sysctls_that_forbid_unprivileged_user_namespaces_are_named() {
+        let host = |vals: &'static [(&'static str, &'static str)]| {
+            move |p: &str| {
+                vals.iter()
+                    .find(|(k, _)| *k == p)
+                    .map(|(_, v)| format!("{v}\n"))
+            }
+        };
+        assert_eq!(userns_blocked_by(host(&[])), None);
+        assert_eq!(
+            userns_blocked_by(host(&[
+                ("/proc/sys/user/max_user_namespaces", "63000"),
+                ("/proc/sys/kernel/unprivileged_userns_clone", "1"),
+                (
+                    "/proc/sys/kernel/apparmor_restrict_unprivileged_userns",
+                    "0"
+                ),
+            ])),
+            None
+        );
+        let why = userns_blocked_by(host(&[(
+            "/proc/sys/kernel/apparmor_restrict_unprivileged_userns",
+            "1",
+        )]));
+        assert_eq!(
+            why.as_deref(),
+            Some("/proc/sys/kernel/apparmor_restrict_unprivileged_userns is 1")
+        );
+        assert!(
+            userns_blocked_by(host(&[("/proc/sys/user/max_user_namespaces", "0")]))
+                .is_some_and(|w| w.contains("max_user_namespaces"))
+        );
     }
 
     #[test]
