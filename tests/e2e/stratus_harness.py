@@ -103,6 +103,7 @@ class Server:
         env.setdefault("NO_COLOR", "1")
         if self.run_as:
             env["HOME"] = str(self.data_dir)
+            env.pop("XDG_RUNTIME_DIR", None)  # root's, if set
         self.proc = subprocess.Popen(
             cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
         )
@@ -139,7 +140,17 @@ class Server:
         if self._log is not None:
             self._log.close()
             self._log = None
+        self._remove_cgroup_lock()
         return rc
+
+    def _remove_cgroup_lock(self) -> None:
+        """The server never removes its cgroup parent's lock file (see
+        bin/stratus/src/lock.rs); the suite's parents are used once, so
+        their files would pile up in /run/stratus until a reboot."""
+        if self.proc is None or self.proc.poll() is None or "--cgroup-parent" not in self.extra_args:
+            return
+        parent = arg_of(self, "--cgroup-parent").replace("%", "%25").replace("/", "%2F")
+        Path(f"/run/stratus/cgroup-{parent}.lock").unlink(missing_ok=True)
 
     def log_tail(self, n: int = 60) -> str:
         try:

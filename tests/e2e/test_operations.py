@@ -3,7 +3,7 @@ file, unknown keys warn, `--print-config`), the readiness probe `/ready`, and
 the version (`stratus version`, the `Server` header).
 
 Starts its own servers: one configured by a file (with an unknown key and a
-worker of 128 MB, so that one warm sandbox fills it), one with the same file
+worker of 128 MB, so that one busy sandbox fills it), one with the same file
 and a flag that overrides it."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import time
 import tomllib
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -149,26 +150,37 @@ def test_ready_without_credentials(configured):
     assert status == 200, body
 
 
-def test_ready_is_503_while_the_worker_memory_is_all_reserved(configured, cfns, py_zip):
-    # The worker has 128 MB: one warm 128 MB sandbox reserves all of it.
-    name = cfns.create(py_zip, MemorySize=128)
-    resp = configured.client().invoke(FunctionName=name, Payload=b"{}")
+def wait_ready(srv, want: int, within: float = 15):
+    """The last (status, body) of /ready, polled until its status is `want`."""
+    deadline = time.monotonic() + within
+    while True:
+        status, _, body = get(srv.endpoint + "/ready")
+        if status == want or time.monotonic() > deadline:
+            return status, body
+        time.sleep(0.1)
+
+
+def test_ready_counts_idle_sandboxes_as_free_and_busy_ones_as_taken(configured, cfns, py_zip):
+    # The worker has 128 MB: one 128 MB sandbox fills it.
+    name = cfns.create(py_zip, handler="app.sleep", MemorySize=128, Timeout=30)
+    client = configured.client()
+    resp = client.invoke(FunctionName=name, Payload=json.dumps({"seconds": 0}).encode())
     assert resp["StatusCode"] == 200 and "FunctionError" not in resp, resp
-    status, _, body = get(configured.endpoint + "/ready")
-    assert status == 503, body
-    assert body["ready"] is False
-    assert body["checks"]["store"] == "ok" and body["checks"]["sandbox-backend"] == "ok", body
-    assert "128 MB" in body["checks"]["capacity"], body
-    # Liveness is unaffected.
-    assert get(configured.endpoint + "/health")[0] == 200
-    # Deleting the function stops its idle sandbox and frees the memory.
-    configured.client().delete_function(FunctionName=name)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        status, _, body = get(configured.endpoint + "/ready")
-        if status == 200:
-            break
-        time.sleep(0.2)
+    # Idle and warm: placement would evict it for new work, so still ready.
+    status, body = wait_ready(configured, 200, within=0)
+    assert status == 200, body
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(client.invoke, FunctionName=name, Payload=json.dumps({"seconds": 4}).encode())
+        # Busy: nothing can be evicted.
+        status, body = wait_ready(configured, 503, within=3)
+        assert status == 503, body
+        assert body["ready"] is False
+        assert body["checks"]["store"] == "ok" and body["checks"]["sandbox-backend"] == "ok", body
+        assert "128 MB" in body["checks"]["capacity"], body
+        # Liveness is unaffected.
+        assert get(configured.endpoint + "/health")[0] == 200
+        assert slow.result(timeout=30)["StatusCode"] == 200
+    status, body = wait_ready(configured, 200)
     assert status == 200, body
 
 

@@ -69,8 +69,10 @@ def _unpacked(data_dir: Path) -> set[str]:
 
 
 def test_unused_code_is_removed_at_start(py_zip, node_zip):
-    """Code of deleted functions and replaced code is garbage-collected at the
-    next start; code in use (and its unpacked copy) stays."""
+    """Code of deleted functions and replaced code is removed while the server
+    runs (test_code_gc.py); what a crash left before that (an archive and an
+    unpacked copy no function names) is removed at the next start; code in
+    use (and its unpacked copy) stays."""
     first = new_server("code-gc")
     first.start()
     data_dir = first.data_dir
@@ -92,9 +94,16 @@ def test_unused_code_is_removed_at_start(py_zip, node_zip):
         wait_updated(lam, kept)
         assert lam.invoke(FunctionName=kept, Payload=b"{}")["Payload"].read() == b'{"new": true}'
         lam.delete_function(FunctionName=gone)
-        assert len(_blob_digests(data_dir)) == 3, _blob_digests(data_dir)
+        assert len(_blob_digests(data_dir)) == 1, _blob_digests(data_dir)
     finally:
         assert first.stop() == 0
+    # What a server killed between storing code and removing it leaves.
+    orphan = "ab" * 32
+    (data_dir / "blobs" / "ab").mkdir(exist_ok=True)
+    (data_dir / "blobs" / "ab" / f"{orphan}.zip").write_bytes(py_zip)
+    (data_dir / "worker" / "code" / orphan).mkdir()
+    (data_dir / "worker" / "code" / orphan / "app.py").write_text("x = 1\n")
+    assert orphan in _blob_digests(data_dir) and orphan in _unpacked(data_dir)
     second = new_server("code-gc-restarted", data_dir=data_dir)
     second.start()
     try:

@@ -8,6 +8,7 @@ mod cli;
 mod config;
 mod datadir;
 mod doctor;
+mod lock;
 mod server;
 
 use clap::{Parser, Subcommand};
@@ -45,8 +46,9 @@ enum Command {
     Version,
 }
 
-/// `stratus <version>`; the commit is added when the build sets
-/// `STRATUS_GIT_COMMIT` (release builds), e.g. `stratus 0.1.0 (c923c57)`.
+/// `stratus <version>`, with the commit when the build knew it (`build.rs`:
+/// the git checkout's HEAD, else `STRATUS_GIT_COMMIT` from the build's
+/// environment), e.g. `stratus 0.1.0 (c923c57)`.
 fn version_line() -> String {
     let v = env!("CARGO_PKG_VERSION");
     match option_env!("STRATUS_GIT_COMMIT") {

@@ -13,6 +13,7 @@ use stratus_counting::{CountingConfig, LocalCounting};
 use stratus_frontend::{Frontend, FrontendDeps, Interpreters as FrontendInterpreters, Readiness};
 use stratus_sandbox_process::{CpuLimit, ProcessBackend, ProcessBackendConfig};
 use stratus_store_embedded::{EmbeddedMetaStore, FileBlobStore};
+use stratus_types::limits::MEMORY_MIN_MB;
 use stratus_worker::{DiskLogStore, Interpreters, LocalWorker, LogStoreConfig, WorkerConfig};
 
 /// `stratus server`: options come from `--config FILE`, overridden by flags.
@@ -92,7 +93,7 @@ fn init_tracing() {
 
 /// Says, once at start, which protections sandboxes get and which they do
 /// not (rootless mode can lose some: see docs/design/rootless.md).
-fn log_protections(all: &[stratus_sandbox_process::Protection], rootless: bool) {
+fn log_protections(all: &[stratus_sandbox_process::ProtectionStatus], rootless: bool) {
     let lost = all.iter().filter(|p| !p.applied).count();
     if rootless {
         tracing::warn!(
@@ -128,6 +129,10 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     let data = a.data_dir.clone();
     std::fs::create_dir_all(&data)
         .with_context(|| format!("creating data dir {}", data.display()))?;
+    // Before anything in the data dir or under the cgroup parent is touched
+    // (format upgrade, crash clean-up, code GC): they must be this server's
+    // alone. Held until the process exits.
+    let _locks = crate::lock::lock_server(&data, &a.cgroup_parent)?;
     match crate::datadir::check_format(&data)? {
         crate::datadir::Format::Upgraded { from } => tracing::info!(
             data_dir = %data.display(),
@@ -303,7 +308,9 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
 }
 
 /// What `/ready` checks besides the store: the sandbox backend can still make
-/// sandboxes, and the worker's memory is not all reserved.
+/// sandboxes, and placement would find room for the smallest sandbox
+/// (Lambda's minimum MemorySize), evicting idle ones if it must: memory held
+/// by idle warm sandboxes counts as free, as placement treats it.
 fn readiness(
     backend: Arc<ProcessBackend>,
     assignment: Arc<LocalAssignment>,
@@ -317,14 +324,15 @@ fn readiness(
         .with(
             "capacity",
             Arc::new(move || {
-                let reserved = assignment.stats().reserved_mb;
-                if reserved < capacity_mb {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "all {capacity_mb} MB of worker memory are reserved by sandboxes"
-                    ))
+                let smallest = u64::from(MEMORY_MIN_MB);
+                if assignment.room_for(smallest) {
+                    return Ok(());
                 }
+                let st = assignment.stats();
+                Err(format!(
+                    "no room for a {smallest} MB sandbox: {} of {capacity_mb} MB of worker memory are held by busy or starting sandboxes",
+                    st.reserved_mb.saturating_sub(st.idle_mb)
+                ))
             }),
         )
 }

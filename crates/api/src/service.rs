@@ -279,6 +279,9 @@ pub trait Worker: Send + Sync + std::fmt::Debug {
     fn capacity_mb(&self) -> u64;
     /// Makes the code available (fetched and unpacked) so sandboxes start fast.
     async fn prepare_code(&self, digest: &str) -> Result<(), LambdaError>;
+    /// Forgets code no function uses any more (its blob is gone): its
+    /// unpacked copy is removed once no sandbox runs it.
+    fn remove_code(&self, digest: &str);
     /// Creates a sandbox for `spec` and starts its runtime.
     async fn create_sandbox(
         &self,

@@ -171,7 +171,10 @@ pub struct AssignmentStats {
     pub sandboxes: usize,
     pub idle: usize,
     pub busy: usize,
+    /// Memory reserved by sandboxes (idle, busy) and creations in progress.
     pub reserved_mb: u64,
+    /// The part of `reserved_mb` held by idle sandboxes (evictable).
+    pub idle_mb: u64,
     /// Live sandboxes shut down because their lease was over, since start.
     pub lease_expiries: u64,
 }
@@ -224,8 +227,54 @@ impl LocalAssignment {
             idle: t.sandboxes.len() - busy,
             busy,
             reserved_mb: t.reserved_mb.iter().sum(),
+            idle_mb: t
+                .sandboxes
+                .values()
+                .filter(|e| !e.busy)
+                .map(|e| e.memory_mb)
+                .sum(),
             lease_expiries: t.lease_expiries,
         }
+    }
+
+    /// What placement sees: each worker's capacity and reserved memory
+    /// (sandboxes and creations in progress), and the idle sandboxes it may
+    /// evict.
+    fn inventory(&self, t: &Table) -> (Vec<WorkerSlot>, Vec<IdleSandbox>) {
+        let slots = self
+            .workers
+            .iter()
+            .enumerate()
+            .map(|(i, w)| WorkerSlot {
+                id: i.to_string(),
+                capacity_mb: w.capacity_mb(),
+                reserved_mb: t.reserved_mb.get(i).copied().unwrap_or(0),
+            })
+            .collect();
+        let idle = t
+            .sandboxes
+            .iter()
+            .filter(|(_, e)| !e.busy)
+            .map(|(id, e)| IdleSandbox {
+                sandbox_id: id.clone(),
+                worker_id: e.worker.to_string(),
+                memory_mb: e.memory_mb,
+                idle_since: u64::try_from(e.idle_since.elapsed().as_micros())
+                    .map(|age| u64::MAX - age)
+                    .unwrap_or(0),
+            })
+            .collect();
+        (slots, idle)
+    }
+
+    /// Whether a new sandbox of `memory_mb` would be placed now, evicting
+    /// idle sandboxes if it must: placement's own decision over the current
+    /// inventory (for readiness). Idle sandboxes do not count as taken;
+    /// busy ones and creations in progress do.
+    pub fn room_for(&self, memory_mb: u64) -> bool {
+        let t = self.lock();
+        let (slots, idle) = self.inventory(&t);
+        decide(&slots, &idle, memory_mb) != Decision::Full
     }
 
     /// Shuts down every sandbox (server shutdown).
@@ -261,29 +310,7 @@ impl LocalAssignment {
                     victims.push(e);
                 }
             }
-            let slots: Vec<WorkerSlot> = self
-                .workers
-                .iter()
-                .enumerate()
-                .map(|(i, w)| WorkerSlot {
-                    id: i.to_string(),
-                    capacity_mb: w.capacity_mb(),
-                    reserved_mb: t.reserved_mb.get(i).copied().unwrap_or(0),
-                })
-                .collect();
-            let idle: Vec<IdleSandbox> = t
-                .sandboxes
-                .iter()
-                .filter(|(_, e)| !e.busy)
-                .map(|(id, e)| IdleSandbox {
-                    sandbox_id: id.clone(),
-                    worker_id: e.worker.to_string(),
-                    memory_mb: e.memory_mb,
-                    idle_since: u64::try_from(e.idle_since.elapsed().as_micros())
-                        .map(|age| u64::MAX - age)
-                        .unwrap_or(0),
-                })
-                .collect();
+            let (slots, idle) = self.inventory(&t);
             let worker = match decide(&slots, &idle, memory_mb) {
                 Decision::Place { worker_id } => worker_id,
                 Decision::EvictThenPlace {

@@ -65,6 +65,7 @@ impl Worker for FakeWorker {
     async fn prepare_code(&self, _digest: &str) -> Result<(), LambdaError> {
         Ok(())
     }
+    fn remove_code(&self, _digest: &str) {}
     async fn create_sandbox(
         &self,
         _spec: Arc<FunctionVersionSpec>,
@@ -487,4 +488,41 @@ async fn leases_expire_under_concurrent_load_without_a_failed_invoke() {
         w.shutdowns.load(Ordering::SeqCst) as u64,
         "each went because of its lease"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_sandboxes_leave_room_busy_and_starting_ones_do_not() {
+    let (a, _w) = setup(256, 100, 60);
+    assert!(a.room_for(128), "an empty worker has room");
+    let (f, g) = (spec("f", "r1", 128), spec("g", "r1", 128));
+    run(&a, &f).await.expect("f");
+    run(&a, &g).await.expect("g");
+    let st = a.stats();
+    assert_eq!((st.reserved_mb, st.idle_mb), (256, 256));
+    assert!(
+        a.room_for(128),
+        "all memory reserved, but by idle sandboxes placement would evict"
+    );
+    assert!(!a.room_for(512), "more than the worker has");
+
+    // Two invokes in flight hold all the memory: nothing can be evicted.
+    let (a1, f1) = (Arc::clone(&a), Arc::clone(&f));
+    let (a2, g2) = (Arc::clone(&a), Arc::clone(&g));
+    let busy_f = tokio::spawn(async move { run(&a1, &f1).await });
+    let busy_g = tokio::spawn(async move { run(&a2, &g2).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(a.stats().busy, 2);
+    assert_eq!(a.stats().idle_mb, 0);
+    assert!(!a.room_for(128), "every sandbox is busy");
+    assert_eq!(
+        a.invoke(spec("h", "r1", 128), req())
+            .await
+            .map(|_| ())
+            .map_err(|e| e.code),
+        Err(ErrorCode::TooManyRequests),
+        "placement agrees: the worker is full"
+    );
+    busy_f.await.expect("task").expect("f");
+    busy_g.await.expect("task").expect("g");
+    assert!(a.room_for(128), "idle again");
 }

@@ -22,6 +22,7 @@ use stratus_types::limits::{
 use stratus_types::{AccountId, FunctionRef, function_arn};
 
 use crate::auth::{Caller, caller};
+use crate::code_gc::Upload;
 use crate::error::ApiResult;
 use crate::registry::{Cached, FunctionRecord, RegistryError};
 use crate::{Frontend, presign, validate};
@@ -131,18 +132,46 @@ fn decode_zip(b64: &str) -> Result<Vec<u8>, LambdaError> {
     Ok(zip)
 }
 
-/// Stores the zip and checks it unpacks; returns (hex digest, base64 sha, size).
-async fn store_code(fe: &Frontend, zip: Vec<u8>) -> Result<(String, String, u64), LambdaError> {
+/// A stored and unpacked archive, protected from removal until `upload`
+/// is dropped (after the record naming it is written).
+struct Stored<'a> {
+    upload: Upload<'a>,
+    digest: String,
+    sha_b64: String,
+    size: u64,
+}
+
+/// Stores the zip and checks it unpacks. An archive that does not unpack is
+/// removed again.
+async fn store_code(fe: &Frontend, zip: Vec<u8>) -> Result<Stored<'_>, LambdaError> {
     let size = zip.len() as u64;
     let sha_b64 = stratus_code::code_sha256_b64(&zip);
-    let digest = fe
+    let digest = stratus_code::sha256_hex(&zip);
+    // Before the blob exists: from now until the record is written, nothing
+    // else keeps it.
+    let upload = fe.code_gc.upload(&digest).await;
+    let stored = fe
         .deps
         .blobs
         .put(Bytes::from(zip))
         .await
         .map_err(|e| LambdaError::service(format!("storing code: {e}")))?;
-    fe.deps.worker.prepare_code(&digest).await?;
-    Ok((digest, sha_b64, size))
+    if stored != digest {
+        return Err(LambdaError::service(format!(
+            "the code store named the archive {stored}, not its SHA-256 {digest}"
+        )));
+    }
+    if let Err(e) = fe.deps.worker.prepare_code(&digest).await {
+        drop(upload);
+        fe.collect_code(&digest).await;
+        return Err(e);
+    }
+    Ok(Stored {
+        upload,
+        digest,
+        sha_b64,
+        size,
+    })
 }
 
 fn host(headers: &HeaderMap) -> String {
@@ -268,7 +297,7 @@ pub async fn create_function(
         .into());
     }
     let zip = decode_zip(&zip_b64)?;
-    let (digest, sha, size) = store_code(&fe, zip).await?;
+    let stored = store_code(&fe, zip).await?;
     let record = FunctionRecord {
         account: c.account.clone(),
         region: c.region.clone(),
@@ -281,9 +310,9 @@ pub async fn create_function(
         memory_mb: memory,
         ephemeral_mb: ephemeral,
         environment,
-        code_digest: digest,
-        code_sha256: sha,
-        code_size: size,
+        code_digest: stored.digest.clone(),
+        code_sha256: stored.sha_b64.clone(),
+        code_size: stored.size,
         revision_id: new_revision(),
         last_modified: now_timestamp(),
         architectures,
@@ -291,12 +320,21 @@ pub async fn create_function(
         last_update_status: None,
         reserved_concurrency: None,
     };
-    let cached = fe.registry.put(record, None).await.map_err(|e| match e {
-        RegistryError::Store(StoreError::Conflict { .. }) => {
-            LambdaError::conflict(format!("Function already exist: {}", req.function_name))
+    let written = fe.registry.put(record, None).await;
+    drop(stored.upload);
+    let cached = match written {
+        Ok(c) => c,
+        Err(e) => {
+            fe.collect_code(&stored.digest).await;
+            return Err(match e {
+                RegistryError::Store(StoreError::Conflict { .. }) => {
+                    LambdaError::conflict(format!("Function already exist: {}", req.function_name))
+                }
+                other => registry_error(other, &arn),
+            }
+            .into());
         }
-        other => registry_error(other, &arn),
-    })?;
+    };
     fe.deps.invoker.retire(
         &c.account,
         &req.function_name,
@@ -459,6 +497,7 @@ pub async fn delete_function(
         tracing::warn!(function = %r.name, error = %e, "could not clear the reservation");
     }
     fe.deps.logs.remove(&r.account, &r.name).await;
+    fe.collect_code(&r.code_digest).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -571,18 +610,30 @@ pub async fn update_code(
     })?;
     check_update(&found, req.revision_id.as_deref())?;
     let zip = decode_zip(&zip_b64)?;
-    let (digest, sha, size) = store_code(&fe, zip).await?;
+    let stored = store_code(&fe, zip).await?;
     if req.dry_run == Some(true) {
         let mut doc = found.record.configuration();
-        doc.code_sha256 = sha;
-        doc.code_size = size;
+        doc.code_sha256 = stored.sha_b64;
+        doc.code_size = stored.size;
+        drop(stored.upload);
+        fe.collect_code(&stored.digest).await;
         return Ok(Json(doc).into_response());
     }
     let mut next = (*found.record).clone();
-    next.code_digest = digest;
-    next.code_sha256 = sha;
-    next.code_size = size;
-    commit_update(&fe, &found, next).await
+    next.code_digest = stored.digest.clone();
+    next.code_sha256 = stored.sha_b64;
+    next.code_size = stored.size;
+    let committed = commit_update(&fe, &found, next).await;
+    drop(stored.upload);
+    // The code the function no longer runs, or, if the update failed, the
+    // code it never got.
+    let unused = if committed.is_ok() {
+        &found.record.code_digest
+    } else {
+        &stored.digest
+    };
+    fe.collect_code(unused).await;
+    committed
 }
 
 #[cfg(test)]

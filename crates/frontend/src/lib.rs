@@ -4,7 +4,8 @@
 //! 2015-03-31), request validation with Lambda's exact error types and
 //! messages, the mapping of every client-visible error to its HTTP form, the
 //! function registry (configurations, cached in memory, written through to
-//! the [`MetaStore`]), code uploads to the [`BlobStore`] and presigned code
+//! the [`MetaStore`]), code uploads to the [`BlobStore`] (and the removal of
+//! code no function uses any more, module `code_gc`) and presigned code
 //! downloads. For an invoke it resolves the function, asks the counting
 //! service for a permit and hands the invocation to the assignment service;
 //! it never starts or picks sandboxes itself.
@@ -18,6 +19,7 @@
 //! socket.
 
 mod auth;
+mod code_gc;
 mod concurrency;
 mod control;
 mod error;
@@ -74,6 +76,8 @@ pub struct Frontend {
     deps: FrontendDeps,
     registry: registry::Registry,
     metrics: metrics::Metrics,
+    /// Uploads in flight and code removals, so that neither loses the other.
+    code_gc: code_gc::CodeGc,
 }
 
 /// Errors starting the front end.
@@ -91,6 +95,7 @@ impl Frontend {
             deps,
             registry,
             metrics: metrics::Metrics::default(),
+            code_gc: code_gc::CodeGc::default(),
         });
         concurrency::load_reservations(&this).await;
         control::finish_pending(&this).await;
@@ -112,10 +117,12 @@ impl Frontend {
     }
 
     /// Deletes stored code archives whose digest is not in `keep` (what
-    /// [`Frontend::code_digests`] returns): those of deleted functions and
-    /// replaced code. Only safe while no create or update is in flight, i.e.
-    /// at start-up before the API listens: an upload is stored before the
-    /// record that refers to it. Returns how many.
+    /// [`Frontend::code_digests`] returns): what a crash left before the
+    /// server could remove it itself. Only safe while no create or update is
+    /// in flight, i.e. at start-up before the API listens: an upload is
+    /// stored before the record that refers to it. Returns how many. While
+    /// the server runs, deletes and updates remove what they leave unused
+    /// (`collect_code`).
     pub async fn remove_unused_code(
         &self,
         keep: &std::collections::BTreeSet<String>,
@@ -128,6 +135,27 @@ impl Frontend {
             }
         }
         Ok(removed)
+    }
+
+    /// Removes the archive of `digest` and has the worker forget its
+    /// unpacked copy, if no function record names it and no upload of it is
+    /// in flight (see `code_gc`). Failures are logged: what is left is
+    /// removed at the next start.
+    async fn collect_code(&self, digest: &str) {
+        let Some(_removal) = self.code_gc.begin_removal(digest, |d| {
+            self.registry
+                .all()
+                .iter()
+                .any(|c| c.record.code_digest == d)
+        }) else {
+            return;
+        };
+        if let Err(e) = self.deps.blobs.delete(digest).await {
+            tracing::warn!(digest, error = %e, "could not remove an unused code archive");
+            return;
+        }
+        self.deps.worker.remove_code(digest);
+        tracing::info!(digest, "removed code no function uses");
     }
 }
 

@@ -3,11 +3,11 @@
 //! `/health` says the process serves HTTP (liveness); `/ready` says it can
 //! take work: the metadata store answers a read, and every check the
 //! composition root handed over in [`Readiness`] passes (in `stratus server`:
-//! the sandbox backend is usable, the worker has memory left). The front end
+//! the sandbox backend is usable, placement has room for a new sandbox). The front end
 //! does not know what those checks look at; each is a named closure.
 //!
 //! The answer is 200 or 503 with a JSON body naming each check:
-//! `{"ready": false, "checks": {"store": "ok", "capacity": "all 4096 MB reserved"}}`.
+//! `{"ready": false, "checks": {"store": "ok", "capacity": "no room for a 128 MB sandbox: ..."}}`.
 
 use std::fmt;
 use std::sync::Arc;

@@ -86,8 +86,11 @@ impl Invoker for FakeInvoker {
     }
 }
 
-#[derive(Debug)]
-struct FakeWorker;
+/// Records which code it was told to remove.
+#[derive(Debug, Default)]
+struct FakeWorker {
+    removed: Mutex<Vec<String>>,
+}
 
 #[async_trait]
 impl Worker for FakeWorker {
@@ -99,6 +102,9 @@ impl Worker for FakeWorker {
     }
     async fn prepare_code(&self, _digest: &str) -> Result<(), LambdaError> {
         Ok(())
+    }
+    fn remove_code(&self, digest: &str) {
+        self.removed.lock().expect("lock").push(digest.to_owned());
     }
     async fn create_sandbox(
         &self,
@@ -147,6 +153,8 @@ struct Harness {
     logs: Arc<stratus_worker::DiskLogStore>,
     /// Makes the harness's `capacity` readiness check fail.
     full: Arc<std::sync::atomic::AtomicBool>,
+    worker: Arc<FakeWorker>,
+    blobs: Arc<dyn stratus_store::BlobStore>,
     _dir: tempfile::TempDir,
 }
 
@@ -160,7 +168,9 @@ async fn harness_with(counting: Arc<dyn Counting>) -> Harness {
         .expect("meta");
     let blobs =
         stratus_store_embedded::FileBlobStore::open(dir.path().join("blobs")).expect("blobs");
+    let blobs: Arc<dyn stratus_store::BlobStore> = Arc::new(blobs);
     let invoker = Arc::new(FakeInvoker::default());
+    let worker = Arc::new(FakeWorker::default());
     let logs = Arc::new(
         stratus_worker::DiskLogStore::open(
             dir.path().join("logs"),
@@ -172,10 +182,10 @@ async fn harness_with(counting: Arc<dyn Counting>) -> Harness {
     let is_full = Arc::clone(&full);
     let fe = Frontend::new(FrontendDeps {
         meta: Arc::new(meta),
-        blobs: Arc::new(blobs),
+        blobs: Arc::clone(&blobs),
         counting,
         invoker: Arc::clone(&invoker) as Arc<dyn Invoker>,
-        worker: Arc::new(FakeWorker),
+        worker: Arc::clone(&worker) as Arc<dyn Worker>,
         logs: Arc::clone(&logs) as Arc<dyn Logs>,
         presign_key: b"test-key".to_vec(),
         interpreters: Interpreters {
@@ -200,17 +210,20 @@ async fn harness_with(counting: Arc<dyn Counting>) -> Harness {
         invoker,
         logs,
         full,
+        worker,
+        blobs,
         _dir: dir,
     }
 }
 
 fn zip_b64() -> String {
+    zip_b64_of("def handler(e, c):\n    return e\n")
+}
+
+/// A zip holding `app.py` with `source`, base64.
+fn zip_b64_of(source: &str) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        dir.path().join("app.py"),
-        "def handler(e, c):\n    return e\n",
-    )
-    .expect("write");
+    std::fs::write(dir.path().join("app.py"), source).expect("write");
     let zip = stratus_code::zip_directory(dir.path()).expect("zip");
     base64::engine::general_purpose::STANDARD.encode(zip)
 }
@@ -646,4 +659,66 @@ async fn every_response_names_the_server_version() {
         let (_, headers, _) = call(&h.app, method, uri, &[], Body::empty()).await;
         assert_eq!(headers["server"], crate::SERVER_HEADER, "{method} {uri}");
     }
+}
+
+/// The digest under which the code of `zip_b64` is stored.
+fn digest_of(zip_b64: &str) -> String {
+    let zip = base64::engine::general_purpose::STANDARD
+        .decode(zip_b64)
+        .expect("base64");
+    stratus_code::sha256_hex(&zip)
+}
+
+#[tokio::test]
+async fn deletes_and_updates_remove_code_no_function_uses() {
+    let h = harness().await;
+    let (one, two) = (zip_b64(), zip_b64_of("def handler(e, c):\n    return 2\n"));
+    let (d1, d2) = (digest_of(&one), digest_of(&two));
+    let stored = || async { h.blobs.list().await.expect("list") };
+    let removed = || h.worker.removed.lock().expect("lock").clone();
+    create(&h.app, "a").await;
+    create(&h.app, "b").await;
+    wait_active(&h.app, "a").await;
+    wait_active(&h.app, "b").await;
+    assert_eq!(stored().await, vec![d1.clone()], "one archive for both");
+
+    // `b` still runs the code: nothing goes.
+    let (s, _, _) = call(
+        &h.app,
+        "DELETE",
+        "/2015-03-31/functions/a",
+        &[],
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(stored().await, vec![d1.clone()]);
+    assert!(removed().is_empty());
+
+    // A dry run stores and checks the new code but keeps nothing.
+    let update = |zip: &str, dry: bool| json!({"ZipFile": zip, "DryRun": dry}).to_string();
+    let uri = "/2015-03-31/functions/b/code";
+    let (s, _, b) = call(&h.app, "PUT", uri, &[], update(&two, true)).await;
+    assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(stored().await, vec![d1.clone()]);
+    assert_eq!(removed(), vec![d2.clone()]);
+
+    // The old code of an update goes; the new stays.
+    let (s, _, b) = call(&h.app, "PUT", uri, &[], update(&two, false)).await;
+    assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(stored().await, vec![d2.clone()]);
+    assert_eq!(removed(), vec![d2.clone(), d1.clone()]);
+    wait_active(&h.app, "b").await;
+
+    let (s, _, _) = call(
+        &h.app,
+        "DELETE",
+        "/2015-03-31/functions/b",
+        &[],
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(stored().await, Vec::<String>::new());
+    assert_eq!(removed(), vec![d2.clone(), d1, d2]);
 }

@@ -161,7 +161,18 @@ fn run(tool: &'static str, args: &[&str], path: &Path) -> Result<String, DiskErr
 
 /// Detaches loop devices left attached to images under `dir` by a previous
 /// server process (killed before it could detach them). Returns how many.
+///
+/// A device is ours when its backing file (as the kernel names it: an
+/// absolute path without symlinks) is directly in `dir`; `dir` is resolved
+/// the same way first, so a relative or symlinked data dir neither misses
+/// its own devices nor matches another directory's. `dir` belongs to one
+/// server at a time (`stratus server` locks its data dir first), so every
+/// device found is a dead server's.
 pub fn sweep_stale(dir: &Path) -> usize {
+    let Ok(dir) = std::fs::canonicalize(dir) else {
+        return 0;
+    };
+    let dir = dir.as_path();
     let Ok(entries) = std::fs::read_dir("/sys/block") else {
         return 0;
     };
@@ -258,9 +269,29 @@ mod tests {
             kept_backing.contains(&other.path().display().to_string()),
             "{kept_backing}"
         );
-        // Dropping an already-detached disk only logs.
-        drop(stale);
+        // Not dropped: the swept device's number may already be another
+        // test's disk, which the drop would detach.
+        std::mem::forget(stale);
         drop(kept);
+    }
+
+    #[test]
+    fn sweep_resolves_a_symlinked_directory() {
+        if !nix::unistd::Uid::effective().is_root() || !Path::new("/dev/loop-control").exists() {
+            return;
+        }
+        let ours = tempfile::tempdir().expect("dir");
+        let links = tempfile::tempdir().expect("dir");
+        let link = links.path().join("disks");
+        std::os::unix::fs::symlink(ours.path(), &link).expect("symlink");
+        let stale = TmpDisk::create(ours.path(), "stale", 8).expect("disk");
+        let sys = Path::new("/sys/block")
+            .join(stale.device().file_name().expect("name"))
+            .join("loop/backing_file");
+        assert_eq!(sweep_stale(&link), 1);
+        let now = backing_once_detached(&sys, ours.path());
+        assert!(!now.contains(&ours.path().display().to_string()), "{now}");
+        std::mem::forget(stale);
     }
 
     #[test]

@@ -55,8 +55,8 @@ use nix::unistd::{setgroups, setresgid, setresuid};
 use stratus_sandbox::ExitStatus;
 
 use crate::protocol::{
-    CONTROL_FD, Command, JailerConfig, MAX_COMMAND, Report, SANDBOX_GID, SANDBOX_UID, USERNS_ENV,
-    UsernsSetup, send_report,
+    CONTROL_FD, Command, JailerConfig, MAX_COMMAND, Protection, Report, SANDBOX_GID, SANDBOX_UID,
+    USERNS_ENV, UsernsSetup, send_report,
 };
 use crate::seccomp::{DEFAULT_POLICY, Policy};
 
@@ -1072,27 +1072,36 @@ fn exec_runtime(cfg: &JailerConfig, policy: &Policy) -> Result<Infallible, Jaile
     drop_privileges(cfg.host_uid)?;
     // Changing uid made us non-dumpable, which makes /proc/self root-owned;
     // we need to write our own id maps below (exec resets this anyway).
-    nix::sys::prctl::set_dumpable(true).ctx("userns", || "PR_SET_DUMPABLE".into())?;
-    unshare(CloneFlags::CLONE_NEWUSER).ctx("userns", || "unshare(CLONE_NEWUSER)".into())?;
-    write_file("userns", "/proc/self/setgroups", "deny")?;
-    write_file(
-        "userns",
-        "/proc/self/uid_map",
-        &format!("{SANDBOX_UID} {} 1\n", cfg.host_uid),
-    )?;
-    write_file(
-        "userns",
-        "/proc/self/gid_map",
-        &format!("{SANDBOX_GID} {} 1\n", cfg.host_uid),
-    )?;
+    let with = |p: Protection| !cfg.without.contains(&p);
+    if with(Protection::UserNamespace) {
+        nix::sys::prctl::set_dumpable(true).ctx("userns", || "PR_SET_DUMPABLE".into())?;
+        unshare(CloneFlags::CLONE_NEWUSER).ctx("userns", || "unshare(CLONE_NEWUSER)".into())?;
+        write_file("userns", "/proc/self/setgroups", "deny")?;
+        write_file(
+            "userns",
+            "/proc/self/uid_map",
+            &format!("{SANDBOX_UID} {} 1\n", cfg.host_uid),
+        )?;
+        write_file(
+            "userns",
+            "/proc/self/gid_map",
+            &format!("{SANDBOX_GID} {} 1\n", cfg.host_uid),
+        )?;
+    }
     chdir(&cfg.cwd).ctx("chdir", || format!("chdir {}", cfg.cwd.display()))?;
-    drop_capabilities()?;
+    if with(Protection::Capabilities) && with(Protection::UserNamespace) {
+        drop_capabilities()?;
+    }
     nix::sys::prctl::set_no_new_privs().ctx("seccomp", || "PR_SET_NO_NEW_PRIVS".into())?;
-    landlock()?;
-    policy.install().map_err(|e| JailerError::Invalid {
-        step: "seccomp",
-        message: e.to_string(),
-    })?;
+    if with(Protection::Landlock) {
+        landlock()?;
+    }
+    if with(Protection::Seccomp) {
+        policy.install().map_err(|e| JailerError::Invalid {
+            step: "seccomp",
+            message: e.to_string(),
+        })?;
+    }
     let Some(program) = argv.first() else {
         return Err(JailerError::Invalid {
             step: "exec",

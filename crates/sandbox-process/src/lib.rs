@@ -93,8 +93,8 @@ use tokio::io::unix::AsyncFd;
 pub use cgroup::{CgroupError, CgroupVersion, CpuLimit};
 pub use disk::DiskError;
 pub use jailer::{JailerError, jailer_main};
-pub use plan::{Plan, Protection};
-pub use protocol::{JailerConfig, SANDBOX_GID, SANDBOX_UID, UsernsSetup};
+pub use plan::{Plan, ProtectionStatus};
+pub use protocol::{JailerConfig, Protection, SANDBOX_GID, SANDBOX_UID, UsernsSetup};
 pub use uid::{UidAllocator, UidLease};
 
 use crate::cgroup::CgroupSet;
@@ -137,6 +137,11 @@ pub struct ProcessBackendConfig {
     /// CPU in proportion to memory (1,769 MB = one CPU): a scheduling
     /// weight only (the default), or that weight plus a hard quota.
     pub cpu_limit: CpuLimit,
+    /// Protections every sandbox starts without. For the protection-cost
+    /// benchmark only (`tests/sandbox.rs`, `protection_costs`); the server
+    /// never sets it.
+    #[doc(hidden)]
+    pub benchmark_without: Vec<Protection>,
 }
 
 /// The `/tmp` size the disk pool prepares: Lambda's default EphemeralStorage.
@@ -153,6 +158,7 @@ impl Default for ProcessBackendConfig {
             prewarm: 2,
             tmp_disk_pool: 4,
             cpu_limit: CpuLimit::Weight,
+            benchmark_without: Vec::new(),
         }
     }
 }
@@ -220,9 +226,11 @@ impl ProcessBackend {
     /// Checks the host (privileges, cgroups) and prepares the state dir and
     /// parent cgroup, after removing what a previous server process left in
     /// them (processes, cgroups, scratch dirs, `/tmp` loop devices). The
-    /// cgroup parent and state dir must belong to this backend alone. Not
-    /// root: rootless mode, with what the host allows ([`plan::select`];
-    /// [`ProcessBackend::plan`] says what is applied and what is not).
+    /// cgroup parent and state dir must belong to this backend alone
+    /// (`stratus server` locks its data dir and cgroup parent before calling
+    /// this). Not root: rootless mode, with what the host allows
+    /// ([`plan::select`]; [`ProcessBackend::plan`] says what is applied and
+    /// what is not).
     pub fn new(config: ProcessBackendConfig) -> Result<Self, SandboxError> {
         Self::with_plan(config, plan::select(&plan::Facts::gather()))
     }
@@ -361,7 +369,7 @@ impl ProcessBackend {
 
     /// Every protection and whether it is applied, `/tmp` as this host
     /// allows (for the server to say at start).
-    pub fn protections(&self) -> Vec<Protection> {
+    pub fn protections(&self) -> Vec<ProtectionStatus> {
         let i = &self.inner;
         let mut all = i.plan.protections();
         let no_disks = i.plan.tmp == Tmp::Disk && i.disk_dir.is_none();
@@ -571,6 +579,9 @@ impl Inner {
         let Some(dir) = &self.disk_dir else {
             return Ok(None);
         };
+        if self.config.benchmark_without.contains(&Protection::TmpDisk) {
+            return Ok(None);
+        }
         if size_mb == DEFAULT_TMP_MB
             && let Some(d) = lock(&self.disks).pop()
         {
@@ -888,6 +899,7 @@ impl ProcessBackend {
             tmp_tmpfs_bytes: (inner.plan.tmp == Tmp::Tmpfs)
                 .then(|| spec.limits.tmp_mb.saturating_mul(1 << 20)),
             root_dir,
+            without: inner.config.benchmark_without.clone(),
         };
         let config_json = serde_json::to_vec(&config).map_err(|e| ("config", e.to_string()))?;
         if let Some(mut stdin) = stdin {

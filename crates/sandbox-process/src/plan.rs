@@ -322,7 +322,7 @@ pub fn select(f: &Facts) -> Plan {
 
 /// One protection a sandbox gets, or does not.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Protection {
+pub struct ProtectionStatus {
     /// Short name (`cgroups`, `sandbox uids`, ...).
     pub name: &'static str,
     /// Whether it is applied.
@@ -331,8 +331,8 @@ pub struct Protection {
     pub detail: String,
 }
 
-fn protection(name: &'static str, applied: bool, detail: impl Into<String>) -> Protection {
-    Protection {
+fn protection(name: &'static str, applied: bool, detail: impl Into<String>) -> ProtectionStatus {
+    ProtectionStatus {
         name,
         applied,
         detail: detail.into(),
@@ -356,7 +356,7 @@ impl Plan {
     /// Every protection and whether it applies under this plan. `/tmp` on a
     /// root server is the disk the backend plans; whether this host can
     /// make such disks is told by the backend (`tmp_is_capped`).
-    pub fn protections(&self) -> Vec<Protection> {
+    pub fn protections(&self) -> Vec<ProtectionStatus> {
         let prefix = if self.rootless() { "rootless: " } else { "" };
         let mut out = vec![protection(
             "namespaces",

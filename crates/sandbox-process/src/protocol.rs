@@ -72,6 +72,39 @@ pub struct JailerConfig {
     pub tmp_tmpfs_bytes: Option<u64>,
     /// Empty host directory on which the new root is assembled (in the jailer's mount namespace only).
     pub root_dir: PathBuf,
+    /// Protections the runtime starts without: for the protection-cost
+    /// benchmark only (`ProcessBackendConfig::benchmark_without`); empty
+    /// whenever the server starts a sandbox.
+    #[serde(default)]
+    pub without: Vec<Protection>,
+}
+
+/// A protection that the protection-cost benchmark can leave out, one at a
+/// time, to measure what it adds to a cold start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protection {
+    /// The runtime's seccomp allowlist.
+    Seccomp,
+    /// The runtime's Landlock domain.
+    Landlock,
+    /// Emptying the bounding and ambient sets and locking the securebits.
+    Capabilities,
+    /// The runtime's own user namespace (uid 993 inside).
+    UserNamespace,
+    /// `/tmp` on its own capped ext4 disk (without: a host directory).
+    TmpDisk,
+}
+
+impl Protection {
+    /// Every protection the benchmark can leave out.
+    pub const ALL: [Protection; 5] = [
+        Protection::Seccomp,
+        Protection::Landlock,
+        Protection::Capabilities,
+        Protection::UserNamespace,
+        Protection::TmpDisk,
+    ];
 }
 
 /// Environment variable through which a rootless server tells the jailer
@@ -218,8 +251,10 @@ mod tests {
             tmp_device: Some("/dev/loop7".into()),
             tmp_tmpfs_bytes: None,
             root_dir: "/tmp/s/sbx-1/root".into(),
+            without: vec![Protection::Landlock],
         };
         let json = serde_json::to_string(&cfg).expect("serialise");
+        assert!(json.contains(r#""without":["landlock"]"#), "{json}");
         let back: JailerConfig = serde_json::from_str(&json).expect("parse");
         assert_eq!(back, cfg);
         let setup = UsernsSetup {
@@ -231,6 +266,15 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<UsernsSetup>(&text).expect("parse"),
             setup
+        );
+        // Every protection applies unless the config names it.
+        let all = json.replace(r#","without":["landlock"]"#, "");
+        let back: JailerConfig = serde_json::from_str(&all).expect("parse");
+        assert!(back.without.is_empty());
+        assert!(
+            crate::ProcessBackendConfig::default()
+                .benchmark_without
+                .is_empty()
         );
         assert!(
             serde_json::from_str::<JailerConfig>(&json.replace("\"id\"", "\"bogus\"")).is_err()

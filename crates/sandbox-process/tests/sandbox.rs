@@ -596,6 +596,73 @@ async fn startup_latency() {
     }
 }
 
+/// What each protection adds to a cold start: the median spawn → Runtime API
+/// connection time with every protection, and with each one left out in
+/// turn (n starts each, interleaved so load drifts hit all variants alike):
+/// `cargo test -p stratus-sandbox-process --release --test sandbox -- --ignored --nocapture protection_costs`
+/// (`STRATUS_BENCH_STARTS`, default 100).
+#[tokio::test]
+#[ignore = "benchmark; run explicitly"]
+async fn protection_costs() {
+    use stratus_sandbox_process::Protection;
+    if !is_root() {
+        return;
+    }
+    let starts: usize = std::env::var("STRATUS_BENCH_STARTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let code = code_dir(&[]);
+    let argv: &[&str] = &["/bin/bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9001"];
+    let mut variants: Vec<(String, Vec<Protection>)> = vec![("all".into(), Vec::new())];
+    for p in Protection::ALL {
+        variants.push((format!("without {p:?}"), vec![p]));
+    }
+    let mut backends = Vec::new();
+    for (i, (_, without)) in variants.iter().enumerate() {
+        let state = tempfile::tempdir().expect("state dir");
+        let config = ProcessBackendConfig {
+            jailer: vec![env!("CARGO_BIN_EXE_stratus-jailer").to_owned()],
+            state_dir: state.path().to_owned(),
+            cgroup_parent: format!("stratus-test-costs-{}-{i}", std::process::id()),
+            uid_base: 2_920_000 + i as u32 * 100,
+            uid_count: 100,
+            prewarm: 2,
+            tmp_disk_pool: 2,
+            benchmark_without: without.clone(),
+            ..ProcessBackendConfig::default()
+        };
+        let backend = ProcessBackend::new(config).expect("backend");
+        backend.prewarm();
+        backends.push((backend, state));
+    }
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); variants.len()];
+    for n in 0..starts {
+        for (i, (backend, _)) in backends.iter().enumerate() {
+            let spec = spec(&format!("cost-{i}-{n}"), code.path(), argv);
+            let t0 = Instant::now();
+            let mut sb = backend.spawn(spec).await.expect("spawn");
+            let api = listener(&mut sb);
+            let _conn = api.accept().await.expect("accept");
+            times[i].push(t0.elapsed());
+            drop(sb);
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    }
+    let all = median(times[0].clone());
+    println!("protection costs, spawn -> runtime connected, median of {starts} starts");
+    println!("{:<28} {:>10} {:>10}", "variant", "median", "cost");
+    for (i, (name, _)) in variants.iter().enumerate() {
+        let m = median(times[i].clone());
+        let cost = all.as_secs_f64() - m.as_secs_f64();
+        println!(
+            "{name:<28} {:>8.2}ms {:>8.2}ms",
+            m.as_secs_f64() * 1e3,
+            if i == 0 { 0.0 } else { cost * 1e3 }
+        );
+    }
+}
+
 /// Counts its starts in /tmp, leaves children behind and reports
 /// "<starts> <processes visible>" on the Runtime API port.
 const RESTARTABLE: &str = r#"
@@ -717,6 +784,7 @@ fn a_delegated_v2_subtree_is_the_rootless_cgroup_root() {
         prewarm: 2,
         tmp_disk_pool: 2,
         cpu_limit: CpuLimit::Weight,
+        benchmark_without: Vec::new(),
     };
     let backend = ProcessBackend::with_plan(config.clone(), plan.clone()).expect("backend");
     assert_eq!(backend.cgroup_version(), Some(CgroupVersion::V2));

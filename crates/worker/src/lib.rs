@@ -1,7 +1,8 @@
 //! The worker: creates sandboxes on one host and serves each its Runtime API.
 //!
 //! Owns, on its host: the code cache (each code digest unpacked once, shared
-//! read-only by every sandbox of that code), the runtimes' own files (the
+//! read-only by every sandbox of that code, removed when the front end says
+//! no function uses it and no sandbox runs it), the runtimes' own files (the
 //! Python and Node bootstraps, mounted at `/var/runtime`), and the running
 //! sandboxes' data plane: the Runtime API server of each sandbox, the
 //! hand-over of invocations to it, the capture of its logs and the
@@ -108,18 +109,22 @@ impl Worker for LocalWorker {
     }
 
     async fn prepare_code(&self, digest: &str) -> Result<(), LambdaError> {
-        self.code.prepare(digest).await.map(|_| ())
+        self.code.prepare(digest).await.map(drop)
+    }
+
+    fn remove_code(&self, digest: &str) {
+        self.code.remove(digest);
     }
 
     async fn create_sandbox(
         &self,
         spec: Arc<FunctionVersionSpec>,
     ) -> Result<Arc<dyn WarmSandbox>, LambdaError> {
-        let code_dir = self.code.prepare(&spec.code_digest).await?;
+        let code = self.code.prepare(&spec.code_digest).await?;
         sandbox::start(
             &*self.backend,
             spec,
-            code_dir,
+            code,
             self.runtime_dir.clone(),
             &self.cfg.interpreters,
             Arc::clone(&self.logs),

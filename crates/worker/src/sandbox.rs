@@ -24,6 +24,7 @@ use stratus_types::limits::{
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tracing::Instrument;
 
+use crate::code_cache::CodeLease;
 use crate::logs::LogPump;
 use crate::runtime_api::{self, Dispatch, RuntimeApiState, RuntimeReply};
 use crate::runtimes::{self, Interpreters};
@@ -108,7 +109,7 @@ fn log_stream_name(version: &str, sandbox_id: &str) -> Result<LogStreamName, Lam
 pub async fn start(
     backend: &dyn SandboxBackend,
     spec: Arc<FunctionVersionSpec>,
-    code_dir: PathBuf,
+    code: CodeLease,
     runtime_dir: PathBuf,
     interpreters: &Interpreters,
     store: Arc<dyn Logs>,
@@ -116,7 +117,7 @@ pub async fn start(
     let id = new_id();
     if spec.runtime.family() == stratus_types::RuntimeFamily::Provided {
         use std::os::unix::fs::PermissionsExt;
-        let ok = std::fs::metadata(code_dir.join("bootstrap"))
+        let ok = std::fs::metadata(code.path().join("bootstrap"))
             .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
         if !ok {
             return Ok(Arc::new(FailedSandbox {
@@ -132,7 +133,7 @@ pub async fn start(
     let log_stream = log_stream_name(&spec.version, &id)?;
     let sb_spec = SandboxSpec {
         id: id.clone(),
-        code_dir,
+        code_dir: code.path().to_owned(),
         runtime_dir: Some(runtime_dir),
         opt_dir: None,
         argv: runtimes::argv(&spec, interpreters),
@@ -182,7 +183,9 @@ pub async fn start(
     tasks.push(tokio::spawn(serve(listener, router).instrument(span.clone())).abort_handle());
 
     // The waiter reaps the sandbox and publishes how it ended; the last
-    // reference to the backend's handle releases its kernel objects.
+    // reference to the backend's handle releases its kernel objects. It
+    // holds the code's lease: the code mounted at `/var/task` stays on disk
+    // until the sandbox is gone.
     let sandbox: Arc<dyn Sandbox> = Arc::from(sandbox);
     let (exit_tx, exit_rx) = watch::channel(None);
     let kill = Arc::new(Notify::new());
@@ -198,6 +201,7 @@ pub async fn start(
                         sandbox.wait().await
                     }
                 };
+                drop(code);
                 tracing::debug!(%status, "sandbox ended");
                 exit_tx.send_replace(Some(status));
             }
