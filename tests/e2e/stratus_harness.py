@@ -7,6 +7,7 @@ Nothing here builds the binary: `scripts/test` does that first. The binary is
 
 from __future__ import annotations
 
+import atexit
 import io
 import os
 import re
@@ -323,6 +324,7 @@ def _rootless_binary() -> Path:
     global _ROOTLESS_BIN
     if _ROOTLESS_BIN is None:
         d = Path(tempfile.mkdtemp(prefix="stratus-e2e-bin-"))
+        atexit.register(shutil.rmtree, d, ignore_errors=True)
         d.chmod(0o755)
         _ROOTLESS_BIN = d / "stratus"
         shutil.copy2(stratus_bin(), _ROOTLESS_BIN)
