@@ -190,6 +190,11 @@ def _assert_isolated(out: dict, host_marker: Path):
     assert out["interfaces"] == ["lo"], out["interfaces"]
 
 
+def _status(pid: int) -> dict[str, str]:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {k: v.strip() for k, _, v in (line.partition(":") for line in lines)}
+
+
 def _host_uids(name: str) -> set[int]:
     return {os.stat(f"/proc/{pid}").st_uid for pid in host_pids_of(name)}
 
@@ -259,8 +264,20 @@ def test_shared_uid_without_subordinate_ids(shared_server, host_marker):
     try:
         code = zip_dir(FUNCTIONS / "python")
         a = fns.create(code, handler="app.inspect")
-        _assert_isolated(_invoke(lam, a, _inspect_event(host_marker)), host_marker)
+        event = _inspect_event(host_marker)
+        event["paths"] += ["/proc/1/mem", "/proc/1/environ"]
+        out = _invoke(lam, a, event)
+        _assert_isolated(out, host_marker)
         assert _host_uids(a) == {user.pw_uid}
+        # The sandbox init runs as the same host uid here, so it must not be
+        # open to its runtime: not dumpable (its /proc files are not the
+        # runtime's) and no capability but CAP_SETFCAP (bit 31).
+        for p in ("/proc/1/mem", "/proc/1/environ"):
+            assert out["paths"][p].get("readable") is not True, (p, out["paths"][p])
+        (runtime,) = host_pids_of(a)
+        init = int(_status(runtime)["PPid"])
+        assert _status(init)["CapEff"] == "0000000080000000", _status(init)
+        assert _status(init)["CapPrm"] == "0000000080000000", _status(init)
         # RLIMIT_NPROC is counted per user namespace: two sandboxes of one
         # host uid each get their own ~1,024, at the same time.
         f1 = fns.create(code, handler="app.dispatch", MemorySize=1024, Timeout=60)

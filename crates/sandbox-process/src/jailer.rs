@@ -484,6 +484,7 @@ fn container_init(
 
     let mut runtime = start_runtime(ctl, cfg, policy)?;
     drop_privileges(cfg.host_uid)?;
+    disarm_init()?;
     if runtime.started {
         let _ = send_report(ctl, &Report::Started, None);
     }
@@ -646,6 +647,57 @@ fn drop_privileges(host_uid: u32) -> Result<(), JailerError> {
     setresgid(gid, gid, gid).ctx("credentials", || format!("setresgid {host_uid}"))?;
     setresuid(uid, uid, uid).ctx("credentials", || format!("setresuid {host_uid}"))?;
     Ok(())
+}
+
+/// C, once it has dropped to the sandbox uid: not dumpable, so a runtime of
+/// the same uid cannot take it over (through `/proc/1/mem`, say), and no
+/// capability but `CAP_SETFCAP`. Dropping to a non-zero uid did all of it
+/// already; this matters for a rootless server without subordinate ids,
+/// whose sandboxes run as uid 0 of the jailer's user namespace (the
+/// server's own uid). A runtime C forks must map that uid 0 into its own
+/// user namespace, which Linux (5.12 and later) allows only to a creator
+/// holding `CAP_SETFCAP` in the parent namespace: C keeps that one.
+fn disarm_init() -> Result<(), JailerError> {
+    nix::sys::prctl::set_dumpable(false).ctx("credentials", || "PR_SET_DUMPABLE 0".into())?;
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    #[repr(C)]
+    struct CapHeader {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    struct CapData {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    let header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    // CAP_SETFCAP is capability 31 (linux/capability.h).
+    const SETFCAP: u32 = 1 << 31;
+    let data = [
+        CapData {
+            effective: SETFCAP,
+            permitted: SETFCAP,
+            inheritable: 0,
+        },
+        CapData {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        },
+    ];
+    // SAFETY: capset reads a version-3 header and two data structs, both
+    // valid for the call; pid 0 is this thread (C is single-threaded).
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) };
+    Errno::result(rc)
+        .map(drop)
+        .ctx("credentials", || "dropping the init's capabilities".into())
 }
 
 /// R, still root: the output pipe (fds 1 and 2) becomes the sandbox user's,
