@@ -41,7 +41,7 @@ fn check(name: &'static str, status: Status, detail: impl Into<String>) -> Check
 /// Checks the host as the process backend would use it.
 pub fn checks() -> Vec<Check> {
     let mut out = Vec::new();
-    let plan = crate::plan::select(&crate::plan::Facts::gather());
+    let plan = crate::plan::select_checked(&crate::plan::Facts::gather());
     if plan.rootless() {
         out.push(check(
             "root",

@@ -229,10 +229,10 @@ impl ProcessBackend {
     /// cgroup parent and state dir must belong to this backend alone
     /// (`stratus server` locks its data dir and cgroup parent before calling
     /// this). Not root: rootless mode, with what the host allows
-    /// ([`plan::select`]; [`ProcessBackend::plan`] says what is applied and
+    /// ([`plan::select_checked`]; [`ProcessBackend::plan`] says what is applied and
     /// what is not).
     pub fn new(config: ProcessBackendConfig) -> Result<Self, SandboxError> {
-        Self::with_plan(config, plan::select(&plan::Facts::gather()))
+        Self::with_plan(config, plan::select_checked(&plan::Facts::gather()))
     }
 
     /// [`ProcessBackend::new`] with a given plan.

@@ -320,6 +320,90 @@ pub fn select(f: &Facts) -> Plan {
     }
 }
 
+/// [`select`], with subordinate ids tried first: `newuidmap` and
+/// `newgidmap` map the ids for a throwaway process in a new user namespace,
+/// as the jailer will have them map ids for every sandbox. If they refuse
+/// (a stale `/etc/subuid`, helpers that lost their setuid bit, a `nosuid`
+/// mount), every sandbox would fail to start: the plan falls back to the
+/// server's own uid, and says why.
+pub fn select_checked(f: &Facts) -> Plan {
+    let mut plan = select(f);
+    if let Err(why) = try_id_mapping(&plan.ids) {
+        plan.ids = Ids::Shared {
+            uid: f.euid,
+            gid: f.egid,
+            reason: format!("newuidmap/newgidmap refused a test mapping: {why}"),
+        };
+    }
+    plan
+}
+
+/// Maps the server's ids and the first subordinate ids for a `cat` that
+/// waits in a new user namespace; `Ok` for plans without subordinate ids.
+fn try_id_mapping(ids: &Ids) -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let Ids::Subordinate {
+        uid,
+        gid,
+        uids,
+        gids,
+        newuidmap,
+        newgidmap,
+    } = ids
+    else {
+        return Ok(());
+    };
+    let cat = ["/usr/bin/cat", "/bin/cat"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+        .ok_or("no cat to try the mapping on")?;
+    let mut cmd = Command::new(cat);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: the hook runs between fork and exec and only calls unshare,
+    // which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::unshare(libc::CLONE_NEWUSER) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("starting {cat} in a new user namespace: {e}"))?;
+    let pid = child.id().to_string();
+    let run = |program: &Path, outside: u32, sub: u32| -> Result<(), String> {
+        let out = Command::new(program)
+            .args([pid.as_str(), "0", &outside.to_string(), "1"])
+            .args(["1", &sub.to_string(), "1"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("running {}: {e}", program.display()))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} {}: {}",
+                program.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    };
+    let result = run(newuidmap, *uid, uids.0).and_then(|()| run(newgidmap, *gid, gids.0));
+    // EOF ends the cat; killed too, should it not end (not yet reaped, so
+    // the pid is still this child's).
+    drop(child.stdin.take());
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
+
 /// One protection a sandbox gets, or does not.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ProtectionStatus {
@@ -647,6 +731,29 @@ mod tests {
             userns_blocked_by(host(&[("/proc/sys/user/max_user_namespaces", "0")]))
                 .is_some_and(|w| w.contains("max_user_namespaces"))
         );
+    }
+
+    #[test]
+    fn subordinate_ids_fall_back_to_the_servers_uid_when_the_helpers_refuse() {
+        let mut f = with_subids(facts(1000));
+        f.newuidmap = Some("/bin/false".into());
+        f.newgidmap = Some("/bin/true".into());
+        let p = select_checked(&f);
+        match &p.ids {
+            Ids::Shared { uid, reason, .. } => {
+                assert_eq!(*uid, 1000);
+                assert!(
+                    reason.starts_with("newuidmap/newgidmap refused a test mapping: /bin/false"),
+                    "{reason}"
+                );
+            }
+            other => panic!("expected the fallback, got {other:?}"),
+        }
+        // Helpers that succeed keep the subordinate plan.
+        f.newuidmap = Some("/bin/true".into());
+        assert!(matches!(select_checked(&f).ids, Ids::Subordinate { .. }));
+        // Root is never tried.
+        assert_eq!(select_checked(&with_subids(facts(0))).ids, Ids::Root);
     }
 
     #[test]
