@@ -7,6 +7,7 @@ Nothing here builds the binary: `scripts/test` does that first. The binary is
 
 from __future__ import annotations
 
+import atexit
 import io
 import os
 import re
@@ -68,6 +69,10 @@ class Server:
     extra_args: list[str] = field(default_factory=list)
     # Changes to the server's environment (None removes a variable).
     env: dict[str, str | None] = field(default_factory=dict)
+    # Run the server as this (unprivileged) user, via setpriv; the binary and
+    # the data dir must then be reachable by that user (rootless mode).
+    run_as: str | None = None
+    binary: Path | None = None
     proc: subprocess.Popen | None = None
     _log: object = None
 
@@ -76,12 +81,17 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60.0) -> "Server":
-        binary = stratus_bin()
+        binary = self.binary or stratus_bin()
         if not binary.exists():
             raise RuntimeError(f"stratus binary not found at {binary}; run `cargo build -p stratus` (or set STRATUS_BIN)")
         if not self.port:
             self.port = free_port()
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.run_as:
+            import pwd
+
+            pw = pwd.getpwnam(self.run_as)
+            os.chown(self.data_dir, pw.pw_uid, pw.pw_gid)
         self._log = open(self.log_path, "ab")
         cmd = [
             str(binary),
@@ -92,6 +102,9 @@ class Server:
             str(self.data_dir),
             *self.extra_args,
         ]
+        if self.run_as:
+            # setpriv execs the server: self.proc is the server itself.
+            cmd = ["setpriv", "--reuid", self.run_as, "--regid", self.run_as, "--init-groups", "--", *cmd]
         self._log.write(f"\n=== {' '.join(cmd)}\n".encode())
         self._log.flush()
         env = dict(os.environ)
@@ -104,6 +117,9 @@ class Server:
                 env.pop(k, None)
             else:
                 env[k] = v
+        if self.run_as:
+            env["HOME"] = str(self.data_dir)
+            env.pop("XDG_RUNTIME_DIR", None)  # root's, if set
         self.proc = subprocess.Popen(
             cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
         )
@@ -315,19 +331,40 @@ def remove_data_dir(path: Path) -> None:
 
 
 _UID_BASE = int(os.environ.get("STRATUS_E2E_UID_BASE", "1600000"))
+# Run every server of the suite as this existing unprivileged user
+# (rootless mode), to see which tests hold without root. Not for CI: tests
+# that check cgroups or host uid ranges fail by design then.
+_RUN_AS = os.environ.get("STRATUS_E2E_RUN_AS") or None
+_ROOTLESS_BIN: Path | None = None
+
+
+def _rootless_binary() -> Path:
+    """The stratus binary copied where an unprivileged user can run it."""
+    global _ROOTLESS_BIN
+    if _ROOTLESS_BIN is None:
+        d = Path(tempfile.mkdtemp(prefix="stratus-e2e-bin-"))
+        atexit.register(shutil.rmtree, d, ignore_errors=True)
+        d.chmod(0o755)
+        _ROOTLESS_BIN = d / "stratus"
+        shutil.copy2(stratus_bin(), _ROOTLESS_BIN)
+        _ROOTLESS_BIN.chmod(0o755)
+    return _ROOTLESS_BIN
 
 
 def new_server(tag: str, extra_args: list[str] | None = None, data_dir: Path | None = None,
-               env: dict[str, str | None] | None = None) -> Server:
+               run_as: str | None = None, binary: Path | None = None) -> Server:
     """A server for the suite. Servers of one run may overlap in time, so each
     gets its own cgroup parent and sandbox uid range. Concurrent suites on one
     host (several checkouts) must set STRATUS_E2E_UID_BASE apart by at least
     1,000,000 so their uid ranges never meet."""
     data_dir = data_dir or Path(tempfile.mkdtemp(prefix=f"stratus-e2e-{tag}-"))
+    if run_as is None and _RUN_AS:
+        run_as, binary = _RUN_AS, binary or _rootless_binary()
     index = len(_SERVERS)
     isolation = ["--cgroup-parent", f"stratus-e2e-{os.getpid()}-{index}", "--uid-base", str(_UID_BASE + index * 10_000)]
     srv = Server(data_dir=data_dir, log_path=_LOG_DIR / f"server-{tag}.log",
-                 extra_args=isolation + (extra_args or []), env=env or {})
+                 extra_args=isolation + (extra_args or []), env=env or {}, run_as=run_as,
+                 binary=binary)
     _SERVERS.append(srv)
     return srv
 

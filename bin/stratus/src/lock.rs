@@ -12,7 +12,8 @@
 //!
 //! - data directory: `<data>/LOCK`.
 //! - cgroup parent: `/run/stratus/cgroup-<parent>.lock` (`/` and `%` in the
-//!   parent percent-encoded). A file rather than a lock on the cgroup
+//!   parent percent-encoded); for a rootless server under its user's
+//!   runtime dir instead (see `cgroup_lock_dir`). A file rather than a lock on the cgroup
 //!   directory itself: on cgroup v1 the parent is one directory per
 //!   hierarchy, the backend removes it when the server stops (a lock taken on
 //!   a directory another server is removing would protect nothing), and a
@@ -138,7 +139,29 @@ pub struct ServerLocks {
 
 /// Takes both locks of a server, or says which one another server holds.
 pub fn lock_server(data: &Path, cgroup_parent: &str) -> anyhow::Result<ServerLocks> {
-    lock_server_in(data, cgroup_parent, Path::new(CGROUP_LOCK_DIR))
+    lock_server_in(data, cgroup_parent, &cgroup_lock_dir(data))
+}
+
+/// Where the cgroup parents' lock files live: [`CGROUP_LOCK_DIR`] for root.
+/// A rootless server cannot write there; its cgroups, if any, are in a
+/// subtree delegated to its user, so its locks go to the user's runtime dir
+/// (`$XDG_RUNTIME_DIR`, else `/run/user/UID`), or, without one (no session,
+/// so no delegation either), to the data dir.
+fn cgroup_lock_dir(data: &Path) -> PathBuf {
+    let uid = nix::unistd::geteuid();
+    if uid.is_root() {
+        return PathBuf::from(CGROUP_LOCK_DIR);
+    }
+    use std::os::unix::fs::MetadataExt;
+    // The user's own: an inherited variable (e.g. from `sudo -u`) may name root's.
+    let mine = |d: &PathBuf| {
+        d.is_absolute() && std::fs::metadata(d).is_ok_and(|m| m.is_dir() && m.uid() == uid.as_raw())
+    };
+    std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(mine)
+        .or_else(|| Some(PathBuf::from(format!("/run/user/{uid}"))).filter(mine))
+        .map_or_else(|| data.join("cgroup-locks"), |d| d.join("stratus"))
 }
 
 fn lock_server_in(

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{CpuMode, NetworkMode, Options, ServerConfig};
-use anyhow::{Context, bail};
+use anyhow::Context;
 use axum::serve::ListenerExt;
 use stratus_api::service::{Counting, Invoker, Logs, Worker};
 use stratus_assignment::{AssignmentConfig, LocalAssignment};
@@ -101,6 +101,27 @@ fn init_tracing() {
         .try_init();
 }
 
+/// Says, once at start, which protections sandboxes get and which they do
+/// not (rootless mode can lose some: see docs/design/rootless.md).
+fn log_protections(all: &[stratus_sandbox_process::ProtectionStatus], rootless: bool) {
+    let lost = all.iter().filter(|p| !p.applied).count();
+    if rootless {
+        tracing::warn!(
+            lost,
+            "rootless mode: the server is not root; sandbox protections follow, {lost} of them NOT applied"
+        );
+    } else {
+        tracing::info!(lost, "sandbox protections follow");
+    }
+    for p in all {
+        if p.applied {
+            tracing::info!("protection applied: {}: {}", p.name, p.detail);
+        } else {
+            tracing::warn!("protection NOT applied: {}: {}", p.name, p.detail);
+        }
+    }
+}
+
 pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     let print = a.print_config;
     let (a, warnings) = effective_config(a)?;
@@ -116,11 +137,6 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
         tracing::warn!("configuration: {w}");
     }
     let admin = a.admin_credentials()?;
-    if !nix::unistd::geteuid().is_root() {
-        bail!(
-            "stratus server must run as root: sandboxes use namespaces and cgroups (rootless mode is not implemented yet)"
-        );
-    }
     let data = a.data_dir.clone();
     std::fs::create_dir_all(&data)
         .with_context(|| format!("creating data dir {}", data.display()))?;
@@ -178,8 +194,10 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
         tmp_capped = backend.tmp_is_capped(),
         cpu_limit = ?a.cpu_limit,
         network = ?a.network,
+        rootless = backend.plan().rootless(),
         "process sandbox backend ready"
     );
+    log_protections(&backend.protections(), backend.plan().rootless());
 
     let python = a.python.is_file().then(|| a.python.clone());
     let node = a.node.is_file().then(|| a.node.clone());

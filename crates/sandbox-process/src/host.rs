@@ -41,31 +41,49 @@ fn check(name: &'static str, status: Status, detail: impl Into<String>) -> Check
 /// Checks the host as the process backend would use it.
 pub fn checks() -> Vec<Check> {
     let mut out = Vec::new();
-    out.push(if nix::unistd::Uid::effective().is_root() {
-        check("root", Status::Ok, "running as root")
-    } else {
-        check(
+    let plan = crate::plan::select_checked(&crate::plan::Facts::gather());
+    if plan.rootless() {
+        out.push(check(
             "root",
-            Status::Fail,
-            "not root: sandboxes need root for namespaces and cgroups",
-        )
-    });
-    out.push(cgroups(Path::new(crate::CGROUP_ROOT)));
+            Status::Warn,
+            "not root: rootless mode (the jailer enters a user namespace first); the lines below say what it can and cannot apply",
+        ));
+        for p in plan.protections() {
+            if matches!(p.name, "sandbox uids" | "cgroups" | "/tmp") {
+                let name = if p.name == "/tmp" {
+                    "/tmp size"
+                } else {
+                    p.name
+                };
+                let status = if p.applied { Status::Ok } else { Status::Warn };
+                out.push(check(name, status, p.detail));
+            }
+        }
+    } else {
+        out.push(check("root", Status::Ok, "running as root"));
+        out.push(cgroups(Path::new(crate::CGROUP_ROOT)));
+    }
     let userns = std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok());
-    out.push(match userns {
-        Some(0) => check(
+    let blocked = plan.rootless().then(crate::plan::userns_blocked).flatten();
+    out.push(match (blocked, userns) {
+        (Some(why), _) => check(
+            "user namespaces",
+            Status::Fail,
+            format!("{why}: a rootless server cannot make its sandboxes' user namespaces"),
+        ),
+        (None, Some(0)) => check(
             "user namespaces",
             Status::Fail,
             "user.max_user_namespaces is 0: the runtime cannot get its own user namespace",
         ),
-        Some(n) => check(
+        (None, Some(n)) => check(
             "user namespaces",
             Status::Ok,
             format!("allowed (up to {n})"),
         ),
-        None => check(
+        (None, None) => check(
             "user namespaces",
             Status::Warn,
             "cannot read /proc/sys/user/max_user_namespaces",
@@ -83,7 +101,9 @@ pub fn checks() -> Vec<Check> {
         )
     });
     out.push(landlock());
-    out.push(tmp_disks());
+    if !plan.rootless() {
+        out.push(tmp_disks());
+    }
     out.push(outbound_network());
     out
 }

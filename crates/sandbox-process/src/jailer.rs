@@ -2,7 +2,9 @@
 //! becomes its runtime.
 //!
 //! Three processes take part (see the crate docs for the whole picture):
-//! - **J**, the jailer as started by the server (host root): compiles the
+//! - **J**, the jailer as started by the server (host root; for a rootless
+//!   server it first enters a user namespace where the server's uid is 0,
+//!   see [`enter_user_namespace`]): compiles the
 //!   seccomp policy, unshares the mount, network, UTS, IPC and pid
 //!   namespaces, brings up `lo` and forks C (reporting C's pid) — all
 //!   before it reads its [`JailerConfig`] from stdin, so a pre-warmed
@@ -54,7 +56,7 @@ use stratus_sandbox::ExitStatus;
 
 use crate::protocol::{
     CONTROL_FD, Command, JailerConfig, MAX_COMMAND, Protection, Report, SANDBOX_GID, SANDBOX_UID,
-    send_report,
+    USERNS_ENV, UsernsSetup, send_report,
 };
 use crate::seccomp::{DEFAULT_POLICY, Policy};
 
@@ -249,6 +251,9 @@ fn jail(ctl: BorrowedFd<'_>) -> Result<i32, JailerError> {
             return Err(e).ctx("oom", || "writing -1000 to /proc/self/oom_score_adj".into());
         }
     }
+    if let Some(setup) = userns_setup()? {
+        enter_user_namespace(&setup)?;
+    }
     unshare(
         CloneFlags::CLONE_NEWNS
             | CloneFlags::CLONE_NEWNET
@@ -312,6 +317,105 @@ fn jail(ctl: BorrowedFd<'_>) -> Result<i32, JailerError> {
         .ctx("config", || "passing the config to the sandbox init".into())?;
     drop(cfg_wr);
     wait_for_init(child)
+}
+
+/// The user namespace a rootless server asks for ([`USERNS_ENV`]), if any.
+fn userns_setup() -> Result<Option<UsernsSetup>, JailerError> {
+    let Some(raw) = std::env::var_os(USERNS_ENV) else {
+        return Ok(None);
+    };
+    serde_json::from_slice(raw.as_encoded_bytes())
+        .map(Some)
+        .map_err(|e| JailerError::Invalid {
+            step: "userns",
+            message: format!("parsing {USERNS_ENV}: {e}"),
+        })
+}
+
+fn map_text(lines: &[[u32; 3]]) -> String {
+    lines
+        .iter()
+        .map(|[inside, outside, count]| format!("{inside} {outside} {count}\n"))
+        .collect()
+}
+
+/// J of a rootless server: enters a new user namespace in which the
+/// server's uid is 0, so J may make the other namespaces, mount and pivot
+/// there. Without helpers J writes the maps itself (only its own uid and
+/// gid can be mapped so, and `setgroups` must be denied); with them a child
+/// left in the parent namespace runs the setuid `newuidmap`/`newgidmap` on
+/// J, which may also map a subordinate uid for the sandbox.
+fn enter_user_namespace(setup: &UsernsSetup) -> Result<(), JailerError> {
+    let Some((newuidmap, newgidmap)) = &setup.helpers else {
+        unshare(CloneFlags::CLONE_NEWUSER).ctx("userns", || "unshare(CLONE_NEWUSER)".into())?;
+        write_file("userns", "/proc/self/setgroups", "deny")?;
+        write_file("userns", "/proc/self/uid_map", &map_text(&setup.uid_map))?;
+        write_file("userns", "/proc/self/gid_map", &map_text(&setup.gid_map))?;
+        return Ok(());
+    };
+    let jailer = nix::unistd::getpid();
+    let (go_rd, go_wr) = pipe2(OFlag::O_CLOEXEC).ctx("userns", || "creating a pipe".into())?;
+    // SAFETY: J is single-threaded; the child only runs two programs and exits.
+    let helper = match unsafe { fork() }.ctx("userns", || "forking the id-map helper".into())? {
+        ForkResult::Child => {
+            drop(go_wr);
+            let mut byte = [0u8; 1];
+            // EOF: J failed before its namespace existed; nothing to map.
+            let go = loop {
+                match nix::unistd::read(go_rd.as_raw_fd(), &mut byte) {
+                    Err(Errno::EINTR) => continue,
+                    other => break other.is_ok_and(|n| n == 1),
+                }
+            };
+            let mut code = i32::from(!go);
+            for (program, map) in [(newuidmap, &setup.uid_map), (newgidmap, &setup.gid_map)] {
+                if code != 0 {
+                    break;
+                }
+                let args = map.iter().flatten().map(u32::to_string);
+                match std::process::Command::new(program)
+                    .arg(jailer.to_string())
+                    .args(args)
+                    .stdin(std::process::Stdio::null())
+                    .status()
+                {
+                    Ok(status) if status.success() => {}
+                    Ok(status) => {
+                        eprintln!("stratus-jailer: {} failed: {status}", program.display());
+                        code = 1;
+                    }
+                    Err(e) => {
+                        eprintln!("stratus-jailer: running {}: {e}", program.display());
+                        code = 1;
+                    }
+                }
+            }
+            // SAFETY: _exit ends this forked child without running destructors.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(go_rd);
+    unshare(CloneFlags::CLONE_NEWUSER).ctx("userns", || "unshare(CLONE_NEWUSER)".into())?;
+    nix::unistd::write(&go_wr, b"!").ctx("userns", || "waking the id-map helper".into())?;
+    drop(go_wr);
+    loop {
+        match waitpid(helper, None) {
+            Ok(WaitStatus::Exited(_, 0)) => return Ok(()),
+            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => {
+                return Err(JailerError::Invalid {
+                    step: "userns",
+                    message: format!(
+                        "{} or {} could not map the sandbox's ids (see the output above)",
+                        newuidmap.display(),
+                        newgidmap.display()
+                    ),
+                });
+            }
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e).ctx("userns", || "waiting for the id-map helper".into()),
+        }
+    }
 }
 
 fn wait_for_init(child: Pid) -> Result<i32, JailerError> {
@@ -386,6 +490,7 @@ fn container_init(
 
     let mut runtime = start_runtime(ctl, cfg, policy)?;
     drop_privileges(cfg.host_uid)?;
+    disarm_init()?;
     if runtime.started {
         let _ = send_report(ctl, &Report::Started, None);
     }
@@ -550,6 +655,57 @@ fn drop_privileges(host_uid: u32) -> Result<(), JailerError> {
     Ok(())
 }
 
+/// C, once it has dropped to the sandbox uid: not dumpable, so a runtime of
+/// the same uid cannot take it over (through `/proc/1/mem`, say), and no
+/// capability but `CAP_SETFCAP`. Dropping to a non-zero uid did all of it
+/// already; this matters for a rootless server without subordinate ids,
+/// whose sandboxes run as uid 0 of the jailer's user namespace (the
+/// server's own uid). A runtime C forks must map that uid 0 into its own
+/// user namespace, which Linux (5.12 and later) allows only to a creator
+/// holding `CAP_SETFCAP` in the parent namespace: C keeps that one.
+fn disarm_init() -> Result<(), JailerError> {
+    nix::sys::prctl::set_dumpable(false).ctx("credentials", || "PR_SET_DUMPABLE 0".into())?;
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    #[repr(C)]
+    struct CapHeader {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    struct CapData {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    let header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    // CAP_SETFCAP is capability 31 (linux/capability.h).
+    const SETFCAP: u32 = 1 << 31;
+    let data = [
+        CapData {
+            effective: SETFCAP,
+            permitted: SETFCAP,
+            inheritable: 0,
+        },
+        CapData {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        },
+    ];
+    // SAFETY: capset reads a version-3 header and two data structs, both
+    // valid for the call; pid 0 is this thread (C is single-threaded).
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) };
+    Errno::result(rc)
+        .map(drop)
+        .ctx("credentials", || "dropping the init's capabilities".into())
+}
+
 /// R, still root: the output pipe (fds 1 and 2) becomes the sandbox user's,
 /// so the runtime can reopen it as `/dev/stdout` or `/dev/stderr` (shell
 /// runtimes write `> /dev/stderr`), as it can on Lambda. A restarted runtime
@@ -677,14 +833,40 @@ fn bind(src: &Path, dst: &Path, flags: MsFlags) -> Result<(), JailerError> {
     .ctx("mounts", || {
         format!("binding {} on {}", src.display(), dst.display())
     })?;
-    mount(
-        NONE,
-        dst,
-        NONE,
-        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags,
-        NONE,
-    )
+    let remount = |flags: MsFlags| {
+        mount(
+            NONE,
+            dst,
+            NONE,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags,
+            NONE,
+        )
+    };
+    match remount(flags) {
+        // In a user namespace (rootless) the flags the source mount already
+        // has are locked: they may be added to, never dropped.
+        Err(Errno::EPERM) => remount(flags | locked_flags(src)),
+        other => other,
+    }
     .ctx("mounts", || format!("remounting {}", dst.display()))
+}
+
+/// The flags of the mount `path` is on that a user namespace cannot clear.
+fn locked_flags(path: &Path) -> MsFlags {
+    use nix::sys::statvfs::FsFlags;
+    let Ok(st) = nix::sys::statvfs::statvfs(path) else {
+        return MsFlags::empty();
+    };
+    let f = st.flags();
+    [
+        (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+    ]
+    .into_iter()
+    .filter(|(st, _)| f.contains(*st))
+    .fold(MsFlags::empty(), |acc, (_, ms)| acc | ms)
 }
 
 /// Assembles the sandbox's root filesystem on a fresh tmpfs and pivots into it.
@@ -722,9 +904,10 @@ fn build_root(cfg: &JailerConfig) -> Result<(), JailerError> {
     if let Some(dir) = &cfg.opt_dir {
         bind(dir, &root.join("opt"), RO)?;
     }
-    match &cfg.tmp_device {
-        Some(device) => mount_tmp_disk(device, &root.join("tmp"), cfg.host_uid)?,
-        None => bind(&cfg.tmp_dir, &root.join("tmp"), RW)?,
+    match (&cfg.tmp_device, cfg.tmp_tmpfs_bytes) {
+        (Some(device), _) => mount_tmp_disk(device, &root.join("tmp"), cfg.host_uid)?,
+        (None, Some(bytes)) => mount_tmp_tmpfs(bytes, &root.join("tmp"), cfg.host_uid)?,
+        (None, None) => bind(&cfg.tmp_dir, &root.join("tmp"), RW)?,
     }
 
     // /proc of the new pid namespace (we are its pid 1).
@@ -790,6 +973,20 @@ fn mount_tmp_disk(device: &Path, tmp: &Path, host_uid: u32) -> Result<(), Jailer
     .ctx("tmp", || format!("chown {}", tmp.display()))?;
     fs::set_permissions(tmp, std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .ctx("tmp", || format!("chmod {}", tmp.display()))
+}
+
+/// Mounts a fresh tmpfs of `bytes` at `tmp`, owned by the sandbox uid
+/// (rootless mode: a size cap without loop devices, paid for in memory).
+fn mount_tmp_tmpfs(bytes: u64, tmp: &Path, uid: u32) -> Result<(), JailerError> {
+    mkdir("tmp", tmp, 0o755)?;
+    mount(
+        Some("tmpfs"),
+        tmp,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(format!("mode=0700,uid={uid},gid={uid},size={}", bytes.max(4096)).as_str()),
+    )
+    .ctx("tmp", || format!("mounting a tmpfs on {}", tmp.display()))
 }
 
 fn build_dev(cfg: &JailerConfig, dev: &Path) -> Result<(), JailerError> {

@@ -16,6 +16,10 @@
 //! NAT'd bridge that reaches the outside but not the host or other sandboxes
 //! (see the [`net`] module).
 //!
+//! A server that is not root runs in rootless mode, with fewer of these
+//! protections: the [`plan`] module chooses what this host allows and
+//! [`ProcessBackend::protections`] says what is applied and what is not.
+//!
 //! This crate owns the kernel objects of its sandboxes (cgroups, scratch dirs,
 //! uids, processes) and releases every one of them when a sandbox is dropped.
 //! Nothing outlives the server: every jailer has a parent-death signal tied
@@ -65,6 +69,7 @@ mod disk;
 pub mod host;
 mod jailer;
 pub mod net;
+pub mod plan;
 mod protocol;
 pub mod seccomp;
 mod uid;
@@ -93,13 +98,17 @@ pub use cgroup::{CgroupError, CgroupVersion, CpuLimit};
 pub use disk::DiskError;
 pub use jailer::{JailerError, jailer_main};
 pub use net::{Ipv4Cidr, NetError, OutboundConfig};
-pub use protocol::{JailerConfig, Protection, SANDBOX_GID, SANDBOX_UID};
+pub use plan::{Plan, ProtectionStatus};
+pub use protocol::{JailerConfig, Protection, SANDBOX_GID, SANDBOX_UID, UsernsSetup};
 pub use uid::{UidAllocator, UidLease};
 
 use crate::cgroup::CgroupSet;
 use crate::disk::TmpDisk;
 use crate::net::{Attachment, Network};
-use crate::protocol::{CONTROL_FD, Command, MAX_REPORT, Report, send_command, step_name};
+use crate::plan::{Ids, Tmp};
+use crate::protocol::{
+    CONTROL_FD, Command, MAX_REPORT, Report, USERNS_ENV, send_command, step_name,
+};
 
 /// Where cgroup filesystems are mounted.
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -173,8 +182,11 @@ pub struct ProcessBackend {
 #[derive(Debug)]
 struct Inner {
     config: ProcessBackendConfig,
-    cgroup_root: PathBuf,
-    cgroup_version: CgroupVersion,
+    /// What this server can apply (root or rootless; see the `plan` module).
+    plan: Plan,
+    /// The cgroup hierarchy sandboxes are placed in; `None` in rootless
+    /// mode without a delegated subtree (no cgroup limits).
+    cgroups: Option<(PathBuf, CgroupVersion)>,
     uids: UidAllocator,
     /// Pre-warmed jailers (cgroup v1 only).
     pool: Mutex<Vec<Prepared>>,
@@ -199,11 +211,9 @@ impl Drop for Inner {
         // then the parent cgroup is removed unless something still lives there.
         self.pool.lock().unwrap_or_else(|e| e.into_inner()).clear();
         self.disks.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        cgroup::remove_parent_if_empty(
-            &self.cgroup_root,
-            self.cgroup_version,
-            &self.config.cgroup_parent,
-        );
+        if let Some((root, version)) = &self.cgroups {
+            cgroup::remove_parent_if_empty(root, *version, &self.config.cgroup_parent);
+        }
     }
 }
 
@@ -227,17 +237,32 @@ fn unavailable(what: impl std::fmt::Display) -> SandboxError {
 }
 
 impl ProcessBackend {
-    /// Checks the host (root, cgroups) and prepares the state dir and parent
-    /// cgroup, after removing what a previous server process left in them
-    /// (processes, cgroups, scratch dirs, `/tmp` loop devices). The cgroup
-    /// parent and state dir must belong to this backend alone (`stratus
-    /// server` locks its data dir and cgroup parent before calling this).
+    /// Checks the host (privileges, cgroups) and prepares the state dir and
+    /// parent cgroup, after removing what a previous server process left in
+    /// them (processes, cgroups, scratch dirs, `/tmp` loop devices). The
+    /// cgroup parent and state dir must belong to this backend alone
+    /// (`stratus server` locks its data dir and cgroup parent before calling
+    /// this). Not root: rootless mode, with what the host allows
+    /// ([`plan::select_checked`]; [`ProcessBackend::plan`] says what is applied and
+    /// what is not).
     pub fn new(config: ProcessBackendConfig) -> Result<Self, SandboxError> {
+        Self::with_plan(config, plan::select_checked(&plan::Facts::gather()))
+    }
+
+    /// [`ProcessBackend::new`] with a given plan.
+    pub fn with_plan(config: ProcessBackendConfig, plan: Plan) -> Result<Self, SandboxError> {
         if config.jailer.is_empty() {
             return Err(unavailable("no jailer command configured"));
         }
-        if !Uid::effective().is_root() {
-            return Err(unavailable("the process backend must run as root"));
+        if !plan.rootless() && !Uid::effective().is_root() {
+            return Err(unavailable("the process backend's root plan needs root"));
+        }
+        if plan.rootless()
+            && let Some(why) = plan::userns_blocked()
+        {
+            return Err(unavailable(format!(
+                "rootless mode needs unprivileged user namespaces, which this host forbids ({why})"
+            )));
         }
         if config.uid_count == 0 || config.uid_base == 0 {
             return Err(unavailable(
@@ -254,31 +279,22 @@ impl ProcessBackend {
                 config.cgroup_parent
             )));
         }
-        let cgroup_root = PathBuf::from(CGROUP_ROOT);
-        let cgroup_version = cgroup::detect(&cgroup_root)
-            .ok_or_else(|| unavailable(CgroupError::NotFound(cgroup_root.clone())))?;
-        cgroup::prepare_parent(&cgroup_root, cgroup_version, &config.cgroup_parent)
-            .map_err(unavailable)?;
-        if config.cpu_limit == CpuLimit::Quota
-            && !cgroup::has_cpu_controller(&cgroup_root, cgroup_version, &config.cgroup_parent)
-        {
-            return Err(unavailable(format!(
-                "a CPU quota needs the cpu cgroup controller, which is not available under {}",
-                cgroup_root.display()
-            )));
-        }
-        // What a crashed server left: processes and cgroups first (they may
-        // still use the scratch dirs and disks), then scratch dirs, then
-        // loop devices (in `prepare_disks`).
-        let swept = cgroup::sweep_leftovers(&cgroup_root, cgroup_version, &config.cgroup_parent);
-        if swept != cgroup::Swept::default() {
-            tracing::info!(
-                cgroups = swept.cgroups,
-                processes = swept.processes,
-                failed = swept.failed,
-                parent = %config.cgroup_parent,
-                "removed the sandbox cgroups of a previous server process and killed what ran in them"
-            );
+        let cgroups = match plan.cgroup_hierarchy() {
+            Some((root, version)) => Some((root.to_path_buf(), version)),
+            // Root cannot do without them; rootless says so in its protections.
+            None if !plan.rootless() => {
+                return Err(unavailable(CgroupError::NotFound(PathBuf::from(
+                    CGROUP_ROOT,
+                ))));
+            }
+            None => None,
+        };
+        if let Some((cgroup_root, cgroup_version)) = &cgroups {
+            Self::prepare_cgroups(&config, cgroup_root, *cgroup_version)?;
+        } else if config.cpu_limit == CpuLimit::Quota {
+            return Err(unavailable(
+                "a CPU quota needs cgroups, which this rootless server cannot use here",
+            ));
         }
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -305,13 +321,16 @@ impl ProcessBackend {
         let network = match &config.network {
             None => None,
             Some(outbound) => {
+                if plan.rootless() {
+                    return Err(unavailable(
+                        "outbound networking needs root (a bridge, veths and nftables rules); a rootless server's sandboxes have only loopback",
+                    ));
+                }
                 let n = Network::setup(&config.cgroup_parent, outbound).map_err(|e| {
                     // Leave no empty parent cgroup behind a refused start.
-                    cgroup::remove_parent_if_empty(
-                        &cgroup_root,
-                        cgroup_version,
-                        &config.cgroup_parent,
-                    );
+                    if let Some((root, version)) = &cgroups {
+                        cgroup::remove_parent_if_empty(root, *version, &config.cgroup_parent);
+                    }
                     unavailable(format!(
                         "setting up outbound networking: {}",
                         net::error_chain(&e)
@@ -327,13 +346,23 @@ impl ProcessBackend {
                 Some(n)
             }
         };
-        let uids = UidAllocator::new(config.uid_base, config.uid_count);
-        let (disk_dir, first_disk) = prepare_disks(&config.state_dir);
+        let uids = match &plan.ids {
+            // Each sandbox a subordinate uid (and the gid at the same offset).
+            Ids::Subordinate { uids, gids, .. } => {
+                UidAllocator::new(uids.0, config.uid_count.min(uids.1).min(gids.1))
+            }
+            // Shared: the leases only count live sandboxes.
+            Ids::Root | Ids::Shared { .. } => UidAllocator::new(config.uid_base, config.uid_count),
+        };
+        let (disk_dir, first_disk) = match plan.tmp {
+            Tmp::Disk => prepare_disks(&config.state_dir),
+            Tmp::Tmpfs => (None, None),
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
-                cgroup_root,
-                cgroup_version,
+                plan,
+                cgroups,
                 uids,
                 pool: Mutex::new(Vec::new()),
                 refilling: AtomicBool::new(false),
@@ -346,9 +375,73 @@ impl ProcessBackend {
         })
     }
 
-    /// Whether `/tmp` is a size-capped disk (false: an uncapped host directory).
+    /// Makes the cgroup parent under `root` (after killing and removing what
+    /// a crashed server left there) and checks the CPU quota can be set.
+    fn prepare_cgroups(
+        config: &ProcessBackendConfig,
+        cgroup_root: &Path,
+        cgroup_version: CgroupVersion,
+    ) -> Result<(), SandboxError> {
+        cgroup::prepare_parent(cgroup_root, cgroup_version, &config.cgroup_parent)
+            .map_err(unavailable)?;
+        if config.cpu_limit == CpuLimit::Quota
+            && !cgroup::has_cpu_controller(cgroup_root, cgroup_version, &config.cgroup_parent)
+        {
+            return Err(unavailable(format!(
+                "a CPU quota needs the cpu cgroup controller, which is not available under {}",
+                cgroup_root.display()
+            )));
+        }
+        // What a crashed server left: processes and cgroups first (they may
+        // still use the scratch dirs and disks), then scratch dirs, then
+        // loop devices (in `prepare_disks`).
+        let swept = cgroup::sweep_leftovers(cgroup_root, cgroup_version, &config.cgroup_parent);
+        if swept != cgroup::Swept::default() {
+            tracing::info!(
+                cgroups = swept.cgroups,
+                processes = swept.processes,
+                failed = swept.failed,
+                parent = %config.cgroup_parent,
+                "removed the sandbox cgroups of a previous server process and killed what ran in them"
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether `/tmp` is size-capped: a disk, or in rootless mode a tmpfs
+    /// (false: an uncapped host directory).
     pub fn tmp_is_capped(&self) -> bool {
-        self.inner.disk_dir.is_some()
+        self.inner.disk_dir.is_some() || self.inner.plan.tmp == Tmp::Tmpfs
+    }
+
+    /// What this server applies to sandboxes (root or rootless).
+    pub fn plan(&self) -> &Plan {
+        &self.inner.plan
+    }
+
+    /// Every protection and whether it is applied, `/tmp` as this host
+    /// allows (for the server to say at start).
+    pub fn protections(&self) -> Vec<ProtectionStatus> {
+        let i = &self.inner;
+        let mut all = i.plan.protections();
+        let no_disks = i.plan.tmp == Tmp::Disk && i.disk_dir.is_none();
+        let no_cpu = i.cgroups.as_ref().is_some_and(|(root, version)| {
+            !cgroup::has_cpu_controller(root, *version, &i.config.cgroup_parent)
+        });
+        for p in &mut all {
+            if p.name == "/tmp" && no_disks {
+                p.applied = false;
+                p.detail = "an uncapped host directory: this host cannot make loop-device disks (needs /dev/loop-control, mkfs.ext4 and losetup)".into();
+            }
+            if p.name == "cgroups" && no_cpu {
+                p.detail = format!(
+                    "{}; but no cpu controller: CPU is not shared in proportion to memory",
+                    p.detail
+                        .replace("memory, pids and CPU limits", "memory and pids limits")
+                );
+            }
+        }
+        all
     }
 
     /// Fills the pools of pre-warmed jailers and `/tmp` disks (blocking;
@@ -364,9 +457,9 @@ impl ProcessBackend {
         lock(&self.inner.pool).len()
     }
 
-    /// The cgroup version in use.
-    pub fn cgroup_version(&self) -> CgroupVersion {
-        self.inner.cgroup_version
+    /// The cgroup version in use; `None` without cgroups (rootless).
+    pub fn cgroup_version(&self) -> Option<CgroupVersion> {
+        self.inner.cgroups.as_ref().map(|(_, v)| *v)
     }
 
     /// Host directory holding sandbox `id`'s scratch dirs (exists while it lives).
@@ -377,12 +470,10 @@ impl ProcessBackend {
     /// Cgroup directories sandbox `id` has while it lives.
     pub fn cgroup_dirs(&self, id: &str) -> Vec<PathBuf> {
         let i = &self.inner;
-        cgroup::dirs_for(
-            &i.cgroup_root,
-            i.cgroup_version,
-            &i.config.cgroup_parent,
-            id,
-        )
+        match &i.cgroups {
+            Some((root, version)) => cgroup::dirs_for(root, *version, &i.config.cgroup_parent, id),
+            None => Vec::new(),
+        }
     }
 
     /// Number of sandboxes currently holding a uid (live sandboxes).
@@ -401,11 +492,12 @@ impl ProcessBackend {
                 i.config.state_dir.display()
             )));
         }
-        if cgroup::detect(&i.cgroup_root) != Some(i.cgroup_version) {
+        if let Some((root, version)) = &i.cgroups
+            && cgroup::detect(root) != Some(*version)
+        {
             return Err(unavailable(format!(
-                "the {:?} cgroup hierarchy is no longer at {}",
-                i.cgroup_version,
-                i.cgroup_root.display()
+                "the {version:?} cgroup hierarchy is no longer at {}",
+                root.display()
             )));
         }
         Ok(())
@@ -474,6 +566,42 @@ fn prepare_disks(state_dir: &Path) -> (Option<PathBuf>, Option<TmpDisk>) {
 }
 
 impl Inner {
+    /// For the sandbox leasing `host_uid`: the uid it runs as in the
+    /// jailer's user namespace and, when rootless, that namespace's maps.
+    fn ids_for(&self, host_uid: u32) -> (u32, Option<UsernsSetup>) {
+        match &self.plan.ids {
+            Ids::Root => (host_uid, None),
+            Ids::Shared { uid, gid, .. } => (
+                0,
+                Some(UsernsSetup {
+                    uid_map: vec![[0, *uid, 1]],
+                    gid_map: vec![[0, *gid, 1]],
+                    helpers: None,
+                }),
+            ),
+            Ids::Subordinate {
+                uid,
+                gid,
+                uids,
+                gids,
+                newuidmap,
+                newgidmap,
+            } => {
+                // The allocator hands out uids from `uids.0`, never more
+                // than either range holds; the gid sits at the same offset.
+                let sub_gid = gids.0.saturating_add(host_uid.saturating_sub(uids.0));
+                (
+                    1,
+                    Some(UsernsSetup {
+                        uid_map: vec![[0, *uid, 1], [1, host_uid, 1]],
+                        gid_map: vec![[0, *gid, 1], [1, sub_gid, 1]],
+                        helpers: Some((newuidmap.clone(), newgidmap.clone())),
+                    }),
+                )
+            }
+        }
+    }
+
     fn refill_disks(&self) {
         let Some(dir) = &self.disk_dir else {
             return;
@@ -518,7 +646,12 @@ impl Inner {
     }
 
     fn refill(&self) {
-        if self.cgroup_version != CgroupVersion::V1 || self.config.prewarm == 0 {
+        // Pre-warming hides cgroup v1 migration latency: nothing to hide
+        // without cgroups, and a rootless jailer's ids are known only at spawn.
+        if self.config.prewarm == 0
+            || self.plan.rootless()
+            || !matches!(self.cgroups, Some((_, CgroupVersion::V1)))
+        {
             return;
         }
         if self.refilling.swap(true, Ordering::AcqRel) {
@@ -542,9 +675,12 @@ impl Inner {
             std::process::id(),
             self.pool_seq.fetch_add(1, Ordering::Relaxed)
         );
+        let Some((cgroup_root, cgroup_version)) = &self.cgroups else {
+            return Err(("cgroup", "no cgroups to pre-warm in".into()));
+        };
         let cgroups = CgroupSet::create(
-            &self.cgroup_root,
-            self.cgroup_version,
+            cgroup_root,
+            *cgroup_version,
             &self.config.cgroup_parent,
             &name,
             256 << 20,
@@ -552,7 +688,7 @@ impl Inner {
             self.config.cpu_limit,
         )
         .map_err(|e| ("cgroup", e.to_string()))?;
-        let mut prepared = self.start_jailer(&name, cgroups)?;
+        let mut prepared = self.start_jailer(&name, Some(cgroups), None)?;
         // The jailer forks the sandbox init before it reads its config.
         let init_pid = loop {
             match recv_once(prepared.control.as_raw_fd(), MsgFlags::empty()) {
@@ -607,11 +743,12 @@ impl Inner {
     fn start_jailer(
         &self,
         id: &str,
-        cgroups: CgroupSet,
+        cgroups: Option<CgroupSet>,
+        userns: Option<&UsernsSetup>,
     ) -> Result<Prepared, (&'static str, String)> {
         let mut res = Resources::default();
         res.id = id.to_owned();
-        res.cgroups = Some(cgroups);
+        res.cgroups = cgroups;
         let (ctl_server, ctl_child) = socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,
@@ -635,6 +772,10 @@ impl Inner {
             .stdin(Stdio::piped())
             .stdout(Stdio::from(out_write))
             .stderr(Stdio::from(out_write2));
+        if let Some(setup) = userns {
+            let json = serde_json::to_string(setup).map_err(|e| ("userns", e.to_string()))?;
+            cmd.env(USERNS_ENV, json);
+        }
         let child_fd: RawFd = ctl_child.as_raw_fd();
         let server_pid = std::process::id() as libc::pid_t;
         // SAFETY: the hook runs between fork and exec and only calls prctl,
@@ -711,6 +852,12 @@ impl ProcessBackend {
             .ok_or(("uid", "all sandbox uids are in use".to_owned()))?;
         let host_uid = lease.uid();
         res.uid = Some(lease);
+        // The uid in the jailer's user namespace, and that namespace's maps.
+        let (jail_uid, userns) = self.inner.ids_for(host_uid);
+        let real_uid = match &self.inner.plan.ids {
+            Ids::Shared { uid, .. } => *uid,
+            Ids::Root | Ids::Subordinate { .. } => host_uid,
+        };
 
         // Scratch dirs: <state>/<id>/{root,tmp}.
         let dir = self.inner.config.state_dir.join(id);
@@ -727,12 +874,14 @@ impl ProcessBackend {
                 .create(d)
                 .map_err(|e| ("scratch", format!("creating {}: {e}", d.display())))?;
         }
-        chown(
-            &tmp_dir,
-            Some(Uid::from_raw(host_uid)),
-            Some(Gid::from_raw(host_uid)),
-        )
-        .map_err(|e| ("scratch", format!("chown {}: {e}", tmp_dir.display())))?;
+        if !self.inner.plan.rootless() {
+            chown(
+                &tmp_dir,
+                Some(Uid::from_raw(host_uid)),
+                Some(Gid::from_raw(host_uid)),
+            )
+            .map_err(|e| ("scratch", format!("chown {}: {e}", tmp_dir.display())))?;
+        }
 
         if spec.limits.tmp_mb == 0 {
             return Err(("validate", "tmp_mb must be at least 1".into()));
@@ -748,20 +897,25 @@ impl ProcessBackend {
         let prepared = match inner.take_pooled(id) {
             Some(p) => p,
             None => {
-                let cgroups = CgroupSet::create(
-                    &inner.cgroup_root,
-                    inner.cgroup_version,
-                    &inner.config.cgroup_parent,
-                    id,
-                    memory_bytes,
-                    spec.limits.max_pids,
-                    inner.config.cpu_limit,
-                )
-                .map_err(|e| ("cgroup", e.to_string()))?;
-                inner.start_jailer(id, cgroups)?
+                let cgroups = match &inner.cgroups {
+                    Some((root, version)) => Some(
+                        CgroupSet::create(
+                            root,
+                            *version,
+                            &inner.config.cgroup_parent,
+                            id,
+                            memory_bytes,
+                            spec.limits.max_pids,
+                            inner.config.cpu_limit,
+                        )
+                        .map_err(|e| ("cgroup", e.to_string()))?,
+                    ),
+                    None => None,
+                };
+                inner.start_jailer(id, cgroups, userns.as_ref())?
             }
         };
-        if inner.config.prewarm > 0 && inner.cgroup_version == CgroupVersion::V1 {
+        if inner.config.prewarm > 0 && matches!(inner.cgroups, Some((_, CgroupVersion::V1))) {
             let refill = Arc::clone(inner);
             drop(tokio::task::spawn_blocking(move || refill.refill()));
         }
@@ -839,9 +993,11 @@ impl ProcessBackend {
             max_pids: spec.limits.max_pids,
             shm_bytes: memory_bytes,
             cgroup_procs: procs,
-            host_uid,
+            host_uid: jail_uid,
             tmp_dir,
             tmp_device,
+            tmp_tmpfs_bytes: (inner.plan.tmp == Tmp::Tmpfs)
+                .then(|| spec.limits.tmp_mb.saturating_mul(1 << 20)),
             root_dir,
             without: inner.config.benchmark_without.clone(),
             network: res.net.as_ref().map(|a: &Attachment| a.net.clone()),
@@ -935,6 +1091,7 @@ impl ProcessBackend {
             status: status_rx,
             starts: starts_rx,
             commands,
+            host_uid: real_uid,
             res: Resources::default(),
         })
     }
@@ -1229,13 +1386,16 @@ pub struct ProcessSandbox {
     starts: tokio::sync::watch::Receiver<u64>,
     /// The control socket, for commands to the sandbox init.
     commands: OwnedFd,
+    /// Host uid its processes run as.
+    host_uid: u32,
     res: Resources,
 }
 
 impl ProcessSandbox {
-    /// Host uid (and gid) the sandbox's processes run as.
+    /// Host uid the sandbox's processes run as (the server's own in
+    /// rootless mode without subordinate ids).
     pub fn host_uid(&self) -> Option<u32> {
-        self.res.uid.as_ref().map(UidLease::uid)
+        self.res.uid.as_ref().map(|_| self.host_uid)
     }
 
     /// Cgroup directories of the sandbox.

@@ -58,13 +58,18 @@ pub struct JailerConfig {
     /// `cgroup.procs` files the sandbox init writes `0` to (empty when the
     /// server already moved the init into the sandbox's cgroup).
     pub cgroup_procs: Vec<PathBuf>,
-    /// Host uid (and gid) the sandbox runs as.
+    /// Uid (and gid) the sandbox runs as, in the jailer's user namespace:
+    /// the host's when the server is root; 0 (the server's own uid) or 1 (a
+    /// subordinate uid) in rootless mode (see [`UsernsSetup`]).
     pub host_uid: u32,
     /// Host directory bind-mounted read-write at `/tmp` when there is no
     /// `tmp_device`.
     pub tmp_dir: PathBuf,
     /// Block device with a fresh ext4 filesystem to mount at `/tmp`.
     pub tmp_device: Option<PathBuf>,
+    /// Size of a fresh tmpfs to mount at `/tmp` instead (rootless mode,
+    /// where loop devices cannot be had).
+    pub tmp_tmpfs_bytes: Option<u64>,
     /// Empty host directory on which the new root is assembled (in the jailer's mount namespace only).
     pub root_dir: PathBuf,
     /// Protections the runtime starts without: for the protection-cost
@@ -103,6 +108,24 @@ impl Protection {
         Protection::UserNamespace,
         Protection::TmpDisk,
     ];
+}
+
+/// Environment variable through which a rootless server tells the jailer
+/// to enter a user namespace first (JSON [`UsernsSetup`]). It is read before
+/// the config, because the jailer's first step depends on it.
+pub const USERNS_ENV: &str = "STRATUS_JAILER_USERNS";
+
+/// How the jailer of a rootless server maps ids in its user namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsernsSetup {
+    /// `uid_map` lines: inside, outside, count.
+    pub uid_map: Vec<[u32; 3]>,
+    /// `gid_map` lines: inside, outside, count.
+    pub gid_map: Vec<[u32; 3]>,
+    /// `newuidmap` and `newgidmap`, needed for more than the caller's own
+    /// id; without them the jailer writes the maps itself (own ids only).
+    pub helpers: Option<(PathBuf, PathBuf)>,
 }
 
 /// One message from the jailer side to the server.
@@ -229,6 +252,7 @@ mod tests {
             host_uid: 200_000,
             tmp_dir: "/tmp/s/sbx-1/tmp".into(),
             tmp_device: Some("/dev/loop7".into()),
+            tmp_tmpfs_bytes: None,
             root_dir: "/tmp/s/sbx-1/root".into(),
             without: vec![Protection::Landlock],
             network: Some(crate::net::SandboxNet {
@@ -242,6 +266,16 @@ mod tests {
         assert!(json.contains(r#""without":["landlock"]"#), "{json}");
         let back: JailerConfig = serde_json::from_str(&json).expect("parse");
         assert_eq!(back, cfg);
+        let setup = UsernsSetup {
+            uid_map: vec![[0, 1000, 1], [1, 100_000, 1]],
+            gid_map: vec![[0, 1000, 1], [1, 100_000, 1]],
+            helpers: Some(("/usr/bin/newuidmap".into(), "/usr/bin/newgidmap".into())),
+        };
+        let text = serde_json::to_string(&setup).expect("serialise");
+        assert_eq!(
+            serde_json::from_str::<UsernsSetup>(&text).expect("parse"),
+            setup
+        );
         // Every protection applies unless the config names it.
         let all = json.replace(r#","without":["landlock"]"#, "");
         let back: JailerConfig = serde_json::from_str(&all).expect("parse");

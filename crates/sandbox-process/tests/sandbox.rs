@@ -873,3 +873,87 @@ async fn outbound_network_gives_each_sandbox_an_address_and_is_removed_with_the_
         );
     }
 }
+
+/// The cgroup v2 delegation path, against a fake tree (the project's hosts
+/// are cgroup v1): a rootless plan with a delegated subtree makes the
+/// cgroup parent under that subtree, and sandbox cgroups go below it. No
+/// sandbox is started (it would write a real pid into a plain file).
+#[test]
+fn a_delegated_v2_subtree_is_the_rootless_cgroup_root() {
+    use stratus_sandbox_process::plan::{Cgroups, Ids, Plan, Tmp};
+    use stratus_sandbox_process::{CgroupVersion, CpuLimit};
+    let tree = tempfile::tempdir().expect("tree");
+    let svc = tree
+        .path()
+        .join("user.slice/user-1000.slice/user@1000.service");
+    std::fs::create_dir_all(&svc).expect("dirs");
+    std::fs::write(svc.join("cgroup.controllers"), "cpu memory pids\n").expect("file");
+    std::fs::write(svc.join("cgroup.subtree_control"), "").expect("file");
+    std::fs::write(svc.join("cgroup.procs"), "").expect("file");
+    let state = tempfile::tempdir().expect("state dir");
+    let plan = Plan {
+        ids: Ids::Shared {
+            uid: 1000,
+            gid: 1000,
+            reason: "test".into(),
+        },
+        cgroups: Cgroups::Use {
+            root: svc.clone(),
+            version: CgroupVersion::V2,
+            delegated: true,
+        },
+        tmp: Tmp::Tmpfs,
+    };
+    let config = ProcessBackendConfig {
+        jailer: vec![env!("CARGO_BIN_EXE_stratus-jailer").to_owned()],
+        state_dir: state.path().to_owned(),
+        cgroup_parent: "stratus".into(),
+        uid_base: 1_000_000,
+        uid_count: 4,
+        prewarm: 2,
+        tmp_disk_pool: 2,
+        cpu_limit: CpuLimit::Weight,
+        benchmark_without: Vec::new(),
+        network: None,
+    };
+    let backend = ProcessBackend::with_plan(config.clone(), plan.clone()).expect("backend");
+    assert_eq!(backend.cgroup_version(), Some(CgroupVersion::V2));
+    assert_eq!(
+        std::fs::read_to_string(svc.join("cgroup.subtree_control")).expect("read"),
+        "+memory +pids +cpu"
+    );
+    assert!(svc.join("stratus/cgroup.subtree_control").is_file());
+    assert_eq!(
+        backend.cgroup_dirs("sbx-1"),
+        vec![svc.join("stratus").join("sbx-1")]
+    );
+    backend.check_usable().expect("usable");
+    // Rootless: no pre-warmed jailers (their uid maps are known only at spawn).
+    backend.prewarm();
+    assert_eq!(backend.prewarmed(), 0);
+    assert!(
+        backend
+            .protections()
+            .iter()
+            .all(|p| p.applied || p.name == "sandbox uids"),
+        "{:?}",
+        backend.protections()
+    );
+
+    // Without cgroups a CPU quota cannot be had: refused at start.
+    let none = Plan {
+        cgroups: Cgroups::None {
+            reason: "cgroup v1 without delegation".into(),
+        },
+        ..plan
+    };
+    let err = ProcessBackend::with_plan(
+        ProcessBackendConfig {
+            cpu_limit: CpuLimit::Quota,
+            ..config
+        },
+        none,
+    )
+    .expect_err("quota without cgroups");
+    assert!(err.to_string().contains("CPU quota"), "{err}");
+}
