@@ -57,8 +57,8 @@
 //! # Ok(()) }
 //! ```
 
-mod cgroup;
-mod disk;
+pub mod cgroup;
+pub mod disk;
 pub mod host;
 mod jailer;
 mod protocol;

@@ -184,7 +184,7 @@ def try_write(path):
         return 'ok'
     except OSError as e:
         return errno.errorcode.get(e.errno, str(e))
-r['task_write'] = try_write('/var/task/new-file')
+r['task_write'] = try_write('/var/task/open/new-file')
 r['tmp_write'] = try_write('/tmp/new-file')
 r['task_files'] = sorted(os.listdir('/var/task'))
 r['uid'] = os.getuid()
@@ -210,12 +210,17 @@ c.close()
 "#;
 
 /// Spawns a probe that reports what it sees over the Runtime API listener:
-/// the environment is exactly the spec's, the code dir is read-only, `/tmp`
+/// the environment is exactly the spec's (a backend may add `HOME`, as OCI
+/// runtimes do), the code dir is read-only, `/tmp`
 /// writable, the runtime is not root and has no capabilities, the network
 /// holds only loopback and the host's loopback is unreachable; stdout and
 /// stderr both reach the output pipe; `wait` returns the exit status twice.
 pub async fn spawn_reaches_runtime_api(backend: &dyn SandboxBackend, suite: &Suite) {
     let code = suite.code_dir("probe", &[("probe.py", PROBE)]);
+    // Writable by everyone on the host: only the read-only mount stops a write.
+    let open = code.join("open");
+    std::fs::create_dir(&open).expect("mkdir open");
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod open");
     // Something listening on the host's loopback the sandbox must not reach.
     let host = std::net::TcpListener::bind("127.0.0.1:0").expect("host listener");
     let host_port = host.local_addr().expect("addr").port();
@@ -231,11 +236,21 @@ pub async fn spawn_reaches_runtime_api(backend: &dyn SandboxBackend, suite: &Sui
     let r: serde_json::Value = serde_json::from_str(&body)
         .unwrap_or_else(|e| panic!("probe report is JSON ({e}): {body}"));
 
-    let env: BTreeMap<String, String> = serde_json::from_value(r["env"].clone()).expect("env map");
+    let mut env: BTreeMap<String, String> =
+        serde_json::from_value(r["env"].clone()).expect("env map");
+    // OCI runtimes (runc, runsc) add HOME from /etc/passwd when it is not
+    // given; nothing else may be added.
+    if !expected_env.contains_key("HOME") {
+        env.remove("HOME");
+    }
     assert_eq!(env, expected_env, "the environment is exactly the spec's");
     assert_eq!(r["cwd"], "/var/task", "{r}");
     assert_eq!(r["hostname"], "sandbox-host", "{r}");
-    assert_eq!(r["task_files"], serde_json::json!(["probe.py"]), "{r}");
+    assert_eq!(
+        r["task_files"],
+        serde_json::json!(["open", "probe.py"]),
+        "{r}"
+    );
     assert_eq!(r["task_write"], "EROFS", "code dir is read-only: {r}");
     assert_eq!(r["tmp_write"], "ok", "/tmp is writable: {r}");
     assert_ne!(r["uid"], 0, "the runtime is not root: {r}");
