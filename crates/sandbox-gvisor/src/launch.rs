@@ -164,6 +164,9 @@ pub struct Placement<'a> {
     pub tmp_device: Option<&'a Path>,
     /// The host directory the bundle binds at `/tmp`.
     pub tmp_dir: &'a Path,
+    /// The disk is fresh (first start): remove mkfs's empty `lost+found`,
+    /// so `/tmp` starts empty as on Lambda.
+    pub fresh_disk: bool,
 }
 
 fn cstring(path: &Path) -> io::Result<CString> {
@@ -179,12 +182,17 @@ pub fn place(cmd: &mut Command, placement: &Placement<'_>) -> io::Result<()> {
         .collect();
     let netns = placement.netns.as_raw_fd();
     let disk = match placement.tmp_device {
-        Some(device) => Some((cstring(device)?, cstring(placement.tmp_dir)?)),
+        Some(device) => Some((
+            cstring(device)?,
+            cstring(placement.tmp_dir)?,
+            cstring(&placement.tmp_dir.join("lost+found"))?,
+        )),
         None => None,
     };
+    let fresh = placement.fresh_disk;
     let server_pid = std::process::id() as libc::pid_t;
     // SAFETY: the hook runs between fork and exec and only makes system
-    // calls (prctl, getppid, write, setns, unshare, mount, chown), which are
+    // calls (prctl, getppid, write, setns, unshare, mount, chown, rmdir), which are
     // async-signal-safe; it reads only the integers and C strings moved into
     // it and allocates nothing.
     unsafe {
@@ -203,7 +211,7 @@ pub fn place(cmd: &mut Command, placement: &Placement<'_>) -> io::Result<()> {
             if libc::setns(netns, libc::CLONE_NEWNET) < 0 {
                 return Err(io::Error::last_os_error());
             }
-            if let Some((device, dir)) = &disk {
+            if let Some((device, dir, lost_found)) = &disk {
                 if libc::unshare(libc::CLONE_NEWNS) < 0 {
                     return Err(io::Error::last_os_error());
                 }
@@ -232,6 +240,10 @@ pub fn place(cmd: &mut Command, placement: &Placement<'_>) -> io::Result<()> {
                 }
                 if libc::chown(dir.as_ptr(), SANDBOX_UID, SANDBOX_GID) < 0 {
                     return Err(io::Error::last_os_error());
+                }
+                if fresh {
+                    // Empty right after mkfs; nothing to do if it is gone.
+                    libc::rmdir(lost_found.as_ptr());
                 }
             }
             Ok(())

@@ -573,6 +573,7 @@ impl Shared {
                     netns,
                     tmp_device: res.disk.as_ref().map(TmpDisk::device),
                     tmp_dir: &tmp_dir,
+                    fresh_disk: generation == 0,
                 },
             )
             .map_err(|e| ("runsc", e.to_string()))?;

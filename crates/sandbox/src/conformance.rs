@@ -10,7 +10,7 @@
 //! with `/usr/bin/python3` probes: the Runtime API listener is reachable at
 //! `AWS_LAMBDA_RUNTIME_API` and each sandbox's listener hears only that
 //! sandbox; the output pipe carries stdout and stderr; the environment is
-//! exactly the spec's; the code dir is read-only and `/tmp` writable and
+//! exactly the spec's; the code dir is read-only and `/tmp` empty, writable and
 //! capped at `tmp_mb`; memory and process limits hold; the network holds only
 //! loopback and the host's loopback is not reachable; `wait` is repeatable,
 //! `kill` idempotent and prompt; `restart_runtime` keeps `/tmp` and drops
@@ -185,6 +185,7 @@ def try_write(path):
     except OSError as e:
         return errno.errorcode.get(e.errno, str(e))
 r['task_write'] = try_write('/var/task/open/new-file')
+r['tmp_before'] = sorted(os.listdir('/tmp'))
 r['tmp_write'] = try_write('/tmp/new-file')
 r['task_files'] = sorted(os.listdir('/var/task'))
 r['uid'] = os.getuid()
@@ -252,6 +253,11 @@ pub async fn spawn_reaches_runtime_api(backend: &dyn SandboxBackend, suite: &Sui
         "{r}"
     );
     assert_eq!(r["task_write"], "EROFS", "code dir is read-only: {r}");
+    assert_eq!(
+        r["tmp_before"],
+        serde_json::json!([]),
+        "/tmp starts empty: {r}"
+    );
     assert_eq!(r["tmp_write"], "ok", "/tmp is writable: {r}");
     assert_ne!(r["uid"], 0, "the runtime is not root: {r}");
     assert_eq!(r["capeff"], "0000000000000000", "no capabilities: {r}");

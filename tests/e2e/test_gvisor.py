@@ -1,0 +1,149 @@
+"""The gVisor isolation tier end to end, with boto3: a server whose default
+tier is gVisor, a function asking for it with STRATUS_ISOLATION on a default
+server, a timeout (the runtime restarted in place under gVisor: /tmp stays),
+and the refusals (a bad tier value; a server that requires gVisor without
+runsc). Skipped when runsc is not installed (CI installs it: .ci/run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from stratus_harness import (
+    FunctionFactory,
+    expect_error,
+    new_server,
+    remove_data_dir,
+    stratus_bin,
+    wait_updated,
+    zip_files,
+)
+
+RUNSC = os.environ.get("STRATUS_E2E_RUNSC", "/usr/bin/runsc")
+
+pytestmark = pytest.mark.skipif(
+    not Path(RUNSC).is_file(), reason=f"runsc is not installed at {RUNSC} (apt-get install runsc)"
+)
+
+APP = r'''
+import os, time
+
+def handler(event, context):
+    action = event.get("action")
+    if action == "sleep":
+        time.sleep(event["secs"])
+    if action == "write_tmp":
+        open("/tmp/" + event["file"], "w").write("x")
+    return {
+        "kernel": open("/proc/version").read(),
+        "tier": os.environ.get("STRATUS_ISOLATION"),
+        "tmp": sorted(os.listdir("/tmp")),
+        "uid": os.getuid(),
+    }
+'''
+
+
+def _invoke(lam, name, payload):
+    resp = lam.invoke(FunctionName=name, Payload=json.dumps(payload))
+    return resp, json.loads(resp["Payload"].read())
+
+
+def _under_gvisor(out) -> bool:
+    # gVisor's Sentry reports its own kernel, not the host's.
+    return "4.4.0" in out["kernel"] and os.uname().release not in out["kernel"]
+
+
+@pytest.fixture(scope="module")
+def gvisor_server():
+    srv = new_server("gvisor", ["--isolation", "gvisor", "--runsc", RUNSC, "--keep-alive-secs", "30"])
+    srv.start()
+    yield srv
+    srv.stop()
+    remove_data_dir(srv.data_dir)
+
+
+def test_a_gvisor_server_runs_python_under_gvisor(gvisor_server):
+    lam = gvisor_server.client()
+    fns = FunctionFactory(lam, "gv")
+    try:
+        name = fns.create(zip_files({"app.py": APP}), Timeout=10)
+        resp, out = _invoke(lam, name, {})
+        assert resp["StatusCode"] == 200 and "FunctionError" not in resp, out
+        assert _under_gvisor(out), out
+        assert out["uid"] == 993
+        # Warm: the same sandbox answers again.
+        resp, again = _invoke(lam, name, {"action": "write_tmp", "file": "a"})
+        assert "FunctionError" not in resp and again["tmp"] == ["a"], again
+    finally:
+        fns.cleanup()
+
+
+def test_a_timeout_restarts_the_runtime_in_place_under_gvisor(gvisor_server):
+    lam = gvisor_server.client()
+    fns = FunctionFactory(lam, "gvto")
+    try:
+        name = fns.create(zip_files({"app.py": APP}), Timeout=2)
+        _invoke(lam, name, {"action": "write_tmp", "file": "before-timeout"})
+        resp, err = _invoke(lam, name, {"action": "sleep", "secs": 5})
+        assert resp.get("FunctionError") == "Unhandled" and err["errorType"] == "Sandbox.Timedout", err
+        resp, out = _invoke(lam, name, {"action": "write_tmp", "file": "after-timeout"})
+        assert "FunctionError" not in resp, out
+        assert out["tmp"] == ["after-timeout", "before-timeout"], out
+        assert _under_gvisor(out), out
+    finally:
+        fns.cleanup()
+
+
+def test_a_function_asks_for_gvisor_on_a_default_server(lam, fns):
+    asks = fns.create(
+        zip_files({"app.py": APP}),
+        Environment={"Variables": {"STRATUS_ISOLATION": "gvisor"}},
+    )
+    plain = fns.create(zip_files({"app.py": APP}))
+    _, out = _invoke(lam, asks, {})
+    assert _under_gvisor(out) and out["tier"] == "gvisor", out
+    _, out = _invoke(lam, plain, {})
+    assert not _under_gvisor(out), out
+    # Asking for process again moves it back (a new revision, new sandboxes).
+    lam.update_function_configuration(
+        FunctionName=asks, Environment={"Variables": {"STRATUS_ISOLATION": "process"}}
+    )
+    wait_updated(lam, asks)
+    _, out = _invoke(lam, asks, {})
+    assert not _under_gvisor(out), out
+
+
+def test_an_unknown_tier_is_refused(lam, fns):
+    expect_error(
+        lam.create_function,
+        400,
+        "InvalidParameterValueException",
+        "STRATUS_ISOLATION",
+        FunctionName=fns.name(),
+        Runtime="python3.12",
+        Role="arn:aws:iam::000000000000:role/x",
+        Handler="app.handler",
+        Code={"ZipFile": zip_files({"app.py": APP})},
+        Environment={"Variables": {"STRATUS_ISOLATION": "firecracker"}},
+    )
+
+
+def test_requiring_gvisor_without_runsc_fails_at_start_with_a_clear_error():
+    data = Path(tempfile.mkdtemp(prefix="stratus-e2e-norunsc-"))
+    try:
+        proc = subprocess.run(
+            [str(stratus_bin()), "server", "--listen", "127.0.0.1:0", "--data-dir", str(data),
+             "--cgroup-parent", f"stratus-e2e-{os.getpid()}-norunsc",
+             "--isolation-shared-host", "gvisor", "--runsc", "/nonexistent/runsc"],
+            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        )
+        assert proc.returncode != 0
+        assert "/nonexistent/runsc" in proc.stderr and "apt-get install runsc" in proc.stderr, proc.stderr
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
