@@ -383,6 +383,27 @@ impl Inner {
         }
     }
 
+    /// Forgets container `id` in `runsc`'s state once its processes are all
+    /// gone: removes its files from `runsc --root` (`<id>_sandbox:<id>.state`
+    /// and `.lock`, and `runsc-<id>.sock` in newer builds). `runsc delete
+    /// --force` does the same but polls the dead sandbox for ~1.5 s first.
+    fn forget(&self, id: &str) {
+        let prefix = format!("{id}_sandbox:");
+        let socket = format!("runsc-{id}.sock");
+        let Ok(entries) = std::fs::read_dir(&self.runsc_root) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if (name.starts_with(&prefix) || *name == socket)
+                && let Err(e) = std::fs::remove_file(entry.path())
+            {
+                tracing::warn!(sandbox = %id, file = %name, error = %e, "could not remove runsc state");
+            }
+        }
+    }
+
     /// Removes what a crashed server left: processes and cgroups first, then
     /// `runsc`'s records, then bundles (loop devices in `prepare_disks`).
     fn sweep(&self) {
@@ -665,7 +686,33 @@ impl Shared {
             }
             self.reap(now + TEARDOWN_PATIENCE * 2);
         }
-        self.inner.runsc_delete(&self.id);
+        // Every process of the sandbox (runsc, gofer, Sentry, stubs) was in
+        // the cgroup: once it is empty, runsc's records can simply go.
+        let empty = self.wait_cgroup_empty(now + TEARDOWN_PATIENCE);
+        if empty {
+            self.inner.forget(&self.id);
+        } else {
+            tracing::warn!(sandbox = %self.id, "sandbox processes survived a kill; asking runsc to delete it");
+            self.inner.runsc_delete(&self.id);
+        }
+    }
+
+    /// Kills until the sandbox's cgroup holds no process (blocking, bounded).
+    fn wait_cgroup_empty(&self, until: Instant) -> bool {
+        loop {
+            let pids = match &lock(&self.res).cgroups {
+                Some(cg) => cg.pids(),
+                None => return true,
+            };
+            if pids.is_empty() {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            self.kill_processes();
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Kills everything and releases every resource (blocking).
