@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,91 @@ def test_requiring_gvisor_without_runsc_fails_at_start_with_a_clear_error():
         assert "/nonexistent/runsc" in proc.stderr and "apt-get install runsc" in proc.stderr, proc.stderr
     finally:
         shutil.rmtree(data, ignore_errors=True)
+
+
+def _runsc_processes(data_dir: Path) -> list[int]:
+    """Live processes whose command line names this server's gVisor state dir."""
+    needle = str((data_dir / "gvisor").resolve()).encode()
+    found = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{d}/cmdline").read_bytes()
+            state = Path(f"/proc/{d}/stat").read_text().split(")")[-1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if needle in cmdline and state != "Z":
+            found.append(int(d))
+    return found
+
+
+def _gvisor_cgroups(parent: str) -> list[str]:
+    return sorted(str(p) for p in Path("/sys/fs/cgroup").glob(f"*/{parent}-gvisor/*") if p.is_dir())
+
+
+def _gvisor_loops(data_dir: Path) -> list[str]:
+    needle = str((data_dir / "gvisor").resolve())
+    found = []
+    for f in Path("/sys/block").glob("loop*/loop/backing_file"):
+        try:
+            backing = f.read_text().strip()
+        except OSError:
+            continue
+        if backing.startswith(needle) and "/probe.img" not in backing:
+            found.append(backing)
+    return found
+
+
+def test_kill_9_of_a_gvisor_server_leaves_nothing_after_restart():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from stratus_harness import Server, arg_of
+
+    first = new_server("gvisor-crash", ["--isolation", "gvisor", "--runsc", RUNSC])
+    first.start()
+    data_dir = first.data_dir
+    parent = arg_of(first, "--cgroup-parent")
+    lam = first.client(read_timeout=120)
+    fns = FunctionFactory(lam, "gvcrash")
+    name = fns.create(zip_files({"app.py": APP}), Timeout=120)
+    pool = ThreadPoolExecutor(3)
+    try:
+        futures = [pool.submit(_invoke, lam, name, {"action": "sleep", "secs": 60}) for _ in range(3)]
+        deadline = time.monotonic() + 60
+        while len(_gvisor_cgroups(parent)) < 3 * 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(2)  # let the runtimes start inside gVisor
+        before = {"runsc": len(_runsc_processes(data_dir)), "cgroups": len(_gvisor_cgroups(parent)),
+                  "loops": len(_gvisor_loops(data_dir))}
+        assert before["runsc"] >= 3 and before["loops"] == 3, f"{before}\n{first.log_tail()}"
+        first.proc.kill()
+        first.proc.wait()
+        first.stop()
+        for f in futures:
+            with pytest.raises(Exception):
+                f.result(timeout=30)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    # runsc dies with the server (a parent-death signal), its Sentry and gofer with it.
+    deadline = time.monotonic() + 10
+    while _runsc_processes(data_dir) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _runsc_processes(data_dir) == []
+
+    second = Server(data_dir=data_dir, log_path=first.log_path.with_name("server-gvisor-crash-restarted.log"),
+                    extra_args=list(first.extra_args))
+    second.start()
+    try:
+        after = {"cgroups": _gvisor_cgroups(parent), "loops": _gvisor_loops(data_dir),
+                 "bundles": sorted(p.name for p in (data_dir / "gvisor" / "sandboxes").iterdir()),
+                 "runsc": sorted(p.name for p in (data_dir / "gvisor" / "runsc").iterdir())}
+        assert after == {"cgroups": [], "loops": [], "bundles": [], "runsc": []}, f"{after}\n{second.log_tail()}"
+        lam2 = second.client()
+        resp, out = _invoke(lam2, name, {})
+        assert "FunctionError" not in resp and _under_gvisor(out), out
+        lam2.delete_function(FunctionName=name)
+    finally:
+        assert second.stop() == 0
+    remove_data_dir(data_dir)
