@@ -412,9 +412,10 @@ impl Inner {
             self.cgroup_version,
             &self.config.cgroup_parent,
         );
+        // Their processes were all in the cgroups just killed.
         let containers = self.runsc_list();
         for id in &containers {
-            self.runsc_delete(id);
+            self.forget(id);
         }
         let mut bundles = 0;
         if let Ok(entries) = std::fs::read_dir(&self.sandboxes) {
