@@ -236,3 +236,27 @@ def test_kill_9_of_a_gvisor_server_leaves_nothing_after_restart():
     finally:
         assert second.stop() == 0
     remove_data_dir(data_dir)
+
+
+def test_node_and_rust_run_under_gvisor(gvisor_server, node_zip):
+    from stratus_harness import REPO
+
+    lam = gvisor_server.client()
+    fns = FunctionFactory(lam, "gvrt")
+    try:
+        name = fns.create(node_zip, handler="index.handler", runtime="nodejs20.x")
+        resp = lam.invoke(FunctionName=name, Payload=b'{"x": 1}')
+        out = json.loads(resp["Payload"].read())
+        assert "FunctionError" not in resp and out["hello"] == "node", out
+        rust = next((p for p in (REPO / "target" / "release" / "bootstrap",
+                                 REPO / "target-fixtures" / "release" / "bootstrap") if p.exists()), None)
+        if rust is None:
+            pytest.skip("rust fixture not built (cargo build -p stratus-test-fn-rust --release)")
+        code = zip_files({"bootstrap": rust.read_bytes()}, executable=("bootstrap",))
+        name = fns.create(code, handler="bootstrap", runtime="provided.al2023")
+        resp = lam.invoke(FunctionName=name, Payload=b'{"name": "gvisor"}')
+        body = resp["Payload"].read()
+        assert resp["StatusCode"] == 200 and "FunctionError" not in resp, body
+        assert b"gvisor" in body, body
+    finally:
+        fns.cleanup()
