@@ -171,7 +171,9 @@ def _gvisor_cgroups(parent: str) -> list[str]:
     return sorted(str(p) for p in Path("/sys/fs/cgroup").glob(f"*/{parent}-gvisor/*") if p.is_dir())
 
 
-def _gvisor_loops(data_dir: Path) -> list[str]:
+def _gvisor_loops(data_dir: Path, keep: str = "") -> list[str]:
+    """Loop devices on images under the gVisor disk dir, but the probe and
+    those whose name starts with `keep` (a live server's pool)."""
     needle = str((data_dir / "gvisor").resolve())
     found = []
     for f in Path("/sys/block").glob("loop*/loop/backing_file"):
@@ -179,7 +181,8 @@ def _gvisor_loops(data_dir: Path) -> list[str]:
             backing = f.read_text().strip()
         except OSError:
             continue
-        if backing.startswith(needle) and "/probe.img" not in backing:
+        name = Path(backing.removesuffix(" (deleted)")).name
+        if backing.startswith(needle) and name != "probe.img" and not (keep and name.startswith(keep)):
             found.append(backing)
     return found
 
@@ -204,7 +207,7 @@ def test_kill_9_of_a_gvisor_server_leaves_nothing_after_restart():
             time.sleep(0.2)
         time.sleep(2)  # let the runtimes start inside gVisor
         before = {"runsc": len(_runsc_processes(data_dir)), "cgroups": len(_gvisor_cgroups(parent)),
-                  "loops": len(_gvisor_loops(data_dir))}
+                  "loops": len(_gvisor_loops(data_dir, keep="pool-"))}
         assert before["runsc"] >= 3 and before["loops"] == 3, f"{before}\n{first.log_tail()}"
         first.proc.kill()
         first.proc.wait()
@@ -225,7 +228,7 @@ def test_kill_9_of_a_gvisor_server_leaves_nothing_after_restart():
                     extra_args=list(first.extra_args))
     second.start()
     try:
-        after = {"cgroups": _gvisor_cgroups(parent), "loops": _gvisor_loops(data_dir),
+        after = {"cgroups": _gvisor_cgroups(parent), "loops": _gvisor_loops(data_dir, keep=f"pool-{second.proc.pid}-"),
                  "bundles": sorted(p.name for p in (data_dir / "gvisor" / "sandboxes").iterdir()),
                  "runsc": sorted(p.name for p in (data_dir / "gvisor" / "runsc").iterdir())}
         assert after == {"cgroups": [], "loops": [], "bundles": [], "runsc": []}, f"{after}\n{second.log_tail()}"

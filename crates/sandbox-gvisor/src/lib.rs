@@ -54,7 +54,7 @@ use stratus_sandbox::{
 };
 use stratus_sandbox_process::cgroup::{self, CgroupSet, CgroupVersion, CpuLimit};
 use stratus_sandbox_process::disk::{self, TmpDisk};
-use stratus_sandbox_process::{SANDBOX_GID, SANDBOX_UID};
+use stratus_sandbox_process::{DEFAULT_TMP_MB, SANDBOX_GID, SANDBOX_UID};
 
 /// Where cgroup filesystems are mounted.
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -103,6 +103,10 @@ pub struct GvisorConfig {
     pub sentry_overhead_mb: u64,
     /// CPU in proportion to memory, as the process backend.
     pub cpu_limit: CpuLimit,
+    /// `/tmp` disks of Lambda's default size (512 MiB) kept formatted and
+    /// attached ahead of time (~10 ms each to make); other sizes are made
+    /// when asked for.
+    pub tmp_disk_pool: usize,
 }
 
 impl Default for GvisorConfig {
@@ -114,6 +118,7 @@ impl Default for GvisorConfig {
             cgroup_parent: "stratus-gvisor".into(),
             sentry_overhead_mb: 64,
             cpu_limit: CpuLimit::Weight,
+            tmp_disk_pool: 2,
         }
     }
 }
@@ -138,6 +143,12 @@ struct Inner {
     /// Where `/tmp` disks are made; `None` when this host cannot (then `/tmp`
     /// is an uncapped host directory).
     disk_dir: Option<PathBuf>,
+    /// Ready `/tmp` disks of [`DEFAULT_TMP_MB`].
+    disks: Mutex<Vec<TmpDisk>>,
+    /// Set while a thread refills `disks`.
+    refilling_disks: AtomicBool,
+    /// Names pooled disks uniquely.
+    disk_seq: std::sync::atomic::AtomicU64,
     live: AtomicUsize,
 }
 
@@ -238,6 +249,9 @@ impl GvisorBackend {
             runsc_root,
             sandboxes,
             disk_dir: None,
+            disks: Mutex::new(Vec::new()),
+            refilling_disks: AtomicBool::new(false),
+            disk_seq: std::sync::atomic::AtomicU64::new(0),
             live: AtomicUsize::new(0),
             config,
         };
@@ -262,6 +276,12 @@ impl GvisorBackend {
     /// Whether `/tmp` is a size-capped disk.
     pub fn tmp_is_capped(&self) -> bool {
         self.inner.disk_dir.is_some()
+    }
+
+    /// Fills the pool of `/tmp` disks now (blocking; `spawn` refills it in
+    /// the background by itself).
+    pub fn prewarm(&self) {
+        self.inner.refill_disks();
     }
 
     /// Number of live sandboxes.
@@ -340,6 +360,46 @@ fn prepare_disks(state_dir: &Path) -> Option<PathBuf> {
 }
 
 impl Inner {
+    /// Fills the pool of default-sized `/tmp` disks (blocking).
+    fn refill_disks(&self) {
+        let Some(dir) = &self.disk_dir else {
+            return;
+        };
+        if self.refilling_disks.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        while lock(&self.disks).len() < self.config.tmp_disk_pool {
+            let name = format!(
+                "pool-{}-{}",
+                std::process::id(),
+                self.disk_seq.fetch_add(1, Ordering::Relaxed)
+            );
+            match TmpDisk::create(dir, &name, DEFAULT_TMP_MB) {
+                Ok(d) => lock(&self.disks).push(d),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not prepare a gVisor /tmp disk");
+                    break;
+                }
+            }
+        }
+        self.refilling_disks.store(false, Ordering::Release);
+    }
+
+    /// A fresh `/tmp` disk of `size_mb` (`None` on hosts without disks).
+    fn take_disk(&self, id: &str, size_mb: u64) -> Result<Option<TmpDisk>, String> {
+        let Some(dir) = &self.disk_dir else {
+            return Ok(None);
+        };
+        if size_mb == DEFAULT_TMP_MB
+            && let Some(d) = lock(&self.disks).pop()
+        {
+            return Ok(Some(d));
+        }
+        TmpDisk::create(dir, id, size_mb)
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }
+
     /// Flags before `runsc`'s command, shared by every invocation.
     fn global_args(&self) -> Vec<OsString> {
         vec![
@@ -837,11 +897,9 @@ impl GvisorBackend {
             res.cgroups = Some(cgroups);
             res.procs = procs?;
         }
-        if let Some(dir) = &inner.disk_dir {
-            let disk =
-                TmpDisk::create(dir, id, spec.limits.tmp_mb).map_err(|e| ("tmp", e.to_string()))?;
-            lock(&shared.res).disk = Some(disk);
-        }
+        lock(&shared.res).disk = inner
+            .take_disk(id, spec.limits.tmp_mb)
+            .map_err(|e| ("tmp", e))?;
         let (netns, listener) = launch::netns_with_listener(spec.runtime_api_port)
             .map_err(|e| ("network", format!("making the network namespace: {e}")))?;
         let (out_read, out_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
@@ -852,6 +910,11 @@ impl GvisorBackend {
             res.output = Some(out_write);
         }
         shared.start_run(0)?;
+        // Refill the disk pool now, off this sandbox's start.
+        if inner.config.tmp_disk_pool > 0 && inner.disk_dir.is_some() {
+            let refill = Arc::clone(inner);
+            drop(tokio::task::spawn_blocking(move || refill.refill_disks()));
+        }
         Ok((out_read, listener))
     }
 }

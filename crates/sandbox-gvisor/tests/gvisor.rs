@@ -51,7 +51,12 @@ async fn drop_releases_everything() {
     let Some(config) = config(dir.path(), "drop") else {
         return;
     };
-    let backend = GvisorBackend::new(config).expect("backend");
+    // No pooled /tmp disks: every loop device left would be a leak.
+    let backend = GvisorBackend::new(GvisorConfig {
+        tmp_disk_pool: 0,
+        ..config
+    })
+    .expect("backend");
     let suite = Suite::new(&dir.path().join("code"), "drop");
     let code = suite.code_dir("sleep", &[]);
     let spec = suite.spec("sleep", &code, &["/bin/sleep", "100"]);
