@@ -5,8 +5,9 @@
     cargo build --release -p stratus-test-fn-rust
     sudo python3 bench/invoke_latency.py --out bench-results.json
 
-Options: --endpoint http://127.0.0.1:9000 to use a running server instead of
-starting one (as root) from --bin (default target/release/stratus, else
+Options: --server-args '--isolation gvisor' passes flags to the server started
+here (e.g. to measure the gVisor tier); --endpoint http://127.0.0.1:9000 to use
+a running server instead of starting one (as root) from --bin (default target/release/stratus, else
 target/debug/stratus); -n 1000 warm invokes; --cold-runs 10; --cpu-limit
 weight|quota, the server's CPU mode (default weight: CPU in proportion to
 MemorySize as a scheduling weight only; quota adds a hard CFS quota, so the
@@ -42,6 +43,7 @@ import http.client
 import json
 import os
 import re
+import shlex
 import statistics
 import subprocess
 import sys
@@ -244,6 +246,9 @@ def main() -> int:
     ap.add_argument("--modes", default="raw,boto3", help="warm client modes: raw,boto3")
     ap.add_argument("--runtimes", default="python,node,rust")
     ap.add_argument("--out", default="bench-results.json")
+    ap.add_argument("--server-args", default="",
+                    help="more flags for the server started here, e.g. "
+                         "'--isolation gvisor --gvisor-platform ptrace --runsc /path/runsc'")
     ap.add_argument("--cpu-limit", choices=["weight", "quota"],
                     help="the server's --cpu-limit (default weight for a server started here)")
     args = ap.parse_args()
@@ -260,8 +265,11 @@ def main() -> int:
             binary = REPO / "target" / "debug" / "stratus"
         os.environ["STRATUS_BIN"] = str(binary)
         tmp = Path(tempfile.mkdtemp(prefix="stratus-bench-"))
+        # Its own cgroup parent and uid range, away from other servers on the host.
+        own = ["--cgroup-parent", f"stratus-bench-{os.getpid()}",
+               "--uid-base", os.environ.get("STRATUS_E2E_UID_BASE", "1500000")]
         server = Server(data_dir=tmp / "data", log_path=tmp / "server.log",
-                        extra_args=["--cpu-limit", cpu_limit]).start()
+                        extra_args=own + ["--cpu-limit", cpu_limit, *shlex.split(args.server_args)]).start()
         endpoint = server.endpoint
         print(f"started {binary} --cpu-limit {cpu_limit} on {endpoint} (log {tmp / 'server.log'})",
               file=sys.stderr)
@@ -275,6 +283,7 @@ def main() -> int:
         "function_memory_mb": 128,
         "host": {"nproc": os.cpu_count(), "kernel": os.uname().release},
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "server_args": args.server_args,
     }
     try:
         modes = [m for m in args.modes.split(",") if m]

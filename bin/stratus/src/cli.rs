@@ -207,6 +207,11 @@ pub struct ConfigArgs {
     /// Environment variable KEY=VALUE (repeatable; replaces all variables).
     #[arg(long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
+    /// Isolation tier the function asks for, process or gvisor: sets its
+    /// STRATUS_ISOLATION environment variable (kept with the other
+    /// variables). The server may run it in a stronger tier, never a weaker one.
+    #[arg(long, value_parser = ["process", "gvisor"])]
+    isolation: Option<String>,
     #[arg(long)]
     description: Option<String>,
     /// Execution role ARN (Stratus does not use it; Lambda requires one).
@@ -400,7 +405,12 @@ fn code_zip(path: &Path) -> anyhow::Result<String> {
     Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
-fn config_body(c: &ConfigArgs) -> anyhow::Result<serde_json::Map<String, Value>> {
+/// The request body of `c`. `current` is the function's environment today:
+/// `--isolation` without `--env` keeps it and adds the variable.
+fn config_body(
+    c: &ConfigArgs,
+    current: Option<&serde_json::Map<String, Value>>,
+) -> anyhow::Result<serde_json::Map<String, Value>> {
     let mut m = serde_json::Map::new();
     if let Some(r) = &c.runtime {
         m.insert("Runtime".into(), json!(r));
@@ -417,13 +427,23 @@ fn config_body(c: &ConfigArgs) -> anyhow::Result<serde_json::Map<String, Value>>
     if let Some(d) = &c.description {
         m.insert("Description".into(), json!(d));
     }
-    if !c.env.is_empty() {
+    if !c.env.is_empty() || c.isolation.is_some() {
         let mut vars = BTreeMap::new();
+        if c.env.is_empty() {
+            for (k, v) in current.into_iter().flatten() {
+                if let Some(v) = v.as_str() {
+                    vars.insert(k.clone(), v.to_owned());
+                }
+            }
+        }
         for kv in &c.env {
             let Some((k, v)) = kv.split_once('=') else {
                 bail!("--env takes KEY=VALUE, got {kv:?}");
             };
             vars.insert(k.to_owned(), v.to_owned());
+        }
+        if let Some(tier) = &c.isolation {
+            vars.insert(stratus_types::ISOLATION_ENV.to_owned(), tier.clone());
         }
         m.insert("Environment".into(), json!({"Variables": vars}));
     }
@@ -441,7 +461,7 @@ pub async fn function(cmd: FunctionCommand) -> anyhow::Result<u8> {
             endpoint,
         } => {
             let c = Client::new(&endpoint)?;
-            let mut body = config_body(&config)?;
+            let mut body = config_body(&config, None)?;
             body.insert("FunctionName".into(), json!(name));
             body.insert("Role".into(), json!(config.role));
             body.insert("Code".into(), json!({"ZipFile": code_zip(&code)?}));
@@ -477,13 +497,18 @@ pub async fn function(cmd: FunctionCommand) -> anyhow::Result<u8> {
             endpoint,
         } => {
             let c = Client::new(&endpoint)?;
-            let body = config_body(&config)?;
+            let path = format!("/2015-03-31/functions/{}/configuration", seg(&name));
+            let current = if config.isolation.is_some() && config.env.is_empty() {
+                let now = c.json(Method::GET, &path, None).await?;
+                now.pointer("/Environment/Variables")
+                    .and_then(Value::as_object)
+                    .cloned()
+            } else {
+                None
+            };
+            let body = config_body(&config, current.as_ref())?;
             let v = c
-                .json(
-                    Method::PUT,
-                    &format!("/2015-03-31/functions/{}/configuration", seg(&name)),
-                    Some(Value::Object(body)),
-                )
+                .json(Method::PUT, &path, Some(Value::Object(body)))
                 .await?;
             print_function(&v, &output)?;
         }
@@ -772,16 +797,35 @@ mod tests {
             memory: Some(256),
             timeout: None,
             env: vec!["A=1".into(), "B=x=y".into()],
+            isolation: None,
             description: None,
             role: String::new(),
         };
-        let m = config_body(&c).expect("valid");
+        let m = config_body(&c, None).expect("valid");
         assert_eq!(m["Environment"]["Variables"]["B"], "x=y");
         assert_eq!(m["MemorySize"], 256);
         let bad = ConfigArgs {
             env: vec!["novalue".into()],
+            runtime: None,
+            handler: None,
+            memory: None,
+            timeout: None,
+            isolation: None,
+            description: None,
+            role: String::new(),
+        };
+        assert!(config_body(&bad, None).is_err());
+        // --isolation alone keeps the current variables and adds its own.
+        let current = json!({"KEEP": "me"});
+        let tier = ConfigArgs {
+            env: Vec::new(),
+            isolation: Some("gvisor".into()),
             ..c
         };
-        assert!(config_body(&bad).is_err());
+        let m = config_body(&tier, current.as_object()).expect("valid");
+        assert_eq!(
+            m["Environment"]["Variables"],
+            json!({"KEEP": "me", "STRATUS_ISOLATION": "gvisor"})
+        );
     }
 }

@@ -27,6 +27,7 @@ use anyhow::{Context, anyhow};
 use serde::{Deserialize, Serialize};
 use stratus_counting::CountingConfig;
 use stratus_sandbox_process::Ipv4Cidr;
+use stratus_types::{AccountId, Isolation};
 
 /// Options of `stratus server`, as given in one layer (file or flags): a
 /// field is `None` where that layer says nothing. The same struct is the
@@ -150,6 +151,32 @@ pub struct Options {
     #[arg(long, env = "STRATUS_SECRET_ACCESS_KEY", hide_env_values = true)]
     #[serde(skip)]
     pub secret_access_key: Option<Secret>,
+    /// Isolation tier of every sandbox unless its account or function asks
+    /// for a stronger one: `process` (namespaces, cgroups, seccomp) or
+    /// `gvisor` (runsc, a kernel boundary) [default: process].
+    #[arg(long, value_parser = parse_isolation)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<Isolation>,
+    /// An account's own tier, `ACCOUNT=TIER` (e.g. 123456789012=gvisor);
+    /// repeat the flag for more accounts [default: none].
+    #[arg(long, value_parser = parse_account_tier)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub isolation_account: Option<Vec<AccountTier>>,
+    /// The tier every sandbox gets while sandboxes of more than one account
+    /// run on this host; weaker sandboxes of the first account are stopped
+    /// when a second account arrives [default: process].
+    #[arg(long, value_parser = parse_isolation)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub isolation_shared_host: Option<Isolation>,
+    /// The gVisor `runsc` binary [default: /usr/bin/runsc].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runsc: Option<PathBuf>,
+    /// gVisor platform: `systrap` (runsc 2023 and later) or `ptrace`
+    /// [default: systrap].
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gvisor_platform: Option<GvisorPlatform>,
 }
 
 /// `network`.
@@ -196,6 +223,57 @@ pub fn parse_access_key_id(s: &str) -> Result<String, String> {
         Err(format!(
             "{s:?} is not an access key id (1 to 128 letters, digits, '_' or '-')"
         ))
+    }
+}
+
+/// `gvisor-platform`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GvisorPlatform {
+    /// seccomp traps and shared-memory stubs (faster; runsc 2023 and later).
+    Systrap,
+    /// ptrace(2) (every runsc build).
+    Ptrace,
+}
+
+/// One account's isolation tier, written `ACCOUNT=TIER`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountTier {
+    pub account: AccountId,
+    pub tier: Isolation,
+}
+
+fn parse_isolation(s: &str) -> Result<Isolation, String> {
+    Isolation::parse(s.trim())
+}
+
+/// Parses `123456789012=gvisor`.
+pub fn parse_account_tier(s: &str) -> Result<AccountTier, String> {
+    let (account, tier) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not ACCOUNT=TIER (e.g. 123456789012=gvisor)"))?;
+    Ok(AccountTier {
+        account: AccountId::parse(account.trim()).map_err(|e| e.to_string())?,
+        tier: parse_isolation(tier)?,
+    })
+}
+
+impl fmt::Display for AccountTier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.account, self.tier)
+    }
+}
+
+impl Serialize for AccountTier {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for AccountTier {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_account_tier(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -247,6 +325,11 @@ pub struct ServerConfig {
     pub access_key_id: Option<String>,
     #[serde(skip)]
     pub secret_access_key: Option<Secret>,
+    pub isolation: Isolation,
+    pub isolation_account: Vec<AccountTier>,
+    pub isolation_shared_host: Isolation,
+    pub runsc: PathBuf,
+    pub gvisor_platform: GvisorPlatform,
 }
 
 /// The admin key a server runs with, and whether it is the documented
@@ -302,6 +385,11 @@ impl Options {
             network_allow_host: self.network_allow_host.or(lower.network_allow_host),
             access_key_id: self.access_key_id.or(lower.access_key_id),
             secret_access_key: self.secret_access_key.or(lower.secret_access_key),
+            isolation: self.isolation.or(lower.isolation),
+            isolation_account: self.isolation_account.or(lower.isolation_account),
+            isolation_shared_host: self.isolation_shared_host.or(lower.isolation_shared_host),
+            runsc: self.runsc.or(lower.runsc),
+            gvisor_platform: self.gvisor_platform.or(lower.gvisor_platform),
         }
     }
 
@@ -415,6 +503,13 @@ impl ServerConfig {
             network_allow_host: options.network_allow_host.unwrap_or_default(),
             access_key_id: options.access_key_id,
             secret_access_key: options.secret_access_key,
+            isolation: options.isolation.unwrap_or(Isolation::Process),
+            isolation_account: options.isolation_account.unwrap_or_default(),
+            isolation_shared_host: options.isolation_shared_host.unwrap_or(Isolation::Process),
+            runsc: options
+                .runsc
+                .unwrap_or_else(|| PathBuf::from("/usr/bin/runsc")),
+            gvisor_platform: options.gvisor_platform.unwrap_or(GvisorPlatform::Systrap),
         }
     }
 
@@ -654,6 +749,42 @@ mod tests {
                 .over(f.options)
                 .over(pinned),
         )
+    }
+
+    #[test]
+    fn isolation_tiers_come_from_flags_and_the_file() {
+        let c = effective(&[], "");
+        assert_eq!(c.isolation, Isolation::Process);
+        assert!(c.isolation_account.is_empty());
+        assert_eq!(c.isolation_shared_host, Isolation::Process);
+        assert_eq!(c.gvisor_platform, GvisorPlatform::Systrap);
+        let c = effective(
+            &[
+                "--isolation-account",
+                "123456789012=gvisor",
+                "--isolation-account",
+                "210987654321=process",
+                "--gvisor-platform",
+                "ptrace",
+            ],
+            "isolation-shared-host = \"gvisor\"\nisolation-account = [\"111111111111=gvisor\"]\n",
+        );
+        assert_eq!(c.isolation_shared_host, Isolation::Gvisor);
+        assert_eq!(c.gvisor_platform, GvisorPlatform::Ptrace);
+        let accounts: Vec<String> = c
+            .isolation_account
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            accounts,
+            ["123456789012=gvisor", "210987654321=process"],
+            "flags replace the file's list"
+        );
+        assert!(flags(&["--isolation", "vm"]).is_err());
+        assert!(flags(&["--isolation-account", "12=gvisor"]).is_err());
+        let e = file("isolation-account = [\"123456789012\"]").expect_err("no tier");
+        assert!(e.to_string().contains("isolation-account"), "{e}");
     }
 
     #[test]

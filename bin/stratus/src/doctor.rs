@@ -1,7 +1,7 @@
 //! `stratus doctor`: what this host lets Stratus do, checked without
 //! changing anything. The sandbox checks come from the process backend
-//! (`stratus_sandbox_process::host`); the runtimes and the data directory
-//! are checked here, with the server's defaults.
+//! (`stratus_sandbox_process::host`); the runtimes, gVisor's `runsc` and
+//! the data directory are checked here, with the server's defaults.
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +16,9 @@ pub struct DoctorArgs {
     /// Interpreter the server would use for nodejs*.x functions.
     #[arg(long, default_value = "/usr/bin/node")]
     node: PathBuf,
+    /// gVisor's runsc the server would use for the gvisor isolation tier.
+    #[arg(long, default_value = "/usr/bin/runsc")]
+    runsc: PathBuf,
     /// Data directory the server would use [default: as `stratus server`].
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -32,6 +35,7 @@ pub fn run(a: DoctorArgs) -> anyhow::Result<u8> {
     let mut checks = host::checks();
     checks.push(interpreter("python", &a.python, "python3.x"));
     checks.push(interpreter("node", &a.node, "nodejs*.x"));
+    checks.push(gvisor(&a.runsc));
     let data = a.data_dir.unwrap_or_else(crate::config::default_data_dir);
     checks.push(data_dir(&data));
     if a.output == "json" {
@@ -84,6 +88,50 @@ fn interpreter(name: &'static str, path: &Path, ids: &str) -> Check {
     }
 }
 
+/// Whether the gvisor tier can be offered, and with which platforms (from
+/// `runsc --version` and `runsc flags`; no sandbox is started).
+fn gvisor(runsc: &Path) -> Check {
+    let run = |arg: &str| {
+        std::process::Command::new(runsc)
+            .arg(arg)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            // `runsc flags` prints to stderr.
+            .map(|o| {
+                let mut text = String::from_utf8_lossy(&o.stdout).into_owned();
+                text.push_str(&String::from_utf8_lossy(&o.stderr));
+                text
+            })
+    };
+    let Some(version) = run("--version") else {
+        return Check {
+            name: "gvisor",
+            status: Status::Warn,
+            detail: format!(
+                "{} does not run: the gvisor isolation tier is unavailable (apt-get install runsc; bookworm-backports has the systrap platform)",
+                runsc.display()
+            ),
+        };
+    };
+    let version = version.lines().next().unwrap_or("runsc").trim().to_owned();
+    let systrap = run("flags").is_some_and(|f| f.contains("systrap"));
+    Check {
+        name: "gvisor",
+        status: Status::Ok,
+        detail: format!(
+            "{} ({version}): the gvisor isolation tier is available, platforms: {}",
+            runsc.display(),
+            if systrap {
+                "systrap, ptrace"
+            } else {
+                "ptrace only (--gvisor-platform ptrace)"
+            }
+        ),
+    }
+}
+
 fn data_dir(dir: &Path) -> Check {
     // The directory may not exist yet: look at the nearest existing parent.
     let existing = dir
@@ -126,6 +174,17 @@ mod tests {
         assert_eq!(c.status, Status::Warn);
         assert!(
             c.detail.contains("python3.x functions are refused"),
+            "{}",
+            c.detail
+        );
+    }
+
+    #[test]
+    fn a_missing_runsc_is_a_warning() {
+        let c = gvisor(Path::new("/nonexistent/runsc"));
+        assert_eq!(c.status, Status::Warn);
+        assert!(
+            c.detail.contains("gvisor isolation tier is unavailable"),
             "{}",
             c.detail
         );

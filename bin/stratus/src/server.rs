@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{CpuMode, NetworkMode, Options, ServerConfig};
+use crate::config::{CpuMode, GvisorPlatform, NetworkMode, Options, ServerConfig};
 use anyhow::Context;
 use axum::serve::ListenerExt;
 use stratus_api::service::{Counting, Invoker, Logs, Worker};
@@ -13,11 +13,15 @@ use stratus_counting::{CountingConfig, LocalCounting};
 use stratus_frontend::{
     AdminKey, Frontend, FrontendDeps, Interpreters as FrontendInterpreters, Readiness,
 };
+use stratus_sandbox::SandboxBackend;
+use stratus_sandbox_gvisor::{GvisorBackend, GvisorConfig, Platform};
 use stratus_sandbox_process::{CpuLimit, OutboundConfig, ProcessBackend, ProcessBackendConfig};
 use stratus_store_embedded::{EmbeddedMetaStore, FileBlobStore};
-use stratus_types::AccountId;
 use stratus_types::limits::MEMORY_MIN_MB;
-use stratus_worker::{DiskLogStore, Interpreters, LocalWorker, LogStoreConfig, WorkerConfig};
+use stratus_types::{AccountId, Isolation};
+use stratus_worker::{
+    DiskLogStore, Interpreters, IsolationPolicy, LocalWorker, LogStoreConfig, Tiers, WorkerConfig,
+};
 
 /// `stratus server`: options come from `--config FILE`, overridden by flags.
 #[derive(Debug, clap::Args)]
@@ -199,6 +203,17 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     );
     log_protections(&backend.protections(), backend.plan().rootless());
 
+    let policy = IsolationPolicy {
+        default: a.isolation,
+        accounts: a
+            .isolation_account
+            .iter()
+            .map(|t| (t.account.clone(), t.tier))
+            .collect(),
+        shared_host: a.isolation_shared_host,
+    };
+    let gvisor = start_gvisor(&a, &data, policy.requires(Isolation::Gvisor))?;
+
     let python = a.python.is_file().then(|| a.python.clone());
     let node = a.node.is_file().then(|| a.node.clone());
     tracing::info!(
@@ -233,11 +248,18 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
                 node: a.node.clone(),
             },
         },
-        Arc::clone(&backend) as Arc<dyn stratus_sandbox::SandboxBackend>,
+        Arc::clone(&backend) as Arc<dyn SandboxBackend>,
         Arc::clone(&blobs),
         Arc::clone(&logs),
     )
-    .context("preparing the worker")?;
+    .context("preparing the worker")?
+    .with_tiers(Tiers::new(
+        Arc::clone(&backend) as Arc<dyn SandboxBackend>,
+        gvisor
+            .clone()
+            .map(|g| Arc::new(g) as Arc<dyn SandboxBackend>),
+        policy,
+    ));
     let local_worker = Arc::new(worker);
     let worker: Arc<dyn Worker> = Arc::clone(&local_worker) as Arc<dyn Worker>;
     let counting_config = CountingConfig {
@@ -278,7 +300,7 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
             account: AccountId::default_local(),
         },
         interpreters: FrontendInterpreters { python, node },
-        readiness: readiness(backend, Arc::clone(&assignment), capacity),
+        readiness: readiness(backend, gvisor.ok(), Arc::clone(&assignment), capacity),
     })
     .await
     .context("loading functions")?;
@@ -358,16 +380,72 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Starts the gVisor backend. When the configuration requires it, failing
+/// is fatal; otherwise it is started if `runsc` is there, and a sandbox of a
+/// function that asks for it fails with the reason it is not.
+fn start_gvisor(
+    a: &ServerConfig,
+    data: &Path,
+    required: bool,
+) -> anyhow::Result<Result<GvisorBackend, String>> {
+    if !required && !a.runsc.is_file() {
+        let reason = format!(
+            "runsc is not installed at {} (apt-get install runsc)",
+            a.runsc.display()
+        );
+        tracing::info!(%reason, "gVisor isolation unavailable; functions asking for it cannot run");
+        return Ok(Err(reason));
+    }
+    let started = GvisorBackend::new(GvisorConfig {
+        runsc: a.runsc.clone(),
+        platform: match a.gvisor_platform {
+            GvisorPlatform::Systrap => Platform::Systrap,
+            GvisorPlatform::Ptrace => Platform::Ptrace,
+        },
+        state_dir: data.join("gvisor"),
+        cgroup_parent: format!("{}-gvisor", a.cgroup_parent),
+        cpu_limit: a.cpu_limit.backend(),
+        ..GvisorConfig::default()
+    });
+    match started {
+        Ok(g) => {
+            tracing::info!(
+                runsc = %a.runsc.display(),
+                version = g.runsc_version(),
+                platform = g.platform().as_str(),
+                tmp_capped = g.tmp_is_capped(),
+                "gVisor sandbox backend ready"
+            );
+            Ok(Ok(g))
+        }
+        Err(e) if required => Err(anyhow::Error::new(e).context(
+            "starting the gVisor sandbox backend, which --isolation, --isolation-account or --isolation-shared-host requires",
+        )),
+        Err(e) => {
+            tracing::warn!(error = %e, "gVisor isolation unavailable; functions asking for it cannot run");
+            Ok(Err(e.to_string()))
+        }
+    }
+}
+
 /// What `/ready` checks besides the store: the sandbox backend can still make
 /// sandboxes, and placement would find room for the smallest sandbox
 /// (Lambda's minimum MemorySize), evicting idle ones if it must: memory held
 /// by idle warm sandboxes counts as free, as placement treats it.
 fn readiness(
     backend: Arc<ProcessBackend>,
+    gvisor: Option<GvisorBackend>,
     assignment: Arc<LocalAssignment>,
     capacity_mb: u64,
 ) -> Readiness {
-    Readiness::default()
+    let readiness = match gvisor {
+        Some(g) => Readiness::default().with(
+            "sandbox-backend-gvisor",
+            Arc::new(move || g.check_usable().map_err(|e| e.to_string())),
+        ),
+        None => Readiness::default(),
+    };
+    readiness
         .with(
             "sandbox-backend",
             Arc::new(move || backend.check_usable().map_err(|e| e.to_string())),

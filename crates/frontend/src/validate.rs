@@ -173,6 +173,15 @@ pub fn environment(env: &Environment) -> Result<BTreeMap<String, String>, Lambda
             reserved.join(",")
         )));
     }
+    // Stratus's extension: the isolation tier this function asks for.
+    if let Some(tier) = vars.get(stratus_types::ISOLATION_ENV) {
+        stratus_types::Isolation::parse(tier).map_err(|e| {
+            LambdaError::invalid(format!(
+                "Environment variable {}: {e}",
+                stratus_types::ISOLATION_ENV
+            ))
+        })?;
+    }
     let measured = serde_json::to_string(vars).unwrap_or_default();
     let size: usize = vars.iter().map(|(k, v)| k.len() + v.len()).sum();
     if size > ENV_MAX_BYTES {
@@ -313,6 +322,9 @@ mod tests {
                 .collect(),
         };
         assert!(environment(&env(&[("GREETING", "hi")])).is_ok());
+        let e = environment(&env(&[("STRATUS_ISOLATION", "vm")])).expect_err("bad tier");
+        assert!(e.to_string().contains("STRATUS_ISOLATION"), "{e}");
+        environment(&env(&[("STRATUS_ISOLATION", "gvisor")])).expect("a tier");
         let e = environment(&env(&[("AWS_REGION", "x")])).expect_err("reserved");
         assert!(
             e.message

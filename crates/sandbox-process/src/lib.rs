@@ -64,8 +64,8 @@
 //! # Ok(()) }
 //! ```
 
-mod cgroup;
-mod disk;
+pub mod cgroup;
+pub mod disk;
 pub mod host;
 mod jailer;
 pub mod net;

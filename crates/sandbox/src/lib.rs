@@ -14,6 +14,8 @@
 //! serves that sandbox's Runtime API on it, so every connection accepted there
 //! is known to come from that sandbox.
 
+pub mod conformance;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 

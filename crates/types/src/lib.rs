@@ -7,9 +7,11 @@
 
 use std::fmt;
 
+pub mod isolation;
 pub mod limits;
 pub mod runtime;
 
+pub use isolation::{ISOLATION_ENV, Isolation};
 pub use runtime::{Runtime, RuntimeFamily};
 
 /// A 12-digit AWS-style account id.

@@ -12,6 +12,7 @@
 //! the [`SandboxBackend`]'s job.
 
 mod code_cache;
+mod isolation;
 mod logs;
 mod logstore;
 mod runtime_api;
@@ -25,8 +26,10 @@ use async_trait::async_trait;
 use stratus_api::LambdaError;
 use stratus_api::service::{FunctionVersionSpec, Logs, WarmSandbox, Worker};
 use stratus_sandbox::SandboxBackend;
+
 use stratus_store::BlobStore;
 
+pub use isolation::{IsolationPolicy, Tiers};
 pub use logstore::{DiskLogStore, LogStoreConfig, LogStoreError, MAX_LINE_BYTES};
 pub use runtimes::Interpreters;
 
@@ -57,7 +60,7 @@ pub enum WorkerError {
 #[derive(Debug)]
 pub struct LocalWorker {
     cfg: WorkerConfig,
-    backend: Arc<dyn SandboxBackend>,
+    tiers: Tiers,
     code: code_cache::CodeCache,
     runtime_dir: PathBuf,
     logs: Arc<dyn Logs>,
@@ -84,10 +87,17 @@ impl LocalWorker {
         Ok(LocalWorker {
             code: code_cache::CodeCache::new(code_dir, blobs),
             cfg,
-            backend,
+            tiers: Tiers::process_only(backend),
             runtime_dir,
             logs,
         })
+    }
+
+    /// Serves sandboxes from these tiers under this policy (instead of the
+    /// process backend alone).
+    pub fn with_tiers(mut self, tiers: Tiers) -> Self {
+        self.tiers = tiers;
+        self
     }
 
     /// Removes unpacked code whose digest is not in `keep`, and staged or
@@ -121,8 +131,9 @@ impl Worker for LocalWorker {
         spec: Arc<FunctionVersionSpec>,
     ) -> Result<Arc<dyn WarmSandbox>, LambdaError> {
         let code = self.code.prepare(&spec.code_digest).await?;
+        let backend = self.tiers.backend_for(&spec);
         sandbox::start(
-            &*self.backend,
+            &backend,
             spec,
             code,
             self.runtime_dir.clone(),

@@ -92,6 +92,7 @@ fn settings(a: &DeployArgs, m: Manifest) -> anyhow::Result<(String, ConfigArgs)>
         memory: c.memory.or(m.memory),
         timeout: c.timeout.or(m.timeout),
         env,
+        isolation: c.isolation.clone(),
         description: c.description.clone().or(m.description),
         role: c.role.clone(),
     };
@@ -216,7 +217,7 @@ async fn deploy_once(
     let zip = package(dir, runtime)?;
     let sha = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&zip));
     let zip_b64 = base64::engine::general_purpose::STANDARD.encode(&zip);
-    let mut wanted = config_body(cfg)?;
+    let mut wanted = config_body(cfg, None)?;
     if !wanted.contains_key("Environment") {
         wanted.insert("Environment".into(), json!({"Variables": {}}));
     }
