@@ -352,7 +352,8 @@ def _rootless_binary() -> Path:
 
 
 def new_server(tag: str, extra_args: list[str] | None = None, data_dir: Path | None = None,
-               run_as: str | None = None, binary: Path | None = None) -> Server:
+               env: dict[str, str | None] | None = None, run_as: str | None = None,
+               binary: Path | None = None) -> Server:
     """A server for the suite. Servers of one run may overlap in time, so each
     gets its own cgroup parent and sandbox uid range. Concurrent suites on one
     host (several checkouts) must set STRATUS_E2E_UID_BASE apart by at least

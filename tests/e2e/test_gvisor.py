@@ -263,3 +263,46 @@ def test_node_and_rust_run_under_gvisor(gvisor_server, node_zip):
         assert b"gvisor" in body, body
     finally:
         fns.cleanup()
+
+
+def test_a_second_account_on_the_host_moves_everyone_to_the_shared_host_tier():
+    """--isolation-shared-host gvisor: alone on the host, account A runs in the
+    process tier; once account B (made with the CLI) has a sandbox, B runs
+    under gVisor and A's process sandbox is stopped, so A's next invoke
+    starts again, under gVisor too."""
+    srv = new_server("shared-host", ["--isolation-shared-host", "gvisor", "--runsc", RUNSC,
+                                     "--keep-alive-secs", "60"])
+    srv.start()
+    lam = srv.client()
+    fns = FunctionFactory(lam, "sha")
+    try:
+        def cli(*args):
+            env = dict(os.environ, STRATUS_ENDPOINT=srv.endpoint)
+            p = subprocess.run([str(stratus_bin()), *args], capture_output=True, text=True, env=env,
+                               timeout=60, stdin=subprocess.DEVNULL)
+            assert p.returncode == 0, p.stderr
+            return p.stdout
+        code = zip_files({"app.py": APP})
+        a_fn = fns.create(code, Timeout=10)
+        _, alone = _invoke(lam, a_fn, {"action": "write_tmp", "file": "warm"})
+        assert not _under_gvisor(alone), "one account alone runs in the process tier"
+
+        account = cli("account", "create").strip()
+        key = json.loads(cli("key", "create", "--account", account, "--output", "json"))
+        lam_b = srv.client(aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"])
+        fns_b = FunctionFactory(lam_b, "shb")
+        try:
+            b_fn = fns_b.create(code, Timeout=10)
+            _, b_out = _invoke(lam_b, b_fn, {})
+            assert _under_gvisor(b_out), "a second account on the host runs under gVisor"
+            # A's process sandbox was stopped: its next invoke is a new sandbox
+            # (its /tmp is empty), under gVisor.
+            _, a_again = _invoke(lam, a_fn, {})
+            assert _under_gvisor(a_again), a_again
+            assert a_again["tmp"] == [], a_again
+        finally:
+            fns_b.cleanup()
+    finally:
+        fns.cleanup()
+        srv.stop()
+        remove_data_dir(srv.data_dir)
