@@ -53,8 +53,8 @@ use stratus_sandbox::{
     SandboxUsage,
 };
 use stratus_sandbox_process::cgroup::{self, CgroupSet, CgroupVersion, CpuLimit};
-use stratus_sandbox_process::disk::{self, TmpDisk};
-use stratus_sandbox_process::{DEFAULT_TMP_MB, SANDBOX_GID, SANDBOX_UID};
+use stratus_sandbox_process::disk::{DiskPool, TmpDisk};
+use stratus_sandbox_process::{SANDBOX_GID, SANDBOX_UID};
 
 /// Where cgroup filesystems are mounted.
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -140,15 +140,9 @@ struct Inner {
     runsc_root: PathBuf,
     /// Bundles and scratch dirs, one per sandbox.
     sandboxes: PathBuf,
-    /// Where `/tmp` disks are made; `None` when this host cannot (then `/tmp`
-    /// is an uncapped host directory).
-    disk_dir: Option<PathBuf>,
-    /// Ready `/tmp` disks of [`DEFAULT_TMP_MB`].
-    disks: Mutex<Vec<TmpDisk>>,
-    /// Set while a thread refills `disks`.
-    refilling_disks: AtomicBool,
-    /// Names pooled disks uniquely.
-    disk_seq: std::sync::atomic::AtomicU64,
+    /// `/tmp` disks; without any (a host that cannot make them) `/tmp` is
+    /// an uncapped host directory.
+    disks: DiskPool,
     live: AtomicUsize,
 }
 
@@ -248,15 +242,16 @@ impl GvisorBackend {
             cgroup_version,
             runsc_root,
             sandboxes,
-            disk_dir: None,
-            disks: Mutex::new(Vec::new()),
-            refilling_disks: AtomicBool::new(false),
-            disk_seq: std::sync::atomic::AtomicU64::new(0),
+            disks: DiskPool::none(),
             live: AtomicUsize::new(0),
             config,
         };
         inner.sweep();
-        inner.disk_dir = prepare_disks(&inner.config.state_dir);
+        inner.disks = DiskPool::open(
+            &inner.config.state_dir,
+            inner.config.tmp_disk_pool,
+            "gvisor",
+        );
         inner.self_test()?;
         Ok(Self {
             inner: Arc::new(inner),
@@ -275,13 +270,13 @@ impl GvisorBackend {
 
     /// Whether `/tmp` is a size-capped disk.
     pub fn tmp_is_capped(&self) -> bool {
-        self.inner.disk_dir.is_some()
+        self.inner.disks.capped()
     }
 
     /// Fills the pool of `/tmp` disks now (blocking; `spawn` refills it in
     /// the background by itself).
     pub fn prewarm(&self) {
-        self.inner.refill_disks();
+        self.inner.disks.refill();
     }
 
     /// Number of live sandboxes.
@@ -330,76 +325,7 @@ impl GvisorBackend {
     }
 }
 
-/// Makes the disk dir, detaches loop devices a killed server left there and
-/// checks that this host can make a disk.
-fn prepare_disks(state_dir: &Path) -> Option<PathBuf> {
-    let dir = state_dir.join("disks");
-    if let Err(e) = mkdir(&dir, 0o700) {
-        tracing::warn!(dir = %dir.display(), error = %e, "cannot make the /tmp disk dir");
-        return None;
-    }
-    let swept = disk::sweep_stale(&dir);
-    if swept > 0 {
-        tracing::info!(
-            swept,
-            "detached gVisor /tmp loop devices of a previous server process"
-        );
-    }
-    let probe = if Path::new("/dev/loop-control").exists() {
-        TmpDisk::create(&dir, "probe", 16).map_err(|e| e.to_string())
-    } else {
-        Err("no /dev/loop-control".to_owned())
-    };
-    match probe {
-        Ok(_disk) => Some(dir),
-        Err(reason) => {
-            tracing::warn!(%reason, "/tmp of gVisor sandboxes will NOT be size-limited on this host (needs loop devices, mkfs.ext4 and losetup)");
-            None
-        }
-    }
-}
-
 impl Inner {
-    /// Fills the pool of default-sized `/tmp` disks (blocking).
-    fn refill_disks(&self) {
-        let Some(dir) = &self.disk_dir else {
-            return;
-        };
-        if self.refilling_disks.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        while lock(&self.disks).len() < self.config.tmp_disk_pool {
-            let name = format!(
-                "pool-{}-{}",
-                std::process::id(),
-                self.disk_seq.fetch_add(1, Ordering::Relaxed)
-            );
-            match TmpDisk::create(dir, &name, DEFAULT_TMP_MB) {
-                Ok(d) => lock(&self.disks).push(d),
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not prepare a gVisor /tmp disk");
-                    break;
-                }
-            }
-        }
-        self.refilling_disks.store(false, Ordering::Release);
-    }
-
-    /// A fresh `/tmp` disk of `size_mb` (`None` on hosts without disks).
-    fn take_disk(&self, id: &str, size_mb: u64) -> Result<Option<TmpDisk>, String> {
-        let Some(dir) = &self.disk_dir else {
-            return Ok(None);
-        };
-        if size_mb == DEFAULT_TMP_MB
-            && let Some(d) = lock(&self.disks).pop()
-        {
-            return Ok(Some(d));
-        }
-        TmpDisk::create(dir, id, size_mb)
-            .map(Some)
-            .map_err(|e| e.to_string())
-    }
-
     /// Flags before `runsc`'s command, shared by every invocation.
     fn global_args(&self) -> Vec<OsString> {
         vec![
@@ -898,7 +824,8 @@ impl GvisorBackend {
             res.procs = procs?;
         }
         lock(&shared.res).disk = inner
-            .take_disk(id, spec.limits.tmp_mb)
+            .disks
+            .take(id, spec.limits.tmp_mb)
             .map_err(|e| ("tmp", e))?;
         let (netns, listener) = launch::netns_with_listener(spec.runtime_api_port)
             .map_err(|e| ("network", format!("making the network namespace: {e}")))?;
@@ -911,9 +838,9 @@ impl GvisorBackend {
         }
         shared.start_run(0)?;
         // Refill the disk pool now, off this sandbox's start.
-        if inner.config.tmp_disk_pool > 0 && inner.disk_dir.is_some() {
+        if inner.disks.wants_refill() {
             let refill = Arc::clone(inner);
-            drop(tokio::task::spawn_blocking(move || refill.refill_disks()));
+            drop(tokio::task::spawn_blocking(move || refill.disks.refill()));
         }
         Ok((out_read, listener))
     }

@@ -17,6 +17,7 @@
 //! Formatting and attaching take ~10 ms, so the backend keeps a few disks
 //! of the default size ready ([`crate::ProcessBackendConfig::tmp_disk_pool`]).
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -298,5 +299,139 @@ mod tests {
     fn a_missing_tool_is_a_clear_error() {
         let err = run("stratus-no-such-tool", &[], Path::new("/x")).expect_err("fails");
         assert!(err.to_string().contains("could not run it"), "{err}");
+    }
+}
+
+/// Where a backend makes its `/tmp` disks, and a pool of ready ones of
+/// Lambda's default size ([`crate::DEFAULT_TMP_MB`]), so a cold start rarely
+/// waits for `mkfs`. Shared by every backend that gives sandboxes a disk.
+#[derive(Debug)]
+pub struct DiskPool {
+    /// `None` when this host cannot make disks (or the backend uses none).
+    dir: Option<PathBuf>,
+    /// How many ready disks to keep.
+    target: usize,
+    ready: std::sync::Mutex<Vec<TmpDisk>>,
+    /// Set while a thread refills `ready`.
+    refilling: std::sync::atomic::AtomicBool,
+    /// Names pooled disk images uniquely.
+    seq: std::sync::atomic::AtomicU64,
+}
+
+impl DiskPool {
+    /// No disks: `/tmp` is something else (a tmpfs, or an uncapped directory).
+    pub fn none() -> DiskPool {
+        DiskPool {
+            dir: None,
+            target: 0,
+            ready: std::sync::Mutex::new(Vec::new()),
+            refilling: std::sync::atomic::AtomicBool::new(false),
+            seq: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Makes `<state_dir>/disks`, detaches loop devices a killed server left
+    /// there, and checks that this host can make disks by making the first
+    /// pooled one. On a host that cannot, says so and gives a pool without
+    /// disks (`/tmp` is then uncapped). `what` names the backend in the logs.
+    pub fn open(state_dir: &Path, target: usize, what: &str) -> DiskPool {
+        let dir = state_dir.join("disks");
+        let made = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| format!("creating {}: {e}", dir.display()));
+        let swept = sweep_stale(&dir);
+        if swept > 0 {
+            tracing::info!(
+                swept,
+                backend = what,
+                "detached /tmp loop devices of a previous server process"
+            );
+        }
+        let first = made.and_then(|()| {
+            if !Path::new("/dev/loop-control").exists() {
+                return Err("no /dev/loop-control".into());
+            }
+            TmpDisk::create(&dir, "probe", crate::DEFAULT_TMP_MB).map_err(|e| e.to_string())
+        });
+        let mut pool = DiskPool::none();
+        pool.target = target;
+        match first {
+            Ok(disk) => {
+                pool.dir = Some(dir);
+                if target > 0 {
+                    pool.lock().push(disk);
+                }
+            }
+            Err(reason) => tracing::warn!(
+                %reason,
+                backend = what,
+                "/tmp of sandboxes will NOT be size-limited on this host (needs loop devices, mkfs.ext4 and losetup)"
+            ),
+        }
+        pool
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<TmpDisk>> {
+        self.ready.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether sandboxes get disks (a capped `/tmp`).
+    pub fn capped(&self) -> bool {
+        self.dir.is_some()
+    }
+
+    /// Whether the pool has disks to refill after a spawn took one.
+    pub fn wants_refill(&self) -> bool {
+        self.target > 0 && self.dir.is_some()
+    }
+
+    /// A fresh disk of `size_mb` for sandbox `id`: a pooled one for the
+    /// default size, else made now; `None` when this host makes no disks.
+    pub fn take(&self, id: &str, size_mb: u64) -> Result<Option<TmpDisk>, String> {
+        let Some(dir) = &self.dir else {
+            return Ok(None);
+        };
+        if size_mb == crate::DEFAULT_TMP_MB
+            && let Some(d) = self.lock().pop()
+        {
+            return Ok(Some(d));
+        }
+        TmpDisk::create(dir, id, size_mb)
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Makes disks until the pool is full (blocking, ~10 ms a disk; one
+    /// thread at a time, others return at once).
+    pub fn refill(&self) {
+        use std::sync::atomic::Ordering;
+        let Some(dir) = &self.dir else {
+            return;
+        };
+        if self.refilling.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        while self.lock().len() < self.target {
+            let name = format!(
+                "pool-{}-{}",
+                std::process::id(),
+                self.seq.fetch_add(1, Ordering::Relaxed)
+            );
+            match TmpDisk::create(dir, &name, crate::DEFAULT_TMP_MB) {
+                Ok(d) => self.lock().push(d),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not prepare a /tmp disk");
+                    break;
+                }
+            }
+        }
+        self.refilling.store(false, Ordering::Release);
+    }
+
+    /// Detaches every pooled disk.
+    pub fn clear(&self) {
+        self.lock().clear();
     }
 }

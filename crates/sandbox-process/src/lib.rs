@@ -103,7 +103,7 @@ pub use protocol::{JailerConfig, Protection, SANDBOX_GID, SANDBOX_UID, UsernsSet
 pub use uid::{UidAllocator, UidLease};
 
 use crate::cgroup::CgroupSet;
-use crate::disk::TmpDisk;
+use crate::disk::{DiskPool, TmpDisk};
 use crate::net::{Attachment, Network};
 use crate::plan::{Ids, Tmp};
 use crate::protocol::{
@@ -192,15 +192,11 @@ struct Inner {
     pool: Mutex<Vec<Prepared>>,
     /// Set while a thread refills the pool.
     refilling: AtomicBool,
-    /// Names pool cgroups and disk images uniquely.
+    /// Names pool cgroups uniquely.
     pool_seq: AtomicU64,
-    /// Where `/tmp` disk images are made; `None` when this host cannot
-    /// (then `/tmp` is an uncapped host directory).
-    disk_dir: Option<PathBuf>,
-    /// Ready `/tmp` disks of [`DEFAULT_TMP_MB`].
-    disks: Mutex<Vec<TmpDisk>>,
-    /// Set while a thread refills `disks`.
-    refilling_disks: AtomicBool,
+    /// `/tmp` disks; without any (a host that cannot make them) `/tmp` is
+    /// an uncapped host directory, in rootless mode a tmpfs.
+    disks: DiskPool,
     /// The bridge and firewall of outbound networking, if configured.
     network: Option<Network>,
 }
@@ -210,7 +206,7 @@ impl Drop for Inner {
         // Unused pre-warmed jailers exit on EOF and their cgroups go with them;
         // then the parent cgroup is removed unless something still lives there.
         self.pool.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        self.disks.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.disks.clear();
         if let Some((root, version)) = &self.cgroups {
             cgroup::remove_parent_if_empty(root, *version, &self.config.cgroup_parent);
         }
@@ -354,9 +350,9 @@ impl ProcessBackend {
             // Shared: the leases only count live sandboxes.
             Ids::Root | Ids::Shared { .. } => UidAllocator::new(config.uid_base, config.uid_count),
         };
-        let (disk_dir, first_disk) = match plan.tmp {
-            Tmp::Disk => prepare_disks(&config.state_dir),
-            Tmp::Tmpfs => (None, None),
+        let disks = match plan.tmp {
+            Tmp::Disk => DiskPool::open(&config.state_dir, config.tmp_disk_pool, "process"),
+            Tmp::Tmpfs => DiskPool::none(),
         };
         Ok(Self {
             inner: Arc::new(Inner {
@@ -367,9 +363,7 @@ impl ProcessBackend {
                 pool: Mutex::new(Vec::new()),
                 refilling: AtomicBool::new(false),
                 pool_seq: AtomicU64::new(0),
-                disk_dir,
-                disks: Mutex::new(first_disk.into_iter().collect()),
-                refilling_disks: AtomicBool::new(false),
+                disks,
                 network,
             }),
         })
@@ -411,7 +405,7 @@ impl ProcessBackend {
     /// Whether `/tmp` is size-capped: a disk, or in rootless mode a tmpfs
     /// (false: an uncapped host directory).
     pub fn tmp_is_capped(&self) -> bool {
-        self.inner.disk_dir.is_some() || self.inner.plan.tmp == Tmp::Tmpfs
+        self.inner.disks.capped() || self.inner.plan.tmp == Tmp::Tmpfs
     }
 
     /// What this server applies to sandboxes (root or rootless).
@@ -424,7 +418,7 @@ impl ProcessBackend {
     pub fn protections(&self) -> Vec<ProtectionStatus> {
         let i = &self.inner;
         let mut all = i.plan.protections();
-        let no_disks = i.plan.tmp == Tmp::Disk && i.disk_dir.is_none();
+        let no_disks = i.plan.tmp == Tmp::Disk && !i.disks.capped();
         let no_cpu = i.cgroups.as_ref().is_some_and(|(root, version)| {
             !cgroup::has_cpu_controller(root, *version, &i.config.cgroup_parent)
         });
@@ -449,7 +443,7 @@ impl ProcessBackend {
     /// pools in the background by itself.
     pub fn prewarm(&self) {
         self.inner.refill();
-        self.inner.refill_disks();
+        self.inner.disks.refill();
     }
 
     /// Number of pre-warmed jailers ready.
@@ -531,40 +525,6 @@ fn sweep_scratch(state_dir: &Path) -> usize {
     removed
 }
 
-/// Checks that this host can make `/tmp` disks (by making the first one)
-/// and sweeps loop devices a killed server left behind.
-fn prepare_disks(state_dir: &Path) -> (Option<PathBuf>, Option<TmpDisk>) {
-    let dir = state_dir.join("disks");
-    let made = std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
-        .map_err(|e| format!("creating {}: {e}", dir.display()));
-    let swept = disk::sweep_stale(&dir);
-    if swept > 0 {
-        tracing::info!(
-            swept,
-            "detached /tmp loop devices of a previous server process"
-        );
-    }
-    let first = made.and_then(|()| {
-        if !Path::new("/dev/loop-control").exists() {
-            return Err("no /dev/loop-control".into());
-        }
-        TmpDisk::create(&dir, "probe", DEFAULT_TMP_MB).map_err(|e| e.to_string())
-    });
-    match first {
-        Ok(disk) => (Some(dir), Some(disk)),
-        Err(reason) => {
-            tracing::warn!(
-                %reason,
-                "/tmp of sandboxes will NOT be size-limited on this host (needs loop devices, mkfs.ext4 and losetup)"
-            );
-            (None, None)
-        }
-    }
-}
-
 impl Inner {
     /// For the sandbox leasing `host_uid`: the uid it runs as in the
     /// jailer's user namespace and, when rootless, that namespace's maps.
@@ -602,47 +562,14 @@ impl Inner {
         }
     }
 
-    fn refill_disks(&self) {
-        let Some(dir) = &self.disk_dir else {
-            return;
-        };
-        if self.refilling_disks.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        while lock(&self.disks).len() < self.config.tmp_disk_pool {
-            let name = format!(
-                "pool-{}-{}",
-                std::process::id(),
-                self.pool_seq.fetch_add(1, Ordering::Relaxed)
-            );
-            match TmpDisk::create(dir, &name, DEFAULT_TMP_MB) {
-                Ok(d) => lock(&self.disks).push(d),
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not prepare a /tmp disk");
-                    break;
-                }
-            }
-        }
-        self.refilling_disks.store(false, Ordering::Release);
-    }
-
     /// A fresh `/tmp` disk of `size_mb` (`None` on hosts without disks).
-    fn take_disk(self: &Arc<Self>, id: &str, size_mb: u64) -> Result<Option<TmpDisk>, String> {
-        let Some(dir) = &self.disk_dir else {
-            return Ok(None);
-        };
+    fn take_disk(&self, id: &str, size_mb: u64) -> Result<Option<TmpDisk>, String> {
         if self.config.benchmark_without.contains(&Protection::TmpDisk) {
             return Ok(None);
         }
-        if size_mb == DEFAULT_TMP_MB
-            && let Some(d) = lock(&self.disks).pop()
-        {
-            // Refilled by `spawn` once this sandbox runs, off its critical path.
-            return Ok(Some(d));
-        }
-        TmpDisk::create(dir, id, size_mb)
-            .map(Some)
-            .map_err(|e| e.to_string())
+        // A pooled disk is replaced by `spawn` once this sandbox runs, off
+        // its critical path.
+        self.disks.take(id, size_mb)
     }
 
     fn refill(&self) {
@@ -1058,9 +985,9 @@ impl ProcessBackend {
         // Refill the disk pool now, not while this sandbox was being set up:
         // formatting a disk (~10 ms of CPU) would have competed with it.
         let inner = &self.inner;
-        if inner.config.tmp_disk_pool > 0 && inner.disk_dir.is_some() {
+        if inner.disks.wants_refill() {
             let refill = Arc::clone(inner);
-            drop(tokio::task::spawn_blocking(move || refill.refill_disks()));
+            drop(tokio::task::spawn_blocking(move || refill.disks.refill()));
         }
         tracing::debug!(
             sandbox = %id,
