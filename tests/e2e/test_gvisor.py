@@ -206,9 +206,11 @@ def test_kill_9_of_a_gvisor_server_leaves_nothing_after_restart():
         while len(_gvisor_cgroups(parent)) < 3 * 2 and time.monotonic() < deadline:
             time.sleep(0.2)
         time.sleep(2)  # let the runtimes start inside gVisor
+        # Each of the three sandboxes holds a /tmp disk (made for it, or taken
+        # from the pool); idle pooled disks may add more.
         before = {"runsc": len(_runsc_processes(data_dir)), "cgroups": len(_gvisor_cgroups(parent)),
-                  "loops": len(_gvisor_loops(data_dir, keep="pool-"))}
-        assert before["runsc"] >= 3 and before["loops"] == 3, f"{before}\n{first.log_tail()}"
+                  "loops": len(_gvisor_loops(data_dir))}
+        assert before["runsc"] >= 3 and before["loops"] >= 3, f"{before}\n{first.log_tail()}"
         first.proc.kill()
         first.proc.wait()
         first.stop()

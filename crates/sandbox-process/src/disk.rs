@@ -349,14 +349,17 @@ impl DiskPool {
                 "detached /tmp loop devices of a previous server process"
             );
         }
+        let mut pool = DiskPool::none();
+        pool.target = target;
+        // Named like every pooled disk, so a crash's leftovers are told from
+        // a live server's pool by the pid in the name.
         let first = made.and_then(|()| {
             if !Path::new("/dev/loop-control").exists() {
                 return Err("no /dev/loop-control".into());
             }
-            TmpDisk::create(&dir, "probe", crate::DEFAULT_TMP_MB).map_err(|e| e.to_string())
+            TmpDisk::create(&dir, &pool.next_name(), crate::DEFAULT_TMP_MB)
+                .map_err(|e| e.to_string())
         });
-        let mut pool = DiskPool::none();
-        pool.target = target;
         match first {
             Ok(disk) => {
                 pool.dir = Some(dir);
@@ -371,6 +374,12 @@ impl DiskPool {
             ),
         }
         pool
+    }
+
+    /// `pool-<server pid>-<n>`: unique, and names the server that made it.
+    fn next_name(&self) -> String {
+        let n = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("pool-{}-{n}", std::process::id())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<TmpDisk>> {
@@ -414,12 +423,7 @@ impl DiskPool {
             return;
         }
         while self.lock().len() < self.target {
-            let name = format!(
-                "pool-{}-{}",
-                std::process::id(),
-                self.seq.fetch_add(1, Ordering::Relaxed)
-            );
-            match TmpDisk::create(dir, &name, crate::DEFAULT_TMP_MB) {
+            match TmpDisk::create(dir, &self.next_name(), crate::DEFAULT_TMP_MB) {
                 Ok(d) => self.lock().push(d),
                 Err(e) => {
                     tracing::warn!(error = %e, "could not prepare a /tmp disk");
