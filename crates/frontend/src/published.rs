@@ -370,6 +370,28 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn versions_and_aliases_of_a_missing_function_are_removed_at_load() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn MetaStore> = Arc::new(
+            stratus_store_embedded::EmbeddedMetaStore::open(dir.path().join("meta.redb"))
+                .expect("meta"),
+        );
+        let a = alias(&[]);
+        let value = serde_json::to_vec(&a).expect("json");
+        let k = alias_key(&a.account, "f", "live");
+        store
+            .put(&k, Bytes::from(value), Precondition::Absent)
+            .await
+            .expect("put");
+        let functions = Registry::load(Arc::clone(&store)).await.expect("registry");
+        let published = Published::load(Arc::clone(&store), &functions)
+            .await
+            .expect("published");
+        assert!(published.aliases_of(&a.account, "f").is_empty());
+        assert!(store.get(&k).await.expect("get").is_none(), "removed");
+    }
+
     #[test]
     fn routing_follows_the_weight() {
         let a = alias(&[("2", 0.3)]);
