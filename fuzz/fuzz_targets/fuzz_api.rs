@@ -48,7 +48,14 @@ impl Invoker for Echo {
             init_duration: None,
         })
     }
-    fn retire(&self, _account: &AccountId, _name: &str, _keep: Option<&str>) {}
+    fn retire(
+        &self,
+        _account: &AccountId,
+        _name: &str,
+        _version: Option<&str>,
+        _keep: Option<&str>,
+    ) {
+    }
     async fn sandbox_counts(&self) -> SandboxCounts {
         SandboxCounts::default()
     }

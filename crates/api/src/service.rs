@@ -228,10 +228,18 @@ pub trait Invoker: Send + Sync + std::fmt::Debug {
         req: InvokeRequest,
     ) -> Result<InvokeResponse, LambdaError>;
 
-    /// Retires every sandbox of `account`/`name` whose revision is not
-    /// `keep_revision` (all of them when `None`): idle ones stop now, busy ones
-    /// after their invoke.
-    fn retire(&self, account: &AccountId, name: &str, keep_revision: Option<&str>);
+    /// Retires sandboxes of `account`/`name`: with `version`, those of that
+    /// version (`$LATEST` or a number) whose revision is not `keep_revision`
+    /// (all of them when `None`); without, every sandbox of every version
+    /// (the function was deleted). Idle ones stop now, busy ones after their
+    /// invoke. Other versions' sandboxes are untouched.
+    fn retire(
+        &self,
+        account: &AccountId,
+        name: &str,
+        version: Option<&str>,
+        keep_revision: Option<&str>,
+    );
 
     /// How many sandboxes are starting, idle and busy now (for metrics).
     async fn sandbox_counts(&self) -> SandboxCounts;

@@ -113,19 +113,34 @@ struct Table {
     reserved_mb: Vec<u64>,
     /// Sandbox creations in progress (not in `sandboxes` yet).
     starting: usize,
-    /// Revisions retired: their sandboxes are destroyed when released.
-    retired: HashMap<(AccountId, String), Option<String>>,
+    /// Revisions retired, per function: their sandboxes are destroyed when
+    /// released.
+    retired: HashMap<(AccountId, String), Retired>,
     /// Live sandboxes shut down because their lease was over.
     lease_expiries: u64,
 }
 
+/// What of one function is retired.
+#[derive(Debug, Default)]
+struct Retired {
+    /// Every version (the function was deleted).
+    all: bool,
+    /// Per version: `None` retires all its revisions, `Some(keep)` all but
+    /// `keep`.
+    versions: HashMap<String, Option<String>>,
+}
+
 impl Table {
     fn is_retired(&self, key: &VersionKey) -> bool {
-        match self.retired.get(&(key.account.clone(), key.name.clone())) {
-            None => false,
-            Some(None) => true,
-            Some(Some(keep)) => keep != &key.revision_id,
-        }
+        let Some(r) = self.retired.get(&(key.account.clone(), key.name.clone())) else {
+            return false;
+        };
+        r.all
+            || match r.versions.get(&key.version) {
+                None => false,
+                Some(None) => true,
+                Some(Some(keep)) => keep != &key.revision_id,
+            }
     }
 
     fn remove_idle(&mut self, id: &str) -> Option<Entry> {
@@ -514,13 +529,35 @@ impl Invoker for LocalAssignment {
         sandbox.invoke(req).await
     }
 
-    fn retire(&self, account: &AccountId, name: &str, keep_revision: Option<&str>) {
+    fn retire(
+        &self,
+        account: &AccountId,
+        name: &str,
+        version: Option<&str>,
+        keep_revision: Option<&str>,
+    ) {
         let doomed: Vec<Entry> = {
             let mut t = self.lock();
-            t.retired.insert(
-                (account.clone(), name.to_owned()),
-                keep_revision.map(str::to_owned),
-            );
+            let fkey = (account.clone(), name.to_owned());
+            match version {
+                None => {
+                    t.retired.insert(
+                        fkey,
+                        Retired {
+                            all: true,
+                            versions: HashMap::new(),
+                        },
+                    );
+                }
+                Some(v) => {
+                    // A version of a new function of this name (after a
+                    // delete) lifts the function-wide retirement.
+                    let r = t.retired.entry(fkey).or_default();
+                    r.all = false;
+                    r.versions
+                        .insert(v.to_owned(), keep_revision.map(str::to_owned));
+                }
+            }
             let ids: Vec<String> = t
                 .sandboxes
                 .iter()

@@ -197,9 +197,41 @@ async fn futures_join(
 async fn a_new_revision_never_gets_a_stale_sandbox() {
     let (a, _w) = setup(1024, 1, 60);
     assert_eq!(run(&a, &spec("f", "r1", 128)).await.expect("ok"), "sb0");
-    a.retire(&AccountId::default_local(), "f", Some("r2"));
+    a.retire(
+        &AccountId::default_local(),
+        "f",
+        Some("$LATEST"),
+        Some("r2"),
+    );
     assert_eq!(run(&a, &spec("f", "r2", 128)).await.expect("ok"), "sb1");
     assert_eq!(a.stats().sandboxes, 1, "the retired sandbox was shut down");
+}
+
+#[tokio::test(start_paused = true)]
+async fn retiring_latest_keeps_published_versions_warm() {
+    let (a, _w) = setup(1024, 1, 60);
+    let mut v1 = (*spec("f", "v1rev", 128)).clone();
+    v1.version = "1".into();
+    let v1 = Arc::new(v1);
+    assert_eq!(run(&a, &v1).await.expect("ok"), "sb0");
+    assert_eq!(run(&a, &spec("f", "r1", 128)).await.expect("ok"), "sb1");
+    a.retire(
+        &AccountId::default_local(),
+        "f",
+        Some("$LATEST"),
+        Some("r2"),
+    );
+    assert_eq!(
+        run(&a, &v1).await.expect("ok"),
+        "sb0",
+        "version 1 stays warm"
+    );
+    assert_eq!(a.stats().sandboxes, 1, "the old $LATEST sandbox went");
+    a.retire(&AccountId::default_local(), "f", Some("1"), None);
+    assert_eq!(a.stats().sandboxes, 0, "a deleted version's sandboxes go");
+    assert_eq!(run(&a, &spec("f", "r2", 128)).await.expect("ok"), "sb2");
+    a.retire(&AccountId::default_local(), "f", None, None);
+    assert_eq!(a.stats().sandboxes, 0, "deleting the function retires all");
 }
 
 #[tokio::test(start_paused = true)]

@@ -28,7 +28,7 @@ use crate::registry::{Cached, FunctionRecord, RegistryError};
 use crate::{Frontend, presign, validate};
 
 /// Parses a JSON request body.
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, LambdaError> {
+pub(crate) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, LambdaError> {
     serde_json::from_slice(body).map_err(|e| {
         LambdaError::new(
             ErrorCode::InvalidRequestContent,
@@ -47,11 +47,11 @@ pub fn now_timestamp() -> String {
         .unwrap_or_default()
 }
 
-fn new_revision() -> String {
+pub(crate) fn new_revision() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-fn registry_error(e: RegistryError, arn: &str) -> LambdaError {
+pub(crate) fn registry_error(e: RegistryError, arn: &str) -> LambdaError {
     match e {
         RegistryError::Store(StoreError::Conflict { .. }) => LambdaError::conflict(format!(
             "The operation cannot be performed at this time. An update is in progress for resource: {arn}"
@@ -60,14 +60,48 @@ fn registry_error(e: RegistryError, arn: &str) -> LambdaError {
     }
 }
 
-/// Resolves a FunctionName path parameter (and optional Qualifier) to a
-/// cached function of the caller's account. Only `$LATEST` exists today.
+/// Resolves a FunctionName path parameter (and optional Qualifier) to the
+/// `$LATEST` record of a function of the caller's account; any other
+/// qualifier is not found here (see [`crate::versions::resolve_target`]
+/// for versions and aliases).
 pub fn resolve(
     fe: &Frontend,
     c: &Caller,
     name_param: &str,
     qualifier: Option<&str>,
 ) -> Result<Cached, LambdaError> {
+    let (r, account, qualifier) = parse_function_ref(c, name_param, qualifier)?;
+    let found = fe
+        .registry
+        .get(&account, &r.name)
+        .ok_or_else(|| not_found(c, &account, &r.name, qualifier.as_deref()))?;
+    match qualifier.as_deref() {
+        None | Some("$LATEST") => Ok(found),
+        Some(q) => Err(not_found(c, &account, &r.name, Some(q))),
+    }
+}
+
+/// `Function not found: <arn>` (ResourceNotFoundException).
+pub(crate) fn not_found(
+    c: &Caller,
+    account: &AccountId,
+    name: &str,
+    qualifier: Option<&str>,
+) -> LambdaError {
+    LambdaError::not_found(format!(
+        "Function not found: {}",
+        function_arn(&c.region, account, name, qualifier)
+    ))
+}
+
+/// Parses a FunctionName path parameter and Qualifier: the name, the
+/// caller's account (a function of another account is not found) and the
+/// qualifier, from either (they must agree; empty means none).
+pub(crate) fn parse_function_ref(
+    c: &Caller,
+    name_param: &str,
+    qualifier: Option<&str>,
+) -> Result<(FunctionRef, AccountId, Option<String>), LambdaError> {
     let r = FunctionRef::parse(name_param).map_err(|_| {
         LambdaError::validation(
             name_param,
@@ -99,20 +133,10 @@ pub fn resolve(
         })?;
     }
     let account = r.account.clone().unwrap_or_else(|| c.account.clone());
-    let not_found = || {
-        LambdaError::not_found(format!(
-            "Function not found: {}",
-            function_arn(&c.region, &account, &r.name, qualifier.as_deref())
-        ))
-    };
     if account != c.account {
-        return Err(not_found());
+        return Err(not_found(c, &account, &r.name, qualifier.as_deref()));
     }
-    let found = fe.registry.get(&account, &r.name).ok_or_else(not_found)?;
-    match qualifier.as_deref() {
-        None | Some("$LATEST") => Ok(found),
-        Some(_) => Err(not_found()),
-    }
+    Ok((r, account, qualifier))
 }
 
 fn decode_zip(b64: &str) -> Result<Vec<u8>, LambdaError> {
@@ -276,6 +300,7 @@ pub async fn create_function(
         return Err(validate::unsupported("PackageType Image (container images)").into());
     }
     validate::other_fields(&req.other, "")?;
+    let publish = req.publish == Some(true);
     let code = req.code.ok_or_else(|| {
         LambdaError::invalid(
             "Code is a mandatory parameter: upload the deployment package as Code.ZipFile.",
@@ -318,6 +343,8 @@ pub async fn create_function(
         state: "Pending".into(),
         last_update_status: None,
         reserved_concurrency: None,
+        version: "$LATEST".into(),
+        last_version: 0,
     };
     let written = fe.registry.put(record, None).await;
     drop(stored.upload);
@@ -337,10 +364,17 @@ pub async fn create_function(
     fe.deps.invoker.retire(
         &c.account,
         &req.function_name,
+        Some("$LATEST"),
         Some(&cached.record.revision_id),
     );
-    let doc = cached.record.configuration();
-    settle(Arc::clone(&fe), c.account, req.function_name);
+    let doc = if publish {
+        let published = crate::versions::publish(&fe, &cached, None).await;
+        settle(Arc::clone(&fe), c.account, req.function_name);
+        crate::versions::as_published(&cached, &published?)
+    } else {
+        settle(Arc::clone(&fe), c.account, req.function_name);
+        cached.record.configuration()
+    };
     Ok((StatusCode::CREATED, Json(doc)).into_response())
 }
 
@@ -351,13 +385,19 @@ pub async fn get_function(
     Path(name): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
-    let found = resolve(&fe, &c, &name, q.get("Qualifier").map(String::as_str))?;
-    let r = &found.record;
+    let t = crate::versions::resolve_target(
+        &fe,
+        &c,
+        &name,
+        q.get("Qualifier").map(String::as_str),
+        false,
+    )?;
+    let r = &t.found.record;
     let resp = GetFunctionResponse {
-        concurrency: r.reserved_concurrency.map(|n| Concurrency {
+        concurrency: t.latest.record.reserved_concurrency.map(|n| Concurrency {
             reserved_concurrent_executions: n,
         }),
-        configuration: r.configuration(),
+        configuration: t.configuration(),
         code: FunctionCodeLocation {
             repository_type: "S3".into(),
             location: presign::url(
@@ -377,8 +417,14 @@ pub async fn get_configuration(
     Path(name): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
-    let found = resolve(&fe, &c, &name, q.get("Qualifier").map(String::as_str))?;
-    Ok(Json(found.record.configuration()).into_response())
+    let t = crate::versions::resolve_target(
+        &fe,
+        &c,
+        &name,
+        q.get("Qualifier").map(String::as_str),
+        false,
+    )?;
+    Ok(Json(t.configuration()).into_response())
 }
 
 pub async fn list_functions(
@@ -400,16 +446,18 @@ pub async fn list_functions(
             }
         },
     };
-    if let Some(v) = q.get("FunctionVersion")
-        && v != "ALL"
-    {
-        return Err(LambdaError::validation(
-            v,
-            "functionVersion",
-            "Member must satisfy enum value set: [ALL]",
-        )
-        .into());
-    }
+    let all_versions = match q.get("FunctionVersion").map(String::as_str) {
+        None | Some("") => false,
+        Some("ALL") => true,
+        Some(v) => {
+            return Err(LambdaError::validation(
+                v,
+                "functionVersion",
+                "Member must satisfy enum value set: [ALL]",
+            )
+            .into());
+        }
+    };
     let marker = q.get("Marker").filter(|m| !m.is_empty());
     let after = match marker {
         None => None,
@@ -421,6 +469,15 @@ pub async fn list_functions(
                 .ok_or_else(|| LambdaError::invalid(format!("Invalid Marker: {m}")))?,
         ),
     };
+    if all_versions {
+        let (functions, next_marker) =
+            crate::versions::list_all_versions(&fe, &c.account, after.as_deref(), max);
+        return Ok(Json(ListFunctionsResponse {
+            functions,
+            next_marker,
+        })
+        .into_response());
+    }
     let (page, more) = fe.registry.list(&c.account, after.as_deref(), max);
     let next_marker = if more {
         page.last()
@@ -455,13 +512,27 @@ pub async fn delete_function(
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
     let qualifier = q.get("Qualifier").map(String::as_str);
-    let found = resolve(&fe, &c, &name, qualifier)?;
-    if qualifier.is_some_and(|q| q == "$LATEST") {
-        return Err(LambdaError::invalid(
-            "$LATEST version cannot be deleted without deleting the function.",
-        )
-        .into());
+    let target = crate::versions::resolve_target(&fe, &c, &name, qualifier, false)?;
+    match target.qualifier.as_deref() {
+        None => {}
+        Some("$LATEST") => {
+            return Err(LambdaError::invalid(
+                "$LATEST version cannot be deleted without deleting the function.",
+            )
+            .into());
+        }
+        Some(_) => return crate::versions::delete_version(&fe, &target).await,
     }
+    let found = target.latest;
+    // No qualifier from here on: the whole function goes.
+    let qualifier = None;
+    // Aliases and versions first: a crash in between leaves a function
+    // with fewer of them, never versions of a function that is gone.
+    let versions = fe
+        .published
+        .remove_function(&found.record.account, &found.record.name)
+        .await
+        .map_err(|e| registry_error(e, &found.record.arn()))?;
     // DeleteFunction has no precondition: if the record changed under us
     // (the background task settling Pending -> Active), delete what is there now.
     let mut found = found;
@@ -481,7 +552,10 @@ pub async fn delete_function(
         }
     }
     let r = &found.record;
-    fe.deps.invoker.retire(&r.account, &r.name, None);
+    fe.deps.invoker.retire(&r.account, &r.name, None, None);
+    for v in &versions {
+        fe.collect_code(&v.record.code_digest).await;
+    }
     if r.reserved_concurrency.is_some()
         && let Err(e) = fe
             .deps
@@ -497,7 +571,7 @@ pub async fn delete_function(
 }
 
 /// Checks a RevisionId precondition and that no update is in progress.
-fn check_update(found: &Cached, revision_id: Option<&str>) -> Result<(), LambdaError> {
+pub(crate) fn check_update(found: &Cached, revision_id: Option<&str>) -> Result<(), LambdaError> {
     if let Some(rev) = revision_id
         && rev != found.record.revision_id
     {
@@ -521,7 +595,7 @@ async fn commit_update(
     fe: &Arc<Frontend>,
     found: &Cached,
     mut next: FunctionRecord,
-) -> ApiResult<Response> {
+) -> Result<Cached, LambdaError> {
     next.revision_id = new_revision();
     next.last_modified = now_timestamp();
     next.last_update_status = Some("InProgress".into());
@@ -534,10 +608,9 @@ async fn commit_update(
     let r = &cached.record;
     fe.deps
         .invoker
-        .retire(&r.account, &r.name, Some(&r.revision_id));
-    let doc = r.configuration();
+        .retire(&r.account, &r.name, Some("$LATEST"), Some(&r.revision_id));
     settle(Arc::clone(fe), r.account.clone(), r.name.clone());
-    Ok(Json(doc).into_response())
+    Ok(cached)
 }
 
 pub async fn update_configuration(
@@ -582,7 +655,8 @@ pub async fn update_configuration(
     validate::logging_config(&req.logging_config, &next.name)?;
     validate::other_fields(&req.other, "")?;
     check_update(&found, req.revision_id.as_deref())?;
-    commit_update(&fe, &found, next).await
+    let cached = commit_update(&fe, &found, next).await?;
+    Ok(Json(cached.record.configuration()).into_response())
 }
 
 pub async fn update_code(
@@ -593,9 +667,6 @@ pub async fn update_code(
 ) -> ApiResult<Response> {
     let req: UpdateFunctionCodeRequest = parse(&body)?;
     let found = resolve(&fe, &c, &name, None)?;
-    if req.publish == Some(true) {
-        return Err(validate::unsupported("Publish (function versions)").into());
-    }
     validate::architectures(&req.architectures)?;
     validate::other_fields(&req.other, "")?;
     let zip_b64 = req.zip_file.ok_or_else(|| {
@@ -626,7 +697,15 @@ pub async fn update_code(
         &stored.digest
     };
     fe.collect_code(unused).await;
-    committed
+    let cached = committed?;
+    let doc = if req.publish == Some(true) {
+        // The update is made; a failed publish is this call's error.
+        let v = crate::versions::publish(&fe, &cached, None).await?;
+        crate::versions::as_published(&cached, &v)
+    } else {
+        cached.record.configuration()
+    };
+    Ok(Json(doc).into_response())
 }
 
 #[cfg(test)]

@@ -15,8 +15,8 @@ use stratus_types::limits::SYNC_REQUEST_MAX_BYTES;
 use tracing::Instrument;
 
 use crate::auth::Caller;
-use crate::control::resolve;
 use crate::error::ApiResult;
+use crate::versions::resolve_target;
 use crate::{Frontend, FunctionRecord};
 
 /// The largest X-Amz-Client-Context Lambda accepts (base64 text).
@@ -123,7 +123,8 @@ pub async fn invoke(
         }
     };
     let qualifier = q.get("Qualifier").map(String::as_str);
-    let found = resolve(&fe, &c, &name, qualifier)?;
+    let target = resolve_target(&fe, &c, &name, qualifier, true)?;
+    let found = &target.found;
     let payload = read_payload(body).await?;
     let payload = if payload.iter().all(u8::is_ascii_whitespace) {
         Bytes::from_static(b"{}")
@@ -158,8 +159,7 @@ pub async fn invoke(
             &request_id,
         ));
     }
-    let invoked_arn =
-        stratus_types::function_arn(&record.region, &record.account, &record.name, qualifier);
+    let invoked_arn = target.arn();
     let req = InvokeRequest {
         request_id: request_id.clone(),
         payload,
@@ -167,7 +167,7 @@ pub async fn invoke(
         client_context,
         trace_id: trace_id(),
     };
-    let span = tracing::info_span!("invoke", function = %record.name, request_id = %request_id);
+    let span = tracing::info_span!("invoke", function = %record.name, version = %record.version, request_id = %request_id);
     let result = admit_and_run(&fe, record, spec, req).instrument(span).await;
     fe.metrics
         .record_invoke(&record.account, &record.name, &result);

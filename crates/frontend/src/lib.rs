@@ -19,6 +19,7 @@
 //! socket.
 
 mod admin;
+mod aliases;
 mod auth;
 mod code_gc;
 mod concurrency;
@@ -28,9 +29,11 @@ mod invoke;
 mod logs;
 mod metrics;
 mod presign;
+mod published;
 mod ready;
 mod registry;
 mod validate;
+mod versions;
 
 use std::sync::Arc;
 
@@ -80,6 +83,8 @@ pub struct Interpreters {
 pub struct Frontend {
     deps: FrontendDeps,
     registry: registry::Registry,
+    /// Published versions and aliases.
+    published: published::Published,
     keys: auth::keys::Keys,
     metrics: metrics::Metrics,
     /// Uploads in flight and code removals, so that neither loses the other.
@@ -99,10 +104,12 @@ impl Frontend {
     /// Loads the registry from the store.
     pub async fn new(deps: FrontendDeps) -> Result<Arc<Self>, FrontendError> {
         let registry = registry::Registry::load(Arc::clone(&deps.meta)).await?;
+        let published = published::Published::load(Arc::clone(&deps.meta), &registry).await?;
         let keys = auth::keys::Keys::load(Arc::clone(&deps.meta), deps.admin_key.clone()).await?;
         let this = Arc::new(Frontend {
             deps,
             registry,
+            published,
             keys,
             metrics: metrics::Metrics::default(),
             code_gc: code_gc::CodeGc::default(),
@@ -117,12 +124,13 @@ impl Frontend {
         self.registry.len()
     }
 
-    /// The code digests some function uses.
+    /// The code digests some function or published version uses.
     pub fn code_digests(&self) -> std::collections::BTreeSet<String> {
         self.registry
             .all()
             .into_iter()
             .map(|c| c.record.code_digest.clone())
+            .chain(self.published.digests())
             .collect()
     }
 
@@ -148,8 +156,8 @@ impl Frontend {
     }
 
     /// Removes the archive of `digest` and has the worker forget its
-    /// unpacked copy, if no function record names it and no upload of it is
-    /// in flight (see `code_gc`). Failures are logged: what is left is
+    /// unpacked copy, if no function or version record names it and no
+    /// upload of it is in flight (see `code_gc`). Failures are logged: what is left is
     /// removed at the next start.
     async fn collect_code(&self, digest: &str) {
         let Some(_removal) = self.code_gc.begin_removal(digest, |d| {
@@ -157,6 +165,7 @@ impl Frontend {
                 .all()
                 .iter()
                 .any(|c| c.record.code_digest == d)
+                || self.published.uses_digest(d)
         }) else {
             return;
         };
@@ -210,6 +219,20 @@ fn signed_routes(fe: Arc<Frontend>) -> Router<Arc<Frontend>> {
         .route(
             "/2015-03-31/functions/{name}/invocations",
             post(invoke::invoke),
+        )
+        .route(
+            "/2015-03-31/functions/{name}/versions",
+            post(versions::publish_version).get(versions::list_versions),
+        )
+        .route(
+            "/2015-03-31/functions/{name}/aliases",
+            post(aliases::create_alias).get(aliases::list_aliases),
+        )
+        .route(
+            "/2015-03-31/functions/{name}/aliases/{alias}",
+            get(aliases::get_alias)
+                .put(aliases::update_alias)
+                .delete(aliases::delete_alias),
         )
         .route(
             "/2017-10-31/functions/{name}/concurrency",

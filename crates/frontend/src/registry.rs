@@ -49,11 +49,30 @@ pub struct FunctionRecord {
     /// Records written before it existed load as `None`.
     #[serde(default)]
     pub reserved_concurrency: Option<u32>,
+    /// `$LATEST`, or the number of a published version (whose record is an
+    /// immutable snapshot, module `published`). Records written before
+    /// versions existed load as `$LATEST`.
+    #[serde(default = "latest")]
+    pub version: String,
+    /// In `$LATEST`'s record: the highest version number ever published.
+    /// Numbers are never reused, even after that version is deleted.
+    #[serde(default)]
+    pub last_version: u64,
+}
+
+fn latest() -> String {
+    "$LATEST".into()
 }
 
 impl FunctionRecord {
+    /// Unqualified for `$LATEST`, `...:function:name:N` for a version.
     pub fn arn(&self) -> String {
-        stratus_types::function_arn(&self.region, &self.account, &self.name, None)
+        let qualifier = (!self.is_latest()).then_some(self.version.as_str());
+        stratus_types::function_arn(&self.region, &self.account, &self.name, qualifier)
+    }
+
+    pub fn is_latest(&self) -> bool {
+        self.version == "$LATEST"
     }
 
     /// The configuration document.
@@ -72,7 +91,7 @@ impl FunctionRecord {
             memory_size: self.memory_mb,
             last_modified: self.last_modified.clone(),
             code_sha256: self.code_sha256.clone(),
-            version: "$LATEST".into(),
+            version: self.version.clone(),
             environment: self.environment.as_ref().map(|v| Environment {
                 variables: v.clone(),
             }),
@@ -111,7 +130,7 @@ impl FunctionRecord {
             account: self.account.clone(),
             region: self.region.clone(),
             name: self.name.clone(),
-            version: "$LATEST".into(),
+            version: self.version.clone(),
             revision_id: self.revision_id.clone(),
             runtime: Runtime::parse(&self.runtime).ok()?,
             handler: self.handler.clone(),
@@ -268,7 +287,7 @@ impl Registry {
     }
 }
 
-fn cached(record: FunctionRecord, version: u64) -> Cached {
+pub(crate) fn cached(record: FunctionRecord, version: u64) -> Cached {
     let spec = record.spec().map(Arc::new);
     Cached {
         record: Arc::new(record),

@@ -23,6 +23,7 @@ use super::*;
 mod auth;
 mod concurrency;
 mod scrape;
+mod versions;
 
 /// Answers every invoke with its payload, as a cold start. A payload of
 /// `{"fail":true}` makes it a function error; `{"hold":true}` waits for
@@ -65,7 +66,7 @@ impl Invoker for FakeInvoker {
             init_duration: Some(std::time::Duration::from_millis(40)),
         })
     }
-    fn retire(&self, _account: &AccountId, name: &str, keep: Option<&str>) {
+    fn retire(&self, _account: &AccountId, name: &str, _version: Option<&str>, keep: Option<&str>) {
         self.retired
             .lock()
             .expect("lock")
