@@ -25,11 +25,14 @@ mod concurrency;
 mod control;
 mod error;
 mod invoke;
+mod layers;
 mod logs;
 mod metrics;
 mod presign;
 mod ready;
 mod registry;
+mod tags;
+mod urls;
 mod validate;
 
 use std::sync::Arc;
@@ -37,7 +40,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderValue;
-use axum::routing::{get, post, put};
+use axum::routing::{any, get, post, put};
 use stratus_api::service::{Counting, Invoker, Logs, Worker};
 use stratus_store::{BlobStore, MetaStore};
 
@@ -84,6 +87,10 @@ pub struct Frontend {
     metrics: metrics::Metrics,
     /// Uploads in flight and code removals, so that neither loses the other.
     code_gc: code_gc::CodeGc,
+    /// Function URL configs (by function and by URL id).
+    urls: urls::UrlRegistry,
+    /// Layer versions.
+    layers: layers::LayerRegistry,
 }
 
 /// Errors starting the front end.
@@ -100,12 +107,16 @@ impl Frontend {
     pub async fn new(deps: FrontendDeps) -> Result<Arc<Self>, FrontendError> {
         let registry = registry::Registry::load(Arc::clone(&deps.meta)).await?;
         let keys = auth::keys::Keys::load(Arc::clone(&deps.meta), deps.admin_key.clone()).await?;
+        let urls = urls::UrlRegistry::load(Arc::clone(&deps.meta)).await?;
+        let layers = layers::LayerRegistry::load(Arc::clone(&deps.meta)).await?;
         let this = Arc::new(Frontend {
             deps,
             registry,
             keys,
             metrics: metrics::Metrics::default(),
             code_gc: code_gc::CodeGc::default(),
+            urls,
+            layers,
         });
         concurrency::load_reservations(&this).await;
         control::finish_pending(&this).await;
@@ -117,13 +128,22 @@ impl Frontend {
         self.registry.len()
     }
 
-    /// The code digests some function uses.
+    /// The code digests some function uses (its code or one of its
+    /// layers), and those of every layer version.
     pub fn code_digests(&self) -> std::collections::BTreeSet<String> {
-        self.registry
+        let mut digests: std::collections::BTreeSet<String> = self
+            .registry
             .all()
             .into_iter()
-            .map(|c| c.record.code_digest.clone())
-            .collect()
+            .flat_map(|c| {
+                let r = &c.record;
+                std::iter::once(r.code_digest.clone())
+                    .chain(r.layers.iter().map(|l| l.code_digest.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        digests.extend(self.layers.digests());
+        digests
     }
 
     /// Deletes stored code archives whose digest is not in `keep` (what
@@ -152,12 +172,10 @@ impl Frontend {
     /// in flight (see `code_gc`). Failures are logged: what is left is
     /// removed at the next start.
     async fn collect_code(&self, digest: &str) {
-        let Some(_removal) = self.code_gc.begin_removal(digest, |d| {
-            self.registry
-                .all()
-                .iter()
-                .any(|c| c.record.code_digest == d)
-        }) else {
+        let Some(_removal) = self
+            .code_gc
+            .begin_removal(digest, |d| self.registry.uses(d) || self.layers.uses(d))
+        else {
             return;
         };
         if let Err(e) = self.deps.blobs.delete(digest).await {
@@ -227,6 +245,30 @@ fn signed_routes(fe: Arc<Frontend>) -> Router<Arc<Frontend>> {
             "/2016-08-19/account-settings/",
             get(concurrency::account_settings),
         )
+        .route(
+            "/2017-03-31/tags/{arn}",
+            get(tags::list_tags)
+                .post(tags::tag_resource)
+                .delete(tags::untag_resource),
+        )
+        .route(
+            "/2021-10-31/functions/{name}/url",
+            get(urls::get_url)
+                .post(urls::create_url)
+                .put(urls::update_url)
+                .delete(urls::delete_url),
+        )
+        .route("/2021-10-31/functions/{name}/urls", get(urls::list_urls))
+        .route("/2018-10-31/layers", get(layers::list_layers))
+        .route("/2018-10-31/layers/", get(layers::list_layers))
+        .route(
+            "/2018-10-31/layers/{name}/versions",
+            post(layers::publish).get(layers::list_versions),
+        )
+        .route(
+            "/2018-10-31/layers/{name}/versions/{version}",
+            get(layers::get_version).delete(layers::delete_version),
+        )
         .route("/_stratus/logs/{name}", get(logs::read))
         .route(
             "/_stratus/functions/{name}/sandboxes",
@@ -248,13 +290,18 @@ fn signed_routes(fe: Arc<Frontend>) -> Router<Arc<Frontend>> {
 }
 
 /// Routes that answer without credentials: the liveness and readiness
-/// probes and the Prometheus scrape. (Presigned code downloads carry their
-/// own HMAC in the URL.) Never put [`auth::authenticate`] on these.
+/// probes, the Prometheus scrape and function URLs (which check an
+/// `AWS_IAM` URL's signature themselves, `urls::serve`). (Presigned code
+/// downloads carry their own HMAC in the URL.) Never put
+/// [`auth::authenticate`] on these.
 fn open_routes() -> Router<Arc<Frontend>> {
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(ready::serve))
         .route("/metrics", get(metrics::serve))
+        .route("/_stratus/url/{id}", any(urls::serve))
+        .route("/_stratus/url/{id}/", any(urls::serve))
+        .route("/_stratus/url/{id}/{*path}", any(urls::serve))
 }
 
 /// This server's version, as in the `Server` header: `stratus/0.1.0`.

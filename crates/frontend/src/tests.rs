@@ -22,7 +22,9 @@ use super::*;
 
 mod auth;
 mod concurrency;
+mod layers;
 mod scrape;
+mod tags_urls;
 
 /// Answers every invoke with its payload, as a cold start. A payload of
 /// `{"fail":true}` makes it a function error; `{"hold":true}` waits for

@@ -24,7 +24,7 @@ use stratus_types::limits::{
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tracing::Instrument;
 
-use crate::code_cache::CodeLease;
+use crate::code_cache::{CodeLease, OptLease};
 use crate::logs::LogPump;
 use crate::runtime_api::{self, Dispatch, RuntimeApiState, RuntimeReply};
 use crate::runtimes::{self, Interpreters};
@@ -110,6 +110,7 @@ pub async fn start(
     backend: &dyn SandboxBackend,
     spec: Arc<FunctionVersionSpec>,
     code: CodeLease,
+    opt: Option<OptLease>,
     runtime_dir: PathBuf,
     interpreters: &Interpreters,
     store: Arc<dyn Logs>,
@@ -135,7 +136,7 @@ pub async fn start(
         id: id.clone(),
         code_dir: code.path().to_owned(),
         runtime_dir: Some(runtime_dir),
-        opt_dir: None,
+        opt_dir: opt.as_ref().map(|o| o.path().to_owned()),
         argv: runtimes::argv(&spec, interpreters),
         env: runtimes::environment(&spec, &runtime_api, log_stream.as_str()),
         cwd: PathBuf::from("/var/task"),
@@ -202,6 +203,7 @@ pub async fn start(
                     }
                 };
                 drop(code);
+                drop(opt);
                 tracing::debug!(%status, "sandbox ended");
                 exit_tx.send_replace(Some(status));
             }
