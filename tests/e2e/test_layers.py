@@ -155,3 +155,21 @@ def test_layer_errors(lam, fns):
         expect_error(lam.get_layer_version, 404, "ResourceNotFoundException", LayerName=name, VersionNumber=99)
     finally:
         _cleanup_layer(lam, name)
+
+
+def test_provided_runtime_bootstrap_from_a_layer(lam, fns):
+    from test_runtimes import SHELL_BOOTSTRAP
+
+    name = fns.name("rtlayer")
+    try:
+        runtime = lam.publish_layer_version(
+            LayerName=name,
+            Content={"ZipFile": zip_files({"bootstrap": SHELL_BOOTSTRAP}, executable=("bootstrap",))},
+        )["LayerVersionArn"]
+        fn = fns.create(zip_files({"README": "code without a bootstrap"}), handler="whatever.handler",
+                        runtime="provided.al2023", Layers=[runtime], Timeout=5)
+        out = _invoke(lam, fn)
+        assert out["event"] == {}
+        assert out["cwd"] == "/var/task"
+    finally:
+        _cleanup_layer(lam, name)

@@ -98,6 +98,10 @@ pub struct Frontend {
 pub enum FrontendError {
     #[error("loading functions from the store: {0}")]
     Load(#[from] RegistryError),
+    #[error("loading function URL configs from the store: {0}")]
+    LoadUrls(#[source] RegistryError),
+    #[error("loading layer versions from the store: {0}")]
+    LoadLayers(#[source] RegistryError),
     #[error("loading accounts and keys from the store: {0}")]
     Keys(#[from] auth::keys::KeysError),
 }
@@ -107,8 +111,12 @@ impl Frontend {
     pub async fn new(deps: FrontendDeps) -> Result<Arc<Self>, FrontendError> {
         let registry = registry::Registry::load(Arc::clone(&deps.meta)).await?;
         let keys = auth::keys::Keys::load(Arc::clone(&deps.meta), deps.admin_key.clone()).await?;
-        let urls = urls::UrlRegistry::load(Arc::clone(&deps.meta)).await?;
-        let layers = layers::LayerRegistry::load(Arc::clone(&deps.meta)).await?;
+        let urls = urls::UrlRegistry::load(Arc::clone(&deps.meta))
+            .await
+            .map_err(FrontendError::LoadUrls)?;
+        let layers = layers::LayerRegistry::load(Arc::clone(&deps.meta))
+            .await
+            .map_err(FrontendError::LoadLayers)?;
         let this = Arc::new(Frontend {
             deps,
             registry,
