@@ -173,3 +173,49 @@ def test_provided_runtime_bootstrap_from_a_layer(lam, fns):
         assert out["cwd"] == "/var/task"
     finally:
         _cleanup_layer(lam, name)
+
+
+def test_layers_urls_and_tags_survive_a_restart():
+    import urllib.request
+
+    from stratus_harness import ROLE, new_server, remove_data_dir, unique_name, wait_active
+
+    first = new_server("layers-persist")
+    first.start()
+    data_dir = first.data_dir
+    lam = first.client()
+    name, kept, dropped = unique_name("lp-fn"), unique_name("lp-kept"), unique_name("lp-dropped")
+    try:
+        kept_arn = _layer(lam, kept, {"python/shared.py": "VALUE = 'kept'\n"})["LayerVersionArn"]
+        dropped_arn = _layer(lam, dropped, {"python/only_a.py": "VALUE = 'dropped'\n"})["LayerVersionArn"]
+        lam.create_function(FunctionName=name, Runtime="python3.12", Role=ROLE, Handler="app.handler",
+                            Code={"ZipFile": zip_files({"app.py": APP})}, Layers=[dropped_arn, kept_arn],
+                            Tags={"team": "core"})
+        wait_active(lam, name)
+        url = lam.create_function_url_config(FunctionName=name, AuthType="NONE")["FunctionUrl"]
+        # A deleted layer version the function still names: its archive must
+        # survive the start-up clean-up of unused code.
+        lam.delete_layer_version(LayerName=dropped, VersionNumber=1)
+    finally:
+        assert first.stop() == 0
+
+    second = new_server("layers-persist-restarted", data_dir=data_dir)
+    second.start()
+    try:
+        lam2 = second.client()
+        assert [v["Version"] for v in lam2.list_layer_versions(LayerName=kept)["LayerVersions"]] == [1]
+        assert lam2.list_layer_versions(LayerName=dropped)["LayerVersions"] == []
+        assert lam2.get_function(FunctionName=name)["Tags"] == {"team": "core"}
+        new_url = lam2.get_function_url_config(FunctionName=name)["FunctionUrl"]
+        path = url.split("/_stratus/url/")[1]
+        assert new_url.endswith(path), (url, new_url)
+        with urllib.request.urlopen(new_url, timeout=30) as r:
+            out = json.loads(r.read())
+        assert out["shared"] == "kept" and out["only_a"] == "dropped", out
+        assert _layer(lam2, dropped, {"python/x.py": ""})["Version"] == 2, "numbers survive too"
+        lam2.delete_function(FunctionName=name)
+        _cleanup_layer(lam2, kept)
+        _cleanup_layer(lam2, dropped)
+    finally:
+        second.stop()
+        remove_data_dir(data_dir)
