@@ -219,3 +219,17 @@ def test_layers_urls_and_tags_survive_a_restart():
     finally:
         second.stop()
         remove_data_dir(data_dir)
+
+
+def test_node_function_requires_a_package_from_a_layer(lam, fns):
+    name = fns.name("nodelayer")
+    try:
+        arn = _layer(lam, name, {
+            "nodejs/node_modules/greet/index.js": "module.exports = (who) => `hello ${who} from a layer`;\n",
+        })["LayerVersionArn"]
+        code = zip_files({"index.js": "const greet = require('greet');\n"
+                                      "exports.handler = async () => ({greeting: greet('node')});\n"})
+        fn = fns.create(code, handler="index.handler", runtime="nodejs20.x", Layers=[arn])
+        assert _invoke(lam, fn) == {"greeting": "hello node from a layer"}
+    finally:
+        _cleanup_layer(lam, name)
