@@ -272,7 +272,6 @@ UNSUPPORTED = {
                            "LocalMountPath": "/mnt/efs"}],
     "ImageConfig": {"Command": ["app.handler"]},
     "KMSKeyArn": "arn:aws:kms:us-east-1:000000000000:key/11111111-2222-3333-4444-555555555555",
-    "Layers": ["arn:aws:lambda:us-east-1:000000000000:layer:dep:1"],
 }
 
 
@@ -285,7 +284,7 @@ def test_unsupported_fields_rejected_on_create(lam, py_zip, field):
     expect_error(lam.get_function, 404, "ResourceNotFoundException", FunctionName=name)
 
 
-@pytest.mark.parametrize("field", ["VpcConfig", "FileSystemConfigs", "ImageConfig", "KMSKeyArn", "Layers"])
+@pytest.mark.parametrize("field", ["VpcConfig", "FileSystemConfigs", "ImageConfig", "KMSKeyArn"])
 def test_unsupported_fields_rejected_on_update(lam, fns, py_zip, field):
     name = fns.create(py_zip)
     expect_error(lam.update_function_configuration, 400, "InvalidParameterValueException", field,

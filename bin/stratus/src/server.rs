@@ -352,7 +352,10 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     // finish (keep-alive connections close after their current response),
     // but no longer than the grace period.
     let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
-    let serve = axum::serve(listener, stratus_frontend::router(frontend))
+    // The peer address reaches handlers (a function URL event's sourceIp).
+    let app = stratus_frontend::router(frontend)
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let serve = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             tracing::info!("shutting down: no new requests; waiting for the ones in flight");

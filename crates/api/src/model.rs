@@ -52,6 +52,9 @@ pub struct CreateFunctionRequest {
     pub logging_config: Option<LoggingConfig>,
     /// Publishes version 1 in the same call.
     pub publish: Option<bool>,
+    pub tags: Option<BTreeMap<String, String>>,
+    /// Layer version ARNs, in order.
+    pub layers: Option<Vec<String>>,
     #[serde(flatten)]
     pub other: Map<String, Value>,
 }
@@ -71,6 +74,8 @@ pub struct UpdateFunctionConfigurationRequest {
     pub revision_id: Option<String>,
     pub tracing_config: Option<TracingConfig>,
     pub logging_config: Option<LoggingConfig>,
+    /// Layer version ARNs, in order (replaces the function's layers).
+    pub layers: Option<Vec<String>>,
     #[serde(flatten)]
     pub other: Map<String, Value>,
 }
@@ -145,6 +150,17 @@ pub struct FunctionConfiguration {
     pub logging_config: LoggingConfig,
     pub snap_start: Value,
     pub runtime_version_config: Value,
+    /// The function's layers, when it has some.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<Layer>,
+}
+
+/// One of a function's layers in its configuration document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Layer {
+    pub arn: String,
+    pub code_size: u64,
 }
 
 /// `Code` of GetFunction.
@@ -164,6 +180,9 @@ pub struct GetFunctionResponse {
     /// Present when the function has reserved concurrency.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<Concurrency>,
+    /// The function's tags, when it has some.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<BTreeMap<String, String>>,
 }
 
 /// `{ReservedConcurrentExecutions: N}`: PutFunctionConcurrency's answer,
@@ -334,6 +353,7 @@ mod tests {
             },
             snap_start: json!({"ApplyOn": "None", "OptimizationStatus": "Off"}),
             runtime_version_config: json!({}),
+            layers: Vec::new(),
         };
         let v = serde_json::to_value(&cfg).expect("serialises");
         for k in [

@@ -36,6 +36,9 @@ pub struct FunctionVersionSpec {
     pub env: BTreeMap<String, String>,
     /// Hex SHA-256 of the code zip (the blob key).
     pub code_digest: String,
+    /// Hex SHA-256 of each layer's zip, in order: extracted into one
+    /// read-only `/opt`, a later layer's files over an earlier one's.
+    pub layers: Vec<String>,
 }
 
 impl FunctionVersionSpec {

@@ -126,6 +126,7 @@ fn spec(name: &str, rev: &str, mem: u32) -> Arc<FunctionVersionSpec> {
         ephemeral_mb: 512,
         env: Default::default(),
         code_digest: "0".repeat(64),
+        layers: Vec::new(),
     })
 }
 

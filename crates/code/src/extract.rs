@@ -111,6 +111,30 @@ pub fn extract_zip(
     Ok(stats)
 }
 
+/// The sum of the uncompressed sizes a zip (in memory) declares for its
+/// entries, from its central directory alone: what the control plane adds
+/// up to check a function's code and layers against the unzipped limit.
+/// (Extraction counts the bytes really written, [`extract_zip`].)
+pub fn declared_size(zip: &[u8]) -> Result<u64, CodeError> {
+    let mut archive =
+        ZipArchive::new(std::io::Cursor::new(zip)).map_err(|source| CodeError::CorruptArchive {
+            path: PathBuf::from("<upload>"),
+            source,
+        })?;
+    let mut declared: u64 = 0;
+    for i in 0..archive.len() {
+        let label = entry_label(&archive, i);
+        let entry = archive
+            .by_index_raw(i)
+            .map_err(|e| CodeError::CorruptEntry {
+                entry: label,
+                reason: e.to_string(),
+            })?;
+        declared = declared.saturating_add(entry.size());
+    }
+    Ok(declared)
+}
+
 fn present() -> ExtractStats {
     ExtractStats {
         already_present: true,

@@ -33,7 +33,7 @@ use sha2::{Digest, Sha256};
 mod extract;
 mod pack;
 
-pub use extract::{ExtractStats, MAX_ENTRIES, extract_zip};
+pub use extract::{ExtractStats, MAX_ENTRIES, declared_size, extract_zip};
 pub use pack::zip_directory;
 
 /// What the caller should do about a [`CodeError`].
@@ -147,6 +147,16 @@ mod tests {
             sha256_hex(b""),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
+    }
+
+    #[test]
+    fn declared_size_sums_the_central_directory() {
+        let dir = tempfile::tempdir().expect("dir");
+        std::fs::write(dir.path().join("a.py"), "x".repeat(1000)).expect("write");
+        std::fs::write(dir.path().join("b.py"), "y".repeat(24)).expect("write");
+        let zip = zip_directory(dir.path()).expect("zip");
+        assert_eq!(declared_size(&zip).expect("size"), 1024);
+        assert!(declared_size(b"PK\x03\x04 not a zip").is_err());
     }
 
     #[test]

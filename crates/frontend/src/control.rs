@@ -139,7 +139,7 @@ pub(crate) fn parse_function_ref(
     Ok((r, account, qualifier))
 }
 
-fn decode_zip(b64: &str) -> Result<Vec<u8>, LambdaError> {
+pub(crate) fn decode_zip(b64: &str) -> Result<Vec<u8>, LambdaError> {
     let zip = base64::engine::general_purpose::STANDARD
         .decode(b64.trim())
         .map_err(|_| {
@@ -158,16 +158,32 @@ fn decode_zip(b64: &str) -> Result<Vec<u8>, LambdaError> {
 
 /// A stored and unpacked archive, protected from removal until `upload`
 /// is dropped (after the record naming it is written).
-struct Stored<'a> {
-    upload: Upload<'a>,
-    digest: String,
-    sha_b64: String,
-    size: u64,
+pub(crate) struct Stored<'a> {
+    pub(crate) upload: Upload<'a>,
+    pub(crate) digest: String,
+    pub(crate) sha_b64: String,
+    pub(crate) size: u64,
+}
+
+/// Lambda's message for an archive it cannot unpack.
+pub(crate) const UNZIP_FAILED: &str =
+    "Could not unzip uploaded file. Please check your file, then try to upload again.";
+
+/// The unzipped size of a function's stored code (declared sizes), to
+/// check it with its layers against the limit.
+async fn stored_unzipped_size(fe: &Frontend, digest: &str) -> Result<u64, LambdaError> {
+    let zip = fe
+        .deps
+        .blobs
+        .get(digest)
+        .await
+        .map_err(|e| LambdaError::service(format!("reading code {digest}: {e}")))?;
+    crate::layers::declared_size(&zip)
 }
 
 /// Stores the zip and checks it unpacks. An archive that does not unpack is
 /// removed again.
-async fn store_code(fe: &Frontend, zip: Vec<u8>) -> Result<Stored<'_>, LambdaError> {
+pub(crate) async fn store_code(fe: &Frontend, zip: Vec<u8>) -> Result<Stored<'_>, LambdaError> {
     let size = zip.len() as u64;
     let sha_b64 = stratus_code::code_sha256_b64(&zip);
     let digest = stratus_code::sha256_hex(&zip);
@@ -198,7 +214,7 @@ async fn store_code(fe: &Frontend, zip: Vec<u8>) -> Result<Stored<'_>, LambdaErr
     })
 }
 
-fn host(headers: &HeaderMap) -> String {
+pub(crate) fn host(headers: &HeaderMap) -> String {
     headers
         .get("host")
         .and_then(|h| h.to_str().ok())
@@ -299,6 +315,7 @@ pub async fn create_function(
     if req.package_type.as_deref().is_some_and(|p| p != "Zip") {
         return Err(validate::unsupported("PackageType Image (container images)").into());
     }
+    let tags = crate::tags::at_create(req.tags.as_ref())?;
     validate::other_fields(&req.other, "")?;
     let publish = req.publish == Some(true);
     let code = req.code.ok_or_else(|| {
@@ -321,6 +338,13 @@ pub async fn create_function(
         .into());
     }
     let zip = decode_zip(&zip_b64)?;
+    let layers = match req.layers.as_deref() {
+        Some(arns) if !arns.is_empty() => {
+            let code_unzipped = crate::layers::declared_size(&zip)?;
+            crate::layers::resolve_layers(&fe, &c, arns, code_unzipped)?
+        }
+        _ => Vec::new(),
+    };
     let stored = store_code(&fe, zip).await?;
     let record = FunctionRecord {
         account: c.account.clone(),
@@ -345,6 +369,8 @@ pub async fn create_function(
         reserved_concurrency: None,
         version: "$LATEST".into(),
         last_version: 0,
+        tags,
+        layers,
     };
     let written = fe.registry.put(record, None).await;
     drop(stored.upload);
@@ -397,6 +423,7 @@ pub async fn get_function(
         concurrency: t.latest.record.reserved_concurrency.map(|n| Concurrency {
             reserved_concurrent_executions: n,
         }),
+        tags: (!r.tags.is_empty()).then(|| r.tags.clone()),
         configuration: t.configuration(),
         code: FunctionCodeLocation {
             repository_type: "S3".into(),
@@ -566,7 +593,11 @@ pub async fn delete_function(
         tracing::warn!(function = %r.name, error = %e, "could not clear the reservation");
     }
     fe.deps.logs.remove(&r.account, &r.name).await;
+    fe.urls.remove_function(&r.account, &r.name).await;
     fe.collect_code(&r.code_digest).await;
+    for l in &r.layers {
+        fe.collect_code(&l.code_digest).await;
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -651,11 +682,25 @@ pub async fn update_configuration(
     if let Some(env) = &req.environment {
         next.environment = Some(validate::environment(env)?);
     }
+    if let Some(arns) = &req.layers {
+        next.layers = if arns.is_empty() {
+            Vec::new()
+        } else {
+            let code_unzipped = stored_unzipped_size(&fe, &next.code_digest).await?;
+            crate::layers::resolve_layers(&fe, &c, arns, code_unzipped)?
+        };
+    }
     validate::tracing_config(&req.tracing_config)?;
     validate::logging_config(&req.logging_config, &next.name)?;
     validate::other_fields(&req.other, "")?;
     check_update(&found, req.revision_id.as_deref())?;
     let cached = commit_update(&fe, &found, next).await?;
+    // Layers the function no longer uses, whose versions may be deleted.
+    if req.layers.is_some() {
+        for l in &found.record.layers {
+            fe.collect_code(&l.code_digest).await;
+        }
+    }
     Ok(Json(cached.record.configuration()).into_response())
 }
 
@@ -674,6 +719,18 @@ pub async fn update_code(
     })?;
     check_update(&found, req.revision_id.as_deref())?;
     let zip = decode_zip(&zip_b64)?;
+    if !found.record.layers.is_empty() {
+        let total = found
+            .record
+            .layers
+            .iter()
+            .fold(crate::layers::declared_size(&zip)?, |t, l| {
+                t.saturating_add(l.unzipped_size)
+            });
+        if total > stratus_types::limits::UNZIPPED_MAX_BYTES {
+            return Err(crate::layers::too_big(total).into());
+        }
+    }
     let stored = store_code(&fe, zip).await?;
     if req.dry_run == Some(true) {
         let mut doc = found.record.configuration();

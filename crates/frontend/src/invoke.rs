@@ -35,7 +35,7 @@ pub(crate) fn too_large() -> LambdaError {
     )
 }
 
-async fn read_payload(body: Body) -> Result<Bytes, LambdaError> {
+pub(crate) async fn read_payload(body: Body) -> Result<Bytes, LambdaError> {
     match Limited::new(body, SYNC_REQUEST_MAX_BYTES).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
@@ -46,7 +46,7 @@ async fn read_payload(body: Body) -> Result<Bytes, LambdaError> {
     }
 }
 
-fn trace_id() -> String {
+pub(crate) fn trace_id() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -196,7 +196,7 @@ pub async fn invoke(
 
 /// Takes a concurrency permit from the counting service and runs the
 /// invocation; the permit is released when it ends.
-async fn admit_and_run(
+pub(crate) async fn admit_and_run(
     fe: &Frontend,
     record: &FunctionRecord,
     spec: Arc<FunctionVersionSpec>,

@@ -26,12 +26,15 @@ mod concurrency;
 mod control;
 mod error;
 mod invoke;
+mod layers;
 mod logs;
 mod metrics;
 mod presign;
 mod published;
 mod ready;
 mod registry;
+mod tags;
+mod urls;
 mod validate;
 mod versions;
 
@@ -40,7 +43,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderValue;
-use axum::routing::{get, post, put};
+use axum::routing::{any, get, post, put};
 use stratus_api::service::{Counting, Invoker, Logs, Worker};
 use stratus_store::{BlobStore, MetaStore};
 
@@ -89,6 +92,10 @@ pub struct Frontend {
     metrics: metrics::Metrics,
     /// Uploads in flight and code removals, so that neither loses the other.
     code_gc: code_gc::CodeGc,
+    /// Function URL configs (by function and by URL id).
+    urls: urls::UrlRegistry,
+    /// Layer versions.
+    layers: layers::LayerRegistry,
 }
 
 /// Errors starting the front end.
@@ -96,6 +103,10 @@ pub struct Frontend {
 pub enum FrontendError {
     #[error("loading functions from the store: {0}")]
     Load(#[from] RegistryError),
+    #[error("loading function URL configs from the store: {0}")]
+    LoadUrls(#[source] RegistryError),
+    #[error("loading layer versions from the store: {0}")]
+    LoadLayers(#[source] RegistryError),
     #[error("loading accounts and keys from the store: {0}")]
     Keys(#[from] auth::keys::KeysError),
 }
@@ -106,6 +117,12 @@ impl Frontend {
         let registry = registry::Registry::load(Arc::clone(&deps.meta)).await?;
         let published = published::Published::load(Arc::clone(&deps.meta), &registry).await?;
         let keys = auth::keys::Keys::load(Arc::clone(&deps.meta), deps.admin_key.clone()).await?;
+        let urls = urls::UrlRegistry::load(Arc::clone(&deps.meta))
+            .await
+            .map_err(FrontendError::LoadUrls)?;
+        let layers = layers::LayerRegistry::load(Arc::clone(&deps.meta))
+            .await
+            .map_err(FrontendError::LoadLayers)?;
         let this = Arc::new(Frontend {
             deps,
             registry,
@@ -113,6 +130,8 @@ impl Frontend {
             keys,
             metrics: metrics::Metrics::default(),
             code_gc: code_gc::CodeGc::default(),
+            urls,
+            layers,
         });
         concurrency::load_reservations(&this).await;
         control::finish_pending(&this).await;
@@ -124,14 +143,23 @@ impl Frontend {
         self.registry.len()
     }
 
-    /// The code digests some function or published version uses.
+    /// The code digests some function or published version uses (its code
+    /// or one of its layers), and those of every layer version.
     pub fn code_digests(&self) -> std::collections::BTreeSet<String> {
-        self.registry
+        let mut digests: std::collections::BTreeSet<String> = self
+            .registry
             .all()
             .into_iter()
-            .map(|c| c.record.code_digest.clone())
-            .chain(self.published.digests())
-            .collect()
+            .flat_map(|c| {
+                let r = &c.record;
+                std::iter::once(r.code_digest.clone())
+                    .chain(r.layers.iter().map(|l| l.code_digest.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        digests.extend(self.published.digests());
+        digests.extend(self.layers.digests());
+        digests
     }
 
     /// Deletes stored code archives whose digest is not in `keep` (what
@@ -161,11 +189,7 @@ impl Frontend {
     /// removed at the next start.
     async fn collect_code(&self, digest: &str) {
         let Some(_removal) = self.code_gc.begin_removal(digest, |d| {
-            self.registry
-                .all()
-                .iter()
-                .any(|c| c.record.code_digest == d)
-                || self.published.uses_digest(d)
+            self.registry.uses(d) || self.published.uses_digest(d) || self.layers.uses(d)
         }) else {
             return;
         };
@@ -250,6 +274,30 @@ fn signed_routes(fe: Arc<Frontend>) -> Router<Arc<Frontend>> {
             "/2016-08-19/account-settings/",
             get(concurrency::account_settings),
         )
+        .route(
+            "/2017-03-31/tags/{arn}",
+            get(tags::list_tags)
+                .post(tags::tag_resource)
+                .delete(tags::untag_resource),
+        )
+        .route(
+            "/2021-10-31/functions/{name}/url",
+            get(urls::get_url)
+                .post(urls::create_url)
+                .put(urls::update_url)
+                .delete(urls::delete_url),
+        )
+        .route("/2021-10-31/functions/{name}/urls", get(urls::list_urls))
+        .route("/2018-10-31/layers", get(layers::list_layers))
+        .route("/2018-10-31/layers/", get(layers::list_layers))
+        .route(
+            "/2018-10-31/layers/{name}/versions",
+            post(layers::publish).get(layers::list_versions),
+        )
+        .route(
+            "/2018-10-31/layers/{name}/versions/{version}",
+            get(layers::get_version).delete(layers::delete_version),
+        )
         .route("/_stratus/logs/{name}", get(logs::read))
         .route(
             "/_stratus/functions/{name}/sandboxes",
@@ -271,13 +319,18 @@ fn signed_routes(fe: Arc<Frontend>) -> Router<Arc<Frontend>> {
 }
 
 /// Routes that answer without credentials: the liveness and readiness
-/// probes and the Prometheus scrape. (Presigned code downloads carry their
-/// own HMAC in the URL.) Never put [`auth::authenticate`] on these.
+/// probes, the Prometheus scrape and function URLs (which check an
+/// `AWS_IAM` URL's signature themselves, `urls::serve`). (Presigned code
+/// downloads carry their own HMAC in the URL.) Never put
+/// [`auth::authenticate`] on these.
 fn open_routes() -> Router<Arc<Frontend>> {
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(ready::serve))
         .route("/metrics", get(metrics::serve))
+        .route("/_stratus/url/{id}", any(urls::serve))
+        .route("/_stratus/url/{id}/", any(urls::serve))
+        .route("/_stratus/url/{id}/{*path}", any(urls::serve))
 }
 
 /// This server's version, as in the `Server` header: `stratus/0.1.0`.

@@ -261,15 +261,22 @@ impl Published {
         self.versions_read()
             .values()
             .flat_map(BTreeMap::values)
-            .any(|c| c.record.code_digest == digest)
+            .any(|c| {
+                c.record.code_digest == digest
+                    || c.record.layers.iter().any(|l| l.code_digest == digest)
+            })
     }
 
-    /// Every code digest a published version runs.
+    /// Every code digest a published version runs: its code and its layers'.
     pub fn digests(&self) -> Vec<String> {
         self.versions_read()
             .values()
             .flat_map(BTreeMap::values)
-            .map(|c| c.record.code_digest.clone())
+            .flat_map(|c| {
+                std::iter::once(c.record.code_digest.clone())
+                    .chain(c.record.layers.iter().map(|l| l.code_digest.clone()))
+                    .collect::<Vec<_>>()
+            })
             .collect()
     }
 

@@ -58,10 +58,28 @@ pub struct FunctionRecord {
     /// Numbers are never reused, even after that version is deleted.
     #[serde(default)]
     pub last_version: u64,
+    /// Tags (TagResource, CreateFunction's `Tags`). Records written before
+    /// they existed load with none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// Layers, in order. Records written before they existed load with none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<FunctionLayer>,
 }
 
 fn latest() -> String {
     "$LATEST".into()
+}
+
+/// One layer of a function: the version it named, and what it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionLayer {
+    /// The layer version ARN.
+    pub arn: String,
+    /// Hex SHA-256 of the layer's zip (kept even if the version is deleted).
+    pub code_digest: String,
+    pub code_size: u64,
+    pub unzipped_size: u64,
 }
 
 impl FunctionRecord {
@@ -120,6 +138,14 @@ impl FunctionRecord {
             runtime_version_config: serde_json::json!({
                 "RuntimeVersionArn": format!("arn:aws:lambda:{}::runtime:stratus-{}", self.region, self.runtime)
             }),
+            layers: self
+                .layers
+                .iter()
+                .map(|l| stratus_api::model::Layer {
+                    arn: l.arn.clone(),
+                    code_size: l.code_size,
+                })
+                .collect(),
         }
     }
 
@@ -139,6 +165,7 @@ impl FunctionRecord {
             ephemeral_mb: self.ephemeral_mb,
             env: self.environment.clone().unwrap_or_default(),
             code_digest: self.code_digest.clone(),
+            layers: self.layers.iter().map(|l| l.code_digest.clone()).collect(),
         })
     }
 }
@@ -279,6 +306,14 @@ impl Registry {
             .await?;
         self.write().remove(&(account.clone(), name.to_owned()));
         Ok(())
+    }
+
+    /// Whether some function's code or one of its layers is `digest`.
+    pub fn uses(&self, digest: &str) -> bool {
+        self.read().values().any(|c| {
+            c.record.code_digest == digest
+                || c.record.layers.iter().any(|l| l.code_digest == digest)
+        })
     }
 
     /// Every function (all accounts).

@@ -22,7 +22,9 @@ use super::*;
 
 mod auth;
 mod concurrency;
+mod layers;
 mod scrape;
+mod tags_urls;
 mod versions;
 
 /// Answers every invoke with its payload, as a cold start. A payload of

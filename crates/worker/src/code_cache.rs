@@ -239,6 +239,127 @@ impl CodeCache {
     }
 }
 
+/// A sandbox's `/opt`: its layers, unpacked (each a [`CodeLease`]) and, when
+/// there are several, merged into one directory of its own, removed when
+/// this is dropped.
+#[derive(Debug)]
+pub struct OptLease {
+    path: PathBuf,
+    merged: bool,
+    _layers: Vec<CodeLease>,
+}
+
+impl OptLease {
+    /// The directory to mount at `/opt`.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for OptLease {
+    fn drop(&mut self) {
+        if self.merged {
+            delete_soon(vec![self.path.clone()]);
+        }
+    }
+}
+
+impl CodeCache {
+    /// Unpacks the layers `digests` (in order) and leases them as one
+    /// directory for `/opt`: the layer's own directory when there is one,
+    /// else a merge of them where a later layer's files replace an earlier
+    /// one's (hard links to the unpacked files, so no content is copied).
+    /// `None` without layers.
+    pub async fn prepare_opt(&self, digests: &[String]) -> Result<Option<OptLease>, LambdaError> {
+        let mut layers = Vec::with_capacity(digests.len());
+        for d in digests {
+            layers.push(self.prepare(d).await?);
+        }
+        match layers.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(OptLease {
+                path: one.path().to_owned(),
+                merged: false,
+                _layers: layers,
+            })),
+            many => {
+                // `.tmp-` in the name: a restart sweeps what a crash left.
+                let n = self.shared.seq.fetch_add(1, Ordering::Relaxed);
+                let dest = self.shared.dir.join(format!(
+                    "opt-{}.tmp-merged-{n}",
+                    uuid::Uuid::new_v4().simple()
+                ));
+                let sources: Vec<PathBuf> = many.iter().map(|l| l.path().to_owned()).collect();
+                let dest2 = dest.clone();
+                let merged = tokio::task::spawn_blocking(move || merge_layers(&sources, &dest2))
+                    .await
+                    .map_err(|e| LambdaError::service(format!("merging layers: {e}")));
+                let lease = OptLease {
+                    path: dest,
+                    merged: true,
+                    _layers: layers,
+                };
+                merged?.map_err(|e| {
+                    LambdaError::service(format!(
+                        "merging layers into {}: {e}",
+                        lease.path.display()
+                    ))
+                })?;
+                Ok(Some(lease))
+            }
+        }
+    }
+}
+
+/// Builds `dest` from the unpacked trees `sources`, in order, a later
+/// tree's entries replacing an earlier one's. Never writes through a
+/// symlink: an entry in the way (a file or link where a directory must go,
+/// or the reverse) is removed first, so every directory written into is
+/// one this function made.
+fn merge_layers(sources: &[PathBuf], dest: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir(dest)?;
+    std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o755))?;
+    for src in sources {
+        merge_dir(src, dest)?;
+    }
+    Ok(())
+}
+
+fn merge_dir(src: &Path, dest: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for entry in std::fs::read_dir(src)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let to = dest.join(entry.file_name());
+        let existing = std::fs::symlink_metadata(&to).ok();
+        if kind.is_dir() {
+            match existing {
+                Some(m) if m.is_dir() => {}
+                Some(_) => {
+                    std::fs::remove_file(&to)?;
+                    std::fs::create_dir(&to)?;
+                }
+                None => std::fs::create_dir(&to)?,
+            }
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755))?;
+            merge_dir(&entry.path(), &to)?;
+            continue;
+        }
+        match existing {
+            Some(m) if m.is_dir() => std::fs::remove_dir_all(&to)?,
+            Some(_) => std::fs::remove_file(&to)?,
+            None => {}
+        }
+        if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &to)?;
+        } else if std::fs::hard_link(entry.path(), &to).is_err() {
+            std::fs::copy(entry.path(), &to)?;
+        }
+    }
+    Ok(())
+}
+
 /// Removes the entries of `dir` (files or whole directories) whose name
 /// `doomed` picks; returns how many went.
 fn remove_entries(dir: &Path, what: &str, doomed: impl Fn(&str) -> bool) -> usize {
@@ -275,6 +396,37 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         false
+    }
+
+    #[test]
+    fn layers_merge_in_order_without_following_links() {
+        let dir = tempfile::tempdir().expect("dir");
+        let a = dir.path().join("a");
+        let b = dir.path().join("b");
+        std::fs::create_dir_all(a.join("python/pkg")).expect("a");
+        std::fs::create_dir_all(b.join("python")).expect("b");
+        std::fs::write(a.join("python/shared.py"), "A").expect("write");
+        std::fs::write(a.join("python/pkg/x.py"), "x").expect("write");
+        std::fs::write(a.join("bin"), "a file where b has a directory").expect("write");
+        std::os::unix::fs::symlink("/etc", a.join("python/link")).expect("link");
+        std::fs::write(b.join("python/shared.py"), "B").expect("write");
+        std::fs::create_dir_all(b.join("bin")).expect("bin");
+        std::fs::write(b.join("bin/tool"), "t").expect("write");
+        // b puts a directory where a had a symlink: the link is replaced,
+        // never written through.
+        std::fs::create_dir_all(b.join("python/link")).expect("dir");
+        std::fs::write(b.join("python/link/inside"), "i").expect("write");
+        let dest = dir.path().join("opt");
+        merge_layers(&[a, b], &dest).expect("merged");
+        let read = |p: &str| std::fs::read_to_string(dest.join(p)).expect(p);
+        assert_eq!(read("python/shared.py"), "B", "the later layer wins");
+        assert_eq!(read("python/pkg/x.py"), "x");
+        assert_eq!(read("bin/tool"), "t");
+        assert_eq!(read("python/link/inside"), "i");
+        assert!(
+            !std::path::Path::new("/etc/inside").exists(),
+            "nothing was written through the link"
+        );
     }
 
     #[tokio::test]

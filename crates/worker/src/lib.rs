@@ -131,11 +131,13 @@ impl Worker for LocalWorker {
         spec: Arc<FunctionVersionSpec>,
     ) -> Result<Arc<dyn WarmSandbox>, LambdaError> {
         let code = self.code.prepare(&spec.code_digest).await?;
+        let opt = self.code.prepare_opt(&spec.layers).await?;
         let backend = self.tiers.backend_for(&spec);
         sandbox::start(
             &backend,
             spec,
             code,
+            opt,
             self.runtime_dir.clone(),
             &self.cfg.interpreters,
             Arc::clone(&self.logs),

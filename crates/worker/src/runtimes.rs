@@ -151,6 +151,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             code_digest: "0".repeat(64),
+            layers: Vec::new(),
         }
     }
 

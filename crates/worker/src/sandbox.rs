@@ -24,7 +24,7 @@ use stratus_types::limits::{
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tracing::Instrument;
 
-use crate::code_cache::CodeLease;
+use crate::code_cache::{CodeLease, OptLease};
 use crate::logs::LogPump;
 use crate::runtime_api::{self, Dispatch, RuntimeApiState, RuntimeReply};
 use crate::runtimes::{self, Interpreters};
@@ -110,16 +110,26 @@ pub async fn start(
     backend: &dyn SandboxBackend,
     spec: Arc<FunctionVersionSpec>,
     code: CodeLease,
+    opt: Option<OptLease>,
     runtime_dir: PathBuf,
     interpreters: &Interpreters,
     store: Arc<dyn Logs>,
 ) -> Result<Arc<dyn WarmSandbox>, LambdaError> {
     let id = new_id();
+    let mut argv = runtimes::argv(&spec, interpreters);
     if spec.runtime.family() == stratus_types::RuntimeFamily::Provided {
         use std::os::unix::fs::PermissionsExt;
-        let ok = std::fs::metadata(code.path().join("bootstrap"))
-            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
-        if !ok {
+        let runnable = |dir: &std::path::Path| {
+            std::fs::metadata(dir.join("bootstrap"))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        };
+        // As on Lambda: the function's own bootstrap, else a layer's.
+        let own = runnable(code.path());
+        let layer = !own && opt.as_ref().is_some_and(|o| runnable(o.path()));
+        if layer {
+            argv = vec!["/opt/bootstrap".into()];
+        }
+        if !own && !layer {
             return Ok(Arc::new(FailedSandbox {
                 id,
                 version: spec.version.clone(),
@@ -135,8 +145,8 @@ pub async fn start(
         id: id.clone(),
         code_dir: code.path().to_owned(),
         runtime_dir: Some(runtime_dir),
-        opt_dir: None,
-        argv: runtimes::argv(&spec, interpreters),
+        opt_dir: opt.as_ref().map(|o| o.path().to_owned()),
+        argv,
         env: runtimes::environment(&spec, &runtime_api, log_stream.as_str()),
         cwd: PathBuf::from("/var/task"),
         limits: SandboxLimits {
@@ -202,6 +212,7 @@ pub async fn start(
                     }
                 };
                 drop(code);
+                drop(opt);
                 tracing::debug!(%status, "sandbox ended");
                 exit_tx.send_replace(Some(status));
             }
