@@ -28,7 +28,7 @@ use crate::registry::{Cached, FunctionRecord, RegistryError};
 use crate::{Frontend, presign, validate};
 
 /// Parses a JSON request body.
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, LambdaError> {
+pub(crate) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, LambdaError> {
     serde_json::from_slice(body).map_err(|e| {
         LambdaError::new(
             ErrorCode::InvalidRequestContent,
@@ -232,8 +232,11 @@ pub async fn create_function(
     c: Caller,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let req: CreateFunctionRequest = parse(&body)?;
+    let mut req: CreateFunctionRequest = parse(&body)?;
     validate::function_name(&req.function_name)?;
+    let dead_letter =
+        crate::event_config::take_dead_letter(&mut req.other, &c.account, &req.function_name)?
+            .flatten();
     let runtime_id = req
         .runtime
         .as_deref()
@@ -318,6 +321,7 @@ pub async fn create_function(
         state: "Pending".into(),
         last_update_status: None,
         reserved_concurrency: None,
+        dead_letter_target: dead_letter,
     };
     let written = fe.registry.put(record, None).await;
     drop(stored.upload);
@@ -492,6 +496,11 @@ pub async fn delete_function(
         tracing::warn!(function = %r.name, error = %e, "could not clear the reservation");
     }
     fe.deps.logs.remove(&r.account, &r.name).await;
+    if let Err(e) =
+        stratus_async_invoke::config::delete_all(&fe.deps.meta, &r.account, &r.name).await
+    {
+        tracing::warn!(function = %r.name, error = %e, "could not remove the event invoke configs");
+    }
     fe.collect_code(&r.code_digest).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -546,9 +555,14 @@ pub async fn update_configuration(
     Path(name): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let req: UpdateFunctionConfigurationRequest = parse(&body)?;
+    let mut req: UpdateFunctionConfigurationRequest = parse(&body)?;
     let found = resolve(&fe, &c, &name, None)?;
     let mut next = (*found.record).clone();
+    if let Some(dlq) =
+        crate::event_config::take_dead_letter(&mut req.other, &next.account, &next.name)?
+    {
+        next.dead_letter_target = dlq;
+    }
     if let Some(rt) = &req.runtime {
         next.runtime = validate::runtime(rt, &fe.deps.interpreters)?
             .id()

@@ -49,6 +49,10 @@ pub struct FunctionRecord {
     /// Records written before it existed load as `None`.
     #[serde(default)]
     pub reserved_concurrency: Option<u32>,
+    /// DeadLetterConfig's TargetArn: a Stratus function that gets the
+    /// asynchronous events that failed. Older records load as `None`.
+    #[serde(default)]
+    pub dead_letter_target: Option<String>,
 }
 
 impl FunctionRecord {
@@ -98,6 +102,10 @@ impl FunctionRecord {
                 system_log_level: None,
             },
             snap_start: serde_json::json!({"ApplyOn": "None", "OptimizationStatus": "Off"}),
+            dead_letter_config: self
+                .dead_letter_target
+                .as_ref()
+                .map(|arn| serde_json::json!({"TargetArn": arn})),
             runtime_version_config: serde_json::json!({
                 "RuntimeVersionArn": format!("arn:aws:lambda:{}::runtime:stratus-{}", self.region, self.runtime)
             }),
