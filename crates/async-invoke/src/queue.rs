@@ -139,21 +139,27 @@ impl EventQueue for StoreQueue {
         })
     }
 
+    /// An entry that cannot be read is logged and skipped (it stays in
+    /// the store for an operator to look at), so it never blocks the rest.
     async fn peek(&self, limit: usize) -> Result<Vec<Entry>, QueueError> {
         let page = self.store.scan(QUEUE_PREFIX, None, limit).await?;
-        page.into_iter()
-            .map(|(key, v)| {
-                let corrupt = |message: String| QueueError::Corrupt {
-                    key: key.clone(),
-                    message,
-                };
-                let due_ms =
-                    due_of(&key).ok_or_else(|| corrupt("no due time in the key".into()))?;
-                let event: QueuedEvent =
-                    serde_json::from_slice(&v.value).map_err(|e| corrupt(e.to_string()))?;
-                Ok(Entry { key, due_ms, event })
-            })
-            .collect()
+        let mut out = Vec::with_capacity(page.len());
+        for (key, v) in page {
+            let parsed = due_of(&key)
+                .ok_or_else(|| "no due time in the key".to_owned())
+                .and_then(|due_ms| {
+                    serde_json::from_slice::<QueuedEvent>(&v.value)
+                        .map(|event| (due_ms, event))
+                        .map_err(|e| e.to_string())
+                });
+            match parsed {
+                Ok((due_ms, event)) => out.push(Entry { key, due_ms, event }),
+                Err(message) => {
+                    tracing::error!(key, message, "unreadable queued event skipped");
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn reschedule(
@@ -275,6 +281,24 @@ pub(crate) mod tests {
         assert_eq!(q.peek(10).await.expect("peek").len(), 4);
         q.remove(&all[0]).await.expect("remove");
         assert_eq!(q.peek(10).await.expect("peek").len(), 3);
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_entry_is_skipped() {
+        let store = Arc::new(MemStore::default());
+        let q = StoreQueue::new(store.clone());
+        q.enqueue(&event("good"), 2).await.expect("enqueue");
+        store
+            .put(
+                &format!("{QUEUE_PREFIX}{:020}/bad", 1),
+                Bytes::from_static(b"not json"),
+                Precondition::None,
+            )
+            .await
+            .expect("put");
+        let all = q.peek(10).await.expect("peek");
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].event.id, "good");
     }
 
     #[tokio::test]
