@@ -117,8 +117,10 @@ fn server() -> &'static Server {
                 stratus_worker::LogStoreConfig::default(),
             )
             .expect("logs");
+            let meta: Arc<dyn stratus_store::MetaStore> = Arc::new(meta);
             let fe = Frontend::new(FrontendDeps {
-                meta: Arc::new(meta),
+                events: Arc::new(stratus_async_invoke::StoreQueue::new(Arc::clone(&meta))),
+                meta,
                 blobs: Arc::new(blobs),
                 counting: Arc::new(stratus_counting::LocalCounting::new(1000)),
                 invoker: Arc::new(Echo),

@@ -168,6 +168,12 @@ pub struct Options {
     #[arg(long, value_parser = parse_isolation)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub isolation_shared_host: Option<Isolation>,
+    /// Seconds before the first retry of an asynchronous invocation whose
+    /// function failed; the second retry waits twice as long. Lambda: about
+    /// one then two minutes. At least 1 [default: 60].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub async_retry_delay_secs: Option<u64>,
     /// The gVisor `runsc` binary [default: /usr/bin/runsc].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -328,6 +334,7 @@ pub struct ServerConfig {
     pub isolation: Isolation,
     pub isolation_account: Vec<AccountTier>,
     pub isolation_shared_host: Isolation,
+    pub async_retry_delay_secs: u64,
     pub runsc: PathBuf,
     pub gvisor_platform: GvisorPlatform,
 }
@@ -388,6 +395,7 @@ impl Options {
             isolation: self.isolation.or(lower.isolation),
             isolation_account: self.isolation_account.or(lower.isolation_account),
             isolation_shared_host: self.isolation_shared_host.or(lower.isolation_shared_host),
+            async_retry_delay_secs: self.async_retry_delay_secs.or(lower.async_retry_delay_secs),
             runsc: self.runsc.or(lower.runsc),
             gvisor_platform: self.gvisor_platform.or(lower.gvisor_platform),
         }
@@ -400,6 +408,9 @@ impl Options {
         }
         if self.sandbox_lease_secs == Some(0) {
             return Err("key `sandbox-lease-secs`: must be at least 1".into());
+        }
+        if self.async_retry_delay_secs == Some(0) {
+            return Err("key `async-retry-delay-secs`: must be at least 1".into());
         }
         if self.scale_burst == Some(0) {
             return Err("key `scale-burst`: must be at least 1".into());
@@ -506,6 +517,7 @@ impl ServerConfig {
             isolation: options.isolation.unwrap_or(Isolation::Process),
             isolation_account: options.isolation_account.unwrap_or_default(),
             isolation_shared_host: options.isolation_shared_host.unwrap_or(Isolation::Process),
+            async_retry_delay_secs: options.async_retry_delay_secs.unwrap_or(60),
             runsc: options
                 .runsc
                 .unwrap_or_else(|| PathBuf::from("/usr/bin/runsc")),

@@ -9,6 +9,9 @@ use anyhow::Context;
 use axum::serve::ListenerExt;
 use stratus_api::service::{Counting, Invoker, Logs, Worker};
 use stratus_assignment::{AssignmentConfig, LocalAssignment};
+use stratus_async_invoke::{
+    Clock, Dispatcher, DispatcherConfig, EventQueue, EventTarget, StoreQueue,
+};
 use stratus_counting::{CountingConfig, LocalCounting};
 use stratus_frontend::{
     AdminKey, Frontend, FrontendDeps, Interpreters as FrontendInterpreters, Readiness,
@@ -284,7 +287,10 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
         Arc::clone(&counting),
     );
     let invoker: Arc<dyn Invoker> = assignment.clone();
+    // Asynchronous invocations: queued durably in the metadata store.
+    let events: Arc<dyn EventQueue> = Arc::new(StoreQueue::new(Arc::clone(&meta)));
     let frontend = Frontend::new(FrontendDeps {
+        events: Arc::clone(&events),
         meta,
         blobs,
         counting,
@@ -335,6 +341,21 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
         );
     }
 
+    // Events queued before a crash or restart run again from here.
+    let dispatcher = Dispatcher::new(
+        events,
+        Arc::clone(&frontend) as Arc<dyn EventTarget>,
+        DispatcherConfig {
+            retry_delay: Duration::from_secs(a.async_retry_delay_secs),
+            ..DispatcherConfig::default()
+        },
+        Clock::new(),
+    );
+    let dispatching = dispatcher.spawn();
+    tracing::info!(
+        retry_delay_secs = a.async_retry_delay_secs,
+        "asynchronous invocation: dispatcher started"
+    );
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await
         .with_context(|| format!("binding {}", a.listen))?
@@ -375,6 +396,8 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
             );
         }
     }
+    // Events not finished stay queued and run after the next start.
+    dispatching.abort();
     tracing::info!("shutting down: stopping sandboxes");
     assignment.shutdown_all();
     // Give the waiters a moment to reap sandboxes and release their cgroups.

@@ -149,6 +149,9 @@ pub struct FunctionConfiguration {
     pub ephemeral_storage: EphemeralStorage,
     pub logging_config: LoggingConfig,
     pub snap_start: Value,
+    /// `{TargetArn}` when the function has a dead-letter target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_config: Option<Value>,
     pub runtime_version_config: Value,
     /// The function's layers, when it has some.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -352,6 +355,7 @@ mod tests {
                 system_log_level: None,
             },
             snap_start: json!({"ApplyOn": "None", "OptimizationStatus": "Off"}),
+            dead_letter_config: None,
             runtime_version_config: json!({}),
             layers: Vec::new(),
         };

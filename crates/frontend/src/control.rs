@@ -272,8 +272,11 @@ pub async fn create_function(
     c: Caller,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let req: CreateFunctionRequest = parse(&body)?;
+    let mut req: CreateFunctionRequest = parse(&body)?;
     validate::function_name(&req.function_name)?;
+    let dead_letter =
+        crate::event_config::take_dead_letter(&mut req.other, &c.account, &req.function_name)?
+            .flatten();
     let runtime_id = req
         .runtime
         .as_deref()
@@ -371,6 +374,7 @@ pub async fn create_function(
         last_version: 0,
         tags,
         layers,
+        dead_letter_target: dead_letter,
     };
     let written = fe.registry.put(record, None).await;
     drop(stored.upload);
@@ -594,6 +598,11 @@ pub async fn delete_function(
     }
     fe.deps.logs.remove(&r.account, &r.name).await;
     fe.urls.remove_function(&r.account, &r.name).await;
+    if let Err(e) =
+        stratus_async_invoke::config::delete_all(&fe.deps.meta, &r.account, &r.name).await
+    {
+        tracing::warn!(function = %r.name, error = %e, "could not remove the event invoke configs");
+    }
     fe.collect_code(&r.code_digest).await;
     for l in &r.layers {
         fe.collect_code(&l.code_digest).await;
@@ -650,9 +659,14 @@ pub async fn update_configuration(
     Path(name): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let req: UpdateFunctionConfigurationRequest = parse(&body)?;
+    let mut req: UpdateFunctionConfigurationRequest = parse(&body)?;
     let found = resolve(&fe, &c, &name, None)?;
     let mut next = (*found.record).clone();
+    if let Some(dlq) =
+        crate::event_config::take_dead_letter(&mut req.other, &next.account, &next.name)?
+    {
+        next.dead_letter_target = dlq;
+    }
     if let Some(rt) = &req.runtime {
         next.runtime = validate::runtime(rt, &fe.deps.interpreters)?
             .id()

@@ -1,4 +1,5 @@
-//! The Invoke operation (RequestResponse and DryRun).
+//! The Invoke operation (RequestResponse, DryRun, and Event, which
+//! `events` queues).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use base64::Engine;
 use http_body_util::{BodyExt, Limited};
 use stratus_api::service::{FunctionVersionSpec, InvokeRequest, InvokeResponse};
 use stratus_api::{ErrorCode, LambdaError};
+use stratus_async_invoke::EVENT_PAYLOAD_MAX_BYTES;
 use stratus_types::limits::SYNC_REQUEST_MAX_BYTES;
 use tracing::Instrument;
 
@@ -35,10 +37,29 @@ pub(crate) fn too_large() -> LambdaError {
     )
 }
 
-pub(crate) async fn read_payload(body: Body) -> Result<Bytes, LambdaError> {
-    match Limited::new(body, SYNC_REQUEST_MAX_BYTES).collect().await {
+/// An Event invoke's payload over the asynchronous limit.
+fn event_too_large() -> LambdaError {
+    LambdaError::new(
+        ErrorCode::RequestEntityTooLarge,
+        format!(
+            "Request must be smaller than {EVENT_PAYLOAD_MAX_BYTES} bytes for the InvokeFunction operation"
+        ),
+    )
+}
+
+pub(crate) async fn read_payload(body: Body, event: bool) -> Result<Bytes, LambdaError> {
+    let limit = if event {
+        EVENT_PAYLOAD_MAX_BYTES
+    } else {
+        SYNC_REQUEST_MAX_BYTES
+    };
+    match Limited::new(body, limit).collect().await {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(if event {
+            event_too_large()
+        } else {
+            too_large()
+        }),
         Err(e) => Err(LambdaError::new(
             ErrorCode::InvalidRequestContent,
             format!("Could not read request body: {e}"),
@@ -69,22 +90,17 @@ pub async fn invoke(
 ) -> ApiResult<Response> {
     let request_id = uuid::Uuid::new_v4().to_string();
     let invocation_type = header(&headers, "x-amz-invocation-type").unwrap_or("RequestResponse");
-    let dry_run = match invocation_type {
-        "RequestResponse" => false,
-        "DryRun" => true,
-        "Event" => {
-            return Err(LambdaError::invalid(
-                "Stratus does not support asynchronous invocation (InvocationType Event) yet; use RequestResponse.",
-            )
-            .into())
-        }
+    let (dry_run, event) = match invocation_type {
+        "RequestResponse" => (false, false),
+        "DryRun" => (true, false),
+        "Event" => (false, true),
         other => {
             return Err(LambdaError::validation(
                 other,
                 "invocationType",
                 "Member must satisfy enum value set: [Event, RequestResponse, DryRun]",
             )
-            .into())
+            .into());
         }
     };
     let want_tail = match header(&headers, "x-amz-log-type") {
@@ -125,7 +141,7 @@ pub async fn invoke(
     let qualifier = q.get("Qualifier").map(String::as_str);
     let target = resolve_target(&fe, &c, &name, qualifier, true)?;
     let found = &target.found;
-    let payload = read_payload(body).await?;
+    let payload = read_payload(body, event).await?;
     let payload = if payload.iter().all(u8::is_ascii_whitespace) {
         Bytes::from_static(b"{}")
     } else {
@@ -153,6 +169,17 @@ pub async fn invoke(
             record.name, record.runtime
         ))
     })?;
+    if event {
+        return Ok(crate::events::accept(
+            &fe,
+            found,
+            qualifier,
+            payload,
+            request_id,
+            client_context,
+        )
+        .await?);
+    }
     if dry_run {
         return Ok(with_request_id(
             StatusCode::NO_CONTENT.into_response(),
@@ -195,7 +222,8 @@ pub async fn invoke(
 }
 
 /// Takes a concurrency permit from the counting service and runs the
-/// invocation; the permit is released when it ends.
+/// invocation; the permit is released when it ends. Queued events run
+/// through here too (`events`).
 pub(crate) async fn admit_and_run(
     fe: &Frontend,
     record: &FunctionRecord,

@@ -8,7 +8,10 @@
 //! code no function uses any more, module `code_gc`) and presigned code
 //! downloads. For an invoke it resolves the function, asks the counting
 //! service for a permit and hands the invocation to the assignment service;
-//! it never starts or picks sandboxes itself.
+//! it never starts or picks sandboxes itself. An `Event` invoke is queued
+//! (module `events`) and run later through the same path by the dispatcher
+//! of `stratus-async-invoke`, for which [`Frontend`] is the `EventTarget`;
+//! module `event_config` serves the event invoke configuration API.
 //!
 //! It also serves the Prometheus scrape (`GET /metrics`, module `metrics`) and
 //! records the invoke counters and histograms it exposes, the liveness and
@@ -25,6 +28,8 @@ mod code_gc;
 mod concurrency;
 mod control;
 mod error;
+mod event_config;
+mod events;
 mod invoke;
 mod layers;
 mod logs;
@@ -45,6 +50,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderValue;
 use axum::routing::{any, get, post, put};
 use stratus_api::service::{Counting, Invoker, Logs, Worker};
+use stratus_async_invoke::EventQueue;
 use stratus_store::{BlobStore, MetaStore};
 
 pub use auth::keys::AdminKey;
@@ -63,6 +69,9 @@ pub struct FrontendDeps {
     pub worker: Arc<dyn Worker>,
     /// Function logs, read by `stratus logs`.
     pub logs: Arc<dyn Logs>,
+    /// The durable queue of asynchronous (`Event`) invocations; the
+    /// dispatcher of `stratus-async-invoke` runs them through this front end.
+    pub events: Arc<dyn EventQueue>,
     /// Secret for presigned code URLs.
     pub presign_key: Vec<u8>,
     /// The server's admin key (the other keys are in the store).
@@ -297,6 +306,17 @@ fn signed_routes(fe: Arc<Frontend>) -> Router<Arc<Frontend>> {
         .route(
             "/2018-10-31/layers/{name}/versions/{version}",
             get(layers::get_version).delete(layers::delete_version),
+        )
+        .route(
+            "/2019-09-25/functions/{name}/event-invoke-config",
+            put(event_config::put_config)
+                .post(event_config::update_config)
+                .get(event_config::get_config)
+                .delete(event_config::delete_config),
+        )
+        .route(
+            "/2019-09-25/functions/{name}/event-invoke-config/list",
+            get(event_config::list_configs),
         )
         .route("/_stratus/logs/{name}", get(logs::read))
         .route(

@@ -65,6 +65,10 @@ pub struct FunctionRecord {
     /// Layers, in order. Records written before they existed load with none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub layers: Vec<FunctionLayer>,
+    /// DeadLetterConfig's TargetArn: a Stratus function that gets the
+    /// asynchronous events that failed. Older records load as `None`.
+    #[serde(default)]
+    pub dead_letter_target: Option<String>,
 }
 
 fn latest() -> String {
@@ -135,6 +139,10 @@ impl FunctionRecord {
                 system_log_level: None,
             },
             snap_start: serde_json::json!({"ApplyOn": "None", "OptimizationStatus": "Off"}),
+            dead_letter_config: self
+                .dead_letter_target
+                .as_ref()
+                .map(|arn| serde_json::json!({"TargetArn": arn})),
             runtime_version_config: serde_json::json!({
                 "RuntimeVersionArn": format!("arn:aws:lambda:{}::runtime:stratus-{}", self.region, self.runtime)
             }),

@@ -22,6 +22,7 @@ use super::*;
 
 mod auth;
 mod concurrency;
+mod events;
 mod layers;
 mod scrape;
 mod tags_urls;
@@ -184,8 +185,10 @@ async fn harness_with(counting: Arc<dyn Counting>) -> Harness {
     );
     let full = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let is_full = Arc::clone(&full);
+    let meta: Arc<dyn stratus_store::MetaStore> = Arc::new(meta);
     let fe = Frontend::new(FrontendDeps {
-        meta: Arc::new(meta),
+        events: Arc::new(stratus_async_invoke::StoreQueue::new(Arc::clone(&meta))),
+        meta,
         blobs: Arc::clone(&blobs),
         counting,
         invoker: Arc::clone(&invoker) as Arc<dyn Invoker>,

@@ -893,7 +893,7 @@ async fn call(
     raw_path: &str,
     request_id: &str,
 ) -> Result<Response, ApiError> {
-    let body = crate::invoke::read_payload(body).await?;
+    let body = crate::invoke::read_payload(body, false).await?;
     let caller = if url.auth_type == "AWS_IAM" {
         let c = crate::auth::verify(&fe.keys, &parts, &body, crate::auth::now_secs())?;
         if c.account != url.account {
