@@ -50,6 +50,14 @@ def pytest_runtest_makereport(item, call):
                 report.sections.append((f"stratus server log tail ({srv.log_path})", srv.log_tail(40)))
 
 
+def pytest_sessionfinish(session, exitstatus):
+    # A test that failed between starting a server and stopping it must not
+    # leave it running (with its sandboxes, cgroups and /tmp disks).
+    for srv in _SERVERS:
+        if srv.proc is not None and srv.proc.poll() is None:
+            srv.stop()
+
+
 def pytest_terminal_summary(terminalreporter):
     if _SERVERS:
         terminalreporter.write_line(f"stratus e2e server logs: {_LOG_DIR}")

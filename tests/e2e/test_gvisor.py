@@ -219,6 +219,8 @@ def test_kill_9_of_a_gvisor_server_leaves_nothing_after_restart():
                 f.result(timeout=30)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+        if first.proc.poll() is None:  # an assertion failed before the kill
+            first.stop()
 
     # runsc dies with the server (a parent-death signal), its Sentry and gofer with it.
     deadline = time.monotonic() + 10
