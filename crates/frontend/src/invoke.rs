@@ -37,6 +37,26 @@ pub(crate) fn too_large() -> LambdaError {
     )
 }
 
+/// What runs a function that can be invoked now: refused while it is
+/// `Pending` (Lambda's ResourceConflictException), or if its runtime cannot
+/// run here.
+pub(crate) fn runnable_spec(
+    found: &crate::registry::Cached,
+) -> Result<Arc<FunctionVersionSpec>, LambdaError> {
+    let record = &found.record;
+    if record.state == "Pending" {
+        return Err(LambdaError::conflict(
+            "The operation cannot be performed at this time. The function is currently in the following state: Pending",
+        ));
+    }
+    found.spec.clone().ok_or_else(|| {
+        LambdaError::service(format!(
+            "function {} has an unrunnable runtime {}",
+            record.name, record.runtime
+        ))
+    })
+}
+
 /// An Event invoke's payload over the asynchronous limit.
 fn event_too_large() -> LambdaError {
     LambdaError::new(
@@ -157,18 +177,7 @@ pub async fn invoke(
         payload
     };
     let record = &found.record;
-    if record.state == "Pending" {
-        return Err(LambdaError::conflict(
-            "The operation cannot be performed at this time. The function is currently in the following state: Pending",
-        )
-        .into());
-    }
-    let spec = found.spec.clone().ok_or_else(|| {
-        LambdaError::service(format!(
-            "function {} has an unrunnable runtime {}",
-            record.name, record.runtime
-        ))
-    })?;
+    let spec = runnable_spec(found)?;
     if event {
         return Ok(crate::events::accept(
             &fe,

@@ -918,18 +918,7 @@ async fn call(
     };
     let found = resolve(fe, &owner, &url.function, url.qualifier.as_deref())?;
     let record = &found.record;
-    if record.state == "Pending" {
-        return Err(LambdaError::conflict(
-            "The operation cannot be performed at this time. The function is currently in the following state: Pending",
-        )
-        .into());
-    }
-    let spec = found.spec.clone().ok_or_else(|| {
-        LambdaError::service(format!(
-            "function {} has an unrunnable runtime {}",
-            record.name, record.runtime
-        ))
-    })?;
+    let spec = crate::invoke::runnable_spec(&found)?;
     let ev = event(
         &parts,
         &EventInput {
