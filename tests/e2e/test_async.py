@@ -29,6 +29,7 @@ from stratus_harness import (
     stratus_bin,
     unique_name,
     wait_active,
+    wait_updated,
     zip_files,
 )
 
@@ -68,8 +69,8 @@ def wait_records(server, recorder: str, n: int = 1, timeout: float = 60.0) -> li
     raise AssertionError(f"{recorder} got {len(got)} records, not {n}, in {timeout}s; log tail:\n{server.log_tail()}")
 
 
-def event(lam, name: str, payload) -> str:
-    resp = lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps(payload))
+def event(lam, name: str, payload, **kw) -> str:
+    resp = lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps(payload), **kw)
     assert resp["StatusCode"] == 202, resp
     assert resp["Payload"].read() == b""
     rid = resp["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
@@ -95,6 +96,30 @@ def test_event_invoke_is_accepted_and_runs(server, lam, fns, py_zip):
     # The handler saw the 202's request id as its own.
     assert rec["responsePayload"]["request_id"] == rid
     assert rec["responsePayload"]["event"] == {"k": "v"}
+
+
+def test_event_invoke_configs_are_listed_in_pages(lam, fns, py_zip):
+    name = fns.create(py_zip)
+    lam.publish_version(FunctionName=name)
+    lam.update_function_configuration(FunctionName=name, Timeout=7)
+    wait_updated(lam, name)
+    assert lam.publish_version(FunctionName=name)["Version"] == "2"
+    for q in ("$LATEST", "1", "2"):
+        lam.put_function_event_invoke_config(FunctionName=name, Qualifier=q, MaximumRetryAttempts=0)
+    seen, marker, pages = [], None, 0
+    while True:
+        kw = {"Marker": marker} if marker else {}
+        page = lam.list_function_event_invoke_configs(FunctionName=name, MaxItems=2, **kw)
+        pages += 1
+        assert len(page["FunctionEventInvokeConfigs"]) <= 2
+        seen += [c["FunctionArn"] for c in page["FunctionEventInvokeConfigs"]]
+        marker = page.get("NextMarker")
+        if not marker:
+            break
+    assert pages == 2
+    assert sorted(seen) == sorted(arn(name) + f":{q}" for q in ("$LATEST", "1", "2"))
+    expect_error(lam.list_function_event_invoke_configs, 400, "InvalidParameterValueException",
+                 "Invalid Marker", FunctionName=name, Marker="!!not-a-marker!!")
 
 
 def test_event_invoke_config_api_and_validation(lam, fns, py_zip):
@@ -176,6 +201,20 @@ def test_zero_reserved_concurrency_fails_the_event(server, lam, fns, py_zip):
     assert rec["requestContext"]["requestId"] == rid
     assert rec["requestContext"]["condition"] == "ZeroReservedConcurrency"
     assert rec["requestContext"]["approximateInvokeCount"] == 0
+
+
+def test_zero_reserved_concurrency_set_after_publish_fails_a_versions_event(server, lam, fns, py_zip):
+    recorder = fns.create(RECORDER)
+    name = fns.create(py_zip)
+    assert lam.publish_version(FunctionName=name)["Version"] == "1"
+    # Reserved concurrency is the function's, whatever the version's snapshot says.
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=0)
+    lam.put_function_event_invoke_config(
+        FunctionName=name, Qualifier="1", DestinationConfig={"OnFailure": {"Destination": arn(recorder)}})
+    rid = event(lam, name, {"n": 0}, Qualifier="1")
+    [rec] = wait_records(server, recorder)
+    assert rec["requestContext"]["requestId"] == rid
+    assert rec["requestContext"]["condition"] == "ZeroReservedConcurrency"
 
 
 @pytest.fixture(scope="module")

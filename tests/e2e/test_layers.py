@@ -233,3 +233,22 @@ def test_node_function_requires_a_package_from_a_layer(lam, fns):
         assert _invoke(lam, fn) == {"greeting": "hello node from a layer"}
     finally:
         _cleanup_layer(lam, name)
+
+
+def test_changing_only_the_layers_publishes_a_new_version(lam, fns):
+    layer = fns.name("pub-layer")
+    try:
+        a = _layer(lam, layer, {"python/shared.py": "VALUE = 'a'\n"})
+        b = _layer(lam, layer, {"python/shared.py": "VALUE = 'b'\n"})
+        name = fns.create(zip_files({"app.py": APP}), Layers=[a["LayerVersionArn"]])
+        assert lam.publish_version(FunctionName=name)["Version"] == "1"
+        lam.update_function_configuration(FunctionName=name, Layers=[b["LayerVersionArn"]])
+        wait_updated(lam, name)
+        # Same code, other layers: a new version, not the old one again.
+        assert lam.publish_version(FunctionName=name)["Version"] == "2"
+        assert lam.publish_version(FunctionName=name)["Version"] == "2"
+        for qualifier, value in (("1", "a"), ("2", "b")):
+            resp = lam.invoke(FunctionName=name, Qualifier=qualifier, Payload=b"{}")
+            assert json.loads(resp["Payload"].read())["shared"] == value
+    finally:
+        _cleanup_layer(lam, layer)

@@ -140,7 +140,8 @@ fn target(
     q: &HashMap<String, String>,
 ) -> Result<(Cached, String, String), LambdaError> {
     let qualifier = q.get("Qualifier").map(String::as_str);
-    let found = resolve(fe, c, name, qualifier)?;
+    // A version or an alias has its own config, as `$LATEST` has.
+    let found = crate::versions::resolve_target(fe, c, name, qualifier, false)?.found;
     let from_name = stratus_types::FunctionRef::parse(name)
         .ok()
         .and_then(|r| r.qualifier);
@@ -260,13 +261,25 @@ pub async fn list_configs(
         )
         .into());
     }
+    let max = q
+        .get("MaxItems")
+        .and_then(|m| m.parse::<usize>().ok())
+        .unwrap_or(50);
+    let after = crate::versions::decode_marker(&q)?;
     let found = resolve(&fe, &c, &name, None)?;
     let r = &found.record;
     let all = config::list(&fe.deps.meta, &r.account, &r.name)
         .await
         .map_err(store_error)?;
-    let docs: Vec<Value> = all
+    // The store lists qualifiers in key order, so a marker is the last
+    // qualifier of the previous page.
+    let rest: Vec<_> = all
         .iter()
+        .filter(|(qualifier, _)| after.as_deref().is_none_or(|a| qualifier.as_str() > a))
+        .collect();
+    let docs: Vec<Value> = rest
+        .iter()
+        .take(max)
         .map(|(qualifier, cfg)| {
             cfg.document(&function_arn(
                 &r.region,
@@ -276,7 +289,13 @@ pub async fn list_configs(
             ))
         })
         .collect();
-    Ok(Json(serde_json::json!({"FunctionEventInvokeConfigs": docs})).into_response())
+    let mut doc = serde_json::json!({"FunctionEventInvokeConfigs": docs});
+    if rest.len() > max
+        && let Some((last, _)) = rest.get(max - 1)
+    {
+        doc["NextMarker"] = Value::String(crate::versions::marker(last));
+    }
+    Ok(Json(doc).into_response())
 }
 
 /// Checks a `DeadLetterConfig` member of Create/UpdateFunctionConfiguration

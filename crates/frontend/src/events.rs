@@ -108,7 +108,15 @@ impl EventTarget for Frontend {
             Err(e) => return Attempt::Retry(e),
         };
         let record = Arc::clone(&found.record);
-        if record.reserved_concurrency == Some(0) {
+        // Reserved concurrency belongs to the function, not to a version:
+        // a version's record keeps the value it had when it was published.
+        let reserved = self
+            .registry
+            .get(&record.account, &record.name)
+            .map_or(record.reserved_concurrency, |latest| {
+                latest.record.reserved_concurrency
+            });
+        if reserved == Some(0) {
             return Attempt::ZeroReservedConcurrency;
         }
         if record.state == "Pending" {

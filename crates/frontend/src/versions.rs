@@ -133,6 +133,8 @@ fn same_snapshot(a: &FunctionRecord, b: &FunctionRecord) -> bool {
         && a.ephemeral_mb == b.ephemeral_mb
         && a.environment == b.environment
         && a.architectures == b.architectures
+        && a.layers == b.layers
+        && a.dead_letter_target == b.dead_letter_target
 }
 
 /// Publishes `latest` (the `$LATEST` record just read) as the next version,
