@@ -175,3 +175,26 @@ def test_concurrency_and_sandbox_gauges_follow_a_running_invoke(server, once, fn
     assert of(after, "stratus_concurrent_executions", name) is None, "nothing of it runs now"
     # Its sandbox stays warm (keep-alive) and is idle now.
     assert of(after, "stratus_sandboxes", state="idle") >= 1
+
+
+def test_async_events_received_aged_and_dropped(server, once, fns, py_zip):
+    ok = fns.create(py_zip)
+    blocked = fns.create(py_zip)
+    once.put_function_concurrency(FunctionName=blocked, ReservedConcurrentExecutions=0)
+    for name in (ok, ok, blocked):
+        assert once.invoke(FunctionName=name, InvocationType="Event", Payload=b"{}")["StatusCode"] == 202
+    deadline = time.time() + 30
+    while True:
+        s = scrape(server)
+        done = (of(s, "stratus_async_event_age_seconds_count", ok) == 2
+                and of(s, "stratus_async_events_dropped_total", blocked,
+                       condition="ZeroReservedConcurrency") == 1)
+        if done or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    assert of(s, "stratus_async_events_received_total", ok) == 2
+    assert of(s, "stratus_async_events_received_total", blocked) == 1
+    assert of(s, "stratus_async_event_age_seconds_count", ok) == 2
+    assert of(s, "stratus_async_event_age_seconds_sum", ok) < 30
+    assert of(s, "stratus_async_events_dropped_total", blocked, condition="ZeroReservedConcurrency") == 1
+    assert of(s, "stratus_async_events_dropped_total", ok, condition="ZeroReservedConcurrency") is None

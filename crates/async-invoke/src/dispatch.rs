@@ -88,6 +88,10 @@ pub trait EventTarget: Send + Sync + std::fmt::Debug {
     async fn settings(&self, event: &QueuedEvent) -> Option<AsyncSettings>;
     /// Runs one attempt, as a synchronous invoke would (counting, assignment).
     async fn invoke(&self, event: &QueuedEvent) -> Attempt;
+    /// The event ended without a successful run (before it was sent to its
+    /// failure destination or dead-letter target, if any): Lambda's
+    /// `AsyncEventsDropped`. Called once per event; nothing by default.
+    fn dropped(&self, _event: &QueuedEvent, _condition: Condition) {}
 }
 
 /// Tunables of the dispatcher.
@@ -324,6 +328,7 @@ impl Dispatcher {
         response: Option<&InvokeResponse>,
     ) -> Result<(), QueueError> {
         let ev = &entry.event;
+        self.target.dropped(ev, condition);
         if let Some(dest) = &s.on_failure {
             let record = destination_record(
                 self.clock.now_ms(),
@@ -399,6 +404,7 @@ mod tests {
         settings: HashMap<String, AsyncSettings>,
         behaviour: fn() -> Attempt,
         runs: Mutex<Vec<(String, tokio::time::Instant, String)>>,
+        dropped: Mutex<Vec<(String, Condition)>>,
     }
 
     fn response(err: bool) -> InvokeResponse {
@@ -430,6 +436,12 @@ mod tests {
                 (self.behaviour)()
             }
         }
+        fn dropped(&self, event: &QueuedEvent, condition: Condition) {
+            self.dropped
+                .lock()
+                .expect("lock")
+                .push((event.function.clone(), condition));
+        }
     }
 
     const DEST: &str = "arn:aws:lambda:us-east-1:000000000000:function:dest";
@@ -455,6 +467,7 @@ mod tests {
             settings: HashMap::from([("f".to_string(), f), ("dest".to_string(), dest)]),
             behaviour,
             runs: Mutex::new(Vec::new()),
+            dropped: Mutex::new(Vec::new()),
         })
     }
 
@@ -520,7 +533,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn success_goes_to_the_success_destination() {
         let fake = fake(2, 21_600, || Attempt::Success(response(false)));
-        let runs = run_until_delivered(fake, DispatcherConfig::default()).await;
+        let runs = run_until_delivered(Arc::clone(&fake), DispatcherConfig::default()).await;
+        assert!(fake.dropped.lock().expect("lock").is_empty());
         let dest = runs.iter().find(|r| r.0 == "dest").expect("delivered");
         let record: serde_json::Value = serde_json::from_str(&dest.2).expect("json");
         assert_eq!(record["requestContext"]["condition"], "Success");
@@ -553,7 +567,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn zero_reserved_concurrency_fails_at_once() {
         let fake = fake(2, 21_600, || Attempt::ZeroReservedConcurrency);
-        let runs = run_until_delivered(fake, DispatcherConfig::default()).await;
+        let runs = run_until_delivered(Arc::clone(&fake), DispatcherConfig::default()).await;
+        assert_eq!(
+            *fake.dropped.lock().expect("lock"),
+            [("f".to_string(), Condition::ZeroReservedConcurrency)],
+            "reported dropped once"
+        );
         let dest = runs.iter().find(|r| r.0 == "dest").expect("delivered");
         let record: serde_json::Value = serde_json::from_str(&dest.2).expect("json");
         assert_eq!(

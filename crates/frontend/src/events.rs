@@ -4,6 +4,7 @@
 //! synchronous invoke ([`EventTarget`]: resolve, counting, assignment).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::body::Bytes;
@@ -11,7 +12,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use stratus_api::service::InvokeRequest;
 use stratus_api::{ErrorCode, LambdaError};
-use stratus_async_invoke::{AsyncSettings, Attempt, EventTarget, QueuedEvent, config};
+use stratus_async_invoke::{AsyncSettings, Attempt, Condition, EventTarget, QueuedEvent, config};
 use stratus_types::function_arn;
 
 use crate::Frontend;
@@ -58,6 +59,7 @@ pub(crate) async fn accept(
         .enqueue(&event, now)
         .await
         .map_err(|e| LambdaError::service(format!("queueing the event: {e}")))?;
+    fe.metrics.record_async_received(&r.account, &r.name);
     tracing::info!(function = %r.name, request_id = %request_id, "async event queued");
     let mut resp = StatusCode::ACCEPTED.into_response();
     if let Ok(v) = HeaderValue::from_str(&request_id) {
@@ -108,6 +110,9 @@ impl EventTarget for Frontend {
             Err(e) => return Attempt::Retry(e),
         };
         let record = Arc::clone(&found.record);
+        let age = Duration::from_millis(now_ms().saturating_sub(ev.enqueued_ms));
+        self.metrics
+            .record_async_attempt(&record.account, &record.name, age);
         // Reserved concurrency belongs to the function, not to a version:
         // a version's record keeps the value it had when it was published.
         let reserved = self
@@ -149,5 +154,10 @@ impl EventTarget for Frontend {
             Err(e) if e.code == ErrorCode::ResourceNotFound => Attempt::Gone,
             Err(e) => Attempt::Retry(e),
         }
+    }
+
+    fn dropped(&self, ev: &QueuedEvent, condition: Condition) {
+        self.metrics
+            .record_async_dropped(&ev.account, &ev.function, condition);
     }
 }

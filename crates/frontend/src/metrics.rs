@@ -17,6 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
@@ -30,6 +31,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use stratus_api::service::{FunctionInFlight, InvokeResponse, SandboxCounts};
 use stratus_api::{ErrorCode, LambdaError};
+use stratus_async_invoke::Condition;
 use stratus_types::AccountId;
 
 use crate::Frontend;
@@ -90,6 +92,13 @@ struct ThrottleLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConditionLabels {
+    account: String,
+    function: String,
+    condition: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AccountLabels {
     account: String,
 }
@@ -107,6 +116,16 @@ fn init_histogram() -> Histogram {
     Histogram::new(INIT_BUCKETS)
 }
 
+/// Bucket bounds (seconds) of an async event's age at an attempt: from
+/// 1 ms up to the 6-hour maximum event age.
+const EVENT_AGE_BUCKETS: [f64; 14] = [
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0,
+];
+
+fn event_age_histogram() -> Histogram {
+    Histogram::new(EVENT_AGE_BUCKETS)
+}
+
 /// The counters and histograms the front end records.
 #[derive(Debug)]
 pub struct Metrics {
@@ -117,6 +136,9 @@ pub struct Metrics {
     duration: Family<FunctionLabels, Histogram>,
     cold_starts: Family<FunctionLabels, Counter>,
     init_duration: Family<FunctionLabels, Histogram>,
+    async_received: Family<FunctionLabels, Counter>,
+    async_age: Family<FunctionLabels, Histogram>,
+    async_dropped: Family<ConditionLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -131,6 +153,11 @@ impl Default for Metrics {
         let init_duration = Family::<FunctionLabels, Histogram>::new_with_constructor(
             init_histogram as fn() -> Histogram,
         );
+        let async_received = Family::<FunctionLabels, Counter>::default();
+        let async_age = Family::<FunctionLabels, Histogram>::new_with_constructor(
+            event_age_histogram as fn() -> Histogram,
+        );
+        let async_dropped = Family::<ConditionLabels, Counter>::default();
         let mut registry = Registry::with_prefix(PREFIX);
         registry.register(
             "invocations",
@@ -164,6 +191,22 @@ impl Default for Metrics {
             Unit::Seconds,
             init_duration.clone(),
         );
+        registry.register(
+            "async_events_received",
+            "Asynchronous (Event) invokes queued durably (Lambda's AsyncEventsReceived)",
+            async_received.clone(),
+        );
+        registry.register_with_unit(
+            "async_event_age",
+            "Time from an async event's queueing to each attempt to run it (Lambda's AsyncEventAge)",
+            Unit::Seconds,
+            async_age.clone(),
+        );
+        registry.register(
+            "async_events_dropped",
+            "Async events that ended without a successful run, by condition (RetriesExhausted, EventAgeExceeded, ZeroReservedConcurrency); counted before any failure destination or dead-letter delivery (Lambda's AsyncEventsDropped)",
+            async_dropped.clone(),
+        );
         Metrics {
             registry,
             invocations,
@@ -172,11 +215,45 @@ impl Default for Metrics {
             duration,
             cold_starts,
             init_duration,
+            async_received,
+            async_age,
+            async_dropped,
         }
     }
 }
 
 impl Metrics {
+    /// An async event of the function was queued.
+    pub fn record_async_received(&self, account: &AccountId, function: &str) {
+        self.async_received
+            .get_or_create(&FunctionLabels {
+                account: account.as_str().to_owned(),
+                function: function.to_owned(),
+            })
+            .inc();
+    }
+
+    /// An attempt of an async event starts, `age` after it was queued.
+    pub fn record_async_attempt(&self, account: &AccountId, function: &str, age: Duration) {
+        self.async_age
+            .get_or_create(&FunctionLabels {
+                account: account.as_str().to_owned(),
+                function: function.to_owned(),
+            })
+            .observe(age.as_secs_f64());
+    }
+
+    /// An async event ended without a successful run.
+    pub fn record_async_dropped(&self, account: &AccountId, function: &str, condition: Condition) {
+        self.async_dropped
+            .get_or_create(&ConditionLabels {
+                account: account.as_str().to_owned(),
+                function: function.to_owned(),
+                condition: condition.as_str(),
+            })
+            .inc();
+    }
+
     /// Records one invoke that reached the counting service: its outcome,
     /// and for one that ran in a sandbox its duration and cold start.
     pub fn record_invoke(
