@@ -419,3 +419,76 @@ def test_deploy_watch_redeploys_an_edit(server, lam, tmp_path):
         output = proc.communicate(timeout=10)[0]
     assert f"{name}: created" in output and f"{name}: updated code" in output, output
     lam.delete_function(FunctionName=name)
+
+
+def test_stratus_cli_versions_aliases_urls_and_layers(cli, lam, tmp_path):
+    import urllib.request
+
+    name = unique_name("cli-surface")
+    layer = unique_name("cli-layer")
+    fn_dir = tmp_path / "fn"
+    fn_dir.mkdir()
+    (fn_dir / "app.py").write_text(
+        "def handler(event, context):\n"
+        "    try:\n"
+        "        import shared\n"
+        "        extra = shared.VALUE\n"
+        "    except ImportError:\n"
+        "        extra = None\n"
+        "    return {'v': 'one', 'layer': extra, 'path': event.get('rawPath')}\n")
+    layer_dir = tmp_path / "layer" / "python"
+    layer_dir.mkdir(parents=True)
+    (layer_dir / "shared.py").write_text("VALUE = 'from-layer'\n")
+    try:
+        cli("function", "create", name, "--runtime", "python3.12", "--handler", "app.handler",
+            "--code", str(fn_dir))
+        lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+        p = cli("function", "publish", name, "--description", "first", "--output", "json")
+        assert json.loads(p.stdout)["Version"] == "1"
+        # A layer, then version 2 with it.
+        p = cli("layer", "publish", layer, "--code", str(tmp_path / "layer"),
+                "--compatible-runtime", "python3.12", "--output", "json")
+        layer_arn = json.loads(p.stdout)["LayerVersionArn"]
+        assert layer_arn.endswith(f":layer:{layer}:1")
+        assert layer in cli("layer", "list").stdout
+        assert layer_arn in cli("layer", "list", layer).stdout
+        cli("function", "update-config", name, "--layer", layer_arn)
+        lam.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+        p = cli("function", "publish", name, "--output", "json")
+        assert json.loads(p.stdout)["Version"] == "2"
+        table = cli("function", "versions", name).stdout.splitlines()
+        assert table[0].split()[:2] == ["VERSION", "DESCRIPTION"]
+        assert [line.split()[0] for line in table[1:]] == ["$LATEST", "1", "2"]
+
+        # An alias on 1 sending every invoke to 2, then plain 1 again.
+        p = cli("alias", "create", name, "live", "--version", "1", "--weight", "2=1", "--output", "json")
+        assert json.loads(p.stdout)["RoutingConfig"] == {"AdditionalVersionWeights": {"2": 1.0}}
+        out = json.loads(cli("invoke", name, "--qualifier", "live").stdout)
+        assert out["layer"] == "from-layer"
+        cli("alias", "update", name, "live", "--no-weights")
+        assert json.loads(cli("invoke", name, "--qualifier", "live").stdout)["layer"] is None
+        assert json.loads(cli("invoke", name, "--qualifier", "2").stdout)["layer"] == "from-layer"
+        assert "live" in cli("alias", "list", name).stdout
+        got = json.loads(cli("alias", "get", name, "live", "--output", "json").stdout)
+        assert got["FunctionVersion"] == "1" and got["AliasArn"] == arn(name) + ":live"
+
+        # A function URL, called with a plain HTTP client.
+        p = cli("url", "create", name, "--output", "json")
+        url = json.loads(p.stdout)["FunctionUrl"]
+        with urllib.request.urlopen(url + "hello", timeout=30) as r:
+            body = json.loads(r.read())
+        assert body["v"] == "one" and body["path"] == "/hello"
+        assert url in cli("url", "get", name).stdout
+        cli("url", "delete", name)
+        p = cli("url", "get", name, ok=False)
+        assert p.returncode != 0 and "ResourceNotFoundException" in p.stderr
+
+        cli("alias", "delete", name, "live")
+        p = cli("alias", "get", name, "live", ok=False)
+        assert p.returncode != 0 and "ResourceNotFoundException" in p.stderr
+        p = cli("alias", "create", name, "bad", "--version", "1", "--weight", "2", ok=False)
+        assert p.returncode != 0 and "VERSION=WEIGHT" in p.stderr
+        cli("layer", "delete", layer, "1")
+        assert layer_arn not in cli("layer", "list", layer).stdout
+    finally:
+        cli("function", "delete", name, ok=False)

@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 mod admin;
 mod deploy;
 mod profile;
+mod surface;
 pub use admin::{AccountCommand, KeyCommand, account, key};
 use base64::Engine;
 pub use deploy::{DeployArgs, deploy};
@@ -88,6 +89,25 @@ pub enum FunctionCommand {
     /// Delete a function.
     Delete {
         name: String,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// Publish $LATEST as a new immutable version (or get the newest
+    /// version back if nothing changed since it was published).
+    Publish {
+        name: String,
+        #[arg(long)]
+        description: Option<String>,
+        #[command(flatten)]
+        output: Output,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// List a function's versions ($LATEST first).
+    Versions {
+        name: String,
+        #[command(flatten)]
+        output: Output,
         #[command(flatten)]
         endpoint: Endpoint,
     },
@@ -214,6 +234,10 @@ pub struct ConfigArgs {
     isolation: Option<String>,
     #[arg(long)]
     description: Option<String>,
+    /// A layer version ARN (repeatable, in order, up to 5; replaces the
+    /// function's layers).
+    #[arg(long = "layer", value_name = "LAYER_VERSION_ARN")]
+    layers: Vec<String>,
     /// Execution role ARN (Stratus does not use it; Lambda requires one).
     #[arg(long, default_value = "arn:aws:iam::000000000000:role/stratus")]
     role: String,
@@ -222,6 +246,9 @@ pub struct ConfigArgs {
 #[derive(Debug, clap::Args)]
 pub struct InvokeArgs {
     name: String,
+    /// A version or alias to invoke (default $LATEST).
+    #[arg(long)]
+    qualifier: Option<String>,
     /// JSON payload.
     #[arg(long, conflicts_with = "payload_file")]
     payload: Option<String>,
@@ -427,6 +454,9 @@ fn config_body(
     if let Some(d) = &c.description {
         m.insert("Description".into(), json!(d));
     }
+    if !c.layers.is_empty() {
+        m.insert("Layers".into(), json!(c.layers));
+    }
     if !c.env.is_empty() || c.isolation.is_some() {
         let mut vars = BTreeMap::new();
         if c.env.is_empty() {
@@ -450,9 +480,28 @@ fn config_body(
     Ok(m)
 }
 
+pub use surface::{AliasCommand, LayerCommand, UrlCommand, alias, layer, url};
+
 pub async fn function(cmd: FunctionCommand) -> anyhow::Result<u8> {
     use reqwest::Method;
     match cmd {
+        FunctionCommand::Publish {
+            name,
+            description,
+            output,
+            endpoint,
+        } => {
+            let c = Client::new(&endpoint)?;
+            surface::publish(&c, &name, description, &output).await?;
+        }
+        FunctionCommand::Versions {
+            name,
+            output,
+            endpoint,
+        } => {
+            let c = Client::new(&endpoint)?;
+            surface::versions(&c, &name, &output).await?;
+        }
         FunctionCommand::Create {
             name,
             config,
@@ -715,9 +764,13 @@ pub async fn invoke(a: InvokeArgs) -> anyhow::Result<u8> {
     let mut req = c
         .http
         .post(format!(
-            "{}/2015-03-31/functions/{}/invocations",
+            "{}/2015-03-31/functions/{}/invocations{}",
             c.base,
-            seg(&a.name)
+            seg(&a.name),
+            a.qualifier
+                .as_deref()
+                .map(|q| format!("?Qualifier={}", seg(q)))
+                .unwrap_or_default()
         ))
         .body(payload);
     if a.log {
@@ -799,11 +852,16 @@ mod tests {
             env: vec!["A=1".into(), "B=x=y".into()],
             isolation: None,
             description: None,
+            layers: Vec::new(),
             role: String::new(),
         };
         let m = config_body(&c, None).expect("valid");
         assert_eq!(m["Environment"]["Variables"]["B"], "x=y");
         assert_eq!(m["MemorySize"], 256);
+        assert!(
+            !m.contains_key("Layers"),
+            "no --layer leaves the layers alone"
+        );
         let bad = ConfigArgs {
             env: vec!["novalue".into()],
             runtime: None,
@@ -812,9 +870,18 @@ mod tests {
             timeout: None,
             isolation: None,
             description: None,
+            layers: vec!["arn:aws:lambda:us-east-1:000000000000:layer:l:1".into()],
             role: String::new(),
         };
         assert!(config_body(&bad, None).is_err());
+        let with_layer = ConfigArgs {
+            env: Vec::new(),
+            ..bad
+        };
+        assert_eq!(
+            config_body(&with_layer, None).expect("valid")["Layers"],
+            json!(["arn:aws:lambda:us-east-1:000000000000:layer:l:1"])
+        );
         // --isolation alone keeps the current variables and adds its own.
         let current = json!({"KEEP": "me"});
         let tier = ConfigArgs {

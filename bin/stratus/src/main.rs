@@ -34,6 +34,15 @@ enum Command {
     /// Create or update a function from a directory (idempotent; `--watch`
     /// redeploys on every change).
     Deploy(cli::DeployArgs),
+    /// Manage a function's aliases (names for versions, with weighted routing).
+    #[command(subcommand)]
+    Alias(cli::AliasCommand),
+    /// Manage function URLs (an HTTP endpoint per function).
+    #[command(subcommand)]
+    Url(cli::UrlCommand),
+    /// Manage layers (shared code under /opt).
+    #[command(subcommand)]
+    Layer(cli::LayerCommand),
     /// Invoke a function and print its result.
     Invoke(cli::InvokeArgs),
     /// Print a function's log (`--follow` to keep printing new lines).
@@ -88,6 +97,9 @@ fn main() -> std::process::ExitCode {
             Command::Server(a) => server::run(a).await.map(|()| 0),
             Command::Function(c) => cli::function(c).await,
             Command::Deploy(a) => cli::deploy(a).await,
+            Command::Alias(c) => cli::alias(c).await,
+            Command::Url(c) => cli::url(c).await,
+            Command::Layer(c) => cli::layer(c).await,
             Command::Invoke(a) => cli::invoke(a).await,
             Command::Logs(a) => cli::logs(a).await,
             Command::Account(c) => cli::account(c).await,

@@ -94,6 +94,7 @@ fn settings(a: &DeployArgs, m: Manifest) -> anyhow::Result<(String, ConfigArgs)>
         env,
         isolation: c.isolation.clone(),
         description: c.description.clone().or(m.description),
+        layers: c.layers.clone(),
         role: c.role.clone(),
     };
     if config.runtime.is_none() || config.handler.is_none() {
