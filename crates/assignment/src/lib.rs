@@ -25,6 +25,8 @@
 //! the [`Worker`] interface. The table is behind one mutex held only for
 //! short, non-async sections; sandbox creation and invocations run outside it.
 
+pub mod keepalive;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
