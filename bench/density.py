@@ -138,7 +138,8 @@ def outside_rss(kind: str) -> dict:
         stub.shutdown()
         stub.server_close()
     return {"command": " ".join(cmd), "VmRSS_kib": rss.get("VmRSS"), "RssAnon_kib": rss.get("RssAnon"),
-            "RssFile_kib": rss.get("RssFile"), "Pss_kib": pss.get("Pss"), "VmPTE_kib": rss.get("VmPTE")}
+            "RssFile_kib": rss.get("RssFile"), "Pss_kib": pss.get("Pss"), "VmPTE_kib": rss.get("VmPTE"),
+            "Private_kib": pss.get("Private_Clean", 0) + pss.get("Private_Dirty", 0)}
 
 
 # ---------------------------------------------------------------- inside
@@ -163,6 +164,28 @@ def sandbox_processes(function_names: set[str]) -> list[tuple[int, int, int]]:
         except (OSError, ValueError, IndexError):
             continue
         out.append((jailer, init, int(d)))
+    return out
+
+
+def cgroup_usage(parent: str) -> dict:
+    """Memory charged to the sandboxes' own memory cgroups (v1: usage and its
+    kernel part; v2: memory.current), per sandbox. The jailer is outside them."""
+    out = {}
+    for base, files in ((Path("/sys/fs/cgroup/memory") / parent, ("memory.usage_in_bytes", "memory.kmem.usage_in_bytes")),
+                        (Path("/sys/fs/cgroup") / parent, ("memory.current",))):
+        if not base.is_dir():
+            continue
+        kids = [d for d in base.iterdir() if d.is_dir() and not d.name.startswith("pool-")]
+        for f in files:
+            vals = []
+            for d in kids:
+                try:
+                    vals.append(int((d / f).read_text()))
+                except (OSError, ValueError):
+                    pass
+            if vals:
+                out[f + "_per_sandbox_kib"] = round(sum(vals) / len(vals) / 1024, 1)
+                out["cgroups"] = len(vals)
     return out
 
 
@@ -224,11 +247,33 @@ def measure_runtime(srv: bl.OwnServer, kind: str, n: int) -> dict:
         for role, pid in (("jailer", j), ("init", c), ("runtime", r)):
             pss[role] += bl.pss_kib(pid).get("Pss", 0)
             rss[role] += bl.rss_kib(pid).get("VmRSS", 0)
+    cg = cgroup_usage(srv.cgroup_parent)
+    priv = {"jailer": 0, "init": 0, "runtime": 0}
+    jailer_pte = 0
+    for j, c, r in procs:
+        jailer_pte += bl.rss_kib(j).get("VmPTE", 0)
+        for role, pid in (("jailer", j), ("init", c), ("runtime", r)):
+            p = bl.pss_kib(pid)
+            priv[role] += p.get("Private_Clean", 0) + p.get("Private_Dirty", 0)
     outside = outside_rss(kind)
+    # A-B-A: the same host measurement once the sandboxes are gone again,
+    # to see how far the host drifted meanwhile (other work on the machine).
+    delete_all(srv.endpoint, names)
+    wait_idle(srv.endpoint, 0)
+    time.sleep(2)
+    after = bl.host_used_bytes()
     per_sandbox = (loaded["median_bytes"] - base["median_bytes"]) / n
     overhead = per_sandbox - outside["VmRSS_kib"] * 1024
     noise = (loaded["spread_bytes"] + base["spread_bytes"]) / n
     np = max(len(procs), 1)
+    # Bottom up, less exposed to the host's noise: what the jailer (outside
+    # the sandbox's cgroup) holds privately plus its page tables, everything
+    # charged to the sandbox's memory cgroup (init and runtime, their page
+    # tables and kernel objects), and the server's own growth; minus the
+    # runtime's private memory outside a sandbox.
+    server_delta = server_after.get("VmRSS", 0) - server_before.get("VmRSS", 0)
+    bottom_up = (priv["jailer"] + jailer_pte) / np + cg.get(
+        "memory.usage_in_bytes_per_sandbox_kib", cg.get("memory.current_per_sandbox_kib", 0)) + server_delta / n
     return {
         "runtime": runtime,
         "n": n,
@@ -245,9 +290,16 @@ def measure_runtime(srv: bl.OwnServer, kind: str, n: int) -> dict:
             k: round((loaded_mi.get(k, 0) - base_mi.get(k, 0)) / n / 1024, 1) for k in MEMINFO_FIELDS},
         "pss_per_sandbox_kib": {k: round(v / np, 1) for k, v in pss.items()},
         "rss_per_sandbox_kib": {k: round(v / np, 1) for k, v in rss.items()},
+        "private_per_sandbox_kib": {k: round(v / np, 1) for k, v in priv.items()},
+        "jailer_page_tables_per_sandbox_kib": round(jailer_pte / np, 1),
+        "bottom_up_per_sandbox_mib": round(bottom_up / 1024, 3),
+        "bottom_up_overhead_mib": round((bottom_up - outside["Private_kib"]) / 1024, 3),
+        "sandbox_cgroups": cg,
+        "host_used_after_removal_mib": round(after["median_bytes"] / MIB, 1),
+        "drift_before_vs_after_mib": round((after["median_bytes"] - base["median_bytes"]) / MIB, 1),
+        "per_sandbox_vs_after_removal_mib": round((loaded["median_bytes"] - after["median_bytes"]) / n / MIB, 3),
         "sandboxes_with_processes_found": len(procs),
         "server_rss_delta_per_sandbox_kib": round((server_after.get("VmRSS", 0) - server_before.get("VmRSS", 0)) / n, 1),
-        "_names": names,
     }
 
 
@@ -315,7 +367,6 @@ def main() -> int:
         for kind in kinds:
             print(f"  {kind}: {n} idle sandboxes...", file=sys.stderr)
             m = measure_runtime(srv, kind, n)
-            delete_all(srv.endpoint, m.pop("_names"))
             figures["runtimes"][kind] = m
             wait_idle(srv.endpoint, 0)
     print(f"  fit: room for {k} sandboxes...", file=sys.stderr)
@@ -325,6 +376,9 @@ def main() -> int:
     targets = [bl.target(f"idle overhead per sandbox beyond the runtime's own RSS ({m['runtime']}, N={m['n']})",
                          "< 2 MiB", m["idle_overhead_mib"], m["idle_overhead_mib"] < 2)
                for m in figures["runtimes"].values()]
+    targets += [bl.target(f"bottom-up idle overhead per sandbox ({m['runtime']}, N={m['n']})",
+                          "< 2 MiB", m["bottom_up_overhead_mib"], m["bottom_up_overhead_mib"] < 2)
+                for m in figures["runtimes"].values()]
     baselines = {f"{kind} runtime outside a sandbox, VmRSS MiB": m["outside_sandbox_rss_mib"]
                  for kind, m in figures["runtimes"].items()}
     baselines["Firecracker spec: VMM overhead"] = "<= 5 MiB"
@@ -346,11 +400,16 @@ def main() -> int:
     for kind, m in figures["runtimes"].items():
         rows.append((f"{kind} (N={m['n']})",
                      f"per sandbox {m['per_sandbox_mib']} MiB - outside RSS {m['outside_sandbox_rss_mib']} MiB = "
-                     f"overhead {m['idle_overhead_mib']} MiB (noise +-{m['noise_per_sandbox_mib']} MiB)"))
+                     f"overhead {m['idle_overhead_mib']} MiB (noise +-{m['noise_per_sandbox_mib']} MiB); "
+                     f"bottom up {m['bottom_up_per_sandbox_mib']} MiB, overhead {m['bottom_up_overhead_mib']} MiB"))
         d = m["meminfo_delta_per_sandbox_kib"]
         rows.append(("  meminfo delta/sandbox KiB", ", ".join(f"{k2} {v}" for k2, v in d.items() if abs(v) >= 1)))
         rows.append(("  Pss/sandbox KiB", ", ".join(f"{k2} {v}" for k2, v in m["pss_per_sandbox_kib"].items())
                      + f"; server RSS +{m['server_rss_delta_per_sandbox_kib']}"))
+        rows.append(("  private/sandbox KiB", ", ".join(f"{k2} {v}" for k2, v in m["private_per_sandbox_kib"].items())
+                     + f"; sandbox cgroup {m['sandbox_cgroups']}"))
+        rows.append(("  A-B-A", f"host drift before->after removal {m['drift_before_vs_after_mib']} MiB; "
+                     f"per sandbox vs after removal {m['per_sandbox_vs_after_removal_mib']} MiB"))
     f = figures["fit"]
     rows.append(("fit", f"--worker-memory-mb {f['worker_memory_mb']}: {f['idle_after_k']} idle; one more -> "
                  f"{f['k_plus_1_invoke_status']} with {f['evictions_logged']} eviction(s), idle stays "
