@@ -293,7 +293,16 @@ def measure_runtime(srv: bl.OwnServer, kind: str, n: int) -> dict:
         "private_per_sandbox_kib": {k: round(v / np, 1) for k, v in priv.items()},
         "jailer_page_tables_per_sandbox_kib": round(jailer_pte / np, 1),
         "bottom_up_per_sandbox_mib": round(bottom_up / 1024, 3),
-        "bottom_up_overhead_mib": round((bottom_up - outside["Private_kib"]) / 1024, 3),
+        "bottom_up_overhead_mib": round((bottom_up - (outside["RssAnon_kib"] or 0)) / 1024, 3),
+        # Upper estimate: private memory of the three processes beyond the
+        # runtime's own anonymous memory, plus the kernel's per-sandbox
+        # growth (slab, page tables, stacks, vmalloc, per-cpu: namespaces,
+        # cgroups, the /tmp loop device and ext4 mount) and the server's.
+        "private_plus_kernel_overhead_mib": round((priv["jailer"] / np + priv["init"] / np
+            + max(priv["runtime"] / np - (outside["RssAnon_kib"] or 0), 0)
+            + sum(max(loaded_mi.get(f, 0) - base_mi.get(f, 0), 0) for f in
+                  ("SUnreclaim", "PageTables", "KernelStack", "VmallocUsed", "Percpu")) / n / 1024
+            + server_delta / n) / 1024, 3),
         "sandbox_cgroups": cg,
         "host_used_after_removal_mib": round(after["median_bytes"] / MIB, 1),
         "drift_before_vs_after_mib": round((after["median_bytes"] - base["median_bytes"]) / MIB, 1),
@@ -373,9 +382,17 @@ def main() -> int:
     figures["fit"] = fit(binary, k)
     load.append(bl.load_avg())
 
+    # The host-level figure counts only when the host held still: noise and
+    # A-B-A drift per sandbox well under the 2 MiB asked for.
     targets = [bl.target(f"idle overhead per sandbox beyond the runtime's own RSS ({m['runtime']}, N={m['n']})",
-                         "< 2 MiB", m["idle_overhead_mib"], m["idle_overhead_mib"] < 2)
+                         "< 2 MiB", f"{m['idle_overhead_mib']} (noise {m['noise_per_sandbox_mib']}, drift/sandbox "
+                         f"{round(m['drift_before_vs_after_mib'] / m['n'], 3)})",
+                         m["idle_overhead_mib"] + m["noise_per_sandbox_mib"] < 2 and m["noise_per_sandbox_mib"] < 0.5
+                         and abs(m["drift_before_vs_after_mib"]) / m["n"] < 0.5)
                for m in figures["runtimes"].values()]
+    targets += [bl.target(f"private + kernel idle overhead per sandbox ({m['runtime']}, N={m['n']})",
+                          "< 2 MiB", m["private_plus_kernel_overhead_mib"], m["private_plus_kernel_overhead_mib"] < 2)
+                for m in figures["runtimes"].values()]
     targets += [bl.target(f"bottom-up idle overhead per sandbox ({m['runtime']}, N={m['n']})",
                           "< 2 MiB", m["bottom_up_overhead_mib"], m["bottom_up_overhead_mib"] < 2)
                 for m in figures["runtimes"].values()]
@@ -401,7 +418,8 @@ def main() -> int:
         rows.append((f"{kind} (N={m['n']})",
                      f"per sandbox {m['per_sandbox_mib']} MiB - outside RSS {m['outside_sandbox_rss_mib']} MiB = "
                      f"overhead {m['idle_overhead_mib']} MiB (noise +-{m['noise_per_sandbox_mib']} MiB); "
-                     f"bottom up {m['bottom_up_per_sandbox_mib']} MiB, overhead {m['bottom_up_overhead_mib']} MiB"))
+                     f"bottom up {m['bottom_up_per_sandbox_mib']} MiB, overhead {m['bottom_up_overhead_mib']} MiB; "
+                     f"private+kernel overhead {m['private_plus_kernel_overhead_mib']} MiB"))
         d = m["meminfo_delta_per_sandbox_kib"]
         rows.append(("  meminfo delta/sandbox KiB", ", ".join(f"{k2} {v}" for k2, v in d.items() if abs(v) >= 1)))
         rows.append(("  Pss/sandbox KiB", ", ".join(f"{k2} {v}" for k2, v in m["pss_per_sandbox_kib"].items())
