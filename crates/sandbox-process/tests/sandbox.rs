@@ -957,3 +957,125 @@ fn a_delegated_v2_subtree_is_the_rootless_cgroup_root() {
     .expect_err("quota without cgroups");
     assert!(err.to_string().contains("CPU quota"), "{err}");
 }
+
+/// Creation rate under a burst: N sandboxes started at once through the
+/// backend (as the server's worker does, with the server's default pools:
+/// 2 pre-warmed jailers, 4 ready `/tmp` disks), each timed until its runtime
+/// has sent its first Runtime API request (`GET .../invocation/next`).
+/// Prints one JSON line per burst, prefixed `creation_rate_json `, for
+/// `bench/creation.py`:
+/// `cargo test -p stratus-sandbox-process --release --test sandbox -- --ignored --nocapture creation_rate`
+/// `STRATUS_BENCH_BURSTS` (default `50,200`); `STRATUS_BENCH_RUNTIME`: a
+/// static executable run as `/var/task/bootstrap` with `AWS_LAMBDA_RUNTIME_API`
+/// set (bench/static_bootstrap.c), else bash sends the request itself;
+/// `STRATUS_BENCH_UID_BASE` (default 2,930,000); `STRATUS_LOG=stratus_sandbox_process=debug`
+/// also prints each start's phases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark; run explicitly"]
+async fn creation_rate() {
+    if !is_root() {
+        return;
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("STRATUS_LOG"))
+        .try_init();
+    let bursts: Vec<usize> = std::env::var("STRATUS_BENCH_BURSTS")
+        .unwrap_or_else(|_| "50,200".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let uid_base: u32 = std::env::var("STRATUS_BENCH_UID_BASE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_930_000);
+    let code = tempfile::tempdir().expect("code dir");
+    let argv: Vec<String> = match std::env::var("STRATUS_BENCH_RUNTIME") {
+        Ok(runtime) => {
+            std::fs::copy(&runtime, code.path().join("bootstrap")).expect("copy the runtime");
+            vec!["/var/task/bootstrap".into()]
+        }
+        Err(_) => vec![
+            "/bin/bash".into(),
+            "-c".into(),
+            "exec 3<>/dev/tcp/127.0.0.1/9001; printf 'GET /2018-06-01/runtime/invocation/next HTTP/1.1\\r\\n\\r\\n' >&3; read -r _ <&3".into(),
+        ],
+    };
+    make_world_readable(code.path()).expect("chmod");
+    std::fs::set_permissions(code.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod dir");
+    let max = bursts.iter().copied().max().unwrap_or(1);
+    let state = tempfile::tempdir().expect("state dir");
+    let backend = std::sync::Arc::new(
+        ProcessBackend::new(ProcessBackendConfig {
+            jailer: vec![env!("CARGO_BIN_EXE_stratus-jailer").to_owned()],
+            state_dir: state.path().to_owned(),
+            cgroup_parent: format!("stratus-bench-creation-{}", std::process::id()),
+            uid_base,
+            uid_count: u32::try_from(max).expect("burst size"),
+            ..ProcessBackendConfig::default()
+        })
+        .expect("backend"),
+    );
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    for (round, &n) in bursts.iter().enumerate() {
+        backend.prewarm();
+        // Let the pools fill, as on a worker that was idle before the burst.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let start = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..n {
+            let backend = std::sync::Arc::clone(&backend);
+            let spec = spec(&format!("rate-{round}-{i}"), code.path(), &argv);
+            tasks.spawn(async move {
+                let t0 = start.elapsed();
+                let mut sb = backend.spawn(spec).await.expect("spawn");
+                let spawned = start.elapsed();
+                let api = listener(&mut sb);
+                let (mut conn, _) = tokio::time::timeout(Duration::from_secs(60), api.accept())
+                    .await
+                    .expect("the runtime connects")
+                    .expect("accept");
+                let connected = start.elapsed();
+                let mut head = Vec::new();
+                let mut chunk = [0u8; 512];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let got = tokio::time::timeout(Duration::from_secs(60), conn.read(&mut chunk))
+                        .await
+                        .expect("the runtime sends its request")
+                        .expect("read");
+                    assert!(got > 0, "the runtime closed before asking for an event");
+                    head.extend_from_slice(&chunk[..got]);
+                }
+                assert!(head.starts_with(b"GET /2018-06-01/runtime/invocation/next"));
+                let ready = start.elapsed();
+                (sb, conn, [t0, spawned, connected, ready])
+            });
+        }
+        let mut held = Vec::with_capacity(n);
+        let mut times = Vec::with_capacity(n);
+        while let Some(done) = tasks.join_next().await {
+            let (sb, conn, t) = done.expect("task");
+            held.push((sb, conn));
+            times.push(t);
+        }
+        let wall = start.elapsed();
+        let t_drop = Instant::now();
+        drop(held);
+        let dropped = t_drop.elapsed();
+        let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
+        let each = |k: usize| -> Vec<f64> { times.iter().map(|t| ms(t[k] - t[0])).collect() };
+        let doc = serde_json::json!({
+            "burst": n,
+            "wall_ms": ms(wall),
+            "per_second": (n as f64 / wall.as_secs_f64() * 10.0).round() / 10.0,
+            "spawn_returned_ms": each(1),
+            "connected_ms": each(2),
+            "ready_ms": each(3),
+            "drop_all_ms": ms(dropped),
+            "runtime": argv.join(" "),
+        });
+        println!("creation_rate_json {doc}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(backend.live_sandboxes(), 0);
+}
