@@ -141,7 +141,9 @@ pub(crate) fn json_payload(payload: Bytes) -> Result<Bytes, LambdaError> {
     if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&payload) {
         return Err(LambdaError::new(
             ErrorCode::InvalidRequestContent,
-            format!("Could not parse request body into json: Could not parse payload into json: {e}"),
+            format!(
+                "Could not parse request body into json: Could not parse payload into json: {e}"
+            ),
         ));
     }
     Ok(payload)

@@ -35,12 +35,12 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use http_body::Frame;
 use serde_json::Value;
+use stratus_api::LambdaError;
+#[cfg(test)]
+use stratus_api::service::FunctionError;
 use stratus_api::service::{
     FunctionVersionSpec, InvokeRequest, InvokeResponse, RESPONSE_SINK_CAPACITY, StreamPart,
 };
-#[cfg(test)]
-use stratus_api::service::FunctionError;
-use stratus_api::LambdaError;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
@@ -79,7 +79,12 @@ pub(crate) async fn start(
     spec: Arc<FunctionVersionSpec>,
     req: InvokeRequest,
 ) -> Result<Started, LambdaError> {
-    let permit = match fe.deps.counting.acquire(&record.account, &record.name).await {
+    let permit = match fe
+        .deps
+        .counting
+        .acquire(&record.account, &record.name)
+        .await
+    {
         Ok(p) => p,
         Err(e) => {
             fe.metrics
@@ -213,7 +218,10 @@ fn event(event_type: &'static str, content_type: &'static str, payload: Bytes) -
     let message = Message::new_from_parts(
         vec![
             Header::new(":event-type", EventHeaderValue::String(event_type.into())),
-            Header::new(":content-type", EventHeaderValue::String(content_type.into())),
+            Header::new(
+                ":content-type",
+                EventHeaderValue::String(content_type.into()),
+            ),
             Header::new(":message-type", EventHeaderValue::String("event".into())),
         ],
         payload,
@@ -321,7 +329,10 @@ impl http_body::Body for EventStreamBody {
 
 /// The events of a buffered answer: its payload in chunks (none for a
 /// function error, whose document goes in `InvokeComplete`), then the end.
-fn buffered_events(result: &Result<InvokeResponse, LambdaError>, want_tail: bool) -> VecDeque<Bytes> {
+fn buffered_events(
+    result: &Result<InvokeResponse, LambdaError>,
+    want_tail: bool,
+) -> VecDeque<Bytes> {
     let mut out = VecDeque::new();
     if let Ok(r) = result
         && r.function_error.is_none()
@@ -511,7 +522,10 @@ mod tests {
         assert_eq!(kinds.len(), 4);
 
         // A function error: no chunk, the error in InvokeComplete.
-        let failed = response(br#"{"errorType":"ValueError","errorMessage":"boom"}"#, Some(FunctionError::Unhandled));
+        let failed = response(
+            br#"{"errorType":"ValueError","errorMessage":"boom"}"#,
+            Some(FunctionError::Unhandled),
+        );
         assert_eq!(buffered_events(&Ok(failed), false).len(), 1);
     }
 }

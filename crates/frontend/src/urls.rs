@@ -905,7 +905,9 @@ async fn streamed(
         put_header(
             r.headers_mut(),
             "content-type",
-            content_type.as_deref().unwrap_or("application/octet-stream"),
+            content_type
+                .as_deref()
+                .unwrap_or("application/octet-stream"),
         );
         (r, Bytes::new())
     };
@@ -1100,7 +1102,7 @@ async fn call(
     let target = resolve_target(fe, &owner, &url.function, url.qualifier.as_deref(), true)?;
     let found = &target.found;
     let record = &found.record;
-    let spec = crate::invoke::runnable_spec(&found)?;
+    let spec = crate::invoke::runnable_spec(found)?;
     let ev = event(
         &parts,
         &EventInput {

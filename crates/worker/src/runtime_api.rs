@@ -24,9 +24,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use base64::Engine;
 use http_body_util::{BodyExt, Limited};
 use serde_json::json;
-use base64::Engine;
 use stratus_api::service::{InvokeRequest, ResponseSink, StreamPart};
 use stratus_types::limits::{STREAMED_RESPONSE_MAX_BYTES, SYNC_RESPONSE_MAX_BYTES};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -171,7 +171,9 @@ impl IntoResponse for Refusal {
             Refusal::StreamTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "RequestEntityTooLarge",
-                format!("Exceeded maximum allowed payload size ({STREAMED_RESPONSE_MAX_BYTES} bytes)."),
+                format!(
+                    "Exceeded maximum allowed payload size ({STREAMED_RESPONSE_MAX_BYTES} bytes)."
+                ),
             ),
             Refusal::InvalidResponseMode => (
                 StatusCode::BAD_REQUEST,
@@ -763,12 +765,16 @@ mod tests {
         http_body_util::channel::Sender<Bytes, std::convert::Infallible>,
         tokio::task::JoinHandle<Response>,
     ) {
-        let (body_tx, body) = http_body_util::channel::Channel::<Bytes, std::convert::Infallible>::new(1);
+        let (body_tx, body) =
+            http_body_util::channel::Channel::<Bytes, std::convert::Infallible>::new(1);
         let r = axum::http::Request::builder()
             .method("POST")
             .uri(format!("/2018-06-01/runtime/invocation/{id}/response"))
             .header("lambda-runtime-function-response-mode", mode)
-            .header("content-type", "application/vnd.awslambda.http-integration-response")
+            .header(
+                "content-type",
+                "application/vnd.awslambda.http-integration-response",
+            )
             .body(Body::new(body))
             .expect("request");
         let router = router(Arc::clone(st));
@@ -784,15 +790,16 @@ mod tests {
         assert_eq!(
             parts.recv().await,
             Some(StreamPart::Begin {
-                content_type: Some(
-                    "application/vnd.awslambda.http-integration-response".into()
-                )
+                content_type: Some("application/vnd.awslambda.http-integration-response".into())
             })
         );
         for chunk in ["one", "two", "three"] {
             body.send_data(Bytes::from(chunk)).await.expect("send");
             // Each chunk reaches the caller while the runtime is still writing.
-            assert_eq!(parts.recv().await, Some(StreamPart::Chunk(Bytes::from(chunk))));
+            assert_eq!(
+                parts.recv().await,
+                Some(StreamPart::Chunk(Bytes::from(chunk)))
+            );
             assert!(!call.is_finished());
         }
         drop(body);
@@ -810,7 +817,9 @@ mod tests {
         let (st, tx) = state();
         let (reply, mut parts) = open_streaming(&st, &tx, "id-t").await;
         let (mut body, call) = streaming_post(&st, "id-t", "streaming");
-        body.send_data(Bytes::from_static(b"partial")).await.expect("send");
+        body.send_data(Bytes::from_static(b"partial"))
+            .await
+            .expect("send");
         let doc = br#"{"errorType":"Error","errorMessage":"boom mid-stream"}"#;
         let mut trailers = HeaderMap::new();
         trailers.insert(
@@ -862,9 +871,18 @@ mod tests {
             .header("lambda-runtime-function-response-mode", "buffered-please")
             .body(Body::from("{}"))
             .expect("request");
-        let resp = router(Arc::clone(&st)).oneshot(r).await.expect("infallible");
+        let resp = router(Arc::clone(&st))
+            .oneshot(r)
+            .await
+            .expect("infallible");
         expect_refusal(resp, StatusCode::BAD_REQUEST, "InvalidFunctionResponseMode").await;
-        let ok = call(&st, "POST", "/2018-06-01/runtime/invocation/id-m/response", b"1").await;
+        let ok = call(
+            &st,
+            "POST",
+            "/2018-06-01/runtime/invocation/id-m/response",
+            b"1",
+        )
+        .await;
         assert_eq!(ok.status(), StatusCode::ACCEPTED);
         assert!(matches!(rrx.await.expect("reply"), RuntimeReply::Response(b) if &b[..] == b"1"));
     }
@@ -874,11 +892,17 @@ mod tests {
         let (st, tx) = state();
         let rrx = open(&st, &tx, "id-c").await;
         let (mut body, call) = streaming_post(&st, "id-c", "streaming");
-        body.send_data(Bytes::from_static(b"ab")).await.expect("send");
-        body.send_data(Bytes::from_static(b"cd")).await.expect("send");
+        body.send_data(Bytes::from_static(b"ab"))
+            .await
+            .expect("send");
+        body.send_data(Bytes::from_static(b"cd"))
+            .await
+            .expect("send");
         drop(body);
         assert_eq!(call.await.expect("joined").status(), StatusCode::ACCEPTED);
-        assert!(matches!(rrx.await.expect("reply"), RuntimeReply::Response(b) if &b[..] == b"abcd"));
+        assert!(
+            matches!(rrx.await.expect("reply"), RuntimeReply::Response(b) if &b[..] == b"abcd")
+        );
     }
 
     #[tokio::test]
@@ -888,7 +912,9 @@ mod tests {
         drop(parts);
         let (mut body, call) = streaming_post(&st, "id-g", "streaming");
         for _ in 0..10 {
-            body.send_data(Bytes::from_static(b"lost")).await.expect("send");
+            body.send_data(Bytes::from_static(b"lost"))
+                .await
+                .expect("send");
         }
         drop(body);
         assert_eq!(call.await.expect("joined").status(), StatusCode::ACCEPTED);
