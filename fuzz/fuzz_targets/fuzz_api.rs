@@ -165,7 +165,7 @@ fn amz_now() -> String {
 }
 
 /// The operations fuzzed: method and path, `{}` standing for the name.
-const ROUTES: [(&str, &str); 14] = [
+const ROUTES: [(&str, &str); 15] = [
     ("POST", "/2015-03-31/functions"),
     ("GET", "/2015-03-31/functions"),
     ("GET", "/2015-03-31/functions/{}"),
@@ -173,6 +173,7 @@ const ROUTES: [(&str, &str); 14] = [
     ("PUT", "/2015-03-31/functions/{}/configuration"),
     ("PUT", "/2015-03-31/functions/{}/code"),
     ("POST", "/2015-03-31/functions/{}/invocations"),
+    ("POST", "/2021-11-15/functions/{}/response-streaming-invocations"),
     ("PUT", "/2017-10-31/functions/{}/concurrency"),
     ("DELETE", "/2017-10-31/functions/{}/concurrency"),
     ("GET", "/2016-08-19/account-settings"),

@@ -99,8 +99,10 @@ def test_url_config_lifecycle(lam, fns, url_zip):
                  FunctionName=name, Qualifier="1", AuthType="NONE")
     expect_error(lam.create_function_url_config, 400, "ValidationException",
                  FunctionName=name, Qualifier="$LATEST", AuthType="NONE")
-    expect_error(lam.update_function_url_config, 400, "InvalidParameterValueException", "RESPONSE_STREAM",
-                 FunctionName=name, InvokeMode="RESPONSE_STREAM")
+    expect_error(lam.update_function_url_config, 400, "ValidationException",
+                 FunctionName=name, InvokeMode="STREAMING")
+    assert lam.update_function_url_config(FunctionName=name, InvokeMode="RESPONSE_STREAM")["InvokeMode"] == "RESPONSE_STREAM"
+    assert lam.update_function_url_config(FunctionName=name, InvokeMode="BUFFERED")["InvokeMode"] == "BUFFERED"
 
     lam.delete_function_url_config(FunctionName=name)
     expect_error(lam.delete_function_url_config, 404, "ResourceNotFoundException", FunctionName=name)

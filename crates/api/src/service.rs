@@ -80,6 +80,27 @@ pub struct InvokeRequest {
     pub trace_id: String,
 }
 
+/// One piece of a streamed response, on its way from the runtime's
+/// `POST .../response` (streaming mode) to the caller, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamPart {
+    /// The runtime began a streamed response, with this `Content-Type`
+    /// (`application/vnd.awslambda.http-integration-response` when the body
+    /// starts with a JSON prelude and eight NUL bytes).
+    Begin { content_type: Option<String> },
+    /// The next bytes of the body.
+    Chunk(Bytes),
+}
+
+/// Where a streamed response goes: a bounded channel, so a slow reader
+/// slows the runtime down (back-pressure) instead of filling memory. When
+/// the receiver is gone (the client disconnected) the rest of the response
+/// is read and dropped.
+pub type ResponseSink = tokio::sync::mpsc::Sender<StreamPart>;
+
+/// How many parts a [`ResponseSink`] holds before the runtime waits.
+pub const RESPONSE_SINK_CAPACITY: usize = 16;
+
 /// What came back from a sandbox.
 #[derive(Debug, Clone)]
 pub struct InvokeResponse {
@@ -231,6 +252,22 @@ pub trait Invoker: Send + Sync + std::fmt::Debug {
         req: InvokeRequest,
     ) -> Result<InvokeResponse, LambdaError>;
 
+    /// Like [`Invoker::invoke`], for a caller that takes a streamed answer:
+    /// if the runtime streams, its parts go to `sink` as they come and the
+    /// returned payload is empty (an error document if the stream failed);
+    /// a buffered answer comes back in the payload as from `invoke`. The
+    /// future ends when the invocation does (REPORT written, sandbox
+    /// released). Implementations that cannot stream answer buffered.
+    async fn invoke_streaming(
+        &self,
+        spec: Arc<FunctionVersionSpec>,
+        req: InvokeRequest,
+        sink: ResponseSink,
+    ) -> Result<InvokeResponse, LambdaError> {
+        let _ = sink;
+        self.invoke(spec, req).await
+    }
+
     /// Retires sandboxes of `account`/`name`: with `version`, those of that
     /// version (`$LATEST` or a number) whose revision is not `keep_revision`
     /// (all of them when `None`); without, every sandbox of every version
@@ -278,6 +315,16 @@ pub trait WarmSandbox: Send + Sync + std::fmt::Debug {
     fn is_alive(&self) -> bool;
     /// Runs one invocation. Callers never run two at once on one sandbox.
     async fn invoke(&self, req: InvokeRequest) -> Result<InvokeResponse, LambdaError>;
+    /// Runs one invocation whose caller takes a streamed answer (see
+    /// [`Invoker::invoke_streaming`]). By default, answers buffered.
+    async fn invoke_streaming(
+        &self,
+        req: InvokeRequest,
+        sink: ResponseSink,
+    ) -> Result<InvokeResponse, LambdaError> {
+        let _ = sink;
+        self.invoke(req).await
+    }
     /// Stops the sandbox and releases everything it holds.
     fn shutdown(&self);
 }

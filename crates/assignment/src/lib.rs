@@ -36,8 +36,8 @@ use tokio::time::Instant;
 use async_trait::async_trait;
 use stratus_api::LambdaError;
 use stratus_api::service::{
-    Counting, FunctionVersionSpec, InvokeRequest, InvokeResponse, Invoker, SandboxCounts,
-    SandboxInfo, VersionKey, WarmSandbox, Worker,
+    Counting, FunctionVersionSpec, InvokeRequest, InvokeResponse, Invoker, ResponseSink,
+    SandboxCounts, SandboxInfo, VersionKey, WarmSandbox, Worker,
 };
 use stratus_placement::{Decision, IdleSandbox, WorkerSlot, decide};
 use stratus_types::AccountId;
@@ -481,12 +481,15 @@ impl Drop for ReleaseGuard<'_> {
     }
 }
 
-#[async_trait]
-impl Invoker for LocalAssignment {
-    async fn invoke(
+impl LocalAssignment {
+    /// Runs one invocation in a warm sandbox or a new one; with a sink, the
+    /// runtime may stream its answer there. The sandbox is held (busy) until
+    /// the invocation ends, also when its response was streamed.
+    async fn run_invoke(
         &self,
         spec: Arc<FunctionVersionSpec>,
         req: InvokeRequest,
+        sink: Option<ResponseSink>,
     ) -> Result<InvokeResponse, LambdaError> {
         let key = spec.key();
         let memory_mb = u64::from(spec.memory_mb);
@@ -528,7 +531,30 @@ impl Invoker for LocalAssignment {
             owner: self,
             id: sandbox.id().to_owned(),
         };
-        sandbox.invoke(req).await
+        match sink {
+            None => sandbox.invoke(req).await,
+            Some(sink) => sandbox.invoke_streaming(req, sink).await,
+        }
+    }
+}
+
+#[async_trait]
+impl Invoker for LocalAssignment {
+    async fn invoke(
+        &self,
+        spec: Arc<FunctionVersionSpec>,
+        req: InvokeRequest,
+    ) -> Result<InvokeResponse, LambdaError> {
+        self.run_invoke(spec, req, None).await
+    }
+
+    async fn invoke_streaming(
+        &self,
+        spec: Arc<FunctionVersionSpec>,
+        req: InvokeRequest,
+        sink: ResponseSink,
+    ) -> Result<InvokeResponse, LambdaError> {
+        self.run_invoke(spec, req, Some(sink)).await
     }
 
     fn retire(

@@ -294,6 +294,8 @@ pub async fn delete_alias(
             .delete_alias(&a)
             .await
             .map_err(|e| registry_error(e, &a.record.arn()))?;
+        // The alias's function URL goes with it.
+        fe.urls.remove_alias(&l.account, &l.name, &alias).await;
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }

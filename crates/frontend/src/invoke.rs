@@ -24,7 +24,7 @@ use crate::{Frontend, FunctionRecord};
 /// The largest X-Amz-Client-Context Lambda accepts (base64 text).
 const CLIENT_CONTEXT_MAX: usize = 3583;
 
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -100,6 +100,55 @@ pub(crate) fn trace_id() -> String {
     )
 }
 
+/// `X-Amz-Log-Type`: whether the caller wants the log tail.
+pub(crate) fn log_type(headers: &HeaderMap) -> Result<bool, LambdaError> {
+    match header(headers, "x-amz-log-type") {
+        None | Some("None") => Ok(false),
+        Some("Tail") => Ok(true),
+        Some(other) => Err(LambdaError::validation(
+            other,
+            "logType",
+            "Member must satisfy enum value set: [None, Tail]",
+        )),
+    }
+}
+
+/// `X-Amz-Client-Context`, decoded: base64 of a JSON object.
+pub(crate) fn client_context(headers: &HeaderMap) -> Result<Option<String>, LambdaError> {
+    match header(headers, "x-amz-client-context") {
+        None => Ok(None),
+        Some(cc) if cc.len() > CLIENT_CONTEXT_MAX => Err(LambdaError::invalid(
+            "Client context must be smaller than 3583 bytes.",
+        )),
+        Some(cc) => base64::engine::general_purpose::STANDARD
+            .decode(cc)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .filter(|s| serde_json::from_str::<serde_json::Value>(s).is_ok_and(|v| v.is_object()))
+            .map(Some)
+            .ok_or_else(|| {
+                LambdaError::invalid("Client context must be a valid Base64-encoded JSON object.")
+            }),
+    }
+}
+
+/// An invoke payload as the function gets it: empty → `{}`, else it must
+/// be JSON.
+pub(crate) fn json_payload(payload: Bytes) -> Result<Bytes, LambdaError> {
+    if payload.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Bytes::from_static(b"{}"));
+    }
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&payload) {
+        return Err(LambdaError::new(
+            ErrorCode::InvalidRequestContent,
+            format!(
+                "Could not parse request body into json: Could not parse payload into json: {e}"
+            ),
+        ));
+    }
+    Ok(payload)
+}
+
 pub async fn invoke(
     State(fe): State<Arc<Frontend>>,
     headers: HeaderMap,
@@ -123,59 +172,12 @@ pub async fn invoke(
             .into());
         }
     };
-    let want_tail = match header(&headers, "x-amz-log-type") {
-        None | Some("None") => false,
-        Some("Tail") => true,
-        Some(other) => {
-            return Err(LambdaError::validation(
-                other,
-                "logType",
-                "Member must satisfy enum value set: [None, Tail]",
-            )
-            .into());
-        }
-    };
-    let client_context = match header(&headers, "x-amz-client-context") {
-        None => None,
-        Some(cc) if cc.len() > CLIENT_CONTEXT_MAX => {
-            return Err(
-                LambdaError::invalid("Client context must be smaller than 3583 bytes.").into(),
-            );
-        }
-        Some(cc) => {
-            let decoded = base64::engine::general_purpose::STANDARD
-                .decode(cc)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .filter(|s| {
-                    serde_json::from_str::<serde_json::Value>(s).is_ok_and(|v| v.is_object())
-                })
-                .ok_or_else(|| {
-                    LambdaError::invalid(
-                        "Client context must be a valid Base64-encoded JSON object.",
-                    )
-                })?;
-            Some(decoded)
-        }
-    };
+    let want_tail = log_type(&headers)?;
+    let client_context = client_context(&headers)?;
     let qualifier = q.get("Qualifier").map(String::as_str);
     let target = resolve_target(&fe, &c, &name, qualifier, true)?;
     let found = &target.found;
-    let payload = read_payload(body, event).await?;
-    let payload = if payload.iter().all(u8::is_ascii_whitespace) {
-        Bytes::from_static(b"{}")
-    } else {
-        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&payload) {
-            return Err(LambdaError::new(
-                ErrorCode::InvalidRequestContent,
-                format!(
-                    "Could not parse request body into json: Could not parse payload into json: {e}"
-                ),
-            )
-            .into());
-        }
-        payload
-    };
+    let payload = json_payload(read_payload(body, event).await?)?;
     let record = &found.record;
     let spec = runnable_spec(found)?;
     if event {
@@ -250,7 +252,7 @@ pub(crate) async fn admit_and_run(
 /// What `X-Amz-Log-Type: Tail` returns: the last 4 KB of the invocation's log.
 const TAIL_BYTES: usize = 4096;
 
-fn tail(log: &str) -> &str {
+pub(crate) fn tail(log: &str) -> &str {
     if log.len() <= TAIL_BYTES {
         return log;
     }
@@ -261,7 +263,7 @@ fn tail(log: &str) -> &str {
     &log[start..]
 }
 
-fn with_request_id(mut resp: Response, id: &str) -> Response {
+pub(crate) fn with_request_id(mut resp: Response, id: &str) -> Response {
     if let Ok(v) = HeaderValue::from_str(id) {
         resp.headers_mut().insert("x-amzn-requestid", v);
     }

@@ -38,6 +38,7 @@ mod presign;
 mod published;
 mod ready;
 mod registry;
+mod stream;
 mod tags;
 mod urls;
 mod validate;
@@ -252,6 +253,10 @@ fn signed_routes(fe: Arc<Frontend>) -> Router<Arc<Frontend>> {
         .route(
             "/2015-03-31/functions/{name}/invocations",
             post(invoke::invoke),
+        )
+        .route(
+            "/2021-11-15/functions/{name}/response-streaming-invocations",
+            post(stream::invoke_with_response_stream),
         )
         .route(
             "/2015-03-31/functions/{name}/versions",

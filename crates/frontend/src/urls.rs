@@ -11,6 +11,11 @@
 //! body). `AuthType: NONE` is open; `AWS_IAM` needs a SigV4 signature by a
 //! key of the function's own account ([`crate::auth::verify`]). CORS
 //! preflights are answered from the config without invoking the function.
+//! A URL in `RESPONSE_STREAM` mode sends the function's streamed output as
+//! it comes (chunked), with the status, headers and cookies of its
+//! http-integration prelude when it has one (`streamed`); a URL on an alias
+//! runs the version the alias routes to (`versions::resolve_target`), and
+//! goes when the alias does.
 //!
 //! Configs are stored under `urls/<account>/<function>/<qualifier>` in the
 //! [`MetaStore`] and cached in memory, also by URL id, for the data path.
@@ -38,6 +43,8 @@ use crate::auth::Caller;
 use crate::control::{host, now_timestamp, parse, resolve};
 use crate::error::{ApiError, ApiResult};
 use crate::registry::RegistryError;
+use crate::stream::{Item, Started};
+use crate::versions::resolve_target;
 use crate::{Frontend, validate};
 
 /// Where URLs are served on the API listener.
@@ -77,7 +84,7 @@ pub struct UrlRecord {
     /// `NONE` or `AWS_IAM`.
     pub auth_type: String,
     pub cors: Option<Cors>,
-    /// `BUFFERED` (the only mode served today).
+    /// `BUFFERED` or `RESPONSE_STREAM`.
     pub invoke_mode: String,
     pub creation_time: String,
     pub last_modified_time: String,
@@ -226,6 +233,22 @@ impl UrlRegistry {
         Ok(())
     }
 
+    /// Removes the URL of an alias that was deleted, if it has one. A
+    /// failure is logged: the URL then answers 404, as its alias is gone.
+    pub async fn remove_alias(&self, account: &AccountId, function: &str, alias: &str) {
+        let k = key(account, function, Some(alias));
+        let Some(r) = self.get(account, function, Some(alias)) else {
+            return;
+        };
+        if let Err(e) = self.store.delete(&k, Precondition::None).await {
+            tracing::warn!(function, alias, error = %e, "could not remove a function URL config");
+            return;
+        }
+        let mut c = self.write();
+        c.by_key.remove(&k);
+        c.by_id.remove(&r.0.id);
+    }
+
     /// Removes every URL of a deleted function. Failures are logged: the
     /// URL then answers 403, as its function is gone.
     pub async fn remove_function(&self, account: &AccountId, function: &str) {
@@ -276,7 +299,8 @@ fn target(
             "Member must satisfy regular expression pattern: ((?!^\\d+$)^[0-9a-zA-Z-_]+$)",
         ));
     }
-    let found = resolve(fe, c, name, param)?;
+    // An alias must exist (a URL may name only an alias).
+    let found = resolve_target(fe, c, name, param, false)?.latest;
     Ok((found, qualifier))
 }
 
@@ -294,9 +318,7 @@ fn auth_type(v: &str) -> Result<String, LambdaError> {
 fn invoke_mode(v: Option<&str>) -> Result<String, LambdaError> {
     match v {
         None | Some("BUFFERED") => Ok("BUFFERED".into()),
-        Some("RESPONSE_STREAM") => Err(validate::unsupported(
-            "InvokeMode RESPONSE_STREAM (response streaming)",
-        )),
+        Some("RESPONSE_STREAM") => Ok("RESPONSE_STREAM".into()),
         Some(other) => Err(LambdaError::validation(
             other,
             "invokeMode",
@@ -843,6 +865,167 @@ fn http_response(payload: &Bytes) -> Response {
     resp
 }
 
+/// The `Content-Type` of a streamed answer that opens with an HTTP prelude.
+const HTTP_INTEGRATION: &str = "application/vnd.awslambda.http-integration-response";
+
+/// The longest prelude read before its eight NUL bytes.
+const PRELUDE_MAX_BYTES: usize = 64 * 1024;
+
+/// A `RESPONSE_STREAM` URL call: the function's output goes to the client
+/// as it comes (chunked), after the status and headers of its prelude.
+async fn streamed(
+    fe: &Arc<Frontend>,
+    record: &crate::FunctionRecord,
+    spec: Arc<stratus_api::service::FunctionVersionSpec>,
+    req: InvokeRequest,
+) -> Result<Response, ApiError> {
+    let (content_type, mut parts) = match crate::stream::start(fe, record, spec, req).await? {
+        Started::Done(result) => {
+            let out = result?;
+            if out.function_error.is_some() {
+                return Ok(message(StatusCode::BAD_GATEWAY, "Internal Server Error"));
+            }
+            return Ok(http_response(&out.payload));
+        }
+        Started::Streaming {
+            content_type,
+            parts,
+        } => (content_type, parts),
+    };
+    let (mut head, first) = if content_type.as_deref() == Some(HTTP_INTEGRATION) {
+        match read_prelude(&mut parts).await {
+            Some((prelude, rest)) => match prelude_response(&prelude) {
+                Some(r) => (r, rest),
+                None => return Ok(message(StatusCode::BAD_GATEWAY, "Internal Server Error")),
+            },
+            None => return Ok(message(StatusCode::BAD_GATEWAY, "Internal Server Error")),
+        }
+    } else {
+        let mut r = StatusCode::OK.into_response();
+        put_header(
+            r.headers_mut(),
+            "content-type",
+            content_type
+                .as_deref()
+                .unwrap_or("application/octet-stream"),
+        );
+        (r, Bytes::new())
+    };
+    *head.body_mut() = Body::new(UrlBody {
+        first: (!first.is_empty()).then_some(first),
+        parts: Some(parts),
+    });
+    Ok(head)
+}
+
+/// Reads up to the prelude's eight NUL bytes: the prelude, and what came
+/// after them. `None` if the stream ended first or the prelude is too long.
+async fn read_prelude(parts: &mut crate::stream::Parts) -> Option<(Bytes, Bytes)> {
+    const DELIMITER: [u8; 8] = [0; 8];
+    let mut buf = Vec::new();
+    loop {
+        match parts.next().await? {
+            Item::Chunk(b) => buf.extend_from_slice(&b),
+            Item::End(_) => return None,
+        }
+        if let Some(at) = buf.windows(8).position(|w| w == DELIMITER) {
+            let rest = Bytes::copy_from_slice(&buf[at + 8..]);
+            buf.truncate(at);
+            return Some((Bytes::from(buf), rest));
+        }
+        if buf.len() > PRELUDE_MAX_BYTES {
+            return None;
+        }
+    }
+}
+
+/// The response head a prelude describes: `statusCode` (default 200),
+/// `headers`, `cookies`.
+fn prelude_response(prelude: &[u8]) -> Option<Response> {
+    let doc: Value = if prelude.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        serde_json::from_slice(prelude).ok()?
+    };
+    let m = doc.as_object()?;
+    let status = match m.get("statusCode") {
+        None | Some(Value::Null) => StatusCode::OK,
+        Some(v) => v
+            .as_u64()
+            .and_then(|n| u16::try_from(n).ok())
+            .and_then(|n| StatusCode::from_u16(n).ok())?,
+    };
+    let mut resp = status.into_response();
+    let h = resp.headers_mut();
+    if let Some(Value::Object(headers)) = m.get("headers") {
+        for (k, v) in headers {
+            let v = match v {
+                Value::String(s) => s.clone(),
+                Value::Null => continue,
+                other => other.to_string(),
+            };
+            if let (Ok(name), Ok(value)) = (
+                axum::http::HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_str(&v),
+            ) {
+                h.insert(name, value);
+            }
+        }
+    }
+    if let Some(Value::Array(cookies)) = m.get("cookies") {
+        for c in cookies.iter().filter_map(Value::as_str) {
+            if let Ok(v) = HeaderValue::from_str(c) {
+                h.append(header::SET_COOKIE, v);
+            }
+        }
+    }
+    if !h.contains_key(header::CONTENT_TYPE) {
+        put_header(h, "content-type", "application/octet-stream");
+    }
+    Some(resp)
+}
+
+/// The body of a streamed URL response: the function's bytes as they come.
+/// A mid-stream error cannot change the status any more: the body ends.
+struct UrlBody {
+    first: Option<Bytes>,
+    parts: Option<crate::stream::Parts>,
+}
+
+impl http_body::Body for UrlBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        if let Some(b) = self.first.take() {
+            return Poll::Ready(Some(Ok(http_body::Frame::data(b))));
+        }
+        let Some(parts) = &mut self.parts else {
+            return Poll::Ready(None);
+        };
+        match std::task::ready!(parts.poll_item(cx)) {
+            Some(Item::Chunk(b)) => Poll::Ready(Some(Ok(http_body::Frame::data(b)))),
+            Some(Item::End(result)) => {
+                if let Ok(out) = &result
+                    && out.function_error.is_some()
+                {
+                    tracing::debug!("a streamed function URL response ended with a function error");
+                }
+                self.parts = None;
+                Poll::Ready(None)
+            }
+            None => {
+                self.parts = None;
+                Poll::Ready(None)
+            }
+        }
+    }
+}
+
 /// Any request under [`URL_PREFIX`]: a function URL call.
 pub async fn serve(State(fe): State<Arc<Frontend>>, req: Request) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
@@ -916,9 +1099,10 @@ async fn call(
         region: url.region.clone(),
         admin: false,
     };
-    let found = resolve(fe, &owner, &url.function, url.qualifier.as_deref())?;
+    let target = resolve_target(fe, &owner, &url.function, url.qualifier.as_deref(), true)?;
+    let found = &target.found;
     let record = &found.record;
-    let spec = crate::invoke::runnable_spec(&found)?;
+    let spec = crate::invoke::runnable_spec(found)?;
     let ev = event(
         &parts,
         &EventInput {
@@ -936,6 +1120,9 @@ async fn call(
         client_context: None,
         trace_id: crate::invoke::trace_id(),
     };
+    if url.invoke_mode == "RESPONSE_STREAM" {
+        return streamed(fe, record, spec, req).await;
+    }
     let result = crate::invoke::admit_and_run(fe, record, spec, req).await;
     fe.metrics
         .record_invoke(&record.account, &record.name, &result);

@@ -19,6 +19,8 @@ pub const EPHEMERAL_DEFAULT_MB: u32 = 512;
 pub const SYNC_REQUEST_MAX_BYTES: usize = 6_291_456;
 /// Largest function response (6 MiB + 100 bytes).
 pub const SYNC_RESPONSE_MAX_BYTES: usize = 6_291_556;
+/// Largest streamed function response (20 MiB; AWS's soft limit is 20 MB).
+pub const STREAMED_RESPONSE_MAX_BYTES: usize = 20 * 1024 * 1024;
 /// Largest zip uploaded directly.
 pub const ZIP_MAX_BYTES: usize = 52_428_800;
 /// Largest unzipped code size.

@@ -3,6 +3,16 @@
 //! Each sandbox gets its own server, on a listener that lives inside that
 //! sandbox's network namespace: whatever connects here *is* that sandbox, so
 //! no request can act on another sandbox's invocations.
+//!
+//! A response is buffered (read whole, up to 6 MiB + 100 bytes) unless the
+//! runtime posts it with `Lambda-Runtime-Function-Response-Mode: streaming`:
+//! then each frame of the chunked body is handed to the caller's
+//! [`ResponseSink`] as it arrives (awaiting room in the channel, so a slow
+//! caller slows the runtime), up to 20 MiB, and an error the runtime hits
+//! mid-stream arrives in the trailers `Lambda-Runtime-Function-Error-Type`
+//! and `Lambda-Runtime-Function-Error-Body`. A caller that cannot take a
+//! stream (plain Invoke) gets the streamed body collected, as a buffered
+//! response. See `docs/design/streaming.md`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,10 +24,11 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use base64::Engine;
 use http_body_util::{BodyExt, Limited};
 use serde_json::json;
-use stratus_api::service::InvokeRequest;
-use stratus_types::limits::SYNC_RESPONSE_MAX_BYTES;
+use stratus_api::service::{InvokeRequest, ResponseSink, StreamPart};
+use stratus_types::limits::{STREAMED_RESPONSE_MAX_BYTES, SYNC_RESPONSE_MAX_BYTES};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// An invocation waiting for the runtime to ask for it.
@@ -28,20 +39,33 @@ pub struct Dispatch {
     /// Told the instant the runtime received the event, with its deadline.
     pub dispatched: oneshot::Sender<(Instant, u64)>,
     pub reply: oneshot::Sender<RuntimeReply>,
+    /// Where a streamed response goes; `None` when the caller takes only a
+    /// buffered one (a streamed response is then collected).
+    pub sink: Option<ResponseSink>,
 }
 
 /// What the runtime answered for one invocation.
 #[derive(Debug)]
 pub enum RuntimeReply {
     Response(Bytes),
-    Error { body: Bytes },
+    Error {
+        body: Bytes,
+    },
     TooLarge,
+    /// A streamed response ended; its body went to the sink. `error` is the
+    /// error document when the runtime reported a mid-stream error.
+    Streamed {
+        error: Option<Bytes>,
+    },
+    /// A streamed response passed the streamed limit (20 MiB).
+    StreamTooLarge,
 }
 
 #[derive(Debug)]
 struct Inflight {
     request_id: String,
     reply: oneshot::Sender<RuntimeReply>,
+    sink: Option<ResponseSink>,
 }
 
 /// Shared between the sandbox handle and its Runtime API server.
@@ -114,6 +138,10 @@ enum Refusal {
     InvalidRequestId,
     /// A response body over the 6 MiB + 100 bytes limit.
     TooLarge,
+    /// A streamed response over the 20 MiB limit.
+    StreamTooLarge,
+    /// `Lambda-Runtime-Function-Response-Mode` other than `streaming`.
+    InvalidResponseMode,
     /// The body could not be read.
     BadBody,
     /// The sandbox is being shut down.
@@ -139,6 +167,18 @@ impl IntoResponse for Refusal {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "RequestEntityTooLarge",
                 format!("Exceeded maximum allowed payload size ({SYNC_RESPONSE_MAX_BYTES} bytes)."),
+            ),
+            Refusal::StreamTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLarge",
+                format!(
+                    "Exceeded maximum allowed payload size ({STREAMED_RESPONSE_MAX_BYTES} bytes)."
+                ),
+            ),
+            Refusal::InvalidResponseMode => (
+                StatusCode::BAD_REQUEST,
+                "InvalidFunctionResponseMode",
+                "Lambda-Runtime-Function-Response-Mode must be 'streaming' when present".to_owned(),
             ),
             Refusal::BadBody => (
                 StatusCode::BAD_REQUEST,
@@ -212,6 +252,7 @@ async fn next(State(st): State<Arc<RuntimeApiState>>) -> Response {
     *st.inflight() = Some(Inflight {
         request_id: d.req.request_id.clone(),
         reply: d.reply,
+        sink: d.sink,
     });
     let _ = d.dispatched.send((Instant::now(), deadline));
     (StatusCode::OK, headers, Body::from(d.req.payload)).into_response()
@@ -230,10 +271,10 @@ fn take_inflight(
     st: &RuntimeApiState,
     id: &str,
     answer: Answer,
-) -> Result<oneshot::Sender<RuntimeReply>, Refusal> {
+) -> Result<(oneshot::Sender<RuntimeReply>, Option<ResponseSink>), Refusal> {
     let mut guard = st.inflight();
     match guard.take() {
-        Some(inf) if inf.request_id == id => Ok(inf.reply),
+        Some(inf) if inf.request_id == id => Ok((inf.reply, inf.sink)),
         Some(other) => {
             *guard = Some(other);
             Err(Refusal::InvalidRequestId)
@@ -257,15 +298,32 @@ async fn read_limited(body: Body) -> Result<Bytes, Refusal> {
     }
 }
 
+/// How the runtime is answering, from `Lambda-Runtime-Function-Response-Mode`.
+fn response_mode(headers: &HeaderMap) -> Result<bool, Refusal> {
+    match headers.get("lambda-runtime-function-response-mode") {
+        None => Ok(false),
+        Some(v) if v.as_bytes().eq_ignore_ascii_case(b"streaming") => Ok(true),
+        Some(_) => Err(Refusal::InvalidResponseMode),
+    }
+}
+
 async fn response(
     State(st): State<Arc<RuntimeApiState>>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let reply = match take_inflight(&st, &id, Answer::Response) {
+    let streaming = match response_mode(&headers) {
+        Ok(s) => s,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let (reply, sink) = match take_inflight(&st, &id, Answer::Response) {
         Ok(r) => r,
         Err(refusal) => return refusal.into_response(),
     };
+    if streaming {
+        return stream_response(reply, sink, &headers, body).await;
+    }
     match read_limited(body).await {
         Ok(bytes) => {
             let _ = reply.send(RuntimeReply::Response(bytes));
@@ -281,6 +339,109 @@ async fn response(
             refusal.into_response()
         }
     }
+}
+
+/// A streamed response: each data frame goes to the sink as it arrives
+/// (or is collected, for a buffered caller); the trailers may carry an error.
+async fn stream_response(
+    reply: oneshot::Sender<RuntimeReply>,
+    mut sink: Option<ResponseSink>,
+    headers: &HeaderMap,
+    mut body: Body,
+) -> Response {
+    let collect = sink.is_none();
+    let limit = if collect {
+        SYNC_RESPONSE_MAX_BYTES
+    } else {
+        STREAMED_RESPONSE_MAX_BYTES
+    };
+    if let Some(s) = &sink {
+        let content_type = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        if s.send(StreamPart::Begin { content_type }).await.is_err() {
+            sink = None;
+        }
+    }
+    let mut collected = Vec::new();
+    let mut total = 0usize;
+    let mut trailers = None;
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(_) => {
+                // The runtime's connection broke mid-body (it crashed or
+                // was killed): the invoke ends by its exit or timeout.
+                return Refusal::BadBody.into_response();
+            }
+        };
+        let frame = match frame.into_data() {
+            Ok(data) => data,
+            Err(frame) => {
+                if let Ok(t) = frame.into_trailers() {
+                    trailers = Some(t);
+                }
+                continue;
+            }
+        };
+        total += frame.len();
+        if total > limit {
+            let _ = reply.send(if collect {
+                RuntimeReply::TooLarge
+            } else {
+                RuntimeReply::StreamTooLarge
+            });
+            return if collect {
+                Refusal::TooLarge
+            } else {
+                Refusal::StreamTooLarge
+            }
+            .into_response();
+        }
+        if collect {
+            collected.extend_from_slice(&frame);
+        } else if let Some(s) = &sink
+            && s.send(StreamPart::Chunk(frame)).await.is_err()
+        {
+            tracing::debug!("the caller of a streamed response went away; discarding the rest");
+            sink = None;
+        }
+    }
+    let error = trailers.as_ref().and_then(stream_error);
+    let _ = reply.send(match (collect, error) {
+        (true, None) => RuntimeReply::Response(Bytes::from(collected)),
+        (true, Some(body)) => RuntimeReply::Error { body },
+        (false, error) => RuntimeReply::Streamed { error },
+    });
+    accepted()
+}
+
+/// The error document a runtime reported in a streamed response's
+/// trailers: `Lambda-Runtime-Function-Error-Body` is base64 of the JSON
+/// document (AWS's Node client) or, failing that, taken as the message.
+fn stream_error(trailers: &HeaderMap) -> Option<Bytes> {
+    let kind = trailers
+        .get("lambda-runtime-function-error-type")
+        .and_then(|v| v.to_str().ok());
+    let body = trailers
+        .get("lambda-runtime-function-error-body")
+        .map(|v| v.as_bytes().to_vec());
+    if kind.is_none() && body.is_none() {
+        return None;
+    }
+    let kind = kind.unwrap_or("Runtime.StreamError");
+    let body = body.unwrap_or_default();
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(&body)
+        .unwrap_or(body);
+    if serde_json::from_slice::<serde_json::Value>(&decoded).is_ok_and(|v| v.is_object()) {
+        return Some(Bytes::from(decoded));
+    }
+    let message = String::from_utf8_lossy(&decoded).into_owned();
+    Some(Bytes::from(
+        json!({"errorType": kind, "errorMessage": message}).to_string(),
+    ))
 }
 
 /// An error document as the runtime posted it, or a wrapper when it is not JSON.
@@ -303,7 +464,7 @@ async fn error(
     body: Body,
 ) -> Response {
     let reply = match take_inflight(&st, &id, Answer::Error) {
-        Ok(r) => r,
+        Ok((r, _)) => r,
         Err(refusal) => return refusal.into_response(),
     };
     let body = read_limited(body).await.unwrap_or_else(|_| {
@@ -444,6 +605,7 @@ mod tests {
             timeout_ms,
             dispatched: dtx,
             reply: rtx,
+            sink: None,
         })
         .await
         .expect("send");
@@ -569,6 +731,197 @@ mod tests {
         rx.changed().await.expect("changed");
         let doc = rx.borrow().clone().expect("document");
         assert!(String::from_utf8_lossy(&doc).contains("Runtime.ImportModuleError"));
+    }
+
+    /// Opens an invocation whose caller takes a stream.
+    async fn open_streaming(
+        st: &Arc<RuntimeApiState>,
+        tx: &mpsc::Sender<Dispatch>,
+        id: &str,
+    ) -> (oneshot::Receiver<RuntimeReply>, mpsc::Receiver<StreamPart>) {
+        let (dtx, _drx) = oneshot::channel();
+        let (rtx, rrx) = oneshot::channel();
+        let (sink, parts) = mpsc::channel(4);
+        tx.send(Dispatch {
+            req: req(id),
+            timeout_ms: 3000,
+            dispatched: dtx,
+            reply: rtx,
+            sink: Some(sink),
+        })
+        .await
+        .expect("send");
+        let resp = call(st, "GET", "/2018-06-01/runtime/invocation/next", b"").await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        (rrx, parts)
+    }
+
+    /// A streamed POST whose body the test writes frame by frame.
+    fn streaming_post(
+        st: &Arc<RuntimeApiState>,
+        id: &str,
+        mode: &str,
+    ) -> (
+        http_body_util::channel::Sender<Bytes, std::convert::Infallible>,
+        tokio::task::JoinHandle<Response>,
+    ) {
+        let (body_tx, body) =
+            http_body_util::channel::Channel::<Bytes, std::convert::Infallible>::new(1);
+        let r = axum::http::Request::builder()
+            .method("POST")
+            .uri(format!("/2018-06-01/runtime/invocation/{id}/response"))
+            .header("lambda-runtime-function-response-mode", mode)
+            .header(
+                "content-type",
+                "application/vnd.awslambda.http-integration-response",
+            )
+            .body(Body::new(body))
+            .expect("request");
+        let router = router(Arc::clone(st));
+        let call = tokio::spawn(async move { router.oneshot(r).await.expect("infallible") });
+        (body_tx, call)
+    }
+
+    #[tokio::test]
+    async fn streamed_chunks_are_forwarded_in_order_before_the_end() {
+        let (st, tx) = state();
+        let (reply, mut parts) = open_streaming(&st, &tx, "id-s").await;
+        let (mut body, call) = streaming_post(&st, "id-s", "streaming");
+        assert_eq!(
+            parts.recv().await,
+            Some(StreamPart::Begin {
+                content_type: Some("application/vnd.awslambda.http-integration-response".into())
+            })
+        );
+        for chunk in ["one", "two", "three"] {
+            body.send_data(Bytes::from(chunk)).await.expect("send");
+            // Each chunk reaches the caller while the runtime is still writing.
+            assert_eq!(
+                parts.recv().await,
+                Some(StreamPart::Chunk(Bytes::from(chunk)))
+            );
+            assert!(!call.is_finished());
+        }
+        drop(body);
+        let resp = call.await.expect("joined");
+        assert_eq!(resp.status(), StatusCode::ACCEPTED);
+        assert!(matches!(
+            reply.await.expect("reply"),
+            RuntimeReply::Streamed { error: None }
+        ));
+        assert_eq!(parts.recv().await, None, "the sink is dropped at the end");
+    }
+
+    #[tokio::test]
+    async fn a_mid_stream_error_arrives_in_the_trailers() {
+        let (st, tx) = state();
+        let (reply, mut parts) = open_streaming(&st, &tx, "id-t").await;
+        let (mut body, call) = streaming_post(&st, "id-t", "streaming");
+        body.send_data(Bytes::from_static(b"partial"))
+            .await
+            .expect("send");
+        let doc = br#"{"errorType":"Error","errorMessage":"boom mid-stream"}"#;
+        let mut trailers = HeaderMap::new();
+        trailers.insert(
+            "lambda-runtime-function-error-type",
+            HeaderValue::from_static("Error"),
+        );
+        let b64 = base64::engine::general_purpose::STANDARD.encode(doc);
+        trailers.insert(
+            "lambda-runtime-function-error-body",
+            HeaderValue::from_str(&b64).expect("ascii"),
+        );
+        body.send_trailers(trailers).await.expect("trailers");
+        drop(body);
+        assert_eq!(call.await.expect("joined").status(), StatusCode::ACCEPTED);
+        assert!(matches!(parts.recv().await, Some(StreamPart::Begin { .. })));
+        assert_eq!(
+            parts.recv().await,
+            Some(StreamPart::Chunk(Bytes::from_static(b"partial")))
+        );
+        match reply.await.expect("reply") {
+            RuntimeReply::Streamed { error: Some(e) } => assert_eq!(&e[..], doc),
+            other => panic!("unexpected {other:?}"),
+        }
+
+        // The Rust crate's plain-text body and type: wrapped in a document.
+        let mut t = HeaderMap::new();
+        t.insert(
+            "lambda-runtime-function-error-type",
+            HeaderValue::from_static("Runtime.StreamError"),
+        );
+        t.insert(
+            "lambda-runtime-function-error-body",
+            HeaderValue::from_static("not base64!"),
+        );
+        let doc: serde_json::Value =
+            serde_json::from_slice(&stream_error(&t).expect("an error")).expect("json");
+        assert_eq!(doc["errorType"], "Runtime.StreamError");
+        assert_eq!(doc["errorMessage"], "not base64!");
+        assert!(stream_error(&HeaderMap::new()).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_bad_response_mode_is_refused_and_the_invocation_stays_open() {
+        let (st, tx) = state();
+        let rrx = open(&st, &tx, "id-m").await;
+        let r = axum::http::Request::builder()
+            .method("POST")
+            .uri("/2018-06-01/runtime/invocation/id-m/response")
+            .header("lambda-runtime-function-response-mode", "buffered-please")
+            .body(Body::from("{}"))
+            .expect("request");
+        let resp = router(Arc::clone(&st))
+            .oneshot(r)
+            .await
+            .expect("infallible");
+        expect_refusal(resp, StatusCode::BAD_REQUEST, "InvalidFunctionResponseMode").await;
+        let ok = call(
+            &st,
+            "POST",
+            "/2018-06-01/runtime/invocation/id-m/response",
+            b"1",
+        )
+        .await;
+        assert_eq!(ok.status(), StatusCode::ACCEPTED);
+        assert!(matches!(rrx.await.expect("reply"), RuntimeReply::Response(b) if &b[..] == b"1"));
+    }
+
+    #[tokio::test]
+    async fn a_stream_to_a_buffered_caller_is_collected() {
+        let (st, tx) = state();
+        let rrx = open(&st, &tx, "id-c").await;
+        let (mut body, call) = streaming_post(&st, "id-c", "streaming");
+        body.send_data(Bytes::from_static(b"ab"))
+            .await
+            .expect("send");
+        body.send_data(Bytes::from_static(b"cd"))
+            .await
+            .expect("send");
+        drop(body);
+        assert_eq!(call.await.expect("joined").status(), StatusCode::ACCEPTED);
+        assert!(
+            matches!(rrx.await.expect("reply"), RuntimeReply::Response(b) if &b[..] == b"abcd")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_goes_away_does_not_stop_the_runtime() {
+        let (st, tx) = state();
+        let (reply, parts) = open_streaming(&st, &tx, "id-g").await;
+        drop(parts);
+        let (mut body, call) = streaming_post(&st, "id-g", "streaming");
+        for _ in 0..10 {
+            body.send_data(Bytes::from_static(b"lost"))
+                .await
+                .expect("send");
+        }
+        drop(body);
+        assert_eq!(call.await.expect("joined").status(), StatusCode::ACCEPTED);
+        assert!(matches!(
+            reply.await.expect("reply"),
+            RuntimeReply::Streamed { error: None }
+        ));
     }
 
     #[test]

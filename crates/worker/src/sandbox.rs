@@ -12,14 +12,15 @@ use serde_json::json;
 use stratus_api::LambdaError;
 use stratus_api::service::{
     FunctionError, FunctionVersionSpec, InvokeRequest, InvokeResponse, LogStreamKey, Logs,
-    WarmSandbox,
+    ResponseSink, WarmSandbox,
 };
 use stratus_sandbox::{
     ExitStatus, RuntimeApiListener, Sandbox, SandboxBackend, SandboxLimits, SandboxSpec,
 };
 use stratus_types::LogStreamName;
 use stratus_types::limits::{
-    RUNTIME_API_PORT, SANDBOX_MAX_FDS, SANDBOX_MAX_PIDS, SYNC_RESPONSE_MAX_BYTES,
+    RUNTIME_API_PORT, SANDBOX_MAX_FDS, SANDBOX_MAX_PIDS, STREAMED_RESPONSE_MAX_BYTES,
+    SYNC_RESPONSE_MAX_BYTES,
 };
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tracing::Instrument;
@@ -331,6 +332,7 @@ impl ProcessSandbox {
         &self,
         req: &InvokeRequest,
         timeout: Duration,
+        sink: Option<ResponseSink>,
     ) -> (Bytes, Option<FunctionError>, Option<Instant>) {
         let (dispatched_tx, dispatched_rx) = oneshot::channel();
         let (reply_tx, reply_rx) = oneshot::channel();
@@ -339,6 +341,7 @@ impl ProcessSandbox {
             timeout_ms: timeout.as_millis() as u64,
             dispatched: dispatched_tx,
             reply: reply_tx,
+            sink,
         };
         let exit_error = |s: ExitStatus| {
             let message = match s {
@@ -410,6 +413,13 @@ impl ProcessSandbox {
                     Some(FunctionError::ResponseTooLarge),
                     Some(started),
                 ),
+                Ok(RuntimeReply::Streamed { error: None }) => (Bytes::new(), None, Some(started)),
+                Ok(RuntimeReply::Streamed { error: Some(body) }) => (body, Some(FunctionError::Unhandled), Some(started)),
+                Ok(RuntimeReply::StreamTooLarge) => (
+                    error_payload(FunctionError::ResponseTooLarge, format!("Response payload size exceeded maximum allowed payload size ({STREAMED_RESPONSE_MAX_BYTES} bytes).")),
+                    Some(FunctionError::ResponseTooLarge),
+                    Some(started),
+                ),
                 Err(_) => {
                     self.die();
                     (exit_error(self.exited().await), Some(FunctionError::RuntimeExit), Some(started))
@@ -448,6 +458,32 @@ impl WarmSandbox for ProcessSandbox {
     }
 
     async fn invoke(&self, req: InvokeRequest) -> Result<InvokeResponse, LambdaError> {
+        self.invoke_with(req, None).await
+    }
+
+    async fn invoke_streaming(
+        &self,
+        req: InvokeRequest,
+        sink: ResponseSink,
+    ) -> Result<InvokeResponse, LambdaError> {
+        self.invoke_with(req, Some(sink)).await
+    }
+
+    fn shutdown(&self) {
+        self.die();
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl ProcessSandbox {
+    /// One invocation, buffered (`sink: None`) or streamed to `sink`.
+    async fn invoke_with(
+        &self,
+        req: InvokeRequest,
+        sink: Option<ResponseSink>,
+    ) -> Result<InvokeResponse, LambdaError> {
         let cold = !self.invoked.swap(true, Ordering::SeqCst);
         let version = self.spec.version.clone();
         self.sandbox.reset_peak();
@@ -458,7 +494,7 @@ impl WarmSandbox for ProcessSandbox {
             ))
             .await;
         let timeout = Duration::from_secs(u64::from(self.spec.timeout_s));
-        let (payload, error, started) = self.run(&req, timeout).await;
+        let (payload, error, started) = self.run(&req, timeout, sink).await;
         let failed = error.is_some();
         let ended = Instant::now();
         self.logs.drain().await;
@@ -505,13 +541,6 @@ impl WarmSandbox for ProcessSandbox {
             duration,
             init_duration,
         })
-    }
-
-    fn shutdown(&self) {
-        self.die();
-        for t in &self.tasks {
-            t.abort();
-        }
     }
 }
 

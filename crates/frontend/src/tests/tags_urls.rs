@@ -167,11 +167,12 @@ async fn url_config_crud_and_errors() {
         "POST",
         base,
         &[],
-        json!({"AuthType": "NONE", "InvokeMode": "RESPONSE_STREAM"}).to_string(),
+        json!({"AuthType": "NONE", "InvokeMode": "STREAMING"}).to_string(),
     )
     .await;
+    // RESPONSE_STREAM is served (tests/e2e/test_stream.py); others are not modes.
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    assert!(String::from_utf8_lossy(&b).contains("RESPONSE_STREAM"));
+    assert!(String::from_utf8_lossy(&b).contains("BUFFERED, RESPONSE_STREAM"));
 
     let doc = url_config(
         &h.app,

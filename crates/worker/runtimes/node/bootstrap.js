@@ -5,7 +5,14 @@
  * Behaves like AWS's Node.js runtime interface client as far as function code
  * and the invoker can see: handler resolution (CommonJS and ESM), async and
  * callback handlers, context object, console log format, error documents
- * ({"errorType","errorMessage","trace"}).
+ * ({"errorType","errorMessage","trace"}), and response streaming: the
+ * global `awslambda.streamifyResponse(handler)` marks a handler
+ * `(event, responseStream, context)` whose writes go to the Runtime API as
+ * they happen (a chunked POST in streaming mode; an error after the stream
+ * began goes in the trailers), and `awslambda.HttpResponseStream.from(stream,
+ * {statusCode, headers, cookies})` opens the stream with the http-integration
+ * prelude (JSON, then eight NUL bytes) that function URLs turn into the
+ * HTTP status and headers.
  *
  * Run as:  /usr/bin/node /var/runtime/node/bootstrap.js
  */
@@ -232,6 +239,149 @@ async function loadHandler(appRoot, fullHandler) {
 }
 
 // ---------------------------------------------------------------------------
+// Response streaming (awslambda.streamifyResponse / HttpResponseStream)
+// ---------------------------------------------------------------------------
+
+const HANDLER_STREAMING = Symbol.for('aws.lambda.runtime.handler.streaming');
+const HTTP_INTEGRATION = 'application/vnd.awslambda.http-integration-response';
+const ERROR_BODY_TRAILER = 'Lambda-Runtime-Function-Error-Body';
+
+class InvalidStreamingOperation extends Error {
+  constructor(message) {
+    super(message);
+    this.name = 'Runtime.InvalidStreamingOperation';
+  }
+}
+
+class HttpResponseStream {
+  // Writes the prelude (JSON, then 8 NUL bytes) before the first byte of the body.
+  static from(stream, prelude) {
+    stream.setContentType(HTTP_INTEGRATION);
+    const json = JSON.stringify(prelude || {});
+    stream._onBeforeFirstWrite = (write) => {
+      write(json);
+      write(new Uint8Array(8));
+    };
+    return stream;
+  }
+}
+
+globalThis.awslambda = Object.assign(globalThis.awslambda || {}, {
+  streamifyResponse(handler, options) {
+    handler[HANDLER_STREAMING] = 'response';
+    if (options && typeof options.highWaterMark === 'number') handler.streamHighWaterMark = options.highWaterMark;
+    return handler;
+  },
+  HttpResponseStream,
+});
+
+// The response stream of one invocation: a chunked POST to /response in
+// streaming mode. `done` settles when the Runtime API has answered.
+function createResponseStream(requestId) {
+  const req = http.request({
+    host: apiHost,
+    port: apiPort,
+    method: 'POST',
+    path: `${API_PREFIX}/invocation/${encodeURIComponent(requestId)}/response`,
+    agent,
+    headers: {
+      'Lambda-Runtime-Function-Response-Mode': 'streaming',
+      'Transfer-Encoding': 'chunked',
+      Trailer: `${ERROR_TYPE_HEADER}, ${ERROR_BODY_TRAILER}`,
+      'Content-Type': 'application/octet-stream',
+    },
+  });
+  req.setNoDelay(true);
+  const done = new Promise((resolve) => {
+    req.on('response', (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode, body: Buffer.concat(chunks) }));
+      res.on('error', (e) => resolve({ error: e }));
+    });
+    req.on('error', (e) => resolve({ error: e }));
+  });
+  let started = false;
+  const origWrite = req.write.bind(req);
+  const origEnd = req.end.bind(req);
+  const begin = () => {
+    if (started) return;
+    started = true;
+    if (typeof req._onBeforeFirstWrite === 'function') req._onBeforeFirstWrite((c) => origWrite(c));
+  };
+  req.setContentType = (contentType) => {
+    if (started) throw new InvalidStreamingOperation('Cannot set content-type, too late.');
+    req.setHeader('Content-Type', contentType);
+  };
+  req.write = (chunk, encoding, callback) => {
+    if (typeof chunk !== 'string' && !Buffer.isBuffer(chunk) && !(chunk instanceof Uint8Array)) {
+      chunk = JSON.stringify(chunk);
+    }
+    begin();
+    return origWrite(chunk, encoding, callback);
+  };
+  req.end = (chunk, encoding, callback) => {
+    if (typeof chunk === 'function') {
+      callback = chunk;
+      chunk = undefined;
+    } else if (typeof encoding === 'function') {
+      callback = encoding;
+      encoding = undefined;
+    }
+    if (chunk !== undefined && chunk !== null) req.write(chunk, encoding);
+    begin();
+    return origEnd(callback);
+  };
+  // An error after the stream began: in the trailers, the document in base64.
+  const fail = (error) => {
+    const doc = toErrorDocument(error);
+    logError('Invoke Error', Object.assign({ errorType: doc.errorType, errorMessage: doc.errorMessage }, doc.trace ? { stack: doc.trace } : {}));
+    if (req.writableEnded) return;
+    begin();
+    req.addTrailers({
+      [ERROR_TYPE_HEADER]: errorTypeHeader(doc),
+      [ERROR_BODY_TRAILER]: Buffer.from(JSON.stringify(doc)).toString('base64'),
+    });
+    origEnd();
+  };
+  return { stream: req, done, fail };
+}
+
+async function runStreamingInvocation(handler, headers, body) {
+  const requestId = headers['lambda-runtime-aws-request-id'] || '';
+  const { stream, done, fail } = createResponseStream(requestId);
+  let context;
+  let event;
+  try {
+    context = makeContext(headers, () => {});
+    event = body.length ? JSON.parse(body.toString('utf8')) : {};
+  } catch (e) {
+    const err = new Error(`Unable to parse invocation: ${e && e.message}`);
+    err.name = 'Runtime.UnmarshalError';
+    fail(err);
+    await done;
+    return;
+  }
+  try {
+    const ret = handler(event, stream, context);
+    if (!ret || typeof ret.then !== 'function') {
+      fail(new InvalidStreamingOperation('Streaming does not support non-async handlers.'));
+    } else {
+      const result = await ret;
+      if (result !== undefined) console.warn('Streaming handlers ignore return values.');
+    }
+  } catch (e) {
+    fail(e === undefined || e === null ? new Error(String(e)) : e);
+  }
+  const res = await done;
+  if (res.error) {
+    process.stderr.write(`Stratus runtime: streaming response of ${requestId} failed: ${res.error}\n`);
+  } else if (res.status !== 202) {
+    process.stderr.write(`Stratus runtime: Runtime API answered ${res.status} for streamed response of ${requestId}: ${res.body.toString().slice(0, 1000)}\n`);
+  }
+}
+
+// ---------------------------------------------------------------------------
 // Invocation
 // ---------------------------------------------------------------------------
 
@@ -445,7 +595,8 @@ async function main() {
     if (headers['lambda-runtime-trace-id']) process.env._X_AMZN_TRACE_ID = headers['lambda-runtime-trace-id'];
     else delete process.env._X_AMZN_TRACE_ID;
     invocationInProgress = true;
-    await runInvocation(handler, headers, next.body);
+    if (handler[HANDLER_STREAMING] === 'response') await runStreamingInvocation(handler, headers, next.body);
+    else await runInvocation(handler, headers, next.body);
     invocationInProgress = false;
   }
 }
