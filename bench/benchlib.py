@@ -108,6 +108,20 @@ def stop_server(srv: Server | None, tmp: Path | None) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def wait_active(client, name: str, timeout: float = 60.0) -> None:
+    """Polls every 20 ms (boto3's waiter polls once a second, which would
+    make a run of 60 cold starts a minute longer)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = client.get_function_configuration(FunctionName=name).get("State")
+        if state == "Active":
+            return
+        if state == "Failed":
+            raise RuntimeError(f"function {name} failed to become Active")
+        time.sleep(0.02)
+    raise RuntimeError(f"function {name} not Active after {timeout} s")
+
+
 def invoke_url(endpoint: str, name: str) -> str:
     return f"{endpoint.rstrip('/')}/2015-03-31/functions/{name}/invocations"
 

@@ -37,7 +37,7 @@ import uuid
 from pathlib import Path
 
 import benchlib as bl
-from stratus_harness import ROLE, make_client, wait_active, zip_files
+from stratus_harness import ROLE, make_client, zip_files
 
 
 def pctl(samples: list[float], p: float) -> float:
@@ -54,7 +54,7 @@ def stratus_cold(client, loadgen: Path, endpoint: str, runtime: str, code: bytes
         client.create_function(FunctionName=name, Runtime=runtime, Role=ROLE, Handler=handler,
                                MemorySize=bl.MEMORY_MB, Timeout=30, Code={"ZipFile": code})
         try:
-            wait_active(client, name)
+            bl.wait_active(client, name)
             r = bl.loadgen(loadgen, bl.invoke_url(endpoint, name), requests=1, warmup=0)
             if r["errors"] or not r["latency_us"]:
                 raise RuntimeError(f"cold invoke of {runtime} failed: {r['error_samples']}")

@@ -34,7 +34,7 @@ import uuid
 from pathlib import Path
 
 import benchlib as bl
-from stratus_harness import ROLE, make_client, wait_active, zip_files
+from stratus_harness import ROLE, make_client, zip_files
 
 LEVELS = [1, 2, 8, 32]
 
@@ -43,7 +43,7 @@ def create(client, runtime: str, code: bytes, handler: str) -> str:
     name = f"bench-warm-{runtime.replace('.', '')}-{uuid.uuid4().hex[:8]}"
     client.create_function(FunctionName=name, Runtime=runtime, Role=ROLE, Handler=handler,
                            MemorySize=bl.MEMORY_MB, Timeout=30, Code={"ZipFile": code})
-    wait_active(client, name)
+    bl.wait_active(client, name)
     return name
 
 

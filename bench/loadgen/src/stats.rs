@@ -22,20 +22,20 @@ pub fn percentiles(samples_ns: &mut [u64]) -> Option<Percentiles> {
     }
     samples_ns.sort_unstable();
     let n = samples_ns.len();
-    let at = |p: f64| -> f64 {
-        // Nearest rank: the smallest sample with at least p% at or below it.
-        let rank = ((p / 100.0) * n as f64).ceil() as usize;
-        let idx = rank.clamp(1, n) - 1;
-        us(samples_ns[idx])
+    let at = |per_mille: usize| -> f64 {
+        // Nearest rank: the smallest sample with at least this share of all
+        // samples at or below it (integer arithmetic: no rounding surprises).
+        let rank = (per_mille * n).div_ceil(1000);
+        us(samples_ns[rank.clamp(1, n) - 1])
     };
     let sum: u128 = samples_ns.iter().map(|&v| u128::from(v)).sum();
     Some(Percentiles {
         min: us(samples_ns[0]),
         mean: round3(sum as f64 / n as f64 / 1000.0),
-        p50: at(50.0),
-        p90: at(90.0),
-        p99: at(99.0),
-        p999: at(99.9),
+        p50: at(500),
+        p90: at(900),
+        p99: at(990),
+        p999: at(999),
         max: us(samples_ns[n - 1]),
     })
 }
