@@ -201,7 +201,8 @@ def machine(binary: Path | None) -> dict:
         "cgroup": cgroup,
         "python": sys.version.split()[0],
         "git_commit": git("rev-parse", "HEAD"),
-        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        # Changes to tracked files, results of earlier runs aside.
+        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results")),
         "binary": str(binary) if binary else None,
         "binary_mtime": (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(binary.stat().st_mtime))
                          if binary and binary.exists() else None),
