@@ -29,6 +29,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
+# The harness makes a new log directory on import unless told one; the
+# benchmark's servers log into their own temp dirs, so one fixed dir will do.
+os.environ.setdefault("STRATUS_E2E_LOG_DIR", str(Path(tempfile.gettempdir()) / "stratus-bench-harness-logs"))
 
 from stratus_harness import ACCESS_KEY_ID, SECRET_ACCESS_KEY, Server, remove_data_dir  # noqa: E402
 

@@ -95,6 +95,7 @@ def main() -> int:
     load_before = bl.loadavg()
     doc: dict = {"section": "cold", "figures": {}, "baselines": {}, "ratios": {}, "targets": [], "notes": [],
                  "params": {"runs": runs, "memory_mb": bl.MEMORY_MB, "quick": args.quick, "binary": str(binary),
+                            "endpoint": args.endpoint or "a server started from binary",
                             "bare_env": bl.BARE_ENV},
                  "samples_ms": {}, "baseline_runs": {}, "load_before": load_before}
     fig, base, rat = doc["figures"], doc["baselines"], doc["ratios"]

@@ -79,6 +79,7 @@ def main() -> int:
     doc: dict = {"section": "warm", "figures": {}, "baselines": {}, "ratios": {}, "targets": [], "notes": [],
                  "params": {"levels": levels, "duration_s": duration, "warmup_per_connection": warmup_per_conn,
                             "memory_mb": bl.MEMORY_MB, "quick": args.quick, "binary": str(binary),
+                            "endpoint": args.endpoint or "a server started from binary",
                             "loadgen": str(loadgen)},
                  "runs": {}, "load_before": load_before}
     fig, base, rat = doc["figures"], doc["baselines"], doc["ratios"]
