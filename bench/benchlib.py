@@ -1,387 +1,262 @@
-"""Helpers shared by the creation, density and burst sections
-(bench/creation.py, bench/density.py, bench/burst.py) of the benchmark suite.
+"""Shared by the benchmark suite's section scripts (bench/warm.py,
+bench/cold.py, ...) and bench/suite.py: finding the binaries, starting a
+server, running the load client, describing the machine, and the section
+result format.
 
-Servers and boto3 clients come from tests/e2e/stratus_harness.py; what is here
-is what only these three scripts need: the section contract (options, the
-JSON document, the printed table), a server of their own, the static
-`provided` runtime (bench/static_bootstrap.c, compiled with `gcc -static`),
-raw SigV4-signed invokes over one keep-alive connection, the server's
-/metrics and log lines, host memory and load average.
+A section writes one JSON document:
+
+    {"section": "warm", "figures": {key: value}, "baselines": {key: value},
+     "ratios": {key: figure / baseline}, "targets": [...], "notes": [...], ...}
+
+where a key is flat (`provided.c1.p50_us`), every baseline and ratio key is
+also a figure key, and `targets` lists
+`{"name", "figure", "value", "limit", "met"}` (limit in words, e.g. "< 200").
 """
 
 from __future__ import annotations
 
-import argparse
-import base64
-import http.client
 import json
 import os
-import re
+import platform
+import shlex
 import shutil
-import statistics
+import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.parse
-import urllib.request
-from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
+# The harness makes a new log directory on import unless told one; the
+# benchmark's servers log into their own temp dirs, so one fixed dir will do.
+os.environ.setdefault("STRATUS_E2E_LOG_DIR", str(Path(tempfile.gettempdir()) / "stratus-bench-harness-logs"))
 
-from botocore.auth import SigV4Auth  # noqa: E402
-from botocore.awsrequest import AWSRequest  # noqa: E402
-from botocore.credentials import Credentials  # noqa: E402
+from stratus_harness import ACCESS_KEY_ID, SECRET_ACCESS_KEY, Server, remove_data_dir  # noqa: E402
 
-from stratus_harness import (  # noqa: E402
-    ACCESS_KEY_ID,
-    ROLE,
-    SECRET_ACCESS_KEY,
-    Server,
-    make_client,
-    remove_data_dir,
-    zip_files,
-)
+BUILD_HINT = "cargo build --release -p stratus -p stratus-bench-loadgen -p stratus-bench-fixtures"
 
-PY_TRIVIAL = "def handler(event, context):\n    return {}\n"
-NODE_TRIVIAL = "exports.handler = async (event, context) => ({});\n"
-STATIC_SOURCE = REPO / "bench" / "static_bootstrap.c"
+PY_NOOP = "def handler(event, context):\n    return {}\n"
+NODE_NOOP = "exports.handler = async (event, context) => ({});\n"
+MEMORY_MB = 1024
+
+# A clean environment like a sandbox's for the bare baselines: the host's own
+# variables can cost a lot (NODE_EXTRA_CA_CERTS alone adds ~40 ms to a node start).
+BARE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "en_US.UTF-8", "TZ": ":UTC"}
 
 
-# ---------------------------------------------------------------- the contract
-
-def arg_parser(doc: str, section: str) -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bin", help="stratus binary (default target/release/stratus, else target/debug/stratus)")
-    ap.add_argument("--out", default=f"bench-{section}.json", help="JSON result file")
-    ap.add_argument("--quick", action="store_true", help="small N, for a CI smoke test (~30 s on a debug build)")
-    return ap
+def target_dir() -> Path:
+    env = os.environ.get("CARGO_TARGET_DIR")
+    return Path(env) if env else REPO / "target"
 
 
-def resolve_bin(arg: str | None) -> Path:
-    if arg:
-        return Path(arg).resolve()
-    release = REPO / "target" / "release" / "stratus"
-    return release if release.exists() else REPO / "target" / "debug" / "stratus"
+def default_bin() -> Path:
+    return target_dir() / "release" / "stratus"
 
 
-def load_avg() -> list[float]:
+def tool(binary: Path, name: str) -> Path:
+    """A benchmark tool (`stratus-loadgen`, `stratus-bench-*`) built with the
+    server: looked up next to the server binary, so a release server is
+    measured with a release client and release fixtures."""
+    p = binary.resolve().parent / name
+    if not p.exists():
+        profile = "--release " if binary.resolve().parent.name == "release" else ""
+        raise SystemExit(
+            f"{p} not found: build the benchmark tools next to {binary}: "
+            f"cargo build {profile}-p stratus-bench-loadgen -p stratus-bench-fixtures"
+        )
+    return p
+
+
+def check_bin(binary: Path) -> Path:
+    if not binary.exists():
+        raise SystemExit(f"server binary {binary} not found: build it with\n    {BUILD_HINT}\n(or pass --bin)")
+    return binary
+
+
+def uid_base() -> int:
+    """Sandbox uids of the benchmark's servers: STRATUS_BENCH_UID_BASE, or
+    500,000 above STRATUS_E2E_UID_BASE (inside that checkout's million, past
+    the e2e suite's own servers, which take 10,000 each from its base), so a
+    smoke run beside the e2e suite never shares a uid with its sandboxes."""
+    if os.environ.get("STRATUS_BENCH_UID_BASE"):
+        return int(os.environ["STRATUS_BENCH_UID_BASE"])
+    return int(os.environ.get("STRATUS_E2E_UID_BASE", "1600000")) + 500_000
+
+
+def start_server(binary: Path, tag: str, extra: list[str] | None = None) -> tuple[Server, Path]:
+    """A server of our own: its own cgroup parent and sandbox uid range
+    (STRATUS_E2E_UID_BASE), room for 32+ sandboxes of 1,024 MB."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"stratus-bench-{tag}-"))
+    args = [
+        "--cgroup-parent", f"stratus-bench-{tag}-{os.getpid()}",
+        "--uid-base", str(uid_base()),
+        # A reservation, not a use: 40 idle no-op sandboxes of 1,024 MB use
+        # a few MB each, but placement counts their MemorySize.
+        "--worker-memory-mb", str(48 * 1024),
+        *(extra or []),
+    ]
+    srv = Server(data_dir=tmp / "data", log_path=tmp / "server.log", extra_args=args, binary=binary)
+    srv.start()
+    print(f"[bench] started {binary} on {srv.endpoint} (log {srv.log_path})", file=sys.stderr)
+    return srv, tmp
+
+
+def stop_server(srv: Server | None, tmp: Path | None) -> None:
+    if srv is not None:
+        srv.stop()
+        remove_data_dir(srv.data_dir)
+    if tmp is not None and srv is not None and not list(tmp.glob("data")):
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def wait_active(client, name: str, timeout: float = 60.0) -> None:
+    """Polls every 20 ms (boto3's waiter polls once a second, which would
+    make a run of 60 cold starts a minute longer)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = client.get_function_configuration(FunctionName=name).get("State")
+        if state == "Active":
+            return
+        if state == "Failed":
+            raise RuntimeError(f"function {name} failed to become Active")
+        time.sleep(0.02)
+    raise RuntimeError(f"function {name} not Active after {timeout} s")
+
+
+def invoke_url(endpoint: str, name: str) -> str:
+    return f"{endpoint.rstrip('/')}/2015-03-31/functions/{name}/invocations"
+
+
+def loadgen(exe: Path, url: str, *, concurrency: int = 1, requests: int | None = None,
+            duration: float | None = None, warmup: int = 0, sigv4: bool = True,
+            expect_body: str | None = "{}", payload: str = "{}") -> dict:
+    cmd = [str(exe), "--url", url, "-c", str(concurrency), "--warmup", str(warmup), "--payload", payload]
+    if duration is not None:
+        cmd += ["--duration", str(duration)]
+    else:
+        cmd += ["-n", str(requests or 1000)]
+    if sigv4:
+        cmd += ["--sigv4", "--access-key-id", ACCESS_KEY_ID, "--secret-access-key", SECRET_ACCESS_KEY]
+    if expect_body is not None:
+        cmd += ["--expect-body", expect_body]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise RuntimeError(f"{shlex.join(cmd)} failed ({out.returncode}): {out.stderr.strip()[-2000:]}")
+    return json.loads(out.stdout)
+
+
+def start_listening(cmd: list[str], env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """Starts a baseline server that prints `listening HOST:PORT`."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=env)
+    line = proc.stdout.readline() if proc.stdout else ""
+    if not line.startswith("listening "):
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"{shlex.join(cmd)} did not start: {line!r}")
+    return proc, line.split()[1]
+
+
+def stop_process(proc: subprocess.Popen | None) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def pct(values: list[float], p: float) -> float:
-    s = sorted(values)
-    if not s:
-        return float("nan")
-    k = (len(s) - 1) * p / 100.0
-    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
-
-
-def summary(values: list[float], digits: int = 3) -> dict:
-    """n, p50, p90, p99, max, mean of values (already in the unit wanted)."""
-    if not values:
-        return {"n": 0}
-    return {
-        "n": len(values),
-        "p50": round(pct(values, 50), digits),
-        "p90": round(pct(values, 90), digits),
-        "p99": round(pct(values, 99), digits),
-        "max": round(max(values), digits),
-        "mean": round(statistics.fmean(values), digits),
-    }
-
-
-def target(name: str, goal: str, measured, met: bool) -> dict:
-    return {"name": name, "target": goal, "measured": measured, "met": bool(met)}
-
-
-def write_result(out: str, section: str, figures: dict, baselines: dict, ratios: dict,
-                 targets: list[dict], notes: list[str], load: list[list[float]], meta: dict) -> dict:
-    doc = {
-        "section": section,
-        "figures": figures,
-        "baselines": baselines,
-        "ratios": ratios,
-        "targets": targets,
-        "notes": notes,
-        "load_avg": load,
-        "meta": meta,
-    }
-    Path(out).write_text(json.dumps(doc, indent=2) + "\n")
-    return doc
-
-
-def print_table(title: str, rows: list[tuple[str, str]], targets: list[dict], notes: list[str],
-                load: list[list[float]]) -> None:
-    print(f"\n== {title} ==")
-    width = max((len(k) for k, _ in rows), default=10)
-    for k, v in rows:
-        print(f"  {k:<{width}}  {v}")
-    if targets:
-        print("  targets:")
-        for t in targets:
-            print(f"    [{'met' if t['met'] else 'NOT met'}] {t['name']}: {t['measured']} (target {t['target']})")
-    print(f"  load average (1/5/15 min) before {load[0]}, after {load[1]}")
-    for n in notes:
-        print(f"  note: {n}")
-
-
-# ---------------------------------------------------------------- the server
-
-class OwnServer:
-    """A `stratus server` of the script's own: temp data dir, its own cgroup
-    parent and uid range (`STRATUS_E2E_UID_BASE`), stopped and checked for
-    leftovers (processes, loop devices) on exit."""
-
-    def __init__(self, binary: Path, extra_args: list[str], log_filter: str = "info", tag: str = "bench"):
-        self.binary = binary
-        self.tmp = Path(tempfile.mkdtemp(prefix=f"stratus-bench-{tag}-"))
-        self.cgroup_parent = f"stratus-bench-{os.getpid()}"
-        own = ["--cgroup-parent", self.cgroup_parent,
-               "--uid-base", os.environ.get("STRATUS_E2E_UID_BASE", "60000000")]
-        self.log_path = self.tmp / "server.log"
-        self.server = Server(data_dir=self.tmp / "data", log_path=self.log_path, binary=binary,
-                             extra_args=own + extra_args, env={"STRATUS_LOG": log_filter})
-
-    def __enter__(self) -> "OwnServer":
-        self.server.start()
-        return self
-
-    @property
-    def endpoint(self) -> str:
-        return self.server.endpoint
-
-    @property
-    def pid(self) -> int:
-        return self.server.proc.pid
-
-    def stop(self) -> list[str]:
-        """Stops the server; returns what it left behind (should be nothing)."""
-        self.server.stop(timeout=120)
-        left = []
-        data = str((self.tmp / "data").resolve())
-        try:
-            out = subprocess.run(["losetup", "-a"], capture_output=True, text=True, timeout=10).stdout
-            left += [f"loop device: {line}" for line in out.splitlines() if data in line]
-        except (OSError, subprocess.SubprocessError):
-            pass
-        for cg in Path("/sys/fs/cgroup").glob(f"*/{self.cgroup_parent}"):
-            if any(p.is_dir() for p in cg.iterdir()):
-                left.append(f"cgroups under {cg}")
-        return left
-
-    def __exit__(self, *exc) -> None:
-        left = self.stop()
-        if left:
-            print(f"WARNING: the server left behind: {left}", file=sys.stderr)
-        if os.environ.get("STRATUS_BENCH_KEEP"):
-            print(f"kept {self.tmp}", file=sys.stderr)
-        else:
-            remove_data_dir(self.tmp)
-
-    def log_lines(self) -> list[str]:
-        try:
-            return self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return []
-
-
-def client_for(endpoint: str, pool: int = 20):
-    return make_client(endpoint, max_pool_connections=pool, read_timeout=120)
-
-
-def create_functions(endpoint: str, names: list[str], runtime: str, code: bytes, handler: str,
-                     memory_mb: int = 128, threads: int = 4, **extra) -> None:
-    """Creates the functions (a few at a time) and waits until all are Active."""
-    local = threading.local()
-
-    def one(name: str) -> None:
-        if not hasattr(local, "c"):
-            local.c = client_for(endpoint)
-        local.c.create_function(FunctionName=name, Runtime=runtime, Role=ROLE, Handler=handler,
-                                Code={"ZipFile": code}, MemorySize=memory_mb, Timeout=30, **extra)
-
-    with ThreadPoolExecutor(threads) as ex:
-        list(ex.map(one, names))
-    c = client_for(endpoint)
-    deadline = time.monotonic() + 120
-    pending = list(names)
-    while pending:
-        pending = [n for n in pending if c.get_function_configuration(FunctionName=n)["State"] != "Active"]
-        if pending and time.monotonic() > deadline:
-            raise RuntimeError(f"{len(pending)} functions not Active after 120 s")
-        if pending:
-            time.sleep(0.05)
-
-
-# ---------------------------------------------------------------- runtimes
-
-_STATIC: Path | None = None
-
-
-def static_runtime() -> Path:
-    """bench/static_bootstrap.c built with `gcc -static -O2` (once per run)."""
-    global _STATIC
-    if _STATIC is None:
-        d = Path(tempfile.mkdtemp(prefix="stratus-bench-static-"))
-        out = d / "bootstrap"
-        cc = shutil.which("gcc") or shutil.which("cc")
-        if cc is None:
-            raise RuntimeError("no C compiler: the static provided runtime needs gcc (and libc.a)")
-        subprocess.run([cc, "-static", "-O2", "-o", str(out), str(STATIC_SOURCE)], check=True)
-        _STATIC = out
-    return _STATIC
-
-
-def static_zip() -> bytes:
-    return zip_files({"bootstrap": static_runtime().read_bytes()}, executable=("bootstrap",))
-
-
-# ---------------------------------------------------------------- invokes
-
-class RawInvoker:
-    """Invokes over ONE persistent http.client connection, SigV4-signed with
-    botocore's SigV4Auth before the timer starts (as bench/invoke_latency.py)."""
-
-    def __init__(self, endpoint: str, region: str = "us-east-1"):
-        u = urllib.parse.urlsplit(endpoint)
-        self.endpoint = endpoint.rstrip("/")
-        self.host, self.port = u.hostname, u.port
-        self.conn = http.client.HTTPConnection(self.host, self.port, timeout=120)
-        self.signer = SigV4Auth(Credentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY), "lambda", region)
-
-    def prepare(self, name: str, payload: bytes = b"{}", tail: bool = True) -> tuple[str, dict, bytes]:
-        path = f"/2015-03-31/functions/{name}/invocations"
-        headers = {"Content-Type": "application/json", "X-Amz-Invocation-Type": "RequestResponse"}
-        if tail:
-            headers["X-Amz-Log-Type"] = "Tail"
-        req = AWSRequest(method="POST", url=self.endpoint + path, data=payload, headers=headers)
-        self.signer.add_auth(req)
-        return path, dict(req.headers.items()), payload
-
-    def connect(self) -> None:
-        self.conn.connect()
-
-    def invoke(self, prepared: tuple[str, dict, bytes]) -> tuple[int, bytes, dict]:
-        path, headers, payload = prepared
-        self.conn.request("POST", path, body=payload, headers=headers)
-        resp = self.conn.getresponse()
-        body = resp.read()
-        return resp.status, body, {k.lower(): v for k, v in resp.getheaders()}
-
-    def close(self) -> None:
-        self.conn.close()
-
-
-INIT_RE = re.compile(r"Init Duration: ([0-9.]+) ms")
-
-
-def init_duration_ms(headers: dict) -> float | None:
-    """The REPORT line's Init Duration from a LogType=Tail response (cold start), else None."""
-    raw = headers.get("x-amz-log-result")
-    if not raw:
-        return None
-    m = INIT_RE.search(base64.b64decode(raw).decode(errors="replace"))
-    return float(m.group(1)) if m else None
-
-
-# ---------------------------------------------------------------- server evidence
-
-def metrics(endpoint: str) -> str:
-    with urllib.request.urlopen(endpoint + "/metrics", timeout=10) as r:
-        return r.read().decode()
-
-
-def metric_sum(text: str, name: str, **labels: str) -> float:
-    """Sum of a metric's samples (optionally only those with these labels)."""
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith("#") or not line.startswith(name):
-            continue
-        head, _, value = line.rpartition(" ")
-        if head != name and not head.startswith(name + "{"):
-            continue
-        if all(f'{k}="{v}"' in head for k, v in labels.items()):
-            try:
-                total += float(value)
-            except ValueError:
-                pass
-    return total
-
-
-_TS_RE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z")
-_FIELD_RE = re.compile(r"(\w+)=(\"[^\"]*\"|\S+)")
-
-
-def log_events(lines: list[str], message: str) -> list[dict]:
-    """The server's log lines with `message`, as {"ts": epoch seconds, fields..., "line": ...}."""
-    out = []
-    for line in lines:
-        if message not in line:
-            continue
-        m = _TS_RE.match(line)
-        if not m:
-            continue
-        ts = datetime.fromisoformat(m.group(1)[:26] + "+00:00").timestamp()
-        fields = {k: v.strip('"') for k, v in _FIELD_RE.findall(line)}
-        fields["ts"] = ts
-        fields["line"] = line
-        out.append(fields)
-    return out
-
-
-# ---------------------------------------------------------------- host memory
-
-def meminfo() -> dict[str, int]:
-    out = {}
-    with open("/proc/meminfo") as f:
-        for line in f:
-            k, _, rest = line.partition(":")
-            out[k] = int(rest.split()[0]) * 1024
-    return out
-
-
-def host_used_bytes(samples: int = 5, drop_caches: bool = True, gap: float = 0.3) -> dict:
-    """Host memory in use (MemTotal - MemAvailable), median of `samples`
-    after `sync; echo 3 > /proc/sys/vm/drop_caches` (root) before each."""
-    values = []
-    for _ in range(samples):
-        if drop_caches:
-            os.sync()
-            try:
-                Path("/proc/sys/vm/drop_caches").write_text("3\n")
-            except OSError:
-                drop_caches = False
-        time.sleep(gap)
-        m = meminfo()
-        values.append(m["MemTotal"] - m["MemAvailable"])
-    return {"median_bytes": int(statistics.median(values)), "samples_bytes": values,
-            "spread_bytes": max(values) - min(values), "dropped_caches": drop_caches}
-
-
-def rss_kib(pid: int) -> dict[str, int]:
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(("VmRSS", "RssAnon", "RssFile", "RssShmem", "VmPTE")):
-                k, _, rest = line.partition(":")
-                out[k] = int(rest.split()[0])
-    return out
-
-
-def pss_kib(pid: int) -> dict[str, int]:
-    out = {}
+def _read(path: str) -> str:
     try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith(("Pss", "Private_")):
-                    k, _, rest = line.partition(":")
-                    out[k] = int(rest.split()[0])
+        return Path(path).read_text()
     except OSError:
-        pass
-    return out
+        return ""
+
+
+def machine(binary: Path | None) -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo").splitlines()
+                if line.startswith("model name")), platform.processor())
+    mem_kb = next((int(line.split()[1]) for line in _read("/proc/meminfo").splitlines()
+                   if line.startswith("MemTotal:")), 0)
+    if Path("/sys/fs/cgroup/cgroup.controllers").exists():
+        cgroup = "v2"
+    elif Path("/sys/fs/cgroup/unified").exists():
+        cgroup = "v1 (hybrid: a cgroup2 mount at /sys/fs/cgroup/unified)"
+    else:
+        cgroup = "v1"
+
+    def git(*args: str) -> str:
+        r = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True)
+        return r.stdout.strip()
+
+    return {
+        "hostname": socket.gethostname(),
+        "cpu_model": cpu,
+        "nproc": os.cpu_count(),
+        "memory_mb": mem_kb // 1024,
+        "kernel": platform.release(),
+        "cgroup": cgroup,
+        "python": sys.version.split()[0],
+        "git_commit": git("rev-parse", "HEAD"),
+        # Changes to tracked files, results of earlier runs aside.
+        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results")),
+        "binary": str(binary) if binary else None,
+        "binary_mtime": (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(binary.stat().st_mtime))
+                         if binary and binary.exists() else None),
+    }
+
+
+def ratio(value: float | None, base: float | None) -> float | None:
+    if value is None or not base:
+        return None
+    return round(value / base, 3)
+
+
+def write_section(out: Path | None, doc: dict) -> None:
+    text = json.dumps(doc, indent=2) + "\n"
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        print(f"[bench] {doc['section']}: written to {out}", file=sys.stderr)
+
+
+def fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "NO"
+    if isinstance(v, float):
+        if abs(v) >= 1000:
+            return f"{v:,.0f}"
+        if abs(v) >= 10:
+            return f"{v:.1f}"
+        return f"{v:.3g}" if abs(v) < 1 else f"{v:.2f}"
+    return str(v)
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+
+
+def section_table(doc: dict, prefix: str = "") -> str:
+    """Figures with their baseline, ratio and target (Markdown table)."""
+    targets = {t["figure"]: t for t in doc.get("targets", [])}
+    rows = []
+    for key, value in doc.get("figures", {}).items():
+        t = targets.get(key)
+        rows.append([prefix + key, fmt(value), fmt(doc.get("baselines", {}).get(key)),
+                     fmt(doc.get("ratios", {}).get(key)),
+                     f"{t['limit']}: {'met' if t['met'] else 'NOT met'}" if t else ""])
+    return table(rows, ["figure", "Stratus", "baseline", "ratio", "target"])
+
+
+def target(name: str, figure: str, value: float | None, limit: str, met: bool | None) -> dict:
+    return {"name": name, "figure": figure, "value": value, "limit": limit, "met": met}

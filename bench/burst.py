@@ -48,7 +48,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import benchlib as bl  # noqa: E402
+import sandboxlib as bl  # noqa: E402
 
 MEMORY_MB = 128
 

@@ -52,7 +52,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import benchlib as bl  # noqa: E402
+import sandboxlib as bl  # noqa: E402
 
 from botocore.exceptions import ClientError  # noqa: E402
 

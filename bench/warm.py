@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""Benchmark section 1, warm invoke overhead: a no-op function invoked
+synchronously through Stratus, against the same handler served directly.
+
+    python3 bench/warm.py [--bin target/release/stratus] [--out warm.json] [--quick]
+
+Functions (MemorySize 1,024): `provided.al2023` running `stratus-bench-noop`
+(AWS's `lambda_runtime`, returns `{}`) and `python3.12` running
+`def handler(event, context): return {}`. Baselines: the same handlers behind
+a minimal server in the same language, no platform: `stratus-bench-direct`
+(hyper) and `bench/baselines/python_direct.py` (http.server, keep-alive,
+Nagle off). Both are driven by the same client, `stratus-loadgen`, with the
+same signed requests (the baselines ignore the signature): C keep-alive
+connections with TCP_NODELAY, one request in flight on each, C = 1
+(sequential), 2, 8, 32, a timed phase of --duration seconds after an untimed
+warm-up (which also creates the C sandboxes Stratus needs). Stratus and the
+baseline alternate, level by level.
+
+Figures (`<runtime>.c<C>.<figure>`): p50_us, p99_us, throughput_rps, and
+p50_overhead_us (Stratus p50 minus baseline p50); `<runtime>.max_throughput_rps`
+is the best level of each. Targets: p50 overhead < 200 us and p99 < 1 ms
+sequentially (C = 1); max throughput at least half the baseline's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import benchlib as bl
+from stratus_harness import ROLE, make_client, zip_files
+
+LEVELS = [1, 2, 8, 32]
+
+
+def create(client, runtime: str, code: bytes, handler: str) -> str:
+    name = f"bench-warm-{runtime.replace('.', '')}-{uuid.uuid4().hex[:8]}"
+    client.create_function(FunctionName=name, Runtime=runtime, Role=ROLE, Handler=handler,
+                           MemorySize=bl.MEMORY_MB, Timeout=30, Code={"ZipFile": code})
+    bl.wait_active(client, name)
+    return name
+
+
+def measure(loadgen: Path, url: str, c: int, duration: float, warmup_per_conn: int) -> dict:
+    r = bl.loadgen(loadgen, url, concurrency=c, duration=duration, warmup=warmup_per_conn * c)
+    if r["errors"]:
+        raise RuntimeError(f"{url} at C={c}: {r['errors']} errors, e.g. {r['error_samples'][:3]}")
+    return r
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bin", type=Path, default=bl.default_bin(), help="stratus server binary (default %(default)s)")
+    ap.add_argument("--endpoint", help="use this running server instead of starting one from --bin "
+                                       "(--bin still locates the benchmark tools)")
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--quick", action="store_true", help="a short run for CI (C = 1, 2; 0.3 s per level)")
+    ap.add_argument("--duration", type=float, help="timed seconds per level and target (default 5, quick 0.3)")
+    ap.add_argument("--levels", help="comma-separated client counts (default 1,2,8,32; quick 1,2)")
+    ap.add_argument("--runtimes", default="provided,python")
+    args = ap.parse_args()
+
+    binary = bl.check_bin(args.bin)
+    loadgen = bl.tool(binary, "stratus-loadgen")
+    direct = bl.tool(binary, "stratus-bench-direct")
+    noop = bl.tool(binary, "stratus-bench-noop")
+    levels = [int(x) for x in args.levels.split(",")] if args.levels else ([1, 2] if args.quick else LEVELS)
+    duration = args.duration or (0.3 if args.quick else 5.0)
+    warmup_per_conn = 20 if args.quick else 200
+    runtimes = [r for r in args.runtimes.split(",") if r]
+
+    load_before = bl.loadavg()
+    doc: dict = {"section": "warm", "figures": {}, "baselines": {}, "ratios": {}, "targets": [], "notes": [],
+                 "params": {"levels": levels, "duration_s": duration, "warmup_per_connection": warmup_per_conn,
+                            "memory_mb": bl.MEMORY_MB, "quick": args.quick, "binary": str(binary),
+                            "endpoint": args.endpoint or "a server started from binary",
+                            "loadgen": str(loadgen)},
+                 "runs": {}, "load_before": load_before}
+    fig, base, rat = doc["figures"], doc["baselines"], doc["ratios"]
+    srv = tmp = None
+    procs = []
+    appdir = Path(tempfile.mkdtemp(prefix="stratus-bench-warm-app-"))
+    try:
+        if args.endpoint:
+            endpoint = args.endpoint
+        else:
+            srv, tmp = bl.start_server(binary, "warm")
+            endpoint = srv.endpoint
+        client = make_client(endpoint)
+        (appdir / "app.py").write_text(bl.PY_NOOP)
+        setups = {
+            "provided": ("provided.al2023", zip_files({"bootstrap": noop.read_bytes()}, executable=("bootstrap",)),
+                         "bootstrap", [str(direct)], None,
+                         "stratus-bench-direct: the handler behind hyper 1 (tokio multi-thread)"),
+            "python": ("python3.12", zip_files({"app.py": bl.PY_NOOP}), "app.handler",
+                       ["/usr/bin/python3", str(Path(__file__).resolve().parent / "baselines" / "python_direct.py"),
+                        "--app-dir", str(appdir)], bl.BARE_ENV,
+                       "bench/baselines/python_direct.py: the handler behind http.server (ThreadingHTTPServer)"),
+        }
+        for rt in runtimes:
+            runtime, code, handler, base_cmd, base_env, base_desc = setups[rt]
+            name = create(client, runtime, code, handler)
+            proc, addr = bl.start_listening(base_cmd, env=base_env)
+            procs.append(proc)
+            urls = {"stratus": bl.invoke_url(endpoint, name), "baseline": f"http://{addr}/"}
+            doc["notes"].append(f"{rt}: Stratus function {runtime} (MemorySize {bl.MEMORY_MB}); baseline {base_desc}")
+            best = {"stratus": 0.0, "baseline": 0.0}
+            for i, c in enumerate(levels):
+                order = ["baseline", "stratus"] if i % 2 == 0 else ["stratus", "baseline"]
+                res = {}
+                for who in order:
+                    print(f"[bench] warm {rt} C={c} {who}...", file=sys.stderr)
+                    res[who] = measure(loadgen, urls[who], c, duration, warmup_per_conn)
+                    best[who] = max(best[who], res[who]["throughput_rps"])
+                doc["runs"][f"{rt}.c{c}"] = res
+                s, b = res["stratus"], res["baseline"]
+                for k, get in (("p50_us", lambda r: r["latency_us"]["p50"]),
+                               ("p99_us", lambda r: r["latency_us"]["p99"]),
+                               ("throughput_rps", lambda r: r["throughput_rps"])):
+                    key = f"{rt}.c{c}.{k}"
+                    fig[key], base[key] = get(s), get(b)
+                    rat[key] = bl.ratio(fig[key], base[key])
+                fig[f"{rt}.c{c}.p50_overhead_us"] = round(s["latency_us"]["p50"] - b["latency_us"]["p50"], 1)
+            key = f"{rt}.max_throughput_rps"
+            fig[key], base[key] = best["stratus"], best["baseline"]
+            rat[key] = bl.ratio(best["stratus"], best["baseline"])
+            client.delete_function(FunctionName=name)
+            bl.stop_process(proc)
+            # Targets, evaluated on the sequential level (C = 1) where there is one.
+            if 1 in levels:
+                ov = fig[f"{rt}.c1.p50_overhead_us"]
+                doc["targets"].append(bl.target(f"warm {rt}: p50 overhead (Stratus - direct) < 200 us",
+                                                f"{rt}.c1.p50_overhead_us", ov, "< 200", ov < 200))
+                p99 = fig[f"{rt}.c1.p99_us"]
+                doc["targets"].append(bl.target(f"warm {rt}: p99 < 1 ms", f"{rt}.c1.p99_us", p99, "< 1000",
+                                                p99 < 1000))
+            r = rat[key]
+            doc["targets"].append(bl.target(f"warm {rt}: max throughput >= 50% of direct", key, r,
+                                            "ratio >= 0.5", r is not None and r >= 0.5))
+        any_run = next(iter(doc["runs"].values()), {}).get("stratus")
+        if any_run and any_run["signing"]["latency_us"]:
+            fig["signing.p50_us"] = any_run["signing"]["latency_us"]["p50"]
+            doc["notes"].append("every request (Stratus and baseline alike) is SigV4-signed by the client before "
+                                "its timer starts: latencies exclude signing (signing.p50_us), throughput includes it")
+        doc["notes"].append(f"one client thread (stratus-loadgen, current-thread Tokio) on the same "
+                            f"{os.cpu_count()}-CPU machine as the server: at high C the client shares the CPUs")
+    finally:
+        for p in procs:
+            bl.stop_process(p)
+        bl.stop_server(srv, tmp)
+        shutil.rmtree(appdir, ignore_errors=True)
+    doc["load_after"] = bl.loadavg()
+    bl.write_section(args.out, doc)
+    print(f"\nwarm invoke (load average before {load_before}, after {doc['load_after']}):")
+    print(bl.section_table(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Smoke test of the benchmark suite (bench/suite.py): the warm and cold
+sections, --quick, against the binary under test (debug in CI), so a change
+that breaks the suite fails CI. The figures of such a run mean nothing; only
+that the suite runs, writes its JSON and finds every figure."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from stratus_harness import REPO, stratus_bin
+
+
+@pytest.mark.timeout(180)
+def test_suite_quick_warm_and_cold(tmp_path):
+    out = tmp_path / "suite.json"
+    r = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "suite.py"), "--quick", "--sections", "warm,cold,nosuch",
+         "--bin", str(stratus_bin()), "--out", str(out)],
+        capture_output=True, text=True, timeout=170,
+    )
+    assert r.returncode == 0, f"suite failed:\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
+    doc = json.loads(out.read_text())
+    assert set(doc) >= {"suite", "machine", "load_before", "load_after", "sections", "skipped"}
+    assert doc["machine"]["nproc"] >= 1 and doc["machine"]["git_commit"]
+    assert "nosuch" in doc["skipped"]
+    assert "| figure" in r.stdout
+
+    warm = doc["sections"]["warm"]
+    assert warm["section"] == "warm"
+    for rt in ("provided", "python"):
+        for c in (1, 2):
+            for k in ("p50_us", "p99_us", "throughput_rps"):
+                key = f"{rt}.c{c}.{k}"
+                assert warm["figures"][key] > 0, key
+                assert warm["baselines"][key] > 0, key
+                assert warm["ratios"][key] > 0, key
+        assert warm["ratios"][f"{rt}.max_throughput_rps"] > 0
+    names = [t["name"] for t in warm["targets"]]
+    assert len(names) == 6, names
+    assert all(isinstance(t["met"], bool) for t in warm["targets"])
+    for run in warm["runs"].values():
+        for side in ("stratus", "baseline"):
+            assert run[side]["errors"] == 0 and run[side]["signing"]["in_timed_window"] is False
+
+    cold = doc["sections"]["cold"]
+    for rt in ("provided", "python", "node"):
+        assert cold["figures"][f"{rt}.median_ms"] > 0
+        assert cold["baselines"][f"{rt}.median_ms"] > 0
+        assert cold["ratios"][f"{rt}.median_ms"] > 0
+        assert len(cold["samples_ms"][rt]) == 3
+    assert len(cold["targets"]) == 3
