@@ -125,9 +125,10 @@ def main() -> int:
 
 
 def flatten(figures: dict, prefix: str = "", depth: int = 0):
-    """(dotted key, scalar) pairs of a section's figures, two levels deep."""
+    """(dotted key, scalar) pairs of a section's figures, one level deep
+    (the JSON file has the rest)."""
     for key, value in figures.items():
-        if isinstance(value, dict) and depth < 2:
+        if isinstance(value, dict) and depth < 1:
             yield from flatten(value, f"{prefix}{key}.", depth + 1)
         elif not isinstance(value, (dict, list)):
             yield prefix + key, value
