@@ -520,3 +520,32 @@ def test_concurrent_invokes_across_functions_never_mix_up(lam, fns, py_zip, node
         assert out["request_id"] == resp["ResponseMetadata"]["RequestId"]
         rids.add(out["request_id"])
     assert len(rids) == 36
+
+
+MEMORY_APP = '''
+def handler(event, context):
+    block = bytearray(event["mb"] * 1024 * 1024)
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    del block
+    return "ok"
+'''
+
+
+def test_max_memory_used_is_per_invoke(lam, fns):
+    """The peak is reset before each invoke: a small invoke after a big one
+    reports its own peak, not the big one's."""
+    name = fns.create(zip_files({"app.py": MEMORY_APP}), MemorySize=256)
+
+    def max_used(mb: int) -> int:
+        resp = lam.invoke(FunctionName=name, Payload=json.dumps({"mb": mb}), LogType="Tail")
+        assert "FunctionError" not in resp, resp["Payload"].read()
+        log = base64.b64decode(resp["LogResult"]).decode()
+        m = re.search(r"Max Memory Used: (\d+) MB", log)
+        assert m, log
+        return int(m.group(1))
+
+    big = max_used(120)
+    small = max_used(0)
+    assert big >= 120, big
+    assert small < big - 60, (small, big)

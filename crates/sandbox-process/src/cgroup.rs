@@ -430,9 +430,38 @@ pub struct CgroupSet {
     /// v2: `memory.peak` opened for the last reset. A v2 peak reset only
     /// applies to reads through the descriptor that was written to.
     peak_fd: std::sync::Mutex<Option<fs::File>>,
+    /// v1: `memory.max_usage_in_bytes` (read-write) and
+    /// `memory.usage_in_bytes`, opened at first use: every invoke reads
+    /// them for its REPORT line and resets the peak, and an open
+    /// descriptor saves a path walk of cgroupfs each time (the files stay
+    /// the same across a rename of the directory).
+    v1_memory: std::sync::OnceLock<Option<(fs::File, fs::File)>>,
+}
+
+/// A cgroup file's number, read through an open descriptor.
+fn read_u64_at(file: &fs::File) -> Option<u64> {
+    let mut buf = [0u8; 32];
+    let n = std::os::unix::fs::FileExt::read_at(file, &mut buf, 0).ok()?;
+    std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()
 }
 
 impl CgroupSet {
+    /// The v1 memory files (see [`CgroupSet::v1_memory`]), `None` if they
+    /// cannot be opened.
+    fn v1_memory_files(&self, dir: &Path) -> Option<&(fs::File, fs::File)> {
+        self.v1_memory
+            .get_or_init(|| {
+                let peak = fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(dir.join("memory.max_usage_in_bytes"))
+                    .ok()?;
+                let usage = fs::File::open(dir.join("memory.usage_in_bytes")).ok()?;
+                Some((peak, usage))
+            })
+            .as_ref()
+    }
+
     /// Creates `<root>/<parent>/<id>` (in every v1 hierarchy) and sets the limits.
     /// On error, whatever was created is removed again.
     pub fn create(
@@ -448,6 +477,7 @@ impl CgroupSet {
             version,
             dirs: Vec::new(),
             peak_fd: std::sync::Mutex::new(None),
+            v1_memory: std::sync::OnceLock::new(),
         };
         let result = set.create_inner(root, parent, id, memory_bytes, max_pids, cpu);
         match result {
@@ -688,10 +718,16 @@ impl CgroupSet {
             return (0, 0);
         };
         match self.version {
-            CgroupVersion::V1 => (
-                read_u64(&dir.join("memory.max_usage_in_bytes")).unwrap_or(0),
-                read_u64(&dir.join("memory.usage_in_bytes")).unwrap_or(0),
-            ),
+            CgroupVersion::V1 => match self.v1_memory_files(&dir) {
+                Some((peak, usage)) => (
+                    read_u64_at(peak).unwrap_or(0),
+                    read_u64_at(usage).unwrap_or(0),
+                ),
+                None => (
+                    read_u64(&dir.join("memory.max_usage_in_bytes")).unwrap_or(0),
+                    read_u64(&dir.join("memory.usage_in_bytes")).unwrap_or(0),
+                ),
+            },
             CgroupVersion::V2 => {
                 let current = read_u64(&dir.join("memory.current")).unwrap_or(0);
                 let guard = self.peak_fd.lock().unwrap_or_else(|p| p.into_inner());
@@ -715,9 +751,14 @@ impl CgroupSet {
             return;
         };
         match self.version {
-            CgroupVersion::V1 => {
-                let _ = fs::write(dir.join("memory.max_usage_in_bytes"), "0");
-            }
+            CgroupVersion::V1 => match self.v1_memory_files(&dir) {
+                Some((peak, _)) => {
+                    let _ = std::os::unix::fs::FileExt::write_at(peak, b"0", 0);
+                }
+                None => {
+                    let _ = fs::write(dir.join("memory.max_usage_in_bytes"), "0");
+                }
+            },
             CgroupVersion::V2 => {
                 // Resettable since Linux 6.12 (per open file); older kernels refuse.
                 let Ok(mut file) = fs::OpenOptions::new()
