@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use stratus_api::LambdaError;
-use stratus_api::service::{FunctionVersionSpec, Logs, WarmSandbox, Worker};
+use stratus_api::service::{FunctionVersionSpec, InitializationType, Logs, WarmSandbox, Worker};
 use stratus_sandbox::SandboxBackend;
 
 use stratus_store::BlobStore;
@@ -129,6 +129,7 @@ impl Worker for LocalWorker {
     async fn create_sandbox(
         &self,
         spec: Arc<FunctionVersionSpec>,
+        init: InitializationType,
     ) -> Result<Arc<dyn WarmSandbox>, LambdaError> {
         let code = self.code.prepare(&spec.code_digest).await?;
         let opt = self.code.prepare_opt(&spec.layers).await?;
@@ -141,6 +142,7 @@ impl Worker for LocalWorker {
             self.runtime_dir.clone(),
             &self.cfg.interpreters,
             Arc::clone(&self.logs),
+            init,
         )
         .await
     }
