@@ -573,7 +573,8 @@ impl LocalAssignment {
                 }
                 let have = lasting + g.starting as usize;
                 let missing = (g.count as usize).saturating_sub(have);
-                let (spec, generation, was_ready) = (Arc::clone(&g.spec), g.generation, g.was_ready);
+                let (spec, generation, was_ready) =
+                    (Arc::clone(&g.spec), g.generation, g.was_ready);
                 let memory_mb = u64::from(spec.memory_mb);
                 for _ in 0..missing {
                     let (slots, idle) = self.inventory(&t);
@@ -618,7 +619,10 @@ impl LocalAssignment {
             }
         }
         for v in victims {
-            tracing::debug!(sandbox = v.sandbox.id(), "evicting idle sandbox for a provisioned one");
+            tracing::debug!(
+                sandbox = v.sandbox.id(),
+                "evicting idle sandbox for a provisioned one"
+            );
             v.sandbox.shutdown();
         }
         plan
@@ -641,7 +645,10 @@ impl LocalAssignment {
             return;
         };
         let created = w
-            .create_sandbox(Arc::clone(&p.spec), InitializationType::ProvisionedConcurrency)
+            .create_sandbox(
+                Arc::clone(&p.spec),
+                InitializationType::ProvisionedConcurrency,
+            )
             .await;
         let ready = match created {
             Ok(sb) => match sb.ready().await {
@@ -661,10 +668,7 @@ impl LocalAssignment {
                 if let Some(g) = t.goals.get_mut(&p.id)
                     && g.generation == p.generation
                 {
-                    g.failed = Some(format!(
-                        "FUNCTION_ERROR_INIT_FAILURE: {}",
-                        e.message
-                    ));
+                    g.failed = Some(format!("FUNCTION_ERROR_INIT_FAILURE: {}", e.message));
                 }
                 return;
             }
@@ -902,8 +906,7 @@ impl Invoker for LocalAssignment {
                 !(&id.account == account
                     && id.name == name
                     && version.is_none_or(|v| {
-                        g.spec.version == v
-                            && keep_revision.is_none_or(|k| k != g.spec.revision_id)
+                        g.spec.version == v && keep_revision.is_none_or(|k| k != g.spec.revision_id)
                     }))
             });
             match version {
@@ -976,8 +979,16 @@ impl Invoker for LocalAssignment {
             // A goal for another version (an alias moved) lets the old
             // version's sandboxes go.
             let moved = t.goals.get(&id).is_some_and(|g| g.spec.key() != spec.key());
-            let doomed = if moved { t.unprovision(&id) } else { Vec::new() };
-            let starting = t.goals.get(&id).filter(|_| !moved).map_or(0, |g| g.starting);
+            let doomed = if moved {
+                t.unprovision(&id)
+            } else {
+                Vec::new()
+            };
+            let starting = t
+                .goals
+                .get(&id)
+                .filter(|_| !moved)
+                .map_or(0, |g| g.starting);
             t.goals.insert(
                 id.clone(),
                 Goal {

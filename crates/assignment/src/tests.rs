@@ -674,7 +674,12 @@ async fn provisioned_sandboxes_are_ready_before_any_invoke_and_serve_first() {
     assert_eq!(made[2].1, InitializationType::OnDemand);
     // Sequential invokes prefer the provisioned ones over the warm on-demand one.
     for _ in 0..3 {
-        assert!(a.invoke(Arc::clone(&s), req()).await.expect("ok").provisioned);
+        assert!(
+            a.invoke(Arc::clone(&s), req())
+                .await
+                .expect("ok")
+                .provisioned
+        );
     }
 }
 

@@ -30,9 +30,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
-use stratus_api::service::{
-    FunctionInFlight, FunctionProvisioned, InvokeResponse, SandboxCounts,
-};
+use stratus_api::service::{FunctionInFlight, FunctionProvisioned, InvokeResponse, SandboxCounts};
 use stratus_api::{ErrorCode, LambdaError};
 use stratus_async_invoke::Condition;
 use stratus_types::AccountId;
@@ -485,7 +483,9 @@ mod tests {
         let mut warm = response(None, false);
         warm.provisioned = true;
         m.record_invoke(&a, "f", &Ok(warm));
-        let text = m.encode(&[], SandboxCounts::default(), &[]).expect("encode");
+        let text = m
+            .encode(&[], SandboxCounts::default(), &[])
+            .expect("encode");
         let f = r#"account="000000000000",function="f""#;
         for expected in [
             format!(r#"stratus_invocations_total{{{f},outcome="success"}} 3"#),

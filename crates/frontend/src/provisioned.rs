@@ -148,12 +148,14 @@ async fn get(
     let key = key(account, function, qualifier);
     match store.get(&key).await? {
         None => Ok(None),
-        Some(v) => serde_json::from_slice(&v.value)
-            .map(Some)
-            .map_err(|e| ProvisionedError::Corrupt {
-                key,
-                message: e.to_string(),
-            }),
+        Some(v) => {
+            serde_json::from_slice(&v.value)
+                .map(Some)
+                .map_err(|e| ProvisionedError::Corrupt {
+                    key,
+                    message: e.to_string(),
+                })
+        }
     }
 }
 
@@ -219,9 +221,7 @@ fn spec_for(fe: &Frontend, r: &ProvisionedRecord) -> Option<Arc<FunctionVersionS
             a.record.function_version.parse::<u64>().ok()?
         }
     };
-    fe.published
-        .version(&r.account, &r.function, version)?
-        .spec
+    fe.published.version(&r.account, &r.function, version)?.spec
 }
 
 /// Hands every stored config to the assignment service (at start).
@@ -265,7 +265,10 @@ fn config_target(
     name: &str,
     q: &HashMap<String, String>,
 ) -> Result<(Target, String), LambdaError> {
-    let qualifier = q.get("Qualifier").map(String::as_str).filter(|q| !q.is_empty());
+    let qualifier = q
+        .get("Qualifier")
+        .map(String::as_str)
+        .filter(|q| !q.is_empty());
     let t = resolve_target(fe, c, name, qualifier, false)?;
     let Some(qualifier) = t.qualifier.clone() else {
         return Err(LambdaError::invalid(
@@ -352,12 +355,7 @@ fn check_overlap(
 
 /// The function's configs stay within its reserved concurrency; without
 /// one, every unreserved function's configs leave the account 100.
-async fn check_room(
-    fe: &Frontend,
-    t: &Target,
-    qualifier: &str,
-    n: u32,
-) -> Result<(), LambdaError> {
+async fn check_room(fe: &Frontend, t: &Target, qualifier: &str, n: u32) -> Result<(), LambdaError> {
     let r = &t.latest.record;
     let others = |rec: &ProvisionedRecord| !(rec.function == r.name && rec.qualifier == qualifier);
     let account = scan(&fe.deps.meta, &format!("{PREFIX}{}/", r.account)).await?;
@@ -384,7 +382,13 @@ async fn check_room(
         })
         .map(|x| u64::from(x.requested))
         .sum();
-    let pool = u64::from(fe.deps.counting.account_concurrency(&r.account).await.unreserved);
+    let pool = u64::from(
+        fe.deps
+            .counting
+            .account_concurrency(&r.account)
+            .await
+            .unreserved,
+    );
     if unreserved_fns + u64::from(n) + MIN_UNRESERVED > pool {
         return Err(LambdaError::invalid(
             "Specified ConcurrentExecutions for function decreases account's UnreservedConcurrentExecution below its minimum value of [100].",
@@ -563,7 +567,11 @@ pub async fn alias_updated(
     };
     match spec_for(fe, &r) {
         Some(spec) => fe.deps.invoker.set_provisioned(r.id(), spec, r.requested),
-        None => tracing::warn!(function, alias, "alias with a provisioned concurrency config points to no runnable version"),
+        None => tracing::warn!(
+            function,
+            alias,
+            "alias with a provisioned concurrency config points to no runnable version"
+        ),
     }
     Ok(())
 }
@@ -577,7 +585,10 @@ pub async fn check_alias_update(
     version: &str,
     weighted: bool,
 ) -> Result<(), LambdaError> {
-    if get(&fe.deps.meta, account, function, alias).await?.is_none() {
+    if get(&fe.deps.meta, account, function, alias)
+        .await?
+        .is_none()
+    {
         return Ok(());
     }
     if weighted {
@@ -588,7 +599,10 @@ pub async fn check_alias_update(
     if version == "$LATEST" {
         return Err(unpublished());
     }
-    if get(&fe.deps.meta, account, function, version).await?.is_some() {
+    if get(&fe.deps.meta, account, function, version)
+        .await?
+        .is_some()
+    {
         return Err(LambdaError::conflict(format!(
             "Version {version} already has a provisioned concurrency config; alias {alias}, which has one, cannot point to it."
         )));

@@ -136,13 +136,12 @@ impl Worker for LocalWorker {
         let backend = self.tiers.backend_for(&spec);
         sandbox::start(
             &backend,
-            spec,
+            sandbox::Wanted { spec, init },
             code,
             opt,
             self.runtime_dir.clone(),
             &self.cfg.interpreters,
             Arc::clone(&self.logs),
-            init,
         )
         .await
     }

@@ -167,7 +167,12 @@ mod tests {
                 ("TZ", "Europe/Paris"),
             ],
         );
-        let env = environment(&s, "127.0.0.1:9001", "2026/01/01/[$LATEST]abc", InitializationType::OnDemand);
+        let env = environment(
+            &s,
+            "127.0.0.1:9001",
+            "2026/01/01/[$LATEST]abc",
+            InitializationType::OnDemand,
+        );
         assert_eq!(env["AWS_REGION"], "eu-west-1");
         assert_eq!(env["_HANDLER"], "app.handler");
         assert_eq!(env["GREETING"], "hi");
@@ -182,7 +187,12 @@ mod tests {
     #[test]
     fn provided_has_no_execution_env_and_runs_bootstrap() {
         let s = spec("provided.al2023", &[]);
-        let env = environment(&s, "127.0.0.1:9001", "x", InitializationType::ProvisionedConcurrency);
+        let env = environment(
+            &s,
+            "127.0.0.1:9001",
+            "x",
+            InitializationType::ProvisionedConcurrency,
+        );
         assert!(!env.contains_key("AWS_EXECUTION_ENV"));
         assert_eq!(
             env["AWS_LAMBDA_INITIALIZATION_TYPE"],

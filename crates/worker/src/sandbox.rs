@@ -112,17 +112,25 @@ fn log_stream_name(version: &str, sandbox_id: &str) -> Result<LogStreamName, Lam
         .map_err(|e| LambdaError::service(format!("naming the sandbox's log stream: {e}")))
 }
 
-/// Starts a sandbox for `spec`.
+/// What a sandbox is started for: the version it runs and how it came to
+/// exist (`AWS_LAMBDA_INITIALIZATION_TYPE`).
+#[derive(Debug, Clone)]
+pub struct Wanted {
+    pub spec: Arc<FunctionVersionSpec>,
+    pub init: InitializationType,
+}
+
+/// Starts a sandbox for `wanted.spec`.
 pub async fn start(
     backend: &dyn SandboxBackend,
-    spec: Arc<FunctionVersionSpec>,
+    wanted: Wanted,
     code: CodeLease,
     opt: Option<OptLease>,
     runtime_dir: PathBuf,
     interpreters: &Interpreters,
     store: Arc<dyn Logs>,
-    init: InitializationType,
 ) -> Result<Arc<dyn WarmSandbox>, LambdaError> {
+    let Wanted { spec, init } = wanted;
     let id = new_id();
     let mut argv = runtimes::argv(&spec, interpreters);
     if spec.runtime.family() == stratus_types::RuntimeFamily::Provided {
