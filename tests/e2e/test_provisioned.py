@@ -356,3 +356,27 @@ def test_aws_cli(srv, plam, pfns, py_zip, tmp_path):
     listed = aws("list-provisioned-concurrency-configs", "--function-name", name)
     assert [c["FunctionArn"].rsplit(":", 1)[1] for c in listed["ProvisionedConcurrencyConfigs"]] == [v]
     aws("delete-provisioned-concurrency-config", "--function-name", name, "--qualifier", v)
+
+
+def test_stratus_cli_provision(srv, plam, pfns, py_zip):
+    from stratus_harness import stratus_bin
+    name = pfns.create(py_zip)
+    v = publish(plam, name)
+    env = dict(os.environ, STRATUS_ENDPOINT=srv.endpoint, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
+               AWS_DEFAULT_REGION="us-east-1", AWS_REGION="us-east-1")
+    env.pop("AWS_PROFILE", None)
+
+    def cli(*args, ok=True):
+        p = subprocess.run([str(stratus_bin()), "function", "provision", name, *args], capture_output=True,
+                           text=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
+        assert (p.returncode == 0) == ok, p.stderr
+        return p
+
+    put = json.loads(cli("--qualifier", v, "--count", "1", "--output", "json").stdout)
+    assert put["RequestedProvisionedConcurrentExecutions"] == 1
+    wait_status(plam, name, v)
+    table = cli("--qualifier", v).stdout
+    assert any(line.split() == ["Status", "READY"] for line in table.splitlines()), table
+    assert "InvalidParameterValueException" in cli("--qualifier", "$LATEST", "--count", "1", ok=False).stderr
+    cli("--qualifier", v, "--delete")
+    assert "ProvisionedConcurrencyConfigNotFoundException" in cli("--qualifier", v, ok=False).stderr
