@@ -140,9 +140,10 @@ impl Entry {
 struct Goal {
     spec: Arc<FunctionVersionSpec>,
     count: u32,
-    /// Bumped on every change, so a creation started for an older goal does
-    /// not join a newer one.
-    generation: u64,
+    /// Set when the goal is created (kept when it changes), so a creation
+    /// started for a removed goal neither joins nor is counted by a new goal
+    /// of the same config.
+    incarnation: u64,
     /// Creations (and inits) in progress for it.
     starting: u32,
     /// Set once every requested sandbox was ready.
@@ -168,8 +169,8 @@ struct Table {
     lease_expiries: u64,
     /// Provisioned concurrency goals.
     goals: HashMap<ProvisionId, Goal>,
-    /// Source of [`Goal::generation`].
-    generations: u64,
+    /// Source of [`Goal::incarnation`].
+    incarnations: u64,
 }
 
 /// What of one function is retired.
@@ -538,11 +539,11 @@ enum Acquired {
     },
 }
 
-/// A provisioned sandbox to create: for which goal (and which generation of
+/// A provisioned sandbox to create: for which goal (and which incarnation of
 /// it), on which worker (its memory already reserved).
 struct Planned {
     id: ProvisionId,
-    generation: u64,
+    incarnation: u64,
     spec: Arc<FunctionVersionSpec>,
     worker: usize,
 }
@@ -573,8 +574,8 @@ impl LocalAssignment {
                 }
                 let have = lasting + g.starting as usize;
                 let missing = (g.count as usize).saturating_sub(have);
-                let (spec, generation, was_ready) =
-                    (Arc::clone(&g.spec), g.generation, g.was_ready);
+                let (spec, incarnation, was_ready) =
+                    (Arc::clone(&g.spec), g.incarnation, g.was_ready);
                 let memory_mb = u64::from(spec.memory_mb);
                 for _ in 0..missing {
                     let (slots, idle) = self.inventory(&t);
@@ -611,7 +612,7 @@ impl LocalAssignment {
                     }
                     plan.push(Planned {
                         id: id.clone(),
-                        generation,
+                        incarnation,
                         spec: Arc::clone(&spec),
                         worker: w,
                     });
@@ -634,6 +635,7 @@ impl LocalAssignment {
         let guard = ProvisionStarting {
             owner: self,
             id: p.id.clone(),
+            incarnation: p.incarnation,
             starting: Starting {
                 owner: self,
                 worker: p.worker,
@@ -666,7 +668,8 @@ impl LocalAssignment {
                 tracing::warn!(function = %p.id.name, qualifier = %p.id.qualifier, error = %e.message, "provisioned sandbox failed to initialise");
                 let mut t = self.lock();
                 if let Some(g) = t.goals.get_mut(&p.id)
-                    && g.generation == p.generation
+                    && g.incarnation == p.incarnation
+                    && g.spec.key() == p.spec.key()
                 {
                     g.failed = Some(format!("FUNCTION_ERROR_INIT_FAILURE: {}", e.message));
                 }
@@ -674,18 +677,6 @@ impl LocalAssignment {
             }
         };
         let now = Instant::now();
-        let current = {
-            let t = self.lock();
-            t.goals
-                .get(&p.id)
-                .is_some_and(|g| g.generation == p.generation)
-        };
-        if !current || !sb.is_alive() {
-            // The goal changed or went while this one started.
-            drop(guard);
-            sb.shutdown();
-            return;
-        }
         let id = sb.id().to_owned();
         let entry = Entry {
             sandbox: Arc::clone(&sb),
@@ -697,7 +688,11 @@ impl LocalAssignment {
             expires_at: now.checked_add(lease_of(&id, self.cfg.lease)),
             provisioned: Some(p.id.clone()),
         };
-        guard.finish(id, entry);
+        if !sb.is_alive() || !guard.finish(id, entry) {
+            // It died, or its goal went or moved to another version while
+            // it started.
+            sb.shutdown();
+        }
     }
 
     /// Marks goals ready once every requested sandbox is.
@@ -793,22 +788,30 @@ impl Drop for Starting<'_> {
 struct ProvisionStarting<'a> {
     owner: &'a LocalAssignment,
     id: ProvisionId,
+    incarnation: u64,
     starting: Starting<'a>,
 }
 
 impl ProvisionStarting<'_> {
-    /// The sandbox is initialised: it joins the table as idle, kept for its
-    /// goal, in one step with the counts it held.
-    fn finish(mut self, sandbox_id: String, entry: Entry) {
+    /// The sandbox is initialised: if its goal still wants this version, it
+    /// joins the table as idle, kept for the goal, in one step with the
+    /// counts it held. Returns false (and gives the counts back) if not.
+    fn finish(mut self, sandbox_id: String, entry: Entry) -> bool {
         let mut t = self.owner.lock();
+        let Some(g) = t
+            .goals
+            .get_mut(&self.id)
+            .filter(|g| g.incarnation == self.incarnation && g.spec.key() == entry.key)
+        else {
+            return false;
+        };
+        g.starting = g.starting.saturating_sub(1);
         t.starting = t.starting.saturating_sub(1);
-        if let Some(g) = t.goals.get_mut(&self.id) {
-            g.starting = g.starting.saturating_sub(1);
-        }
         let key = entry.key.clone();
         t.sandboxes.insert(sandbox_id.clone(), entry);
         t.idle.entry(key).or_default().push(sandbox_id);
         self.starting.counted = false;
+        true
     }
 }
 
@@ -816,7 +819,9 @@ impl Drop for ProvisionStarting<'_> {
     fn drop(&mut self) {
         if self.starting.counted {
             let mut t = self.owner.lock();
-            if let Some(g) = t.goals.get_mut(&self.id) {
+            if let Some(g) = t.goals.get_mut(&self.id)
+                && g.incarnation == self.incarnation
+            {
                 g.starting = g.starting.saturating_sub(1);
             }
         }
@@ -974,27 +979,28 @@ impl Invoker for LocalAssignment {
     fn set_provisioned(&self, id: ProvisionId, spec: Arc<FunctionVersionSpec>, count: u32) {
         let doomed = {
             let mut t = self.lock();
-            t.generations += 1;
-            let generation = t.generations;
             // A goal for another version (an alias moved) lets the old
-            // version's sandboxes go.
+            // version's sandboxes go. Creations in progress stay counted
+            // until they end (those for the old version are then dropped).
             let moved = t.goals.get(&id).is_some_and(|g| g.spec.key() != spec.key());
             let doomed = if moved {
                 t.unprovision(&id)
             } else {
                 Vec::new()
             };
-            let starting = t
-                .goals
-                .get(&id)
-                .filter(|_| !moved)
-                .map_or(0, |g| g.starting);
+            let (incarnation, starting) = match t.goals.get(&id) {
+                Some(g) => (g.incarnation, g.starting),
+                None => {
+                    t.incarnations += 1;
+                    (t.incarnations, 0)
+                }
+            };
             t.goals.insert(
                 id.clone(),
                 Goal {
                     spec,
                     count,
-                    generation,
+                    incarnation,
                     starting,
                     was_ready: false,
                     failed: None,

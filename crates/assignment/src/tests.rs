@@ -811,3 +811,34 @@ async fn removing_or_lowering_a_goal_stops_its_sandboxes() {
     settle(Duration::from_secs(1)).await;
     assert_eq!(a.stats().sandboxes, 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn creations_for_a_removed_goal_never_join_a_new_one() {
+    let (a, w) = setup(4096, 1, 60);
+    let s = version_spec("f", "1", 128);
+    let id = pid("f", "1");
+    a.set_provisioned(id.clone(), Arc::clone(&s), 2);
+    settle(Duration::from_millis(50)).await; // two inits in flight
+    a.remove_provisioned(&s.account, "f", Some("1"));
+    a.set_provisioned(id.clone(), Arc::clone(&s), 1);
+    settle(Duration::from_secs(2)).await;
+    assert_eq!(state(&a, &id), (ProvisionState::Ready, 1, 1));
+    assert_eq!(a.stats().sandboxes, 1);
+    assert_eq!(
+        a.stats().reserved_mb,
+        128,
+        "the abandoned creations gave their memory back"
+    );
+    assert_eq!(w.made().len(), 3);
+    assert_eq!(w.shutdowns.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        a.provisioned_counts()[0],
+        FunctionProvisioned {
+            account: AccountId::default_local(),
+            function: "f".into(),
+            initializing: 0,
+            idle: 1,
+            busy: 0,
+        }
+    );
+}
