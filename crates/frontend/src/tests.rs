@@ -25,6 +25,7 @@ mod auth;
 mod concurrency;
 mod events;
 mod layers;
+mod provisioned;
 mod scrape;
 mod tags_urls;
 mod versions;
