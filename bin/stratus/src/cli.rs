@@ -111,6 +111,24 @@ pub enum FunctionCommand {
         #[command(flatten)]
         endpoint: Endpoint,
     },
+    /// Provisioned concurrency of a version or alias: set it (`--count N`),
+    /// remove it (`--delete`), or show it (neither).
+    Provision {
+        name: String,
+        /// A published version number or an alias name.
+        #[arg(long)]
+        qualifier: String,
+        /// Sandboxes to keep initialised.
+        #[arg(long, conflicts_with = "delete")]
+        count: Option<u32>,
+        /// Remove the config (its sandboxes stop).
+        #[arg(long)]
+        delete: bool,
+        #[command(flatten)]
+        output: Output,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
 }
 
 /// How an answer is printed.
@@ -501,6 +519,17 @@ pub async fn function(cmd: FunctionCommand) -> anyhow::Result<u8> {
         } => {
             let c = Client::new(&endpoint)?;
             surface::versions(&c, &name, &output).await?;
+        }
+        FunctionCommand::Provision {
+            name,
+            qualifier,
+            count,
+            delete,
+            output,
+            endpoint,
+        } => {
+            let c = Client::new(&endpoint)?;
+            surface::provision(&c, &name, &qualifier, count, delete, &output).await?;
         }
         FunctionCommand::Create {
             name,

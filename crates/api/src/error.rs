@@ -8,6 +8,8 @@ use serde_json::json;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     ResourceNotFound,
+    /// GetProvisionedConcurrencyConfig of a version or alias without one.
+    ProvisionedConcurrencyConfigNotFound,
     ResourceConflict,
     InvalidParameterValue,
     Validation,
@@ -37,6 +39,9 @@ impl ErrorCode {
     pub fn type_name(self) -> &'static str {
         match self {
             ErrorCode::ResourceNotFound => "ResourceNotFoundException",
+            ErrorCode::ProvisionedConcurrencyConfigNotFound => {
+                "ProvisionedConcurrencyConfigNotFoundException"
+            }
             ErrorCode::ResourceConflict => "ResourceConflictException",
             ErrorCode::InvalidParameterValue => "InvalidParameterValueException",
             ErrorCode::Validation => "ValidationException",
@@ -59,7 +64,9 @@ impl ErrorCode {
     /// The HTTP status Lambda sends with this error.
     pub fn status(self) -> StatusCode {
         match self {
-            ErrorCode::ResourceNotFound | ErrorCode::UnknownOperation => StatusCode::NOT_FOUND,
+            ErrorCode::ResourceNotFound
+            | ErrorCode::ProvisionedConcurrencyConfigNotFound
+            | ErrorCode::UnknownOperation => StatusCode::NOT_FOUND,
             ErrorCode::ResourceConflict => StatusCode::CONFLICT,
             ErrorCode::InvalidParameterValue
             | ErrorCode::Validation

@@ -116,8 +116,12 @@ pub struct InvokeResponse {
     /// its answer (zero when the runtime never took it).
     pub duration: Duration,
     /// The REPORT line's `Init Duration`: set on the invoke that initialised
-    /// the sandbox's runtime.
+    /// the sandbox's runtime (never on a provisioned sandbox, initialised
+    /// before any invoke).
     pub init_duration: Option<Duration>,
+    /// Whether a provisioned-concurrency sandbox served it (set by the
+    /// assignment service; sandboxes leave it false).
+    pub provisioned: bool,
 }
 
 /// How an invocation failed in its sandbox. A closed set, decided by the
@@ -287,6 +291,99 @@ pub trait Invoker: Send + Sync + std::fmt::Debug {
     /// The live sandboxes of `account`/`name` (for `stratus function
     /// sandboxes`), busy ones first, then by id.
     fn sandboxes_of(&self, account: &AccountId, name: &str) -> Vec<SandboxInfo>;
+
+    /// Keeps `count` sandboxes of `spec` (a published version) created and
+    /// initialised ahead of invokes for the provisioned concurrency config
+    /// `id`, replacing any earlier goal of `id` (its sandboxes of another
+    /// version stop being provisioned). Returns at once; progress is read
+    /// with [`Invoker::provisioned_status`].
+    fn set_provisioned(&self, id: ProvisionId, spec: Arc<FunctionVersionSpec>, count: u32);
+
+    /// Drops the provisioned concurrency config `id`, or with no qualifier
+    /// every config of the function: idle provisioned sandboxes stop now,
+    /// busy ones after their invoke.
+    fn remove_provisioned(&self, account: &AccountId, name: &str, qualifier: Option<&str>);
+
+    /// How far config `id` got (`None`: no such goal).
+    fn provisioned_status(&self, id: &ProvisionId) -> Option<ProvisionedStatus>;
+
+    /// Provisioned sandboxes per function and state (for metrics).
+    fn provisioned_counts(&self) -> Vec<FunctionProvisioned>;
+}
+
+/// Names one provisioned concurrency config: a function's published version
+/// or alias.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProvisionId {
+    pub account: AccountId,
+    pub name: String,
+    /// A version number or an alias name (never `$LATEST`).
+    pub qualifier: String,
+}
+
+/// Lambda's `Status` of a provisioned concurrency config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProvisionState {
+    /// Sandboxes are still being created or initialised.
+    InProgress,
+    /// Every requested sandbox was initialised (it stays so while dead or
+    /// expired ones are being replaced).
+    Ready,
+    /// A sandbox failed to initialise, or there was no room for it.
+    Failed,
+}
+
+impl ProvisionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProvisionState::InProgress => "IN_PROGRESS",
+            ProvisionState::Ready => "READY",
+            ProvisionState::Failed => "FAILED",
+        }
+    }
+}
+
+/// Progress of one provisioned concurrency config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvisionedStatus {
+    pub requested: u32,
+    /// Sandboxes created or being created for it (at most `requested`).
+    pub allocated: u32,
+    /// Sandboxes initialised and ready for invokes (at most `requested`).
+    pub available: u32,
+    pub state: ProvisionState,
+    /// Why it failed (`Failed` only).
+    pub reason: Option<String>,
+}
+
+/// One function's provisioned sandboxes by state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionProvisioned {
+    pub account: AccountId,
+    pub function: String,
+    /// Created, runtime still initialising.
+    pub initializing: usize,
+    pub idle: usize,
+    pub busy: usize,
+}
+
+/// `AWS_LAMBDA_INITIALIZATION_TYPE` of a sandbox: how it came to exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitializationType {
+    /// Created for an invoke that found no idle sandbox (a cold start).
+    OnDemand,
+    /// Created and initialised ahead of invokes for provisioned concurrency.
+    ProvisionedConcurrency,
+}
+
+impl InitializationType {
+    /// The value of `AWS_LAMBDA_INITIALIZATION_TYPE`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InitializationType::OnDemand => "on-demand",
+            InitializationType::ProvisionedConcurrency => "provisioned-concurrency",
+        }
+    }
 }
 
 /// One live sandbox of a function, as an operator sees it.
@@ -305,6 +402,8 @@ pub struct SandboxInfo {
     pub idle_ms: Option<u64>,
     /// Milliseconds until its lease runs out (`None`: no expiry).
     pub lease_left_ms: Option<u64>,
+    /// Whether it is kept for provisioned concurrency.
+    pub provisioned: bool,
 }
 
 /// A sandbox ready to take invocations, one at a time.
@@ -313,6 +412,11 @@ pub trait WarmSandbox: Send + Sync + std::fmt::Debug {
     fn id(&self) -> &str;
     /// False once the runtime has exited or the sandbox was shut down.
     fn is_alive(&self) -> bool;
+    /// Waits until the runtime has initialised (run its init and asked the
+    /// Runtime API for an event) without invoking it; an error says why it
+    /// never will (init error, exit, init timeout) and leaves it dead. The
+    /// first invoke after this reports no `Init Duration`.
+    async fn ready(&self) -> Result<(), LambdaError>;
     /// Runs one invocation. Callers never run two at once on one sandbox.
     async fn invoke(&self, req: InvokeRequest) -> Result<InvokeResponse, LambdaError>;
     /// Runs one invocation whose caller takes a streamed answer (see
@@ -340,10 +444,12 @@ pub trait Worker: Send + Sync + std::fmt::Debug {
     /// Forgets code no function uses any more (its blob is gone): its
     /// unpacked copy is removed once no sandbox runs it.
     fn remove_code(&self, digest: &str);
-    /// Creates a sandbox for `spec` and starts its runtime.
+    /// Creates a sandbox for `spec` and starts its runtime, telling it how
+    /// it was created (`AWS_LAMBDA_INITIALIZATION_TYPE`).
     async fn create_sandbox(
         &self,
         spec: Arc<FunctionVersionSpec>,
+        init: InitializationType,
     ) -> Result<Arc<dyn WarmSandbox>, LambdaError>;
 }
 

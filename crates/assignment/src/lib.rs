@@ -20,6 +20,18 @@
 //! derived from its id ([`lease_of`]), so that sandboxes created together do
 //! not all expire at the same moment.
 //!
+//! Provisioned concurrency: for each config ([`ProvisionId`], a published
+//! version or an alias) a goal of N sandboxes of one version, created with
+//! `AWS_LAMBDA_INITIALIZATION_TYPE=provisioned-concurrency` and initialised
+//! ([`WarmSandbox::ready`]) before any invoke. A reconciler (the same
+//! background task as the reaper, woken at once by a change of goal) keeps N
+//! of them alive: it replaces dead ones, and starts the successor of a
+//! sandbox whose lease is about to run out ([`renewal_margin`]) while the old
+//! one still serves. Provisioned sandboxes are never stopped by keep-alive
+//! nor evicted by placement (placement sees their memory as taken), and warm
+//! routing takes them before on-demand siblings; invokes beyond them start
+//! on-demand sandboxes as usual.
+//!
 //! It does not admit or throttle by concurrency (the counting service does)
 //! and never talks to the kernel: sandboxes are created and destroyed through
 //! the [`Worker`] interface. The table is behind one mutex held only for
@@ -36,7 +48,8 @@ use tokio::time::Instant;
 use async_trait::async_trait;
 use stratus_api::LambdaError;
 use stratus_api::service::{
-    Counting, FunctionVersionSpec, InvokeRequest, InvokeResponse, Invoker, ResponseSink,
+    Counting, FunctionProvisioned, FunctionVersionSpec, InitializationType, InvokeRequest,
+    InvokeResponse, Invoker, ProvisionId, ProvisionState, ProvisionedStatus, ResponseSink,
     SandboxCounts, SandboxInfo, VersionKey, WarmSandbox, Worker,
 };
 use stratus_placement::{Decision, IdleSandbox, WorkerSlot, decide};
@@ -78,6 +91,14 @@ pub fn lease_of(id: &str, lease: Duration) -> Duration {
     ))
 }
 
+/// How long before a provisioned sandbox's lease runs out its successor is
+/// started: a tenth of the lease, at most 5 minutes. Until the successor is
+/// ready the old sandbox keeps serving, so a lease never leaves a goal short
+/// when there is room for one more sandbox.
+pub fn renewal_margin(lease: Duration) -> Duration {
+    (lease / 10).min(Duration::from_secs(300))
+}
+
 impl Default for AssignmentConfig {
     fn default() -> Self {
         AssignmentConfig {
@@ -97,12 +118,40 @@ struct Entry {
     idle_since: Instant,
     /// When its lease runs out (`None`: too far away to represent).
     expires_at: Option<Instant>,
+    /// The provisioned concurrency config it is kept for (`None`: on demand).
+    provisioned: Option<ProvisionId>,
 }
 
 impl Entry {
     fn expired(&self, now: Instant) -> bool {
         self.expires_at.is_some_and(|at| now >= at)
     }
+
+    /// Whether it counts towards its provisioned goal: alive, and not so
+    /// close to its lease's end that its successor should be starting.
+    fn lasting(&self, now: Instant, margin: Duration) -> bool {
+        self.sandbox.is_alive()
+            && self
+                .expires_at
+                .is_none_or(|at| now.checked_add(margin).is_none_or(|m| m < at))
+    }
+}
+
+/// One provisioned concurrency goal.
+#[derive(Debug)]
+struct Goal {
+    spec: Arc<FunctionVersionSpec>,
+    count: u32,
+    /// Set when the goal is created (kept when it changes), so a creation
+    /// started for a removed goal neither joins nor is counted by a new goal
+    /// of the same config.
+    incarnation: u64,
+    /// Creations (and inits) in progress for it.
+    starting: u32,
+    /// Set once every requested sandbox was ready.
+    was_ready: bool,
+    /// Why it failed; the reconciler leaves a failed goal alone.
+    failed: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -120,6 +169,10 @@ struct Table {
     retired: HashMap<(AccountId, String), Retired>,
     /// Live sandboxes shut down because their lease was over.
     lease_expiries: u64,
+    /// Provisioned concurrency goals.
+    goals: HashMap<ProvisionId, Goal>,
+    /// Source of [`Goal::incarnation`].
+    incarnations: u64,
 }
 
 /// What of one function is retired.
@@ -145,6 +198,24 @@ impl Table {
             }
     }
 
+    /// Takes the most recently used idle sandbox of `key`, a provisioned one
+    /// if there is one.
+    fn pop_idle(&mut self, key: &VersionKey) -> Option<String> {
+        let Table {
+            idle, sandboxes, ..
+        } = self;
+        let list = idle.get_mut(key)?;
+        let pos = list
+            .iter()
+            .rposition(|id| sandboxes.get(id).is_some_and(|e| e.provisioned.is_some()))
+            .or_else(|| list.len().checked_sub(1))?;
+        let id = list.remove(pos);
+        if list.is_empty() {
+            idle.remove(key);
+        }
+        Some(id)
+    }
+
     fn remove_idle(&mut self, id: &str) -> Option<Entry> {
         let e = self.sandboxes.remove(id)?;
         if let Some(list) = self.idle.get_mut(&e.key) {
@@ -157,6 +228,29 @@ impl Table {
             *r = r.saturating_sub(e.memory_mb);
         }
         Some(e)
+    }
+
+    /// Stops keeping sandboxes for `id`: idle ones are removed (returned to
+    /// be shut down), busy ones become on-demand and go after their invoke
+    /// like any other.
+    fn unprovision(&mut self, id: &ProvisionId) -> Vec<Entry> {
+        let ids: Vec<(String, bool)> = self
+            .sandboxes
+            .iter()
+            .filter(|(_, e)| e.provisioned.as_ref() == Some(id))
+            .map(|(sid, e)| (sid.clone(), e.busy))
+            .collect();
+        let mut out = Vec::new();
+        for (sid, busy) in ids {
+            if busy {
+                if let Some(e) = self.sandboxes.get_mut(&sid) {
+                    e.provisioned = None;
+                }
+            } else if let Some(e) = self.remove_idle(&sid) {
+                out.push(e);
+            }
+        }
+        out
     }
 
     /// Like [`Table::remove_idle`], for a sandbox that takes no more
@@ -180,6 +274,8 @@ pub struct LocalAssignment {
     /// Asked for a scale-up token before every cold start (the per-function
     /// burst limit); `None` means unlimited.
     scaling: Option<Arc<dyn Counting>>,
+    /// Wakes the reconciler when a provisioned goal changes.
+    reconcile: Arc<tokio::sync::Notify>,
 }
 
 /// Statistics for tests and operators.
@@ -194,6 +290,8 @@ pub struct AssignmentStats {
     pub idle_mb: u64,
     /// Live sandboxes shut down because their lease was over, since start.
     pub lease_expiries: u64,
+    /// Sandboxes kept for provisioned concurrency (idle or busy).
+    pub provisioned: usize,
 }
 
 impl LocalAssignment {
@@ -227,6 +325,7 @@ impl LocalAssignment {
             }),
             cfg,
             scaling,
+            reconcile: Arc::new(tokio::sync::Notify::new()),
         });
         tokio::spawn(reaper(Arc::downgrade(&this)));
         this
@@ -251,6 +350,11 @@ impl LocalAssignment {
                 .map(|e| e.memory_mb)
                 .sum(),
             lease_expiries: t.lease_expiries,
+            provisioned: t
+                .sandboxes
+                .values()
+                .filter(|e| e.provisioned.is_some())
+                .count(),
         }
     }
 
@@ -268,10 +372,11 @@ impl LocalAssignment {
                 reserved_mb: t.reserved_mb.get(i).copied().unwrap_or(0),
             })
             .collect();
+        // Provisioned sandboxes are never evicted: their memory stays taken.
         let idle = t
             .sandboxes
             .iter()
-            .filter(|(_, e)| !e.busy)
+            .filter(|(_, e)| !e.busy && e.provisioned.is_none())
             .map(|(id, e)| IdleSandbox {
                 sandbox_id: id.clone(),
                 worker_id: e.worker.to_string(),
@@ -286,8 +391,8 @@ impl LocalAssignment {
 
     /// Whether a new sandbox of `memory_mb` would be placed now, evicting
     /// idle sandboxes if it must: placement's own decision over the current
-    /// inventory (for readiness). Idle sandboxes do not count as taken;
-    /// busy ones and creations in progress do.
+    /// inventory (for readiness). Idle on-demand sandboxes do not count as
+    /// taken; busy and provisioned ones and creations in progress do.
     pub fn room_for(&self, memory_mb: u64) -> bool {
         let t = self.lock();
         let (slots, idle) = self.inventory(&t);
@@ -299,6 +404,7 @@ impl LocalAssignment {
         let entries: Vec<Entry> = {
             let mut t = self.lock();
             t.idle.clear();
+            t.goals.clear();
             t.reserved_mb.iter_mut().for_each(|r| *r = 0);
             t.sandboxes.drain().map(|(_, e)| e).collect()
         };
@@ -309,11 +415,11 @@ impl LocalAssignment {
 
     /// Takes an idle sandbox of `key`, or reserves room for a new one.
     fn take_or_reserve(&self, key: &VersionKey, memory_mb: u64) -> Result<Acquired, LambdaError> {
-        let mut victims = Vec::new();
+        let mut victims: Vec<Entry> = Vec::new();
         let result = {
             let mut t = self.lock();
             let now = Instant::now();
-            while let Some(id) = t.idle.get_mut(key).and_then(Vec::pop) {
+            while let Some(id) = t.pop_idle(key) {
                 let usable = t
                     .sandboxes
                     .get(&id)
@@ -321,7 +427,13 @@ impl LocalAssignment {
                 if usable {
                     if let Some(e) = t.sandboxes.get_mut(&id) {
                         e.busy = true;
-                        return Ok(Acquired::Warm(Arc::clone(&e.sandbox)));
+                        let provisioned = e.provisioned.is_some();
+                        let sb = Arc::clone(&e.sandbox);
+                        drop(t);
+                        for v in victims {
+                            v.sandbox.shutdown();
+                        }
+                        return Ok(Acquired::Warm { sb, provisioned });
                     }
                 } else if let Some(e) = t.remove_spent(&id, now) {
                     victims.push(e);
@@ -401,7 +513,8 @@ impl LocalAssignment {
                 .iter()
                 .filter(|(_, e)| {
                     !e.busy
-                        && (now.saturating_duration_since(e.idle_since) >= self.cfg.keep_alive
+                        && ((e.provisioned.is_none()
+                            && now.saturating_duration_since(e.idle_since) >= self.cfg.keep_alive)
                             || e.expired(now)
                             || !e.sandbox.is_alive())
                 })
@@ -419,18 +532,221 @@ impl LocalAssignment {
 }
 
 enum Acquired {
-    Warm(Arc<dyn WarmSandbox>),
-    Cold { worker: usize },
+    Warm {
+        sb: Arc<dyn WarmSandbox>,
+        provisioned: bool,
+    },
+    Cold {
+        worker: usize,
+    },
 }
 
+/// A provisioned sandbox to create: for which goal (and which incarnation of
+/// it), on which worker (its memory already reserved).
+struct Planned {
+    id: ProvisionId,
+    incarnation: u64,
+    spec: Arc<FunctionVersionSpec>,
+    worker: usize,
+}
+
+impl LocalAssignment {
+    /// Compares every goal with its sandboxes and reserves room for the
+    /// missing ones (evicting idle on-demand sandboxes if placement says so).
+    /// No room: a goal not yet ready fails; a ready one waits for the next
+    /// round (a replacement).
+    fn plan_provisioning(&self) -> Vec<Planned> {
+        let mut victims = Vec::new();
+        let mut plan = Vec::new();
+        {
+            let mut t = self.lock();
+            let now = Instant::now();
+            let margin = renewal_margin(self.cfg.lease);
+            let mut ids: Vec<ProvisionId> = t.goals.keys().cloned().collect();
+            ids.sort();
+            for id in ids {
+                let lasting = t
+                    .sandboxes
+                    .values()
+                    .filter(|e| e.provisioned.as_ref() == Some(&id) && e.lasting(now, margin))
+                    .count();
+                let Some(g) = t.goals.get(&id) else { continue };
+                if g.failed.is_some() {
+                    continue;
+                }
+                let have = lasting + g.starting as usize;
+                let missing = (g.count as usize).saturating_sub(have);
+                let (spec, incarnation, was_ready) =
+                    (Arc::clone(&g.spec), g.incarnation, g.was_ready);
+                let memory_mb = u64::from(spec.memory_mb);
+                for _ in 0..missing {
+                    let (slots, idle) = self.inventory(&t);
+                    let worker = match decide(&slots, &idle, memory_mb) {
+                        Decision::Place { worker_id } => worker_id,
+                        Decision::EvictThenPlace {
+                            worker_id,
+                            victims: evict,
+                        } => {
+                            for v in evict {
+                                if let Some(e) = t.remove_idle(&v) {
+                                    victims.push(e);
+                                }
+                            }
+                            worker_id
+                        }
+                        Decision::Full => {
+                            if !was_ready && let Some(g) = t.goals.get_mut(&id) {
+                                tracing::warn!(function = %id.name, qualifier = %id.qualifier, "no room for provisioned sandboxes");
+                                g.failed = Some(format!(
+                                    "No worker has {memory_mb} MB of memory left for a provisioned sandbox."
+                                ));
+                            }
+                            break;
+                        }
+                    };
+                    let w: usize = worker.parse().unwrap_or(0);
+                    if let Some(r) = t.reserved_mb.get_mut(w) {
+                        *r += memory_mb;
+                    }
+                    t.starting += 1;
+                    if let Some(g) = t.goals.get_mut(&id) {
+                        g.starting += 1;
+                    }
+                    plan.push(Planned {
+                        id: id.clone(),
+                        incarnation,
+                        spec: Arc::clone(&spec),
+                        worker: w,
+                    });
+                }
+            }
+        }
+        for v in victims {
+            tracing::debug!(
+                sandbox = v.sandbox.id(),
+                "evicting idle sandbox for a provisioned one"
+            );
+            v.sandbox.shutdown();
+        }
+        plan
+    }
+
+    /// Creates and initialises one planned provisioned sandbox, then adds it
+    /// to the table as idle; a failure fails its goal.
+    async fn provision_one(&self, p: Planned) {
+        let guard = ProvisionStarting {
+            owner: self,
+            id: p.id.clone(),
+            incarnation: p.incarnation,
+            starting: Starting {
+                owner: self,
+                worker: p.worker,
+                memory_mb: u64::from(p.spec.memory_mb),
+                counted: true,
+            },
+        };
+        let Some(w) = self.workers.get(p.worker) else {
+            return;
+        };
+        let created = w
+            .create_sandbox(
+                Arc::clone(&p.spec),
+                InitializationType::ProvisionedConcurrency,
+            )
+            .await;
+        let ready = match created {
+            Ok(sb) => match sb.ready().await {
+                Ok(()) => Ok(sb),
+                Err(e) => {
+                    sb.shutdown();
+                    Err(e)
+                }
+            },
+            Err(e) => Err(e),
+        };
+        let sb = match ready {
+            Ok(sb) => sb,
+            Err(e) => {
+                tracing::warn!(function = %p.id.name, qualifier = %p.id.qualifier, error = %e.message, "provisioned sandbox failed to initialise");
+                let mut t = self.lock();
+                if let Some(g) = t.goals.get_mut(&p.id)
+                    && g.incarnation == p.incarnation
+                    && g.spec.key() == p.spec.key()
+                {
+                    g.failed = Some(format!("FUNCTION_ERROR_INIT_FAILURE: {}", e.message));
+                }
+                return;
+            }
+        };
+        let now = Instant::now();
+        let id = sb.id().to_owned();
+        let entry = Entry {
+            sandbox: Arc::clone(&sb),
+            key: p.spec.key(),
+            worker: p.worker,
+            memory_mb: u64::from(p.spec.memory_mb),
+            busy: false,
+            idle_since: now,
+            expires_at: now.checked_add(lease_of(&id, self.cfg.lease)),
+            provisioned: Some(p.id.clone()),
+        };
+        if !sb.is_alive() || !guard.finish(id, entry) {
+            // It died, or its goal went or moved to another version while
+            // it started.
+            sb.shutdown();
+        }
+    }
+
+    /// Marks goals ready once every requested sandbox is.
+    fn note_ready_goals(&self) {
+        let mut t = self.lock();
+        let Table {
+            goals, sandboxes, ..
+        } = &mut *t;
+        for (id, g) in goals.iter_mut() {
+            if g.was_ready || g.failed.is_some() {
+                continue;
+            }
+            let ready = sandboxes
+                .values()
+                .filter(|e| e.provisioned.as_ref() == Some(id) && e.sandbox.is_alive())
+                .count();
+            if ready >= g.count as usize {
+                g.was_ready = true;
+            }
+        }
+    }
+}
+
+/// Keep-alive, leases and provisioned goals: every 500 ms, and at once when
+/// a goal changes.
 async fn reaper(this: Weak<LocalAssignment>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    // Held alone, so that waiting does not keep the service alive.
+    let Some(kick) = this.upgrade().map(|t| Arc::clone(&t.reconcile)) else {
+        return;
+    };
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = kick.notified() => {}
+        }
         let Some(this) = this.upgrade() else {
             return;
         };
         this.reap_idle();
+        for p in this.plan_provisioning() {
+            let owner = Arc::clone(&this);
+            let span = tracing::info_span!("provision", function = %p.id.name, qualifier = %p.id.qualifier, version = %p.spec.version);
+            tokio::spawn(
+                async move {
+                    owner.provision_one(p).await;
+                    owner.note_ready_goals();
+                }
+                .instrument(span),
+            );
+        }
+        this.note_ready_goals();
     }
 }
 
@@ -469,6 +785,51 @@ impl Drop for Starting<'_> {
     }
 }
 
+/// One provisioned sandbox creation: a [`Starting`] that also counts for its
+/// goal, so a failed or abandoned creation gives back both.
+struct ProvisionStarting<'a> {
+    owner: &'a LocalAssignment,
+    id: ProvisionId,
+    incarnation: u64,
+    starting: Starting<'a>,
+}
+
+impl ProvisionStarting<'_> {
+    /// The sandbox is initialised: if its goal still wants this version, it
+    /// joins the table as idle, kept for the goal, in one step with the
+    /// counts it held. Returns false (and gives the counts back) if not.
+    fn finish(mut self, sandbox_id: String, entry: Entry) -> bool {
+        let mut t = self.owner.lock();
+        let Some(g) = t
+            .goals
+            .get_mut(&self.id)
+            .filter(|g| g.incarnation == self.incarnation && g.spec.key() == entry.key)
+        else {
+            return false;
+        };
+        g.starting = g.starting.saturating_sub(1);
+        t.starting = t.starting.saturating_sub(1);
+        let key = entry.key.clone();
+        t.sandboxes.insert(sandbox_id.clone(), entry);
+        t.idle.entry(key).or_default().push(sandbox_id);
+        self.starting.counted = false;
+        true
+    }
+}
+
+impl Drop for ProvisionStarting<'_> {
+    fn drop(&mut self) {
+        if self.starting.counted {
+            let mut t = self.owner.lock();
+            if let Some(g) = t.goals.get_mut(&self.id)
+                && g.incarnation == self.incarnation
+            {
+                g.starting = g.starting.saturating_sub(1);
+            }
+        }
+    }
+}
+
 /// Returns the sandbox to the table even if the invoke future is dropped.
 struct ReleaseGuard<'a> {
     owner: &'a LocalAssignment,
@@ -493,8 +854,8 @@ impl LocalAssignment {
     ) -> Result<InvokeResponse, LambdaError> {
         let key = spec.key();
         let memory_mb = u64::from(spec.memory_mb);
-        let sandbox = match self.take_or_reserve(&key, memory_mb)? {
-            Acquired::Warm(sb) => sb,
+        let (sandbox, provisioned) = match self.take_or_reserve(&key, memory_mb)? {
+            Acquired::Warm { sb, provisioned } => (sb, provisioned),
             Acquired::Cold { worker } => {
                 let starting = Starting {
                     owner: self,
@@ -509,7 +870,10 @@ impl LocalAssignment {
                     counting.try_scale_up(&spec.account, &spec.name).await?;
                 }
                 let span = tracing::info_span!("cold_start", function = %spec.name, version = %spec.version);
-                let sb = w.create_sandbox(Arc::clone(&spec)).instrument(span).await?;
+                let sb = w
+                    .create_sandbox(Arc::clone(&spec), InitializationType::OnDemand)
+                    .instrument(span)
+                    .await?;
                 let now = Instant::now();
                 let expires_at = now.checked_add(lease_of(sb.id(), self.cfg.lease));
                 starting.finish(
@@ -522,19 +886,22 @@ impl LocalAssignment {
                         busy: true,
                         idle_since: now,
                         expires_at,
+                        provisioned: None,
                     },
                 );
-                sb
+                (sb, false)
             }
         };
         let _guard = ReleaseGuard {
             owner: self,
             id: sandbox.id().to_owned(),
         };
-        match sink {
+        let mut out = match sink {
             None => sandbox.invoke(req).await,
             Some(sink) => sandbox.invoke_streaming(req, sink).await,
-        }
+        }?;
+        out.provisioned = provisioned;
+        Ok(out)
     }
 }
 
@@ -567,6 +934,14 @@ impl Invoker for LocalAssignment {
         let doomed: Vec<Entry> = {
             let mut t = self.lock();
             let fkey = (account.clone(), name.to_owned());
+            // Goals of what is retired go too (their sandboxes below).
+            t.goals.retain(|id, g| {
+                !(&id.account == account
+                    && id.name == name
+                    && version.is_none_or(|v| {
+                        g.spec.version == v && keep_revision.is_none_or(|k| k != g.spec.revision_id)
+                    }))
+            });
             match version {
                 None => {
                     t.retired.insert(
@@ -622,10 +997,151 @@ impl Invoker for LocalAssignment {
                 lease_left_ms: e
                     .expires_at
                     .map(|x| x.saturating_duration_since(now).as_millis() as u64),
+                provisioned: e.provisioned.is_some(),
             })
             .collect();
         out.sort_by(|a, b| (a.state != "busy", &a.id).cmp(&(b.state != "busy", &b.id)));
         out
+    }
+
+    fn set_provisioned(&self, id: ProvisionId, spec: Arc<FunctionVersionSpec>, count: u32) {
+        let doomed = {
+            let mut t = self.lock();
+            // A goal for another version (an alias moved) lets the old
+            // version's sandboxes go. Creations in progress stay counted
+            // until they end (those for the old version are then dropped).
+            let moved = t.goals.get(&id).is_some_and(|g| g.spec.key() != spec.key());
+            let doomed = if moved {
+                t.unprovision(&id)
+            } else {
+                Vec::new()
+            };
+            let (incarnation, starting) = match t.goals.get(&id) {
+                Some(g) => (g.incarnation, g.starting),
+                None => {
+                    t.incarnations += 1;
+                    (t.incarnations, 0)
+                }
+            };
+            t.goals.insert(
+                id.clone(),
+                Goal {
+                    spec,
+                    count,
+                    incarnation,
+                    starting,
+                    was_ready: false,
+                    failed: None,
+                },
+            );
+            // Fewer wanted: the surplus (idle ones first) stops being kept.
+            let now = Instant::now();
+            let mut mine: Vec<(bool, Instant, String)> = t
+                .sandboxes
+                .iter()
+                .filter(|(_, e)| e.provisioned.as_ref() == Some(&id))
+                .map(|(sid, e)| (e.busy, e.idle_since, sid.clone()))
+                .collect();
+            mine.sort();
+            let surplus = mine.len().saturating_sub(count as usize);
+            let mut doomed = doomed;
+            for (busy, _, sid) in mine.into_iter().take(surplus) {
+                if busy {
+                    if let Some(e) = t.sandboxes.get_mut(&sid) {
+                        e.provisioned = None;
+                    }
+                } else if let Some(e) = t.remove_spent(&sid, now) {
+                    doomed.push(e);
+                }
+            }
+            doomed
+        };
+        for e in doomed {
+            e.sandbox.shutdown();
+        }
+        self.reconcile.notify_one();
+    }
+
+    fn remove_provisioned(&self, account: &AccountId, name: &str, qualifier: Option<&str>) {
+        let doomed = {
+            let mut t = self.lock();
+            let ids: Vec<ProvisionId> = t
+                .goals
+                .keys()
+                .filter(|id| {
+                    &id.account == account
+                        && id.name == name
+                        && qualifier.is_none_or(|q| q == id.qualifier)
+                })
+                .cloned()
+                .collect();
+            let mut doomed = Vec::new();
+            for id in ids {
+                t.goals.remove(&id);
+                doomed.extend(t.unprovision(&id));
+            }
+            doomed
+        };
+        for e in doomed {
+            e.sandbox.shutdown();
+        }
+    }
+
+    fn provisioned_status(&self, id: &ProvisionId) -> Option<ProvisionedStatus> {
+        let t = self.lock();
+        let g = t.goals.get(id)?;
+        let available = t
+            .sandboxes
+            .values()
+            .filter(|e| e.provisioned.as_ref() == Some(id) && e.sandbox.is_alive())
+            .count();
+        let available = u32::try_from(available).unwrap_or(u32::MAX).min(g.count);
+        let allocated = available.saturating_add(g.starting).min(g.count);
+        let state = if g.failed.is_some() {
+            ProvisionState::Failed
+        } else if g.was_ready || available >= g.count {
+            ProvisionState::Ready
+        } else {
+            ProvisionState::InProgress
+        };
+        Some(ProvisionedStatus {
+            requested: g.count,
+            allocated,
+            available,
+            state,
+            reason: g.failed.clone(),
+        })
+    }
+
+    fn provisioned_counts(&self) -> Vec<FunctionProvisioned> {
+        type ByFunction = std::collections::BTreeMap<(AccountId, String), FunctionProvisioned>;
+        fn slot<'a>(by_fn: &'a mut ByFunction, id: &ProvisionId) -> &'a mut FunctionProvisioned {
+            by_fn
+                .entry((id.account.clone(), id.name.clone()))
+                .or_insert_with(|| FunctionProvisioned {
+                    account: id.account.clone(),
+                    function: id.name.clone(),
+                    initializing: 0,
+                    idle: 0,
+                    busy: 0,
+                })
+        }
+        let t = self.lock();
+        let mut by_fn = ByFunction::new();
+        for (id, g) in &t.goals {
+            let f = slot(&mut by_fn, id);
+            f.initializing += g.starting as usize;
+        }
+        for e in t.sandboxes.values() {
+            let Some(id) = &e.provisioned else { continue };
+            let f = slot(&mut by_fn, id);
+            if e.busy {
+                f.busy += 1;
+            } else {
+                f.idle += 1;
+            }
+        }
+        by_fn.into_values().collect()
     }
 
     async fn sandbox_counts(&self) -> SandboxCounts {

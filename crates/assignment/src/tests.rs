@@ -15,6 +15,8 @@ struct FakeSandbox {
     alive: std::sync::atomic::AtomicBool,
     delay: Duration,
     shutdowns: Arc<AtomicUsize>,
+    init_delay: Duration,
+    init_fails: bool,
 }
 
 #[async_trait]
@@ -24,6 +26,14 @@ impl WarmSandbox for FakeSandbox {
     }
     fn is_alive(&self) -> bool {
         self.alive.load(Ordering::SeqCst)
+    }
+    async fn ready(&self) -> Result<(), LambdaError> {
+        tokio::time::sleep(self.init_delay).await;
+        if self.init_fails {
+            self.alive.store(false, Ordering::SeqCst);
+            return Err(LambdaError::service("Runtime.InitError: boom"));
+        }
+        Ok(())
     }
     async fn invoke(&self, req: InvokeRequest) -> Result<InvokeResponse, LambdaError> {
         tokio::time::sleep(self.delay).await;
@@ -35,6 +45,7 @@ impl WarmSandbox for FakeSandbox {
             cold_start: false,
             duration: self.delay,
             init_duration: None,
+            provisioned: false,
         })
     }
     fn shutdown(&self) {
@@ -52,6 +63,18 @@ struct FakeWorker {
     delay: Duration,
     /// How long creating a sandbox takes.
     create_delay: Duration,
+    /// How long a sandbox's init takes ([`WarmSandbox::ready`]).
+    init_delay: Duration,
+    /// Whether inits fail.
+    init_fails: std::sync::atomic::AtomicBool,
+    /// Every sandbox created, with how.
+    made: Mutex<Vec<(Arc<FakeSandbox>, InitializationType)>>,
+}
+
+impl FakeWorker {
+    fn made(&self) -> Vec<(Arc<FakeSandbox>, InitializationType)> {
+        self.made.lock().expect("lock").clone()
+    }
 }
 
 #[async_trait]
@@ -69,15 +92,23 @@ impl Worker for FakeWorker {
     async fn create_sandbox(
         &self,
         _spec: Arc<FunctionVersionSpec>,
+        init: InitializationType,
     ) -> Result<Arc<dyn WarmSandbox>, LambdaError> {
         tokio::time::sleep(self.create_delay).await;
         let n = self.created.fetch_add(1, Ordering::SeqCst);
-        Ok(Arc::new(FakeSandbox {
+        let sb = Arc::new(FakeSandbox {
             id: format!("sb{n}"),
             alive: true.into(),
             delay: self.delay,
             shutdowns: Arc::clone(&self.shutdowns),
-        }))
+            init_delay: self.init_delay,
+            init_fails: self.init_fails.load(Ordering::SeqCst),
+        });
+        self.made
+            .lock()
+            .expect("lock")
+            .push((Arc::clone(&sb), init));
+        Ok(sb)
     }
 }
 
@@ -101,6 +132,9 @@ fn setup_with_lease(
         shutdowns: Arc::new(AtomicUsize::new(0)),
         delay: Duration::from_millis(delay_ms),
         create_delay: Duration::ZERO,
+        init_delay: Duration::from_millis(200),
+        init_fails: false.into(),
+        made: Mutex::default(),
     });
     let a = LocalAssignment::new(
         vec![Arc::clone(&worker) as Arc<dyn Worker>],
@@ -289,6 +323,9 @@ async fn cold_starts_take_scale_up_tokens_and_warm_invokes_do_not() {
         shutdowns: Arc::new(AtomicUsize::new(0)),
         delay: Duration::from_millis(100),
         create_delay: Duration::ZERO,
+        init_delay: Duration::from_millis(200),
+        init_fails: false.into(),
+        made: Mutex::default(),
     });
     let counting = Arc::new(stratus_counting::LocalCounting::with_config(
         stratus_counting::CountingConfig {
@@ -336,6 +373,9 @@ async fn sandbox_counts_follow_a_cold_start_through_its_states() {
         shutdowns: Arc::new(AtomicUsize::new(0)),
         delay: Duration::from_millis(100),
         create_delay: Duration::from_millis(100),
+        init_delay: Duration::from_millis(200),
+        init_fails: false.into(),
+        made: Mutex::default(),
     });
     let a = LocalAssignment::new(
         vec![Arc::clone(&worker) as Arc<dyn Worker>],
@@ -558,4 +598,247 @@ async fn idle_sandboxes_leave_room_busy_and_starting_ones_do_not() {
     busy_f.await.expect("task").expect("f");
     busy_g.await.expect("task").expect("g");
     assert!(a.room_for(128), "idle again");
+}
+
+// ---- provisioned concurrency ----
+
+fn version_spec(name: &str, version: &str, mem: u32) -> Arc<FunctionVersionSpec> {
+    let mut s = (*spec(name, &format!("rev-{version}"), mem)).clone();
+    s.version = version.into();
+    Arc::new(s)
+}
+
+fn pid(name: &str, qualifier: &str) -> ProvisionId {
+    ProvisionId {
+        account: AccountId::default_local(),
+        name: name.into(),
+        qualifier: qualifier.into(),
+    }
+}
+
+/// Lets the reconciler and the inits it started run (paused time).
+async fn settle(d: Duration) {
+    tokio::time::sleep(d).await;
+}
+
+fn state(a: &LocalAssignment, id: &ProvisionId) -> (ProvisionState, u32, u32) {
+    let st = a.provisioned_status(id).expect("goal");
+    (st.state, st.allocated, st.available)
+}
+
+#[tokio::test(start_paused = true)]
+async fn provisioned_sandboxes_are_ready_before_any_invoke_and_serve_first() {
+    let (a, w) = setup(4096, 100, 60);
+    let s = version_spec("f", "1", 128);
+    let id = pid("f", "1");
+    a.set_provisioned(id.clone(), Arc::clone(&s), 2);
+    // Created at once, initialising: allocated but not available yet.
+    settle(Duration::from_millis(50)).await;
+    assert_eq!(state(&a, &id), (ProvisionState::InProgress, 2, 0));
+    assert_eq!(
+        a.provisioned_counts(),
+        vec![FunctionProvisioned {
+            account: AccountId::default_local(),
+            function: "f".into(),
+            initializing: 2,
+            idle: 0,
+            busy: 0,
+        }]
+    );
+    settle(Duration::from_millis(300)).await;
+    assert_eq!(state(&a, &id), (ProvisionState::Ready, 2, 2));
+    let made = w.made();
+    assert_eq!(made.len(), 2);
+    assert!(
+        made.iter()
+            .all(|(_, how)| *how == InitializationType::ProvisionedConcurrency)
+    );
+    let listed = a.sandboxes_of(&s.account, "f");
+    assert!(listed.iter().all(|x| x.provisioned && x.state == "idle"));
+
+    // Two at once run on the two provisioned sandboxes; a third spills over
+    // to an on-demand cold start.
+    let mut handles = Vec::new();
+    for _ in 0..3 {
+        let (a, s) = (Arc::clone(&a), Arc::clone(&s));
+        handles.push(tokio::spawn(async move { a.invoke(s, req()).await }));
+    }
+    let mut provisioned = 0;
+    for h in handles {
+        let out = h.await.expect("task").expect("ok");
+        provisioned += usize::from(out.provisioned);
+    }
+    assert_eq!(provisioned, 2);
+    let made = w.made();
+    assert_eq!(made.len(), 3);
+    assert_eq!(made[2].1, InitializationType::OnDemand);
+    // Sequential invokes prefer the provisioned ones over the warm on-demand one.
+    for _ in 0..3 {
+        assert!(
+            a.invoke(Arc::clone(&s), req())
+                .await
+                .expect("ok")
+                .provisioned
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn keep_alive_spares_provisioned_sandboxes_and_placement_never_evicts_them() {
+    let (a, w) = setup(512, 1, 1);
+    let s = version_spec("f", "1", 128);
+    a.set_provisioned(pid("f", "1"), Arc::clone(&s), 2);
+    settle(Duration::from_millis(500)).await;
+    assert_eq!(a.stats().provisioned, 2);
+    settle(Duration::from_secs(30)).await;
+    assert_eq!(a.stats().provisioned, 2, "keep-alive does not reap them");
+    assert_eq!(w.shutdowns.load(Ordering::SeqCst), 0);
+    // 256 MB left: a 512 MB function of someone else cannot evict them.
+    let err = a
+        .invoke(spec("big", "r1", 512), req())
+        .await
+        .expect_err("full");
+    assert_eq!(err.code, ErrorCode::TooManyRequests);
+    assert_eq!(a.stats().provisioned, 2);
+    assert!(!a.room_for(512), "readiness sees their memory as taken");
+}
+
+#[tokio::test(start_paused = true)]
+async fn dead_provisioned_sandboxes_are_replaced() {
+    let (a, w) = setup(4096, 1, 60);
+    let s = version_spec("f", "1", 128);
+    let id = pid("f", "1");
+    a.set_provisioned(id.clone(), Arc::clone(&s), 2);
+    settle(Duration::from_millis(500)).await;
+    let first = w.made();
+    first[0].0.alive.store(false, Ordering::SeqCst);
+    settle(Duration::from_millis(1500)).await;
+    assert_eq!(w.made().len(), 3, "one replacement");
+    assert_eq!(state(&a, &id), (ProvisionState::Ready, 2, 2));
+    assert_eq!(a.stats().sandboxes, 2, "the dead one is gone");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_successor_is_ready_before_a_lease_runs_out() {
+    let lease = Duration::from_secs(100);
+    let (a, w) = setup_with_lease(4096, 1, 600, lease);
+    let s = version_spec("f", "1", 128);
+    let id = pid("f", "1");
+    a.set_provisioned(id.clone(), Arc::clone(&s), 1);
+    settle(Duration::from_millis(500)).await;
+    let first = w.made()[0].0.id.clone();
+    // Every 100 ms until well past the lease: a ready provisioned sandbox
+    // is always there, and the first is replaced before it expires.
+    let mut replaced_at = None;
+    for step in 0..1500 {
+        settle(Duration::from_millis(100)).await;
+        let st = a.provisioned_status(&id).expect("goal");
+        assert_eq!(st.available, 1, "step {step}");
+        let ids: Vec<String> = a
+            .sandboxes_of(&s.account, "f")
+            .into_iter()
+            .filter(|x| x.provisioned)
+            .map(|x| x.id)
+            .collect();
+        if replaced_at.is_none() && !ids.contains(&first) {
+            replaced_at = Some(step);
+        }
+    }
+    assert!(replaced_at.is_some(), "the first sandbox's lease ran out");
+    assert!(w.made().len() >= 2);
+    assert!(a.stats().lease_expiries >= 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_init_failure_fails_the_goal() {
+    let (a, w) = setup(4096, 1, 60);
+    w.init_fails.store(true, Ordering::SeqCst);
+    let id = pid("f", "1");
+    a.set_provisioned(id.clone(), version_spec("f", "1", 128), 2);
+    settle(Duration::from_secs(2)).await;
+    let st = a.provisioned_status(&id).expect("goal");
+    assert_eq!(st.state, ProvisionState::Failed);
+    assert!(
+        st.reason
+            .as_deref()
+            .is_some_and(|r| r.contains("FUNCTION_ERROR_INIT_FAILURE")),
+        "{st:?}"
+    );
+    assert_eq!(a.stats().sandboxes, 0);
+    assert_eq!(a.stats().reserved_mb, 0, "the memory came back");
+    assert_eq!(w.made().len(), 2, "no retry loop after a failure");
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_room_fails_the_goal() {
+    let (a, _w) = setup(256, 1, 60);
+    let id = pid("f", "1");
+    a.set_provisioned(id.clone(), version_spec("f", "1", 128), 3);
+    settle(Duration::from_secs(1)).await;
+    let st = a.provisioned_status(&id).expect("goal");
+    assert_eq!(st.state, ProvisionState::Failed);
+    assert!(st.reason.is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn removing_or_lowering_a_goal_stops_its_sandboxes() {
+    let (a, w) = setup(4096, 1, 60);
+    let s = version_spec("f", "1", 128);
+    let id = pid("f", "1");
+    a.set_provisioned(id.clone(), Arc::clone(&s), 3);
+    settle(Duration::from_millis(500)).await;
+    assert_eq!(a.stats().provisioned, 3);
+    a.set_provisioned(id.clone(), Arc::clone(&s), 1);
+    settle(Duration::from_millis(500)).await;
+    assert_eq!(a.stats().provisioned, 1);
+    assert_eq!(w.shutdowns.load(Ordering::SeqCst), 2);
+    assert_eq!(state(&a, &id), (ProvisionState::Ready, 1, 1));
+    a.remove_provisioned(&s.account, "f", Some("1"));
+    assert!(a.provisioned_status(&id).is_none());
+    assert_eq!(a.stats().sandboxes, 0);
+    // An alias moved to another version: the old version's go, new ones come.
+    let alias = pid("f", "live");
+    a.set_provisioned(alias.clone(), Arc::clone(&s), 1);
+    settle(Duration::from_millis(500)).await;
+    a.set_provisioned(alias.clone(), version_spec("f", "2", 128), 1);
+    settle(Duration::from_millis(500)).await;
+    let listed = a.sandboxes_of(&s.account, "f");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].version, "2");
+    // Deleting the function retires its goals.
+    a.retire(&s.account, "f", None, None);
+    assert!(a.provisioned_status(&alias).is_none());
+    settle(Duration::from_secs(1)).await;
+    assert_eq!(a.stats().sandboxes, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn creations_for_a_removed_goal_never_join_a_new_one() {
+    let (a, w) = setup(4096, 1, 60);
+    let s = version_spec("f", "1", 128);
+    let id = pid("f", "1");
+    a.set_provisioned(id.clone(), Arc::clone(&s), 2);
+    settle(Duration::from_millis(50)).await; // two inits in flight
+    a.remove_provisioned(&s.account, "f", Some("1"));
+    a.set_provisioned(id.clone(), Arc::clone(&s), 1);
+    settle(Duration::from_secs(2)).await;
+    assert_eq!(state(&a, &id), (ProvisionState::Ready, 1, 1));
+    assert_eq!(a.stats().sandboxes, 1);
+    assert_eq!(
+        a.stats().reserved_mb,
+        128,
+        "the abandoned creations gave their memory back"
+    );
+    assert_eq!(w.made().len(), 3);
+    assert_eq!(w.shutdowns.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        a.provisioned_counts()[0],
+        FunctionProvisioned {
+            account: AccountId::default_local(),
+            function: "f".into(),
+            initializing: 0,
+            idle: 1,
+            busy: 0,
+        }
+    );
 }

@@ -416,6 +416,7 @@ mod tests {
             cold_start: false,
             duration: Duration::ZERO,
             init_duration: None,
+            provisioned: false,
         }
     }
 

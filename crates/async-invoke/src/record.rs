@@ -91,6 +91,7 @@ mod tests {
             cold_start: false,
             duration: std::time::Duration::ZERO,
             init_duration: None,
+            provisioned: false,
         };
         let r = destination_record(
             1_573_755_365_568,

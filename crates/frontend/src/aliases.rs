@@ -268,6 +268,15 @@ pub async fn update_alias(
             routing(&fe, l, &next.function_version, &rc)?;
         }
     }
+    crate::provisioned::check_alias_update(
+        &fe,
+        &l.account,
+        &l.name,
+        &next.name,
+        &next.function_version,
+        !next.additional.is_empty(),
+    )
+    .await?;
     next.revision_id = new_revision();
     let arn = next.arn();
     let updated = match fe.published.put_alias(next, Some(a.version)).await {
@@ -277,6 +286,7 @@ pub async fn update_alias(
         }
         Err(e) => return Err(registry_error(e, &arn).into()),
     };
+    crate::provisioned::alias_updated(&fe, &l.account, &l.name, &updated.record.name).await?;
     Ok(Json(updated.record.configuration()).into_response())
 }
 
@@ -294,8 +304,9 @@ pub async fn delete_alias(
             .delete_alias(&a)
             .await
             .map_err(|e| registry_error(e, &a.record.arn()))?;
-        // The alias's function URL goes with it.
+        // The alias's function URL and provisioned concurrency go with it.
         fe.urls.remove_alias(&l.account, &l.name, &alias).await;
+        crate::provisioned::remove(&fe, &l.account, &l.name, Some(&alias)).await?;
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }

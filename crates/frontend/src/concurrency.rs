@@ -134,6 +134,14 @@ pub async fn put_concurrency(
 ) -> ApiResult<Response> {
     let found = resolve_unqualified(&fe, &c, &name)?;
     let n = reserved_from_body(&body)?;
+    let r = &found.record;
+    let provisioned = crate::provisioned::total_of(&fe.deps.meta, &r.account, &r.name).await?;
+    if u64::from(n) < provisioned {
+        return Err(LambdaError::invalid(format!(
+            "Requested ReservedConcurrentExecutions ({n}) is lower than the provisioned concurrency configured for the function ({provisioned})."
+        ))
+        .into());
+    }
     persist(&fe, &found, Some(n)).await?;
     Ok(Json(Concurrency {
         reserved_concurrent_executions: n,

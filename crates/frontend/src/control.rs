@@ -598,6 +598,9 @@ pub async fn delete_function(
     }
     fe.deps.logs.remove(&r.account, &r.name).await;
     fe.urls.remove_function(&r.account, &r.name).await;
+    if let Err(e) = crate::provisioned::remove(&fe, &r.account, &r.name, None).await {
+        tracing::warn!(function = %r.name, error = %e, "could not remove the provisioned concurrency configs");
+    }
     if let Err(e) =
         stratus_async_invoke::config::delete_all(&fe.deps.meta, &r.account, &r.name).await
     {

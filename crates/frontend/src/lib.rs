@@ -11,7 +11,8 @@
 //! it never starts or picks sandboxes itself. An `Event` invoke is queued
 //! (module `events`) and run later through the same path by the dispatcher
 //! of `stratus-async-invoke`, for which [`Frontend`] is the `EventTarget`;
-//! module `event_config` serves the event invoke configuration API.
+//! module `event_config` serves the event invoke configuration API, module
+//! `provisioned` the provisioned concurrency configs.
 //!
 //! It also serves the Prometheus scrape (`GET /metrics`, module `metrics`) and
 //! records the invoke counters and histograms it exposes, the liveness and
@@ -35,6 +36,7 @@ mod layers;
 mod logs;
 mod metrics;
 mod presign;
+mod provisioned;
 mod published;
 mod ready;
 mod registry;
@@ -145,6 +147,7 @@ impl Frontend {
         });
         concurrency::load_reservations(&this).await;
         control::finish_pending(&this).await;
+        provisioned::load(&this).await;
         Ok(this)
     }
 
@@ -322,6 +325,12 @@ fn signed_routes(fe: Arc<Frontend>) -> Router<Arc<Frontend>> {
         .route(
             "/2019-09-25/functions/{name}/event-invoke-config/list",
             get(event_config::list_configs),
+        )
+        .route(
+            "/2019-09-30/functions/{name}/provisioned-concurrency",
+            put(provisioned::put_config)
+                .get(provisioned::get_config)
+                .delete(provisioned::delete_config),
         )
         .route("/_stratus/logs/{name}", get(logs::read))
         .route(

@@ -4,7 +4,8 @@
 //! counters and histograms itself ([`Metrics::record_invoke`]). State that
 //! another component owns is not copied here: at scrape time the handler asks
 //! the counting service for the invokes in flight and the assignment service
-//! for its sandboxes by state, and encodes them beside the counters.
+//! for its sandboxes by state (and its provisioned sandboxes per function),
+//! and encodes them beside the counters.
 //!
 //! Labels are bounded: the account and name of a function that exists, and
 //! closed sets decided by the platform (outcome, Lambda error type, throttle
@@ -29,7 +30,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
-use stratus_api::service::{FunctionInFlight, InvokeResponse, SandboxCounts};
+use stratus_api::service::{FunctionInFlight, FunctionProvisioned, InvokeResponse, SandboxCounts};
 use stratus_api::{ErrorCode, LambdaError};
 use stratus_async_invoke::Condition;
 use stratus_types::AccountId;
@@ -108,6 +109,13 @@ struct StateLabels {
     state: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FunctionStateLabels {
+    account: String,
+    function: String,
+    state: &'static str,
+}
+
 fn duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS)
 }
@@ -135,6 +143,7 @@ pub struct Metrics {
     throttles: Family<ThrottleLabels, Counter>,
     duration: Family<FunctionLabels, Histogram>,
     cold_starts: Family<FunctionLabels, Counter>,
+    provisioned_invocations: Family<FunctionLabels, Counter>,
     init_duration: Family<FunctionLabels, Histogram>,
     async_received: Family<FunctionLabels, Counter>,
     async_age: Family<FunctionLabels, Histogram>,
@@ -150,6 +159,7 @@ impl Default for Metrics {
             duration_histogram as fn() -> Histogram,
         );
         let cold_starts = Family::<FunctionLabels, Counter>::default();
+        let provisioned_invocations = Family::<FunctionLabels, Counter>::default();
         let init_duration = Family::<FunctionLabels, Histogram>::new_with_constructor(
             init_histogram as fn() -> Histogram,
         );
@@ -185,6 +195,11 @@ impl Default for Metrics {
             "Invokes that started a new sandbox",
             cold_starts.clone(),
         );
+        registry.register(
+            "provisioned_invocations",
+            "Invokes served by a provisioned-concurrency sandbox (initialised before the invoke)",
+            provisioned_invocations.clone(),
+        );
         registry.register_with_unit(
             "init_duration",
             "The REPORT Init Duration of cold starts",
@@ -214,6 +229,7 @@ impl Default for Metrics {
             throttles,
             duration,
             cold_starts,
+            provisioned_invocations,
             init_duration,
             async_received,
             async_age,
@@ -276,6 +292,9 @@ impl Metrics {
                 if out.cold_start {
                     self.cold_starts.get_or_create(&labels).inc();
                 }
+                if out.provisioned {
+                    self.provisioned_invocations.get_or_create(&labels).inc();
+                }
                 if let Some(init) = out.init_duration {
                     self.init_duration
                         .get_or_create(&labels)
@@ -329,6 +348,7 @@ impl Metrics {
         &self,
         in_flight: &[FunctionInFlight],
         sandboxes: SandboxCounts,
+        provisioned: &[FunctionProvisioned],
     ) -> Result<String, std::fmt::Error> {
         let per_function = Family::<FunctionLabels, Gauge>::default();
         let mut per_account: BTreeMap<&AccountId, i64> = BTreeMap::new();
@@ -360,6 +380,22 @@ impl Metrics {
                 .get_or_create(&StateLabels { state })
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
+        let per_function_state = Family::<FunctionStateLabels, Gauge>::default();
+        for f in provisioned {
+            for (state, n) in [
+                ("initializing", f.initializing),
+                ("idle", f.idle),
+                ("busy", f.busy),
+            ] {
+                per_function_state
+                    .get_or_create(&FunctionStateLabels {
+                        account: f.account.as_str().to_owned(),
+                        function: f.function.clone(),
+                        state,
+                    })
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
         let mut scrape = Registry::with_prefix(PREFIX);
         scrape.register(
             "concurrent_executions",
@@ -372,6 +408,11 @@ impl Metrics {
             accounts,
         );
         scrape.register("sandboxes", "Sandboxes by state", by_state);
+        scrape.register(
+            "provisioned_sandboxes",
+            "Provisioned-concurrency sandboxes per function by state (initializing, idle, busy); functions without a config are absent",
+            per_function_state,
+        );
 
         let mut out = String::new();
         encode_registry(&mut out, &self.registry)?;
@@ -385,9 +426,10 @@ impl Metrics {
 pub async fn serve(State(fe): State<Arc<Frontend>>) -> ApiResult<Response> {
     let in_flight = fe.deps.counting.in_flight_snapshot().await;
     let sandboxes = fe.deps.invoker.sandbox_counts().await;
+    let provisioned = fe.deps.invoker.provisioned_counts();
     let text = fe
         .metrics
-        .encode(&in_flight, sandboxes)
+        .encode(&in_flight, sandboxes, &provisioned)
         .map_err(|e| LambdaError::service(format!("encoding metrics: {e}")))?;
     let mut resp = text.into_response();
     resp.headers_mut()
@@ -413,6 +455,7 @@ mod tests {
             cold_start: cold,
             duration: Duration::from_millis(30),
             init_duration: cold.then_some(Duration::from_millis(200)),
+            provisioned: false,
         }
     }
 
@@ -437,10 +480,16 @@ mod tests {
             )),
         );
         m.record_invoke(&a, "f", &Err(LambdaError::service("no sandbox")));
-        let text = m.encode(&[], SandboxCounts::default()).expect("encode");
+        let mut warm = response(None, false);
+        warm.provisioned = true;
+        m.record_invoke(&a, "f", &Ok(warm));
+        let text = m
+            .encode(&[], SandboxCounts::default(), &[])
+            .expect("encode");
         let f = r#"account="000000000000",function="f""#;
         for expected in [
-            format!(r#"stratus_invocations_total{{{f},outcome="success"}} 2"#),
+            format!(r#"stratus_invocations_total{{{f},outcome="success"}} 3"#),
+            format!(r#"stratus_provisioned_invocations_total{{{f}}} 1"#),
             format!(r#"stratus_invocations_total{{{f},outcome="function_error"}} 1"#),
             format!(r#"stratus_invocations_total{{{f},outcome="throttled"}} 1"#),
             format!(r#"stratus_invocations_total{{{f},outcome="error"}} 1"#),
@@ -449,9 +498,9 @@ mod tests {
             format!(
                 r#"stratus_throttles_total{{{f},reason="FunctionInvocationRateLimitExceeded"}} 1"#
             ),
-            format!(r#"stratus_invocation_duration_seconds_count{{{f}}} 3"#),
+            format!(r#"stratus_invocation_duration_seconds_count{{{f}}} 4"#),
             format!(r#"stratus_invocation_duration_seconds_bucket{{le="0.025",{f}}} 0"#),
-            format!(r#"stratus_invocation_duration_seconds_bucket{{le="0.05",{f}}} 3"#),
+            format!(r#"stratus_invocation_duration_seconds_bucket{{le="0.05",{f}}} 4"#),
             format!(r#"stratus_cold_starts_total{{{f}}} 1"#),
             format!(r#"stratus_init_duration_seconds_count{{{f}}} 1"#),
             format!(r#"stratus_init_duration_seconds_sum{{{f}}} 0.2"#),
@@ -484,6 +533,13 @@ mod tests {
                     idle: 4,
                     busy: 5,
                 },
+                &[FunctionProvisioned {
+                    account: a.clone(),
+                    function: "f".into(),
+                    initializing: 1,
+                    idle: 2,
+                    busy: 0,
+                }],
             )
             .expect("encode");
         for expected in [
@@ -493,6 +549,9 @@ mod tests {
             r#"stratus_account_concurrent_executions{account="000000000000"} 5"#,
             r#"stratus_account_concurrent_executions{account="222222222222"} 1"#,
             r#"stratus_sandboxes{state="starting"} 1"#,
+            r#"stratus_provisioned_sandboxes{account="000000000000",function="f",state="initializing"} 1"#,
+            r#"stratus_provisioned_sandboxes{account="000000000000",function="f",state="idle"} 2"#,
+            r#"stratus_provisioned_sandboxes{account="000000000000",function="f",state="busy"} 0"#,
             r#"stratus_sandboxes{state="idle"} 4"#,
             r#"stratus_sandboxes{state="busy"} 5"#,
         ] {
@@ -502,7 +561,7 @@ mod tests {
             );
         }
         let idle = m
-            .encode(&[], SandboxCounts::default())
+            .encode(&[], SandboxCounts::default(), &[])
             .expect("encode idle");
         assert!(lines(&idle, "stratus_concurrent_executions{").is_empty());
         assert!(idle.contains("stratus_sandboxes{state=\"busy\"} 0"));

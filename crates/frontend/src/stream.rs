@@ -443,6 +443,7 @@ mod tests {
             cold_start: false,
             duration: std::time::Duration::ZERO,
             init_duration: None,
+            provisioned: false,
         }
     }
 

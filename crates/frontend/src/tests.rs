@@ -12,8 +12,9 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use stratus_api::LambdaError;
 use stratus_api::service::{
-    ConcurrencyPermit, FunctionError, FunctionInFlight, FunctionVersionSpec, InvokeRequest,
-    InvokeResponse, Logs, SandboxCounts, SandboxInfo, WarmSandbox,
+    ConcurrencyPermit, FunctionError, FunctionInFlight, FunctionProvisioned, FunctionVersionSpec,
+    InitializationType, InvokeRequest, InvokeResponse, Logs, ProvisionId, ProvisionState,
+    ProvisionedStatus, SandboxCounts, SandboxInfo, WarmSandbox,
 };
 use stratus_types::AccountId;
 use tower::ServiceExt;
@@ -24,6 +25,7 @@ mod auth;
 mod concurrency;
 mod events;
 mod layers;
+mod provisioned;
 mod scrape;
 mod tags_urls;
 mod versions;
@@ -36,6 +38,8 @@ struct FakeInvoker {
     seen: Mutex<Vec<(Arc<FunctionVersionSpec>, InvokeRequest)>>,
     retired: Mutex<Vec<(String, Option<String>)>>,
     release: tokio::sync::Notify,
+    /// Provisioned goals set: (config, version it runs, count).
+    provisioned: Mutex<Vec<(ProvisionId, String, u32)>>,
 }
 
 /// What [`FakeInvoker`] reports as its sandboxes.
@@ -67,6 +71,7 @@ impl Invoker for FakeInvoker {
             cold_start: true,
             duration: std::time::Duration::from_millis(3),
             init_duration: Some(std::time::Duration::from_millis(40)),
+            provisioned: false,
         })
     }
     fn retire(&self, _account: &AccountId, name: &str, _version: Option<&str>, keep: Option<&str>) {
@@ -87,7 +92,34 @@ impl Invoker for FakeInvoker {
             memory_mb: 128,
             idle_ms: Some(5),
             lease_left_ms: Some(1000),
+            provisioned: false,
         }]
+    }
+    fn set_provisioned(&self, id: ProvisionId, spec: Arc<FunctionVersionSpec>, count: u32) {
+        self.provisioned
+            .lock()
+            .expect("lock")
+            .push((id, spec.version.clone(), count));
+    }
+    fn remove_provisioned(&self, _account: &AccountId, name: &str, qualifier: Option<&str>) {
+        self.provisioned
+            .lock()
+            .expect("lock")
+            .retain(|(id, _, _)| !(id.name == name && qualifier.is_none_or(|q| q == id.qualifier)));
+    }
+    fn provisioned_status(&self, id: &ProvisionId) -> Option<ProvisionedStatus> {
+        let goals = self.provisioned.lock().expect("lock");
+        let (_, _, n) = goals.iter().rev().find(|(g, _, _)| g == id)?;
+        Some(ProvisionedStatus {
+            requested: *n,
+            allocated: *n,
+            available: *n,
+            state: ProvisionState::Ready,
+            reason: None,
+        })
+    }
+    fn provisioned_counts(&self) -> Vec<FunctionProvisioned> {
+        Vec::new()
     }
 }
 
@@ -114,6 +146,7 @@ impl Worker for FakeWorker {
     async fn create_sandbox(
         &self,
         _spec: Arc<FunctionVersionSpec>,
+        _init: InitializationType,
     ) -> Result<Arc<dyn WarmSandbox>, LambdaError> {
         Err(LambdaError::service("not used"))
     }

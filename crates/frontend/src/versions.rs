@@ -418,6 +418,9 @@ pub(crate) async fn delete_version(fe: &Frontend, t: &Target) -> ApiResult<Respo
         .delete_version(&t.found)
         .await
         .map_err(|e| registry_error(e, &v.arn()))?;
+    if let Err(e) = crate::provisioned::remove(fe, &v.account, &v.name, Some(&v.version)).await {
+        tracing::warn!(function = %v.name, version = %v.version, error = %e, "could not remove the version's provisioned concurrency config");
+    }
     fe.deps
         .invoker
         .retire(&v.account, &v.name, Some(&v.version), None);

@@ -718,7 +718,7 @@ impl CgroupSet {
             return (0, 0);
         };
         match self.version {
-            CgroupVersion::V1 => match self.v1_memory_files(&dir) {
+            CgroupVersion::V1 => match self.v1_memory_files(dir) {
                 Some((peak, usage)) => (
                     read_u64_at(peak).unwrap_or(0),
                     read_u64_at(usage).unwrap_or(0),
@@ -751,7 +751,7 @@ impl CgroupSet {
             return;
         };
         match self.version {
-            CgroupVersion::V1 => match self.v1_memory_files(&dir) {
+            CgroupVersion::V1 => match self.v1_memory_files(dir) {
                 Some((peak, _)) => {
                     let _ = std::os::unix::fs::FileExt::write_at(peak, b"0", 0);
                 }

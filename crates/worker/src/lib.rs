@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use stratus_api::LambdaError;
-use stratus_api::service::{FunctionVersionSpec, Logs, WarmSandbox, Worker};
+use stratus_api::service::{FunctionVersionSpec, InitializationType, Logs, WarmSandbox, Worker};
 use stratus_sandbox::SandboxBackend;
 
 use stratus_store::BlobStore;
@@ -129,13 +129,14 @@ impl Worker for LocalWorker {
     async fn create_sandbox(
         &self,
         spec: Arc<FunctionVersionSpec>,
+        init: InitializationType,
     ) -> Result<Arc<dyn WarmSandbox>, LambdaError> {
         let code = self.code.prepare(&spec.code_digest).await?;
         let opt = self.code.prepare_opt(&spec.layers).await?;
         let backend = self.tiers.backend_for(&spec);
         sandbox::start(
             &backend,
-            spec,
+            sandbox::Wanted { spec, init },
             code,
             opt,
             self.runtime_dir.clone(),

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use stratus_api::service::FunctionVersionSpec;
+use stratus_api::service::{FunctionVersionSpec, InitializationType};
 use stratus_types::RuntimeFamily;
 use stratus_types::runtime::RESERVED_ENV;
 
@@ -76,6 +76,7 @@ pub fn environment(
     spec: &FunctionVersionSpec,
     runtime_api: &str,
     log_stream: &str,
+    init: InitializationType,
 ) -> BTreeMap<String, String> {
     let mut env: BTreeMap<String, String> = spec
         .env
@@ -113,7 +114,7 @@ pub fn environment(
             spec.memory_mb.to_string(),
         ),
         ("AWS_LAMBDA_FUNCTION_VERSION", spec.version.clone()),
-        ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".into()),
+        ("AWS_LAMBDA_INITIALIZATION_TYPE", init.as_str().into()),
         (
             "AWS_LAMBDA_LOG_GROUP_NAME",
             format!("/aws/lambda/{}", spec.name),
@@ -166,7 +167,12 @@ mod tests {
                 ("TZ", "Europe/Paris"),
             ],
         );
-        let env = environment(&s, "127.0.0.1:9001", "2026/01/01/[$LATEST]abc");
+        let env = environment(
+            &s,
+            "127.0.0.1:9001",
+            "2026/01/01/[$LATEST]abc",
+            InitializationType::OnDemand,
+        );
         assert_eq!(env["AWS_REGION"], "eu-west-1");
         assert_eq!(env["_HANDLER"], "app.handler");
         assert_eq!(env["GREETING"], "hi");
@@ -175,13 +181,23 @@ mod tests {
         assert_eq!(env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"], "256");
         assert_eq!(env["AWS_LAMBDA_LOG_GROUP_NAME"], "/aws/lambda/f");
         assert_eq!(env["AWS_LAMBDA_RUNTIME_API"], "127.0.0.1:9001");
+        assert_eq!(env["AWS_LAMBDA_INITIALIZATION_TYPE"], "on-demand");
     }
 
     #[test]
     fn provided_has_no_execution_env_and_runs_bootstrap() {
         let s = spec("provided.al2023", &[]);
-        let env = environment(&s, "127.0.0.1:9001", "x");
+        let env = environment(
+            &s,
+            "127.0.0.1:9001",
+            "x",
+            InitializationType::ProvisionedConcurrency,
+        );
         assert!(!env.contains_key("AWS_EXECUTION_ENV"));
+        assert_eq!(
+            env["AWS_LAMBDA_INITIALIZATION_TYPE"],
+            "provisioned-concurrency"
+        );
         assert_eq!(
             argv(&s, &Interpreters::default()),
             vec!["/var/task/bootstrap".to_string()]

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use serde_json::json;
 use stratus_api::LambdaError;
 use stratus_api::service::{
-    FunctionError, FunctionVersionSpec, InvokeRequest, InvokeResponse, LogStreamKey, Logs,
-    ResponseSink, WarmSandbox,
+    FunctionError, FunctionVersionSpec, InitializationType, InvokeRequest, InvokeResponse,
+    LogStreamKey, Logs, ResponseSink, WarmSandbox,
 };
 use stratus_sandbox::{
     ExitStatus, RuntimeApiListener, Sandbox, SandboxBackend, SandboxLimits, SandboxSpec,
@@ -72,6 +72,12 @@ impl WarmSandbox for FailedSandbox {
     fn is_alive(&self) -> bool {
         false
     }
+    async fn ready(&self) -> Result<(), LambdaError> {
+        Err(LambdaError::new(
+            stratus_api::ErrorCode::InvalidParameterValue,
+            format!("{}: {}", self.error.error_type(), self.message),
+        ))
+    }
     async fn invoke(&self, req: InvokeRequest) -> Result<InvokeResponse, LambdaError> {
         let doc = json!({
             "errorType": self.error.error_type(),
@@ -90,6 +96,7 @@ impl WarmSandbox for FailedSandbox {
             cold_start: true,
             duration: Duration::ZERO,
             init_duration: None,
+            provisioned: false,
         })
     }
     fn shutdown(&self) {}
@@ -106,16 +113,25 @@ fn log_stream_name(version: &str, sandbox_id: &str) -> Result<LogStreamName, Lam
         .map_err(|e| LambdaError::service(format!("naming the sandbox's log stream: {e}")))
 }
 
-/// Starts a sandbox for `spec`.
+/// What a sandbox is started for: the version it runs and how it came to
+/// exist (`AWS_LAMBDA_INITIALIZATION_TYPE`).
+#[derive(Debug, Clone)]
+pub struct Wanted {
+    pub spec: Arc<FunctionVersionSpec>,
+    pub init: InitializationType,
+}
+
+/// Starts a sandbox for `wanted.spec`.
 pub async fn start(
     backend: &dyn SandboxBackend,
-    spec: Arc<FunctionVersionSpec>,
+    wanted: Wanted,
     code: CodeLease,
     opt: Option<OptLease>,
     runtime_dir: PathBuf,
     interpreters: &Interpreters,
     store: Arc<dyn Logs>,
 ) -> Result<Arc<dyn WarmSandbox>, LambdaError> {
+    let Wanted { spec, init } = wanted;
     let id = new_id();
     let mut argv = runtimes::argv(&spec, interpreters);
     if spec.runtime.family() == stratus_types::RuntimeFamily::Provided {
@@ -148,7 +164,7 @@ pub async fn start(
         runtime_dir: Some(runtime_dir),
         opt_dir: opt.as_ref().map(|o| o.path().to_owned()),
         argv,
-        env: runtimes::environment(&spec, &runtime_api, log_stream.as_str()),
+        env: runtimes::environment(&spec, &runtime_api, log_stream.as_str(), init),
         cwd: PathBuf::from("/var/task"),
         limits: SandboxLimits {
             memory_mb: u64::from(spec.memory_mb),
@@ -457,6 +473,46 @@ impl WarmSandbox for ProcessSandbox {
         self.alive.load(Ordering::SeqCst) && self.exit.borrow().is_none()
     }
 
+    async fn ready(&self) -> Result<(), LambdaError> {
+        let mut ready = self.api.ready.subscribe();
+        let initialised = async {
+            loop {
+                if ready.borrow_and_update().is_some() {
+                    return;
+                }
+                if ready.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        let failed = |error: FunctionError, detail: String| {
+            self.die();
+            LambdaError::service(format!("{}: {detail}", error.error_type()))
+        };
+        tokio::select! {
+            () = initialised => {}
+            doc = self.init_failed() => {
+                return Err(failed(FunctionError::InitError, String::from_utf8_lossy(&doc).into_owned()));
+            }
+            s = self.exited() => {
+                return Err(failed(FunctionError::RuntimeExit, format!("Runtime exited with error: {s}")));
+            }
+            _ = tokio::time::sleep(INIT_TIMEOUT) => {
+                return Err(failed(FunctionError::Timedout, format!("init did not finish within {} seconds", INIT_TIMEOUT.as_secs())));
+            }
+        }
+        // The init is done and was not part of any invoke: the first invoke
+        // is warm and its REPORT has no Init Duration (as on Lambda).
+        self.invoked.store(true, Ordering::SeqCst);
+        if let Some(at) = *self.api.ready.borrow() {
+            tracing::debug!(
+                init_ms = millis(at.saturating_duration_since(self.created())),
+                "provisioned sandbox initialised"
+            );
+        }
+        Ok(())
+    }
+
     async fn invoke(&self, req: InvokeRequest) -> Result<InvokeResponse, LambdaError> {
         self.invoke_with(req, None).await
     }
@@ -540,6 +596,7 @@ impl ProcessSandbox {
             cold_start: cold,
             duration,
             init_duration,
+            provisioned: false,
         })
     }
 }

@@ -258,6 +258,50 @@ pub async fn publish(
     )
 }
 
+/// `stratus function provision NAME --qualifier Q [--count N | --delete]`.
+pub async fn provision(
+    c: &Client,
+    name: &str,
+    qualifier: &str,
+    count: Option<u32>,
+    delete: bool,
+    output: &Output,
+) -> anyhow::Result<()> {
+    let path = format!(
+        "/2019-09-30/functions/{}/provisioned-concurrency{}",
+        seg(name),
+        qualifier_query(Some(qualifier))
+    );
+    if delete {
+        c.call(Method::DELETE, &path, None).await?;
+        println!("deleted the provisioned concurrency of {name}:{qualifier}");
+        return Ok(());
+    }
+    let v = match count {
+        Some(n) => {
+            c.json(
+                Method::PUT,
+                &path,
+                Some(json!({"ProvisionedConcurrentExecutions": n})),
+            )
+            .await?
+        }
+        None => c.json(Method::GET, &path, None).await?,
+    };
+    print_fields(
+        &v,
+        &[
+            ("Status", "Status"),
+            ("Requested", "RequestedProvisionedConcurrentExecutions"),
+            ("Allocated", "AllocatedProvisionedConcurrentExecutions"),
+            ("Available", "AvailableProvisionedConcurrentExecutions"),
+            ("Reason", "StatusReason"),
+            ("Last modified", "LastModified"),
+        ],
+        output,
+    )
+}
+
 /// `stratus function versions NAME`.
 pub async fn versions(c: &Client, name: &str, output: &Output) -> anyhow::Result<()> {
     let all = all_pages(
