@@ -48,6 +48,13 @@ pub struct Options {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keep_alive_secs: Option<u64>,
+    /// `fixed`: every idle sandbox is kept --keep-alive-secs. `adaptive`:
+    /// each function version's keep-alive is learnt from its idle times (a
+    /// histogram, see docs/design/keepalive.md), --keep-alive-secs until
+    /// they are representative [default: fixed].
+    #[arg(long, value_parser = ["fixed", "adaptive"])]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_alive_policy: Option<String>,
     /// Seconds a sandbox lives at most (its lease, less a jitter of up to
     /// 10%); then it takes no new invoke and is replaced on demand. An invoke
     /// running when the lease ends finishes normally. At least 1. Lambda: 6
@@ -310,6 +317,7 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub keep_alive_secs: u64,
+    pub keep_alive_policy: String,
     pub sandbox_lease_secs: u64,
     pub shutdown_grace_secs: u64,
     pub worker_memory_mb: u64,
@@ -371,6 +379,7 @@ impl Options {
             listen: self.listen.or(lower.listen),
             data_dir: self.data_dir.or(lower.data_dir),
             keep_alive_secs: self.keep_alive_secs.or(lower.keep_alive_secs),
+            keep_alive_policy: self.keep_alive_policy.or(lower.keep_alive_policy),
             sandbox_lease_secs: self.sandbox_lease_secs.or(lower.sandbox_lease_secs),
             shutdown_grace_secs: self.shutdown_grace_secs.or(lower.shutdown_grace_secs),
             worker_memory_mb: self.worker_memory_mb.or(lower.worker_memory_mb),
@@ -408,6 +417,14 @@ impl Options {
         }
         if self.sandbox_lease_secs == Some(0) {
             return Err("key `sandbox-lease-secs`: must be at least 1".into());
+        }
+        if let Some(p) = &self.keep_alive_policy
+            && p != "fixed"
+            && p != "adaptive"
+        {
+            return Err(format!(
+                "key `keep-alive-policy`: {p:?} is not `fixed` or `adaptive`"
+            ));
         }
         if self.async_retry_delay_secs == Some(0) {
             return Err("key `async-retry-delay-secs`: must be at least 1".into());
@@ -477,6 +494,9 @@ impl ServerConfig {
             listen: options.listen.unwrap_or(DEFAULT_LISTEN),
             data_dir: options.data_dir.unwrap_or_else(default_data_dir),
             keep_alive_secs: options.keep_alive_secs.unwrap_or(300),
+            keep_alive_policy: options
+                .keep_alive_policy
+                .unwrap_or_else(|| "fixed".to_owned()),
             sandbox_lease_secs: options
                 .sandbox_lease_secs
                 .unwrap_or(stratus_assignment::DEFAULT_LEASE.as_secs()),
@@ -858,6 +878,7 @@ mod tests {
         let c = effective(&[], "");
         assert_eq!(c.listen, "127.0.0.1:9000".parse().expect("addr"));
         assert_eq!(c.keep_alive_secs, 300);
+        assert_eq!(c.keep_alive_policy, "fixed");
         assert_eq!(c.account_concurrency, 1000);
         assert_eq!(c.scale_burst, 1000);
         assert!((c.scale_refill_per_sec - 100.0).abs() < f64::EPSILON);

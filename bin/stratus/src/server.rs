@@ -8,7 +8,7 @@ use crate::config::{CpuMode, GvisorPlatform, NetworkMode, Options, ServerConfig}
 use anyhow::Context;
 use axum::serve::ListenerExt;
 use stratus_api::service::{Counting, Invoker, Logs, Worker};
-use stratus_assignment::{AssignmentConfig, LocalAssignment};
+use stratus_assignment::{AssignmentConfig, KeepAlivePolicy, LocalAssignment, keepalive};
 use stratus_async_invoke::{
     Clock, Dispatcher, DispatcherConfig, EventQueue, EventTarget, StoreQueue,
 };
@@ -282,6 +282,11 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
         vec![Arc::clone(&worker)],
         AssignmentConfig {
             keep_alive: Duration::from_secs(a.keep_alive_secs),
+            keep_alive_policy: if a.keep_alive_policy == "adaptive" {
+                KeepAlivePolicy::Adaptive(keepalive::PolicyConfig::default())
+            } else {
+                KeepAlivePolicy::Fixed
+            },
             lease: Duration::from_secs(a.sandbox_lease_secs),
         },
         Arc::clone(&counting),

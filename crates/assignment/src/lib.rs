@@ -59,11 +59,39 @@ use tracing::Instrument;
 /// Tunables of the assignment service.
 #[derive(Debug, Clone, Copy)]
 pub struct AssignmentConfig {
-    /// How long an idle sandbox is kept before it is shut down.
+    /// How long an idle sandbox is kept before it is shut down (with
+    /// [`KeepAlivePolicy::Adaptive`]: until a function's idle times are
+    /// known).
     pub keep_alive: Duration,
+    /// Fixed keep-alive, or one learnt per function version.
+    pub keep_alive_policy: KeepAlivePolicy,
     /// The longest a sandbox lives (before jitter, see [`lease_of`]); after
     /// it the sandbox takes no new invoke and is shut down.
     pub lease: Duration,
+}
+
+/// How long idle sandboxes are kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub enum KeepAlivePolicy {
+    /// [`AssignmentConfig::keep_alive`] for every function.
+    #[default]
+    Fixed,
+    /// Per function version, from its idle-time histogram
+    /// ([`keepalive::window`]): kept until the tail of its idle times, or
+    /// [`AssignmentConfig::keep_alive`] while they are not representative.
+    /// The policy's pre-warm (release at once, start a new sandbox just
+    /// before the next call) is not applied yet: a sandbox is kept loaded
+    /// through the pre-warm gap.
+    Adaptive(keepalive::PolicyConfig),
+}
+
+/// What the adaptive keep-alive knows of one function version.
+#[derive(Debug)]
+struct Activity {
+    idle: keepalive::IdleHistogram,
+    /// When its last invoke ended, if none has started since.
+    last_end: Option<Instant>,
+    last_seen: Instant,
 }
 
 /// The default lease: 6 hours, as Lambda's workers.
@@ -103,6 +131,7 @@ impl Default for AssignmentConfig {
     fn default() -> Self {
         AssignmentConfig {
             keep_alive: Duration::from_secs(300),
+            keep_alive_policy: KeepAlivePolicy::Fixed,
             lease: DEFAULT_LEASE,
         }
     }
@@ -173,6 +202,8 @@ struct Table {
     goals: HashMap<ProvisionId, Goal>,
     /// Source of [`Goal::incarnation`].
     incarnations: u64,
+    /// Idle times per revision, for the adaptive keep-alive.
+    activity: HashMap<VersionKey, Activity>,
 }
 
 /// What of one function is retired.
@@ -419,6 +450,7 @@ impl LocalAssignment {
         let result = {
             let mut t = self.lock();
             let now = Instant::now();
+            self.note_start(&mut t, key, now);
             while let Some(id) = t.pop_idle(key) {
                 let usable = t
                     .sandboxes
@@ -487,6 +519,11 @@ impl LocalAssignment {
                 Some(e) => e.sandbox.is_alive() && !t.is_retired(&e.key) && !e.expired(now),
                 None => return,
             };
+            let key = t.sandboxes.get(id).map(|e| e.key.clone());
+            if let Some(a) = key.and_then(|k| t.activity.get_mut(&k)) {
+                a.last_end = Some(now);
+                a.last_seen = now;
+            }
             if keep {
                 if let Some(e) = t.sandboxes.get_mut(id) {
                     e.busy = false;
@@ -504,22 +541,69 @@ impl LocalAssignment {
         }
     }
 
+    /// An invoke of `key` starts: the time since its last one ended is an
+    /// idle time (adaptive keep-alive only).
+    fn note_start(&self, t: &mut Table, key: &VersionKey, now: Instant) {
+        let KeepAlivePolicy::Adaptive(cfg) = self.cfg.keep_alive_policy else {
+            return;
+        };
+        let a = t.activity.entry(key.clone()).or_insert_with(|| Activity {
+            idle: keepalive::IdleHistogram::new(&cfg),
+            last_end: None,
+            last_seen: now,
+        });
+        if let Some(end) = a.last_end.take() {
+            a.idle.record(now.saturating_duration_since(end));
+        }
+        a.last_seen = now;
+    }
+
+    /// How long an idle sandbox of `key` is kept.
+    fn keep_alive_of(&self, t: &Table, key: &VersionKey) -> Duration {
+        match self.cfg.keep_alive_policy {
+            KeepAlivePolicy::Fixed => self.cfg.keep_alive,
+            KeepAlivePolicy::Adaptive(cfg) => {
+                let cfg = keepalive::PolicyConfig {
+                    fallback_keep_alive: self.cfg.keep_alive,
+                    ..cfg
+                };
+                match t.activity.get(key) {
+                    Some(a) => {
+                        let w = keepalive::window(&cfg, &a.idle);
+                        w.prewarm.saturating_add(w.keep_alive)
+                    }
+                    None => self.cfg.keep_alive,
+                }
+            }
+        }
+    }
+
     fn reap_idle(&self) {
         let doomed: Vec<Entry> = {
             let mut t = self.lock();
             let now = Instant::now();
-            let ids: Vec<String> = t
-                .sandboxes
-                .iter()
-                .filter(|(_, e)| {
-                    !e.busy
-                        && ((e.provisioned.is_none()
-                            && now.saturating_duration_since(e.idle_since) >= self.cfg.keep_alive)
-                            || e.expired(now)
-                            || !e.sandbox.is_alive())
-                })
-                .map(|(id, _)| id.clone())
-                .collect();
+            let mut windows: HashMap<VersionKey, Duration> = HashMap::new();
+            let mut ids: Vec<String> = Vec::new();
+            for (id, e) in &t.sandboxes {
+                if e.busy {
+                    continue;
+                }
+                let keep = *windows
+                    .entry(e.key.clone())
+                    .or_insert_with(|| self.keep_alive_of(&t, &e.key));
+                if (e.provisioned.is_none() && now.saturating_duration_since(e.idle_since) >= keep)
+                    || e.expired(now)
+                    || !e.sandbox.is_alive()
+                {
+                    ids.push(id.clone());
+                }
+            }
+            // Forget what a revision did once it has been quiet for longer
+            // than the histogram's range.
+            if let KeepAlivePolicy::Adaptive(cfg) = self.cfg.keep_alive_policy {
+                t.activity
+                    .retain(|_, a| now.saturating_duration_since(a.last_seen) < cfg.range);
+            }
             ids.iter()
                 .filter_map(|id| t.remove_spent(id, now))
                 .collect()

@@ -140,6 +140,7 @@ fn setup_with_lease(
         vec![Arc::clone(&worker) as Arc<dyn Worker>],
         AssignmentConfig {
             keep_alive: Duration::from_secs(keep_alive_s),
+            keep_alive_policy: KeepAlivePolicy::Fixed,
             lease,
         },
     );
@@ -313,6 +314,34 @@ async fn idle_sandboxes_stop_after_keep_alive() {
     assert_eq!(a.stats().reserved_mb, 0);
     assert_eq!(w.shutdowns.load(Ordering::SeqCst), 1);
     assert_eq!(a.stats().lease_expiries, 0, "keep-alive, not the lease");
+}
+
+/// A function called every 20 s, with a 10 s fixed keep-alive: cold every
+/// time. The adaptive policy learns the 20 s idle times and keeps its
+/// sandbox once the histogram is representative (10 samples).
+#[tokio::test(start_paused = true)]
+async fn adaptive_keep_alive_learns_a_functions_idle_times() {
+    async fn cold_starts(policy: KeepAlivePolicy) -> usize {
+        let (_, w) = setup(1024, 1, 10);
+        let a = LocalAssignment::new(
+            vec![Arc::clone(&w) as Arc<dyn Worker>],
+            AssignmentConfig {
+                keep_alive: Duration::from_secs(10),
+                keep_alive_policy: policy,
+                lease: DEFAULT_LEASE,
+            },
+        );
+        for _ in 0..25 {
+            run(&a, &spec("timer", "r1", 128)).await.expect("ok");
+            tokio::time::sleep(Duration::from_secs(20)).await;
+        }
+        w.created.load(Ordering::SeqCst)
+    }
+    assert_eq!(cold_starts(KeepAlivePolicy::Fixed).await, 25);
+    let adaptive = cold_starts(KeepAlivePolicy::Adaptive(keepalive::PolicyConfig::default())).await;
+    // Cold until 10 idle times are known (the 11th invoke is the first
+    // decided by the histogram), warm after.
+    assert_eq!(adaptive, 11);
 }
 
 #[tokio::test(start_paused = true)]
