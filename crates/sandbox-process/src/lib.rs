@@ -68,6 +68,7 @@ pub mod cgroup;
 pub mod disk;
 pub mod host;
 mod jailer;
+mod mount_api;
 pub mod net;
 pub mod plan;
 mod protocol;
@@ -89,7 +90,7 @@ use nix::sys::socket::{
 };
 use nix::unistd::{Gid, Uid, chown};
 use stratus_sandbox::{
-    ExitStatus, RuntimeApiListener, Sandbox, SandboxBackend, SandboxError, SandboxSpec,
+    ExitStatus, PreInit, RuntimeApiListener, Sandbox, SandboxBackend, SandboxError, SandboxSpec,
     SandboxUsage,
 };
 use tokio::io::unix::AsyncFd;
@@ -116,6 +117,13 @@ const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long dropping a sandbox waits for its processes to vanish.
 const TEARDOWN_PATIENCE: Duration = Duration::from_secs(2);
+/// How long after a cold start took a pre-initialised runtime its pool is
+/// refilled: the cold start (loading the function, its first invoke) has
+/// the CPU to itself meanwhile (2 cores on the project's hosts).
+const RUNTIME_REFILL_DELAY: Duration = Duration::from_millis(150);
+/// Failed attempts in a row after which a runtime pool stops refilling
+/// (until the next `prepare_runtimes`).
+const RUNTIME_POOL_MAX_FAILURES: u32 = 3;
 
 /// Configuration of the process backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,10 +207,27 @@ struct Inner {
     disks: DiskPool,
     /// The bridge and firewall of outbound networking, if configured.
     network: Option<Network>,
+    /// Pre-initialised runtime sandboxes, by pool name.
+    runtimes: Mutex<std::collections::HashMap<String, RuntimePool>>,
+    /// Set while a task refills the runtime pools.
+    runtimes_refilling: AtomicBool,
+}
+
+/// Pre-initialised sandboxes of one runtime profile, waiting for a function.
+#[derive(Debug)]
+struct RuntimePool {
+    profile: PreInit,
+    /// How many to keep ready.
+    size: usize,
+    ready: Vec<ProcessSandbox>,
+    /// Failed attempts to make one, in a row.
+    failures: u32,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        // Pooled runtime sandboxes are killed and removed like any other.
+        lock(&self.runtimes).clear();
         // Unused pre-warmed jailers exit on EOF and their cgroups go with them;
         // then the parent cgroup is removed unless something still lives there.
         self.pool.lock().unwrap_or_else(|e| e.into_inner()).clear();
@@ -365,6 +390,8 @@ impl ProcessBackend {
                 pool_seq: AtomicU64::new(0),
                 disks,
                 network,
+                runtimes: Mutex::new(std::collections::HashMap::new()),
+                runtimes_refilling: AtomicBool::new(false),
             }),
         })
     }
@@ -470,9 +497,53 @@ impl ProcessBackend {
         }
     }
 
-    /// Number of sandboxes currently holding a uid (live sandboxes).
+    /// Number of sandboxes currently holding a uid (live sandboxes), not
+    /// counting the pre-initialised runtimes waiting in their pools.
     pub fn live_sandboxes(&self) -> usize {
-        self.inner.uids.in_use()
+        self.inner
+            .uids
+            .in_use()
+            .saturating_sub(self.runtimes_ready())
+    }
+
+    /// Pre-initialised runtime sandboxes ready, in all pools.
+    pub fn runtimes_ready(&self) -> usize {
+        lock(&self.inner.runtimes)
+            .values()
+            .map(|p| p.ready.len())
+            .sum()
+    }
+
+    /// Stops keeping pre-initialised runtimes and removes the ready ones
+    /// (at server shutdown: no refill may start after this).
+    pub fn stop_runtime_pools(&self) {
+        let drained: Vec<RuntimePool> =
+            lock(&self.inner.runtimes).drain().map(|(_, p)| p).collect();
+        drop(drained);
+    }
+
+    /// Fills the runtime pools offered with `prepare_runtimes` (each
+    /// pre-initialised sandbox takes about one cold start of its runtime).
+    /// Optional: they are filled in the background anyway.
+    pub async fn prewarm_runtimes(&self) {
+        Inner::refill_runtimes(&self.inner).await;
+    }
+
+    /// Why this backend keeps no pre-initialised runtimes, if it does not.
+    fn runtime_pool_blocker(&self) -> Option<String> {
+        let i = &self.inner;
+        if i.plan.rootless() {
+            return Some(
+                "rootless mode: a sandbox's ids are known only when it starts, and the sandbox init cannot mount a function's code later".into(),
+            );
+        }
+        if i.cgroups.is_none() {
+            return Some("no cgroups".into());
+        }
+        if !i.config.benchmark_without.is_empty() {
+            return Some("the protection-cost benchmark starts every sandbox itself".into());
+        }
+        None
     }
 
     /// Whether new sandboxes can still be made (for readiness probes): the
@@ -749,26 +820,17 @@ impl Inner {
 }
 
 impl ProcessBackend {
+    /// Starts a sandbox from scratch; with `preinit`, a pre-initialised
+    /// runtime sandbox for a pool (no code, waiting for `Specialise`).
     async fn spawn_inner(
         &self,
         spec: &SandboxSpec,
         res: &mut Resources,
+        preinit: bool,
     ) -> Result<ProcessSandbox, (&'static str, String)> {
         let t0 = Instant::now();
         let id = &spec.id;
-        if id.is_empty()
-            || id.len() > 128
-            || id == "."
-            || id == ".."
-            || !id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        {
-            return Err((
-                "validate",
-                "id must be 1-128 characters of [A-Za-z0-9._-]".into(),
-            ));
-        }
+        check_id(id)?;
         if spec.argv.is_empty() {
             return Err(("validate", "argv is empty".into()));
         }
@@ -928,6 +990,7 @@ impl ProcessBackend {
             root_dir,
             without: inner.config.benchmark_without.clone(),
             network: res.net.as_ref().map(|a: &Attachment| a.net.clone()),
+            preinit,
         };
         let config_json = serde_json::to_vec(&config).map_err(|e| ("config", e.to_string()))?;
         if let Some(mut stdin) = stdin {
@@ -992,6 +1055,7 @@ impl ProcessBackend {
         tracing::debug!(
             sandbox = %id,
             pooled = in_cgroup,
+            preinit,
             jailer_ready_us = t_forked.as_micros() as u64,
             network_us = t_net.as_micros() as u64,
             listening_us = t_listening.as_micros() as u64,
@@ -1020,7 +1084,233 @@ impl ProcessBackend {
             commands,
             host_uid: real_uid,
             res: Resources::default(),
+            preinit: preinit.then(|| Box::new(config)),
         })
+    }
+
+    /// Hands the pre-initialised sandbox `sb` to the function of `spec`:
+    /// its cgroup renamed and limited, its code and layers cloned with
+    /// `open_tree` and passed to C with `Specialise`. Returns once the
+    /// runtime has its function (C answered `Started`).
+    async fn specialise(
+        &self,
+        sb: &mut ProcessSandbox,
+        spec: &SandboxSpec,
+    ) -> Result<(), (&'static str, String)> {
+        let t0 = Instant::now();
+        check_id(&spec.id)?;
+        let inner = &self.inner;
+        let Some(base) = sb.preinit.take() else {
+            return Err(("specialise", "not a pre-initialised sandbox".into()));
+        };
+        let memory_bytes = spec.limits.memory_mb.saturating_mul(1 << 20);
+        if let Some(cg) = sb.res.cgroups.as_mut() {
+            cg.rename(&spec.id).map_err(|e| ("cgroup", e.to_string()))?;
+            cg.set_limits(memory_bytes, spec.limits.max_pids, inner.config.cpu_limit)
+                .map_err(|e| ("cgroup", e.to_string()))?;
+        }
+        sb.res.id = spec.id.clone();
+        sb.id = spec.id.clone();
+        let t_cgroup = t0.elapsed();
+        let clone = |dir: &Path| {
+            mount_api::clone_tree(dir)
+                .map_err(|e| ("specialise", format!("open_tree {}: {e}", dir.display())))
+        };
+        let code = clone(&spec.code_dir)?;
+        let opt = spec.opt_dir.as_deref().map(clone).transpose()?;
+        let config = JailerConfig {
+            id: spec.id.clone(),
+            code_dir: spec.code_dir.clone(),
+            runtime_dir: spec.runtime_dir.clone(),
+            opt_dir: spec.opt_dir.clone(),
+            argv: spec.argv.clone(),
+            env: spec.env.clone(),
+            cwd: spec.cwd.clone(),
+            hostname: spec.hostname.clone(),
+            max_fds: spec.limits.max_fds,
+            max_pids: spec.limits.max_pids,
+            shm_bytes: memory_bytes,
+            preinit: false,
+            ..*base
+        };
+        let mut fds = vec![code.as_raw_fd()];
+        fds.extend(opt.as_ref().map(AsRawFd::as_raw_fd));
+        let mut starts = sb.starts.clone();
+        let before = *starts.borrow_and_update();
+        send_command(
+            sb.commands.as_fd(),
+            &Command::Specialise {
+                config: Box::new(config),
+            },
+            &fds,
+        )
+        .map_err(|e| ("specialise", format!("sending the function: {e}")))?;
+        drop((code, opt));
+        let mut status = sb.status.clone();
+        let done = tokio::time::timeout(START_TIMEOUT, async {
+            tokio::select! {
+                r = starts.wait_for(|n| *n > before) => r.is_ok(),
+                _ = status.wait_for(Option::is_some) => false,
+            }
+        })
+        .await;
+        match done {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err((
+                    "specialise",
+                    "the sandbox ended instead of taking its function".into(),
+                ));
+            }
+            Err(_) => {
+                return Err((
+                    "specialise",
+                    format!("the sandbox did not take its function within {START_TIMEOUT:?}"),
+                ));
+            }
+        }
+        tracing::debug!(
+            sandbox = %spec.id,
+            pooled_runtime = true,
+            cgroup_us = t_cgroup.as_micros() as u64,
+            started_us = t0.elapsed().as_micros() as u64,
+            "sandbox start phases"
+        );
+        Ok(())
+    }
+}
+
+/// Sandbox ids name cgroups and scratch dirs.
+fn check_id(id: &str) -> Result<(), (&'static str, String)> {
+    if id.is_empty()
+        || id.len() > 128
+        || id == "."
+        || id == ".."
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err((
+            "validate",
+            "id must be 1-128 characters of [A-Za-z0-9._-]".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a pooled sandbox of `profile` can become the sandbox of `spec`:
+/// same runtime start, `/tmp` size, process and descriptor limits, Runtime
+/// API port; at least the pool's memory (limits only grow).
+fn matches_profile(profile: &PreInit, spec: &SandboxSpec) -> bool {
+    spec.preinit.as_ref() == Some(profile)
+        && spec.runtime_dir.as_deref() == Some(profile.runtime_dir.as_path())
+        && spec.runtime_api_port == profile.runtime_api_port
+        && spec.limits.tmp_mb == profile.limits.tmp_mb
+        && spec.limits.max_pids == profile.limits.max_pids
+        && spec.limits.max_fds == profile.limits.max_fds
+        && spec.limits.memory_mb >= profile.limits.memory_mb
+}
+
+impl Inner {
+    /// A ready pre-initialised sandbox for `spec`, if its pool has one
+    /// alive. Schedules the pool's refill.
+    fn take_runtime(self: &Arc<Self>, spec: &SandboxSpec) -> Option<ProcessSandbox> {
+        let pre = spec.preinit.as_ref()?;
+        let taken = {
+            let mut pools = lock(&self.runtimes);
+            let pool = pools.get_mut(&pre.pool)?;
+            if !matches_profile(&pool.profile, spec) {
+                return None;
+            }
+            let mut taken = None;
+            while let Some(sb) = pool.ready.pop() {
+                // A runtime that died while pooled (its exit is published).
+                if sb.status.borrow().is_none() {
+                    taken = Some(sb);
+                    break;
+                }
+                tracing::debug!(sandbox = %sb.id, "discarding a pooled runtime sandbox that ended");
+            }
+            taken
+        };
+        Inner::schedule_runtime_refill(self, RUNTIME_REFILL_DELAY);
+        taken
+    }
+
+    /// Refills the runtime pools after `delay`, in the background.
+    fn schedule_runtime_refill(self: &Arc<Self>, delay: Duration) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let inner = Arc::clone(self);
+        drop(handle.spawn(async move {
+            tokio::time::sleep(delay).await;
+            Inner::refill_runtimes(&inner).await;
+        }));
+    }
+
+    async fn refill_runtimes(self: &Arc<Self>) {
+        if self.runtimes_refilling.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let backend = ProcessBackend {
+            inner: Arc::clone(self),
+        };
+        loop {
+            // The first pool short of sandboxes (and not failing).
+            let wanted = lock(&self.runtimes).values().find_map(|p| {
+                (p.ready.len() < p.size && p.failures < RUNTIME_POOL_MAX_FAILURES)
+                    .then(|| p.profile.clone())
+            });
+            let Some(profile) = wanted else { break };
+            let id = format!(
+                "rt-{}-{}-{}",
+                profile.pool,
+                std::process::id(),
+                self.pool_seq.fetch_add(1, Ordering::Relaxed)
+            );
+            let spec = SandboxSpec {
+                id: id.clone(),
+                code_dir: profile.runtime_dir.clone(),
+                runtime_dir: Some(profile.runtime_dir.clone()),
+                opt_dir: None,
+                argv: profile.argv.clone(),
+                env: profile.env.clone(),
+                cwd: PathBuf::from("/var/task"),
+                limits: profile.limits,
+                runtime_api_port: profile.runtime_api_port,
+                hostname: "sandbox".into(),
+                preinit: None,
+            };
+            let t0 = Instant::now();
+            let mut res = Resources::default();
+            res.id = id.clone();
+            let made = backend.spawn_inner(&spec, &mut res, true).await;
+            let mut pools = lock(&self.runtimes);
+            let Some(pool) = pools.get_mut(&profile.pool) else {
+                break;
+            };
+            match made {
+                Ok(mut sb) => {
+                    sb.res = res;
+                    pool.failures = 0;
+                    tracing::debug!(
+                        sandbox = %id,
+                        pool = %profile.pool,
+                        elapsed_us = t0.elapsed().as_micros() as u64,
+                        "pre-initialised a runtime sandbox"
+                    );
+                    if pool.profile == profile {
+                        pool.ready.push(sb);
+                    }
+                }
+                Err((step, message)) => {
+                    pool.failures += 1;
+                    tracing::warn!(pool = %profile.pool, step, %message, "could not pre-initialise a runtime sandbox");
+                }
+            }
+        }
+        self.runtimes_refilling.store(false, Ordering::Release);
     }
 }
 
@@ -1030,11 +1320,56 @@ impl SandboxBackend for ProcessBackend {
         "process"
     }
 
+    fn prepare_runtimes(&self, profiles: Vec<(PreInit, usize)>) {
+        if let Some(why) = self.runtime_pool_blocker() {
+            tracing::info!(reason = %why, "no pre-initialised runtime sandboxes: every cold start starts its runtime from scratch");
+            return;
+        }
+        {
+            let mut pools = lock(&self.inner.runtimes);
+            pools.clear();
+            for (profile, size) in profiles {
+                if size == 0 {
+                    continue;
+                }
+                tracing::info!(pool = %profile.pool, size, "keeping pre-initialised runtime sandboxes ready");
+                pools.insert(
+                    profile.pool.clone(),
+                    RuntimePool {
+                        profile,
+                        size,
+                        ready: Vec::new(),
+                        failures: 0,
+                    },
+                );
+            }
+        }
+        Inner::schedule_runtime_refill(&self.inner, Duration::ZERO);
+    }
+
+    fn runtime_pool_unavailable(&self) -> Option<String> {
+        self.runtime_pool_blocker()
+    }
+
     async fn spawn(&self, spec: SandboxSpec) -> Result<Box<dyn Sandbox>, SandboxError> {
         let started = Instant::now();
+        if let Some(mut pooled) = self.inner.take_runtime(&spec) {
+            let pooled_id = pooled.id.clone();
+            match self.specialise(&mut pooled, &spec).await {
+                Ok(()) => {
+                    tracing::debug!(sandbox = %spec.id, pooled_runtime = true, elapsed_us = started.elapsed().as_micros() as u64, "sandbox started");
+                    return Ok(Box::new(pooled));
+                }
+                // The function still starts, from scratch.
+                Err((step, message)) => {
+                    tracing::warn!(sandbox = %spec.id, pooled = %pooled_id, step, %message, "could not specialise a pre-initialised runtime sandbox; starting one from scratch");
+                    drop(pooled);
+                }
+            }
+        }
         let mut res = Resources::default();
         res.id = spec.id.clone();
-        match self.spawn_inner(&spec, &mut res).await {
+        match self.spawn_inner(&spec, &mut res, false).await {
             Ok(mut sandbox) => {
                 sandbox.res = res;
                 tracing::debug!(sandbox = %spec.id, elapsed_us = started.elapsed().as_micros() as u64, "sandbox started");
@@ -1316,6 +1651,9 @@ pub struct ProcessSandbox {
     /// Host uid its processes run as.
     host_uid: u32,
     res: Resources,
+    /// A pre-initialised runtime sandbox not yet handed to a function: the
+    /// configuration it was started with.
+    preinit: Option<Box<JailerConfig>>,
 }
 
 impl ProcessSandbox {
@@ -1374,7 +1712,7 @@ impl Sandbox for ProcessSandbox {
         };
         let mut starts = self.starts.clone();
         let before = *starts.borrow_and_update();
-        send_command(self.commands.as_fd(), Command::RestartRuntime).map_err(|e| {
+        send_command(self.commands.as_fd(), &Command::RestartRuntime, &[]).map_err(|e| {
             failed(format!(
                 "asking the sandbox init to restart the runtime: {e}"
             ))

@@ -87,6 +87,7 @@ fn spec(id: &str, code: &Path, argv: &[&str]) -> SandboxSpec {
         },
         runtime_api_port: 9001,
         hostname: "sandbox-host".into(),
+        preinit: None,
     }
 }
 

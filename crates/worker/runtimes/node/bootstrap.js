@@ -8,6 +8,12 @@
  * ({"errorType","errorMessage","trace"}).
  *
  * Run as:  /usr/bin/node /var/runtime/node/bootstrap.js
+ *
+ * Pre-initialised (the sandbox backend's runtime pool): started with
+ * _STRATUS_PREINIT_FD=<n> and no function yet, it loads its modules, then
+ * blocks reading descriptor n until EOF: one JSON document
+ * {"env": {...}, "cwd": "/var/task"} with the function's environment. From
+ * there on it is the same as a runtime started for that function.
  */
 
 const http = require('http');
@@ -23,10 +29,16 @@ const ERROR_TYPE_HEADER = 'Lambda-Runtime-Function-Error-Type';
 // Runtime API client: one keep-alive connection.
 // ---------------------------------------------------------------------------
 
-const runtimeApi = process.env.AWS_LAMBDA_RUNTIME_API || '';
-const sepIdx = runtimeApi.lastIndexOf(':');
-const apiHost = sepIdx > 0 ? runtimeApi.slice(0, sepIdx).replace(/^\[|\]$/g, '') : runtimeApi;
-const apiPort = sepIdx > 0 ? Number(runtimeApi.slice(sepIdx + 1)) : 80;
+let runtimeApi = '';
+let apiHost = '';
+let apiPort = 80;
+function setRuntimeApi(address) {
+  runtimeApi = address || '';
+  const sepIdx = runtimeApi.lastIndexOf(':');
+  apiHost = sepIdx > 0 ? runtimeApi.slice(0, sepIdx).replace(/^\[|\]$/g, '') : runtimeApi;
+  apiPort = sepIdx > 0 ? Number(runtimeApi.slice(sepIdx + 1)) : 80;
+}
+setRuntimeApi(process.env.AWS_LAMBDA_RUNTIME_API);
 const agent = new http.Agent({ keepAlive: true, maxSockets: 1, noDelay: true });
 
 function apiRequest(method, urlPath, body, headers) {
@@ -387,7 +399,41 @@ function runInvocation(handler, headers, body) {
   });
 }
 
+const PREINIT_FD_ENV = '_STRATUS_PREINIT_FD';
+
+// Pre-initialised: load what every function needs, then wait (blocking:
+// nothing else runs yet) for this sandbox's function and take its
+// environment.
+function waitForFunction(fd) {
+  require('url');
+  let raw;
+  try {
+    raw = fs.readFileSync(fd);
+  } finally {
+    try {
+      fs.closeSync(fd);
+    } catch (_e) {
+      // already closed
+    }
+  }
+  if (!raw.length) {
+    // The sandbox was discarded before it got a function.
+    process.exit(0);
+  }
+  const spec = JSON.parse(raw.toString('utf8'));
+  for (const k of Object.keys(process.env)) delete process.env[k];
+  Object.assign(process.env, spec.env);
+  setRuntimeApi(process.env.AWS_LAMBDA_RUNTIME_API);
+  try {
+    process.chdir(spec.cwd || '/var/task');
+  } catch (_e) {
+    // keep cwd
+  }
+}
+
 async function main() {
+  const preinitFd = process.env[PREINIT_FD_ENV];
+  if (preinitFd !== undefined) waitForFunction(Number(preinitFd));
   const taskRoot = process.env.LAMBDA_TASK_ROOT || '/var/task';
   const handlerName = process.argv[2] || process.env._HANDLER || '';
   if (!runtimeApi) {
