@@ -230,6 +230,32 @@ def bench_bare(runs: int) -> dict:
     return out
 
 
+def load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+COLD_START_LINE = re.compile(r"cold_start\{function=bench-cold-([a-z0-9]+)-[0-9a-f]+ .*sandbox started")
+
+
+def pooled_cold_starts(log: Path) -> dict:
+    """Per runtime: [cold starts made from a pre-initialised sandbox, all cold starts]."""
+    out: dict = {}
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        m = COLD_START_LINE.search(line)
+        if m:
+            n = out.setdefault(m.group(1), [0, 0])
+            n[0] += "pooled_runtime=true" in line
+            n[1] += 1
+    return out
+
+
 def rust_bootstrap() -> Path | None:
     for cand in (REPO / "target" / "release" / "bootstrap", REPO / "target-fixtures" / "release" / "bootstrap"):
         if cand.exists():
@@ -268,8 +294,11 @@ def main() -> int:
         # Its own cgroup parent and uid range, away from other servers on the host.
         own = ["--cgroup-parent", f"stratus-bench-{os.getpid()}",
                "--uid-base", os.environ.get("STRATUS_E2E_UID_BASE", "1500000")]
+        # Debug logs of the sandbox backend: which cold starts took a
+        # pre-initialised runtime sandbox (`pooled_runtime=true`).
         server = Server(data_dir=tmp / "data", log_path=tmp / "server.log",
-                        extra_args=own + ["--cpu-limit", cpu_limit, *shlex.split(args.server_args)]).start()
+                        extra_args=own + ["--cpu-limit", cpu_limit, *shlex.split(args.server_args)],
+                        env={"STRATUS_LOG": "info,stratus_sandbox_process=debug"}).start()
         endpoint = server.endpoint
         print(f"started {binary} --cpu-limit {cpu_limit} on {endpoint} (log {tmp / 'server.log'})",
               file=sys.stderr)
@@ -277,6 +306,7 @@ def main() -> int:
     client = make_client(endpoint)
     results: dict = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "load_average_at_start": load_average(),
         "binary": str(binary) if binary else None,
         "endpoint": endpoint,
         "server_cpu_limit": cpu_limit,
@@ -311,12 +341,16 @@ def main() -> int:
         results["cold_start"] = cold
         print("bare interpreter starts...", file=sys.stderr)
         results["bare_interpreter"] = bench_bare(args.cold_runs)
+        results["load_average_at_end"] = load_average()
     finally:
         if server is not None:
             server.stop()
+            results["pooled_cold_starts"] = pooled_cold_starts(server.log_path)
 
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     w = results["warm_python"]
+    print(f"\nLoad average (1, 5, 15 min) at start: {results['load_average_at_start']}, "
+          f"at end: {results.get('load_average_at_end')} on {os.cpu_count()} CPUs")
     print(f"\nServer CPU mode (--cpu-limit): {cpu_limit}; every function measured has MemorySize 128")
     print(f"\nWarm invoke latency, trivial python3.12 function, {args.n} sequential invokes, one keep-alive connection:")
     for mode, s in w.items():
@@ -332,6 +366,9 @@ def main() -> int:
         if "server_reported_init_duration" in c:
             line += f"  (server Init Duration p50 {c['server_reported_init_duration']['p50_ms']:.1f} ms)"
         print(line)
+    if results.get("pooled_cold_starts"):
+        print("  cold starts that took a pre-initialised runtime sandbox (server debug log): " +
+              ", ".join(f"{rt} {n[0]}/{n[1]}" for rt, n in results["pooled_cold_starts"].items()))
     print("\nBare interpreter start + trivial handler, no Stratus:")
     for k, s in results["bare_interpreter"].items():
         print(f"  {k:22s} median {s['median_ms']:.1f} ms  p90 {s['p90_ms']:.1f} ms")

@@ -27,13 +27,15 @@ from stratus_harness import (
 )
 
 PY_APP = r'''
-import os, socket, sys
+import os, socket, sys, time
 
 SEEN = {"imported_at_cwd": os.getcwd()}
 
 def handler(event, context):
     if event.get("crash"):
         os._exit(3)
+    if event.get("sleep"):
+        time.sleep(event["sleep"])
     marker = "/tmp/marker"
     fresh_tmp = sorted(os.listdir("/tmp"))
     with open(marker, "w") as f:
@@ -71,6 +73,7 @@ const fs = require('fs');
 const os = require('os');
 exports.handler = async (event, context) => {
   if (event.crash) process.exit(3);
+  if (event.sleep) await new Promise((r) => setTimeout(r, event.sleep * 1000));
   const tmpBefore = fs.readdirSync('/tmp').sort();
   fs.writeFileSync('/tmp/marker', context.awsRequestId);
   return {
@@ -144,12 +147,12 @@ def _started_pooled(srv, sandbox_id: str) -> bool:
     return False
 
 
-def _create(lam, pfns, family: str, env: dict[str, str], memory: int = 256) -> str:
+def _create(lam, pfns, family: str, env: dict[str, str], memory: int = 256, timeout: int = 10) -> str:
     case = CASES[family]
     layer = lam.publish_layer_version(LayerName=unique_name(f"pool-{family}"),
                                       Content={"ZipFile": zip_files(case["layer"])})
     return pfns.create(zip_files(case["files"]), handler=case["handler"], runtime=case["runtime"],
-                       MemorySize=memory, Timeout=10, Environment={"Variables": env},
+                       MemorySize=memory, Timeout=timeout, Environment={"Variables": env},
                        Layers=[layer["LayerVersionArn"]])
 
 
@@ -247,24 +250,43 @@ def test_functions_and_accounts_never_share_a_sandbox(pool_server, pfns):
     assert len(uids) == 3, uids
 
 
-def test_a_crashed_specialised_runtime_restarts_with_the_function(pool_server, pfns):
-    """After the runtime dies (RestartRuntime), the function still works:
-    the restarted runtime is a normal start with the full configuration."""
+def test_a_restarted_specialised_runtime_keeps_its_function(pool_server, pfns):
+    """After a timeout the runtime is restarted in place (RestartRuntime):
+    the new runtime is a normal start with the function's full
+    configuration, in the same sandbox (/tmp kept)."""
     lam = pool_server.client()
     for family in ("python", "node"):
         _wait_pool_ready(pool_server)
-        name = _create(lam, pfns, family, {"GREETING": "again"})
+        name = _create(lam, pfns, family, {"GREETING": "again"}, timeout=2)
         first = _invoke(lam, name)
         (sid,) = _sandbox_ids_from_servers(name)
         assert _started_pooled(pool_server, sid)
-        r = lam.invoke(FunctionName=name, Payload=b'{"crash": true}')
+        r = lam.invoke(FunctionName=name, Payload=b'{"sleep": 5}')
         assert r.get("FunctionError") == "Unhandled", r
+        assert "Sandbox.Timedout" in r["Payload"].read().decode()
         body = _invoke(lam, name)
+        assert _sandbox_ids_from_servers(name) == {sid}, "not restarted in place"
+        assert body["tmp_before"] == ["marker"], "/tmp must survive a restart"
         assert body["env"]["GREETING"] == "again"
         assert body["env"]["_HANDLER"] == CASES[family]["handler"]
         assert body["layer_value"] == "from-the-layer"
         assert body["task"] == first["task"]
+        assert body["hostname"] == first["hostname"]
         assert not any(k.startswith("_STRATUS") for k in body["env"])
+
+
+def test_a_crashed_specialised_runtime_is_replaced(pool_server, pfns):
+    """A runtime that exits ends its sandbox; the next invoke gets another."""
+    lam = pool_server.client()
+    _wait_pool_ready(pool_server)
+    name = _create(lam, pfns, "python", {"GREETING": "again"})
+    _invoke(lam, name)
+    (sid,) = _sandbox_ids_from_servers(name)
+    r = lam.invoke(FunctionName=name, Payload=b'{"crash": true}')
+    assert r.get("FunctionError") == "Unhandled", r
+    body = _invoke(lam, name)
+    assert body["env"]["GREETING"] == "again"
+    assert _sandbox_ids_from_servers(name) != {sid}
 
 
 def test_functions_the_pool_cannot_serve_start_from_scratch(pool_server, pfns):

@@ -20,7 +20,11 @@
 //!   before it exits (ending the sandbox). On the server's
 //!   [`Command::RestartRuntime`] it kills every other process of the
 //!   sandbox and forks a fresh R instead: the mounts (and `/tmp`), cgroup
-//!   and network stay, memory and processes do not.
+//!   and network stay, memory and processes do not. A pre-initialised
+//!   sandbox ([`JailerConfig::preinit`]) is built without code; C keeps its
+//!   privileges until [`Command::Specialise`] brings the function (code and
+//!   layers as detached mounts), then drops them and hands R its
+//!   environment through a pipe (see [`specialise`]).
 //! - **R**, the runtime: drops to the sandbox uid, enters its own user
 //!   namespace (seeing itself as uid 993), sets rlimits, installs seccomp and
 //!   execs the runtime with exactly the configured environment.

@@ -38,6 +38,31 @@
 //! project's hosts); `spawn` renames that cgroup to the sandbox id, sets the
 //! limits and sends the config, and the runtime runs ~2 ms later.
 //!
+//! # Pre-initialised runtimes
+//! For managed runtimes the backend also keeps sandboxes started *all the
+//! way* before any function is known ([`SandboxBackend::prepare_runtimes`],
+//! one pool per [`PreInit`] profile, `stratus server --runtime-pool`): J has
+//! unshared its namespaces, C has joined its cgroup, built the root with an
+//! empty `/var/task` and `/opt` and mounted a `/tmp` disk of the default
+//! size, R has dropped to its own leased uid, entered its user namespace,
+//! set rlimits, Landlock and seccomp, and exec'd the interpreter with the
+//! bootstrap in pre-init mode (imports done, blocked reading a pipe named by
+//! `_STRATUS_PREINIT_FD`). C keeps its privileges meanwhile. `spawn` of a
+//! spec whose [`SandboxSpec::preinit`] matches takes one, renames its cgroup
+//! to the sandbox id and sets the function's limits, and sends
+//! `Command::Specialise` with the full configuration and the code (and
+//! layers) as detached mounts (`open_tree(OPEN_TREE_CLONE | AT_RECURSIVE)`,
+//! passed with `SCM_RIGHTS`); C `move_mount`s them read-only onto
+//! `/var/task` and `/opt`, sets the host name and `/dev/shm` size, drops its
+//! privileges, then writes the function's environment to R's pipe, and
+//! answers `Started` (~1 ms in all). A runtime restart after that is a
+//! normal start with the full configuration. A pooled sandbox serves one
+//! function version, forever; nothing is shared between sandboxes. The pool
+//! is refilled in the background 50 ms after a take, so
+//! the cold start that took one has the CPU meanwhile. Not in rootless mode
+//! (a rootless jailer's ids are known only at spawn). Design note:
+//! `docs/design/prewarmed-runtimes.md`.
+//!
 //! `argv[0]` is executed as given (no `PATH` search), relative to `cwd`
 //! unless absolute. `/tmp` is an ext4 filesystem of exactly `tmp_mb` on a
 //! loop device (see the `disk` module), so it is capped and its pages are
@@ -120,7 +145,7 @@ const TEARDOWN_PATIENCE: Duration = Duration::from_secs(2);
 /// How long after a cold start took a pre-initialised runtime its pool is
 /// refilled: the cold start (loading the function, its first invoke) has
 /// the CPU to itself meanwhile (2 cores on the project's hosts).
-const RUNTIME_REFILL_DELAY: Duration = Duration::from_millis(150);
+const RUNTIME_REFILL_DELAY: Duration = Duration::from_millis(50);
 /// Failed attempts in a row after which a runtime pool stops refilling
 /// (until the next `prepare_runtimes`).
 const RUNTIME_POOL_MAX_FAILURES: u32 = 3;
