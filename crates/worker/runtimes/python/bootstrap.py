@@ -592,8 +592,20 @@ def wait_for_function(fd):
     """Pre-initialised: does the imports every function needs, then waits
     for this sandbox's function on `fd` and takes its environment."""
     global _ENSURE_ASCII
+    import encodings.idna  # noqa: F401  (getaddrinfo's host encoding, ~1.5 ms)
     import importlib  # noqa: F401  (get_handler's, ahead of time)
     import logging  # noqa: F401  (_install_logging's, ~6 ms)
+
+    # The Runtime API listener exists before the runtime starts: connect
+    # now (the connection waits in its backlog until the API is served).
+    address = os.environ.get("AWS_LAMBDA_RUNTIME_API")
+    client = None
+    if address:
+        client = RuntimeClient(address)
+        try:
+            client._connect()
+        except OSError:
+            client.close()
 
     chunks = []
     while True:
@@ -619,17 +631,23 @@ def wait_for_function(fd):
         os.chdir(spec.get("cwd") or "/var/task")
     except OSError:
         pass
+    if client is not None and client.host_header != os.environ.get("AWS_LAMBDA_RUNTIME_API"):
+        client.close()
+        client = None
+    return client
 
 
 def main():
     preinit_fd = os.environ.get(PREINIT_FD_ENV)
+    client = None
     if preinit_fd is not None:
-        wait_for_function(int(preinit_fd))
+        client = wait_for_function(int(preinit_fd))
     address = os.environ.get("AWS_LAMBDA_RUNTIME_API")
     if not address:
         sys.stderr.write("Stratus runtime: AWS_LAMBDA_RUNTIME_API is not set\n")
         sys.exit(1)
-    client = RuntimeClient(address)
+    if client is None:
+        client = RuntimeClient(address)
     handler_name = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("_HANDLER", "")
     task_root = _setup_sys_path()
     try:
