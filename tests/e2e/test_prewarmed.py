@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 
 import pytest
 
 from stratus_harness import (
     FunctionFactory,
+    make_client,
+    stratus_bin,
     _sandbox_ids_from_servers,
     host_pids_of,
     new_server,
@@ -131,7 +134,7 @@ def _wait_pool_ready(srv, want: int = 2, timeout: float = 30.0) -> None:
     """Waits until the server logged `want` more pre-initialised sandboxes than were taken."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        text = srv.log_path.read_text(errors="replace")
+        text = _this_run(srv)
         made = text.count("pre-initialised a runtime sandbox")
         taken = text.count("pooled_runtime=true elapsed_us")
         if made - taken >= want:
@@ -140,8 +143,14 @@ def _wait_pool_ready(srv, want: int = 2, timeout: float = 30.0) -> None:
     raise AssertionError(f"runtime pool not refilled; log tail:\n{srv.log_tail(30)}")
 
 
+def _this_run(srv) -> str:
+    """The server's log since it started (the file may hold earlier runs)."""
+    text = srv.log_path.read_text(errors="replace")
+    return text[text.rfind("\n=== "):]
+
+
 def _started_pooled(srv, sandbox_id: str) -> bool:
-    for line in srv.log_path.read_text(errors="replace").splitlines():
+    for line in _this_run(srv).splitlines():
         if "sandbox start phases" in line and f"sandbox={sandbox_id}" in line:
             return "pooled_runtime=true" in line
     return False
@@ -250,6 +259,61 @@ def test_functions_and_accounts_never_share_a_sandbox(pool_server, pfns):
     assert len(uids) == 3, uids
 
 
+def _pooled_by_name(srv, name: str) -> bool:
+    return any("sandbox start phases" in line and f"function={name} " in line and "pooled_runtime=true" in line
+               for line in _this_run(srv).splitlines())
+
+
+def test_two_accounts_never_share_a_sandbox(pool_server, pfns):
+    """Each account's cold start takes its own pooled sandbox: its own uid,
+    host name, code and environment."""
+    env = dict(os.environ, STRATUS_ENDPOINT=pool_server.endpoint)
+
+    def cli(*args):
+        p = subprocess.run([str(stratus_bin()), *args], capture_output=True, text=True, env=env, timeout=60,
+                           stdin=subprocess.DEVNULL)
+        assert p.returncode == 0, p.stderr
+        return p.stdout
+
+    account = cli("account", "create").strip()
+    key = json.loads(cli("key", "create", "--account", account, "--output", "json"))
+    lam_b = make_client(pool_server.endpoint, aws_access_key_id=key["AccessKeyId"],
+                        aws_secret_access_key=key["SecretAccessKey"])
+    lam_a = pool_server.client()
+    _wait_pool_ready(pool_server)
+    a = _create(lam_a, pfns, "python", {"WHO": "account-a"})
+    body_a = _invoke(lam_a, a)
+    _wait_pool_ready(pool_server)
+    fb = FunctionFactory(lam_b, "pool-b")
+    try:
+        b = _create(lam_b, fb, "python", {"WHO": "account-b"})
+        body_b = _invoke(lam_b, b)
+        assert _pooled_by_name(pool_server, a) and _pooled_by_name(pool_server, b)
+        assert body_a["env"]["WHO"] == "account-a" and body_b["env"]["WHO"] == "account-b"
+        assert body_a["hostname"] != body_b["hostname"]
+        assert body_b["context"]["invoked_function_arn"].split(":")[4] == account
+        uids = {os.stat(f"/proc/{pid}").st_uid for name in (a,) for pid in host_pids_of(name)}
+        assert len(uids) == 1
+        # B's runtime runs under another host uid than A's.
+        b_uids = set()
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                try:
+                    if _hostname_of(d) == body_b["hostname"]:
+                        b_uids.add(os.stat(f"/proc/{d}").st_uid)
+                except OSError:
+                    continue
+        assert b_uids and not (b_uids & uids), (uids, b_uids)
+    finally:
+        fb.cleanup()
+
+
+def _hostname_of(pid: str) -> str:
+    """The UTS host name of a process (read through its /proc/<pid>/root)."""
+    with open(f"/proc/{pid}/root/etc/hostname") as f:
+        return f.read().strip()
+
+
 def test_a_restarted_specialised_runtime_keeps_its_function(pool_server, pfns):
     """After a timeout the runtime is restarted in place (RestartRuntime):
     the new runtime is a normal start with the function's full
@@ -308,7 +372,7 @@ def test_functions_the_pool_cannot_serve_start_from_scratch(pool_server, pfns):
 
 
 def test_the_startup_line_names_the_pool(pool_server):
-    text = pool_server.log_path.read_text(errors="replace")
+    text = _this_run(pool_server)
     assert "runtime_pool=1 pre-initialised sandbox(es) per managed runtime" in text, text[-2000:]
 
 
@@ -320,7 +384,7 @@ def test_pool_size_zero_disables_it(tmp_path):
         f = FunctionFactory(lam, "pool-off")
         name = f.create(zip_files({"app.py": PY_APP, "layermod.py": "VALUE = 1\n"}))
         _invoke(lam, name)
-        text = srv.log_path.read_text(errors="replace")
+        text = _this_run(srv)
         assert "pre-initialised a runtime sandbox" not in text
         assert "pooled_runtime=true" not in text
         assert "runtime_pool=off (runtime-pool = 0)" in text
