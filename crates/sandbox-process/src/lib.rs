@@ -146,9 +146,12 @@ const TEARDOWN_PATIENCE: Duration = Duration::from_secs(2);
 /// refilled: the cold start (loading the function, its first invoke) has
 /// the CPU to itself meanwhile (2 cores on the project's hosts).
 const RUNTIME_REFILL_DELAY: Duration = Duration::from_millis(50);
-/// Failed attempts in a row after which a runtime pool stops refilling
-/// (until the next `prepare_runtimes`).
+/// Failed attempts in a row after which a runtime pool pauses refilling
+/// for [`RUNTIME_POOL_RETRY_AFTER`] (a host that cannot make them must not
+/// pay a failed attempt at every cold start).
 const RUNTIME_POOL_MAX_FAILURES: u32 = 3;
+/// How long a failing runtime pool pauses.
+const RUNTIME_POOL_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// Configuration of the process backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -247,6 +250,19 @@ struct RuntimePool {
     ready: Vec<ProcessSandbox>,
     /// Failed attempts to make one, in a row.
     failures: u32,
+    /// When the last attempt failed.
+    failed_at: Option<Instant>,
+}
+
+impl RuntimePool {
+    /// Short of sandboxes, and not pausing after failures.
+    fn wants_one(&self, now: Instant) -> bool {
+        self.ready.len() < self.size
+            && (self.failures < RUNTIME_POOL_MAX_FAILURES
+                || self
+                    .failed_at
+                    .is_none_or(|t| now.duration_since(t) >= RUNTIME_POOL_RETRY_AFTER))
+    }
 }
 
 impl Drop for Inner {
@@ -1283,10 +1299,10 @@ impl Inner {
         };
         loop {
             // The first pool short of sandboxes (and not failing).
-            let wanted = lock(&self.runtimes).values().find_map(|p| {
-                (p.ready.len() < p.size && p.failures < RUNTIME_POOL_MAX_FAILURES)
-                    .then(|| p.profile.clone())
-            });
+            let now = Instant::now();
+            let wanted = lock(&self.runtimes)
+                .values()
+                .find_map(|p| p.wants_one(now).then(|| p.profile.clone()));
             let Some(profile) = wanted else { break };
             let id = format!(
                 "rt-{}-{}-{}",
@@ -1331,6 +1347,7 @@ impl Inner {
                 }
                 Err((step, message)) => {
                     pool.failures += 1;
+                    pool.failed_at = Some(Instant::now());
                     tracing::warn!(pool = %profile.pool, step, %message, "could not pre-initialise a runtime sandbox");
                 }
             }
@@ -1365,6 +1382,7 @@ impl SandboxBackend for ProcessBackend {
                         size,
                         ready: Vec::new(),
                         failures: 0,
+                        failed_at: None,
                     },
                 );
             }
@@ -1798,4 +1816,91 @@ pub fn make_world_readable(path: &Path) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod pool_tests {
+    use super::*;
+    use stratus_sandbox::SandboxLimits;
+
+    fn profile() -> PreInit {
+        PreInit {
+            pool: "python".into(),
+            argv: vec![
+                "/usr/bin/python3".into(),
+                "/var/runtime/python/bootstrap.py".into(),
+            ],
+            env: std::collections::BTreeMap::from([("PATH".into(), "/usr/bin".into())]),
+            runtime_dir: "/srv/runtime".into(),
+            runtime_api_port: 9001,
+            limits: SandboxLimits {
+                memory_mb: 128,
+                tmp_mb: 512,
+                max_pids: 1024,
+                max_fds: 1024,
+            },
+        }
+    }
+
+    fn spec_for(p: &PreInit) -> SandboxSpec {
+        SandboxSpec {
+            id: "s".into(),
+            code_dir: "/srv/code".into(),
+            runtime_dir: Some(p.runtime_dir.clone()),
+            opt_dir: None,
+            argv: p.argv.clone(),
+            env: p.env.clone(),
+            cwd: "/var/task".into(),
+            limits: SandboxLimits {
+                memory_mb: 1024,
+                ..p.limits
+            },
+            runtime_api_port: 9001,
+            hostname: "h".into(),
+            preinit: Some(p.clone()),
+        }
+    }
+
+    #[test]
+    fn only_a_spec_of_the_same_profile_and_limits_takes_a_pooled_sandbox() {
+        let p = profile();
+        assert!(matches_profile(&p, &spec_for(&p)));
+        let mut s = spec_for(&p);
+        s.preinit = None;
+        assert!(!matches_profile(&p, &s), "not offered");
+        let mut other = p.clone();
+        other.argv[0] = "/usr/bin/python3.12".into();
+        assert!(!matches_profile(&p, &spec_for(&other)), "another program");
+        for change in [
+            |s: &mut SandboxSpec| s.limits.tmp_mb = 1024,
+            |s: &mut SandboxSpec| s.limits.max_pids = 10,
+            |s: &mut SandboxSpec| s.limits.max_fds = 10,
+            |s: &mut SandboxSpec| s.limits.memory_mb = 64,
+            |s: &mut SandboxSpec| s.runtime_api_port = 9002,
+            |s: &mut SandboxSpec| s.runtime_dir = Some("/elsewhere".into()),
+        ] {
+            let mut s = spec_for(&p);
+            change(&mut s);
+            assert!(!matches_profile(&p, &s), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn a_failing_pool_pauses_then_retries() {
+        let now = Instant::now();
+        let mut pool = RuntimePool {
+            profile: profile(),
+            size: 1,
+            ready: Vec::new(),
+            failures: 0,
+            failed_at: None,
+        };
+        assert!(pool.wants_one(now));
+        pool.failures = RUNTIME_POOL_MAX_FAILURES;
+        pool.failed_at = Some(now);
+        assert!(!pool.wants_one(now + Duration::from_secs(1)));
+        assert!(pool.wants_one(now + RUNTIME_POOL_RETRY_AFTER));
+        pool.size = 0;
+        assert!(!pool.wants_one(now + RUNTIME_POOL_RETRY_AFTER));
+    }
 }
