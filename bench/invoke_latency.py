@@ -192,6 +192,8 @@ def bench_cold(client, runtime: str, code: bytes, handler: str, runs: int) -> di
             client.delete_function(FunctionName=name)
     out = {"first_invoke_end_to_end": summary_ms(e2e)}
     out["first_invoke_end_to_end"]["median_ms"] = round(statistics.median(e2e) * 1000, 3)
+    out["samples_ms"] = [round(x * 1000, 3) for x in e2e]
+    out["init_samples_ms"] = [round(x * 1000, 3) for x in init]
     if init:
         out["server_reported_init_duration"] = summary_ms(init)
     if dur:
@@ -228,6 +230,50 @@ def bench_bare(runs: int) -> dict:
             s["env"] = BARE_ENV
             out[label] = s
     return out
+
+
+def load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+COLD_START_LINE = re.compile(r"cold_start\{function=bench-cold-([a-z0-9]+)-[0-9a-f]+ .*sandbox started")
+
+
+def pooled_cold_starts(log: Path) -> dict:
+    """Per runtime, in order: whether each cold start was made from a pre-initialised sandbox."""
+    out: dict = {}
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        m = COLD_START_LINE.search(line)
+        if m:
+            out.setdefault(m.group(1), []).append("pooled_runtime=true" in line)
+    return out
+
+
+RUNTIME_KEYS = {"python3.12": "python312", "nodejs20.x": "nodejs20x", "provided.al2023-rust": "providedal2023"}
+
+
+def split_by_pool(results: dict) -> None:
+    """Adds, per runtime, the medians of the cold starts that took a pooled sandbox and of those that did not."""
+    flags = results.get("pooled_cold_starts") or {}
+    for rt, c in results.get("cold_start", {}).items():
+        seq = flags.get(RUNTIME_KEYS.get(rt, ""), [])
+        samples = c.get("samples_ms", [])
+        inits = c.get("init_samples_ms", [])
+        if len(seq) != len(samples):
+            continue
+        for label, want in (("pooled", True), ("from_scratch", False)):
+            e = [x for x, f in zip(samples, seq) if f == want]
+            i = [x for x, f in zip(inits, seq) if f == want] if len(inits) == len(seq) else []
+            if e:
+                c[label] = {"n": len(e), "median_ms": statistics.median(e),
+                            "init_median_ms": statistics.median(i) if i else None}
 
 
 def rust_bootstrap() -> Path | None:
@@ -268,8 +314,11 @@ def main() -> int:
         # Its own cgroup parent and uid range, away from other servers on the host.
         own = ["--cgroup-parent", f"stratus-bench-{os.getpid()}",
                "--uid-base", os.environ.get("STRATUS_E2E_UID_BASE", "1500000")]
+        # Debug logs of the sandbox backend: which cold starts took a
+        # pre-initialised runtime sandbox (`pooled_runtime=true`).
         server = Server(data_dir=tmp / "data", log_path=tmp / "server.log",
-                        extra_args=own + ["--cpu-limit", cpu_limit, *shlex.split(args.server_args)]).start()
+                        extra_args=own + ["--cpu-limit", cpu_limit, *shlex.split(args.server_args)],
+                        env={"STRATUS_LOG": "info,stratus_sandbox_process=debug"}).start()
         endpoint = server.endpoint
         print(f"started {binary} --cpu-limit {cpu_limit} on {endpoint} (log {tmp / 'server.log'})",
               file=sys.stderr)
@@ -277,6 +326,7 @@ def main() -> int:
     client = make_client(endpoint)
     results: dict = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "load_average_at_start": load_average(),
         "binary": str(binary) if binary else None,
         "endpoint": endpoint,
         "server_cpu_limit": cpu_limit,
@@ -311,12 +361,17 @@ def main() -> int:
         results["cold_start"] = cold
         print("bare interpreter starts...", file=sys.stderr)
         results["bare_interpreter"] = bench_bare(args.cold_runs)
+        results["load_average_at_end"] = load_average()
     finally:
         if server is not None:
             server.stop()
+            results["pooled_cold_starts"] = pooled_cold_starts(server.log_path)
+            split_by_pool(results)
 
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     w = results["warm_python"]
+    print(f"\nLoad average (1, 5, 15 min) at start: {results['load_average_at_start']}, "
+          f"at end: {results.get('load_average_at_end')} on {os.cpu_count()} CPUs")
     print(f"\nServer CPU mode (--cpu-limit): {cpu_limit}; every function measured has MemorySize 128")
     print(f"\nWarm invoke latency, trivial python3.12 function, {args.n} sequential invokes, one keep-alive connection:")
     for mode, s in w.items():
@@ -332,6 +387,14 @@ def main() -> int:
         if "server_reported_init_duration" in c:
             line += f"  (server Init Duration p50 {c['server_reported_init_duration']['p50_ms']:.1f} ms)"
         print(line)
+        for label in ("pooled", "from_scratch"):
+            if label in c:
+                p = c[label]
+                init = f", Init Duration median {p['init_median_ms']:.1f} ms" if p["init_median_ms"] is not None else ""
+                print(f"      {label:12s} n={p['n']:2d} median {p['median_ms']:.1f} ms{init}")
+    if results.get("pooled_cold_starts"):
+        print("  cold starts that took a pre-initialised runtime sandbox (server debug log): " +
+              ", ".join(f"{rt} {sum(n)}/{len(n)}" for rt, n in results["pooled_cold_starts"].items()))
     print("\nBare interpreter start + trivial handler, no Stratus:")
     for k, s in results["bare_interpreter"].items():
         print(f"  {k:22s} median {s['median_ms']:.1f} ms  p90 {s['p90_ms']:.1f} ms")

@@ -410,8 +410,18 @@ class FunctionFactory:
 
 
 def host_pids_of(function_name: str) -> list[int]:
-    """Host pids of processes whose environment names this function (its sandboxes' runtimes)."""
+    """Host pids of this function's sandboxed runtimes (and what they started).
+
+    A runtime started for the function carries AWS_LAMBDA_FUNCTION_NAME in
+    its /proc environ. One made from a pre-initialised sandbox (the runtime
+    pool) was exec'd before the function was known, so its /proc environ
+    does not name it: those are found through the sandbox ids the running
+    servers list for the function (remembered, so they are still checked
+    after the function or the server is gone) and the cgroup named by each
+    id, leaving out each sandbox's init (pid 1 of its namespace)."""
     needle = f"AWS_LAMBDA_FUNCTION_NAME={function_name}".encode()
+    ids = _SANDBOX_IDS.setdefault(function_name, set())
+    ids |= _sandbox_ids_from_servers(function_name)
     pids = []
     for d in os.listdir("/proc"):
         if d.isdigit():
@@ -419,9 +429,49 @@ def host_pids_of(function_name: str) -> list[int]:
                 env = Path(f"/proc/{d}/environ").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if needle in env:
+            if needle in env or (ids and _in_sandbox_cgroup(d, ids)):
                 pids.append(int(d))
     return pids
+
+
+# Sandbox ids seen per function name (see host_pids_of).
+_SANDBOX_IDS: dict[str, set[str]] = {}
+
+
+def _sandbox_ids_from_servers(function_name: str) -> set[str]:
+    from urllib.parse import quote
+
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    ids: set[str] = set()
+    for srv in _SERVERS:
+        if srv.proc is None or srv.proc.poll() is not None:
+            continue
+        url = f"{srv.endpoint}/_stratus/functions/{quote(function_name, safe='')}/sandboxes"
+        req = AWSRequest(method="GET", url=url)
+        SigV4Auth(Credentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY), "lambda", DEFAULT_REGION).add_auth(req)
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=dict(req.headers)), timeout=5) as r:
+                import json
+
+                ids |= {sb["Id"] for sb in json.load(r).get("Sandboxes", [])}
+        except (urllib.error.URLError, OSError, ValueError, KeyError):
+            continue
+    return ids
+
+
+def _in_sandbox_cgroup(pid: str, ids: set[str]) -> bool:
+    try:
+        cgroups = Path(f"/proc/{pid}/cgroup").read_text()
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    if not any(line.rsplit("/", 1)[-1] in ids for line in cgroups.splitlines() if "/" in line):
+        return False
+    nspid = next((line.split()[1:] for line in status.splitlines() if line.startswith("NSpid:")), [])
+    return not (nspid and nspid[-1] == "1")
 
 
 def wait_no_pids(function_name: str, timeout: float = 10.0) -> list[int]:

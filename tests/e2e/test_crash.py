@@ -136,9 +136,11 @@ def test_kill_9_during_invokes_leaves_no_orphan(py_zip):
     assert after_crash["mounts"] == [], after_crash
     assert _netns() == netns_before, "named network namespaces changed"
 
-    # A restart with the same data dir, cgroup parent and uid range.
+    # A restart with the same data dir, cgroup parent and uid range (without
+    # a runtime pool of its own, so everything found under them afterwards
+    # is a leftover: the first server's pooled sandboxes must be gone too).
     second = Server(data_dir=data_dir, log_path=first.log_path.with_name("server-crash-restarted.log"),
-                    extra_args=list(first.extra_args))
+                    extra_args=list(first.extra_args) + ["--runtime-pool", "0"])
     second.start()
     try:
         own = f"pool-{second.proc.pid}-"

@@ -396,8 +396,9 @@ def test_cold_invoke_that_times_out_reports_its_real_init_duration(lam, fns, py_
     duration, init = float(m.group(1)), float(m.group(2))
     assert duration == 1000.0, log  # exactly the timeout
     # A python runtime's init takes milliseconds, not microseconds (a reset
-    # clock would give ~0), and ends before the invoke's own second.
-    assert 10.0 < init < 1000.0, log
+    # clock would give ~0), and ends before the invoke's own second. From a
+    # pre-initialised sandbox (the runtime pool) it is a few milliseconds.
+    assert 1.0 < init < 1000.0, log
 
 
 def test_timeout_is_sandbox_timedout_and_recovers(lam, fns, py_zip):

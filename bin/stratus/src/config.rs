@@ -104,6 +104,14 @@ pub struct Options {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub uid_base: Option<u32>,
+    /// Pre-initialised sandboxes kept ready per managed runtime (python,
+    /// node): started all the way (namespaces, cgroup, uid, seccomp, the
+    /// interpreter with the bootstrap's imports done) without a function,
+    /// each handed to one function at its cold start and refilled in the
+    /// background; 0 disables. Not in rootless mode [default: 1].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime_pool: Option<usize>,
     /// How CPU in proportion to MemorySize (1,769 MB = one vCPU) is enforced
     /// [default: weight].
     #[arg(long, value_enum)]
@@ -328,6 +336,7 @@ pub struct ServerConfig {
     pub node: PathBuf,
     pub cgroup_parent: String,
     pub uid_base: u32,
+    pub runtime_pool: usize,
     pub cpu_limit: CpuMode,
     pub log_max_bytes_per_function: ByteSize,
     pub log_max_bytes_total: ByteSize,
@@ -390,6 +399,7 @@ impl Options {
             node: self.node.or(lower.node),
             cgroup_parent: self.cgroup_parent.or(lower.cgroup_parent),
             uid_base: self.uid_base.or(lower.uid_base),
+            runtime_pool: self.runtime_pool.or(lower.runtime_pool),
             cpu_limit: self.cpu_limit.or(lower.cpu_limit),
             log_max_bytes_per_function: self
                 .log_max_bytes_per_function
@@ -519,6 +529,7 @@ impl ServerConfig {
                 .cgroup_parent
                 .unwrap_or_else(|| "stratus".to_string()),
             uid_base: options.uid_base.unwrap_or(1_500_000),
+            runtime_pool: options.runtime_pool.unwrap_or(1),
             cpu_limit: options.cpu_limit.unwrap_or(CpuMode::Weight),
             log_max_bytes_per_function: options
                 .log_max_bytes_per_function
@@ -886,6 +897,7 @@ mod tests {
         assert_eq!(c.node, PathBuf::from("/usr/bin/node"));
         assert_eq!(c.cgroup_parent, "stratus");
         assert_eq!(c.uid_base, 1_500_000);
+        assert_eq!(c.runtime_pool, 1);
         assert_eq!(c.cpu_limit, CpuMode::Weight);
         assert_eq!(c.log_max_bytes_per_function, ByteSize(16 << 20));
         assert_eq!(c.log_max_bytes_total, ByteSize(1 << 30));

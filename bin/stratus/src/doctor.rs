@@ -36,6 +36,12 @@ pub fn run(a: DoctorArgs) -> anyhow::Result<u8> {
     checks.push(interpreter("python", &a.python, "python3.x"));
     checks.push(interpreter("node", &a.node, "nodejs*.x"));
     checks.push(gvisor(&a.runsc));
+    checks.push(runtime_pool(
+        stratus_sandbox_process::plan::select_checked(
+            &stratus_sandbox_process::plan::Facts::gather(),
+        )
+        .rootless(),
+    ));
     let data = a.data_dir.unwrap_or_else(crate::config::default_data_dir);
     checks.push(data_dir(&data));
     if a.output == "json" {
@@ -129,6 +135,23 @@ fn gvisor(runsc: &Path) -> Check {
                 "ptrace only (--gvisor-platform ptrace)"
             }
         ),
+    }
+}
+
+/// Whether python and node cold starts can take a pre-initialised sandbox.
+fn runtime_pool(rootless: bool) -> Check {
+    if rootless {
+        Check {
+            name: "runtime pool",
+            status: Status::Warn,
+            detail: "rootless mode: no pre-initialised runtime sandboxes, every python and node cold start starts its interpreter".into(),
+        }
+    } else {
+        Check {
+            name: "runtime pool",
+            status: Status::Ok,
+            detail: "python and node cold starts take a pre-initialised sandbox (--runtime-pool, default 1 per runtime; not with --isolation gvisor)".into(),
+        }
     }
 }
 

@@ -196,15 +196,26 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
         })
         .context("starting the process sandbox backend")?,
     );
+    let runtime_pool = match backend.runtime_pool_unavailable() {
+        Some(why) => format!("off: {why}"),
+        None if a.runtime_pool == 0 => "off (runtime-pool = 0)".to_owned(),
+        None if a.isolation == Isolation::Gvisor => "off (every sandbox runs in gVisor)".to_owned(),
+        None => format!(
+            "{} pre-initialised sandbox(es) per managed runtime",
+            a.runtime_pool
+        ),
+    };
     tracing::info!(
         cgroups = ?backend.cgroup_version(),
         tmp_capped = backend.tmp_is_capped(),
+        runtime_pool = %runtime_pool,
         cpu_limit = ?a.cpu_limit,
         network = ?a.network,
         rootless = backend.plan().rootless(),
         "process sandbox backend ready"
     );
     log_protections(&backend.protections(), backend.plan().rootless());
+    let pools_backend = Arc::clone(&backend);
 
     let policy = IsolationPolicy {
         default: a.isolation,
@@ -249,6 +260,13 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
             interpreters: Interpreters {
                 python: a.python.clone(),
                 node: a.node.clone(),
+            },
+            // Pooled sandboxes are process sandboxes: none when every
+            // sandbox runs in gVisor.
+            runtime_pool: if a.isolation == Isolation::Gvisor {
+                0
+            } else {
+                a.runtime_pool
             },
         },
         Arc::clone(&backend) as Arc<dyn SandboxBackend>,
@@ -405,6 +423,7 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
     dispatching.abort();
     tracing::info!("shutting down: stopping sandboxes");
     assignment.shutdown_all();
+    pools_backend.stop_runtime_pools();
     // Give the waiters a moment to reap sandboxes and release their cgroups.
     tokio::time::sleep(Duration::from_millis(300)).await;
     logs.flush().await;

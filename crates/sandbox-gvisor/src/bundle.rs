@@ -197,6 +197,7 @@ mod tests {
             },
             runtime_api_port: 9001,
             hostname: "h<o>st".into(),
+            preinit: None,
         };
         write(dir.path(), &spec, Path::new("/scratch/tmp")).expect("bundle");
         let text = fs::read_to_string(dir.path().join("config.json")).expect("config");

@@ -51,6 +51,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         runtime_api_port: 9001,
         hostname: "example".into(),
+        preinit: None,
     };
     // Fill the pool first, as a long-running server would have.
     backend.prewarm();

@@ -20,7 +20,11 @@
 //!   before it exits (ending the sandbox). On the server's
 //!   [`Command::RestartRuntime`] it kills every other process of the
 //!   sandbox and forks a fresh R instead: the mounts (and `/tmp`), cgroup
-//!   and network stay, memory and processes do not.
+//!   and network stay, memory and processes do not. A pre-initialised
+//!   sandbox ([`JailerConfig::preinit`]) is built without code; C keeps its
+//!   privileges until [`Command::Specialise`] brings the function (code and
+//!   layers as detached mounts), then drops them and hands R its
+//!   environment through a pipe (see [`specialise`]).
 //! - **R**, the runtime: drops to the sandbox uid, enters its own user
 //!   namespace (seeing itself as uid 993), sets rlimits, installs seccomp and
 //!   execs the runtime with exactly the configured environment.
@@ -55,8 +59,8 @@ use nix::unistd::{setgroups, setresgid, setresuid};
 use stratus_sandbox::ExitStatus;
 
 use crate::protocol::{
-    CONTROL_FD, Command, JailerConfig, MAX_COMMAND, Protection, Report, SANDBOX_GID, SANDBOX_UID,
-    USERNS_ENV, UsernsSetup, send_report,
+    CONTROL_FD, Command, JailerConfig, MAX_COMMAND, PREINIT_FD_ENV, Protection, Report,
+    SANDBOX_GID, SANDBOX_UID, Specialisation, USERNS_ENV, UsernsSetup, send_report,
 };
 use crate::seccomp::{DEFAULT_POLICY, Policy};
 
@@ -488,9 +492,14 @@ fn container_init(
     let children = SignalFd::with_flags(&sigchld, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .ctx("fork", || "creating the SIGCHLD signalfd".into())?;
 
-    let mut runtime = start_runtime(ctl, cfg, policy)?;
-    drop_privileges(cfg.host_uid)?;
-    disarm_init()?;
+    // A pre-initialised sandbox keeps C's privileges until it is handed to
+    // a function: mounting the code needs them.
+    let mut cfg = cfg.clone();
+    let mut runtime = start_runtime(ctl, &cfg, policy)?;
+    if !cfg.preinit {
+        drop_privileges(cfg.host_uid)?;
+        disarm_init()?;
+    }
     if runtime.started {
         let _ = send_report(ctl, &Report::Started, None);
     }
@@ -527,7 +536,7 @@ fn container_init(
                     unsafe { libc::_exit(0) }
                 }
                 Received::Nothing => {}
-                Received::Command(Command::RestartRuntime) => {
+                Received::Command(Command::RestartRuntime, _) => {
                     // Every process of the namespace but us, at once: nothing
                     // the runtime started can fork its way out of this, and
                     // none of them runs another instruction. Their exits (and
@@ -536,7 +545,7 @@ fn container_init(
                     // zombies are reaped as they come (by the SIGCHLD path).
                     let _ = nix::sys::signal::kill(Pid::from_raw(-1), Signal::SIGKILL);
                     runtime = loop {
-                        match start_runtime(ctl, cfg, policy) {
+                        match start_runtime(ctl, &cfg, policy) {
                             // The pids limit is still full of zombies: reap one and retry.
                             Err(JailerError::Sys {
                                 source: Errno::EAGAIN,
@@ -551,9 +560,134 @@ fn container_init(
                         let _ = send_report(ctl, &Report::Started, None);
                     }
                 }
+                Received::Command(Command::Specialise { config }, fds) => {
+                    let Some(pipe) = runtime.specialise.take().filter(|_| cfg.preinit) else {
+                        return Err(JailerError::Invalid {
+                            step: "specialise",
+                            message: "this sandbox is not waiting for a function".into(),
+                        });
+                    };
+                    let body = specialise(&cfg, &config, fds)?;
+                    cfg = *config;
+                    cfg.preinit = false;
+                    // Before the runtime gets its function (and runs the
+                    // function's code), C is what it is in any sandbox.
+                    drop_privileges(cfg.host_uid)?;
+                    disarm_init()?;
+                    write_to_runtime(&pipe, &body)?;
+                    drop(pipe);
+                    let _ = send_report(ctl, &Report::Started, None);
+                }
             }
         }
     }
+}
+
+/// C, handing a pre-initialised sandbox to one function: mounts the code
+/// (and layers) the server cloned with `open_tree`, read-only, on the empty
+/// `/var/task` (and `/opt`), sets the host name (and `/etc/hostname`,
+/// `/etc/hosts`) and the `/dev/shm` size. Returns the runtime's
+/// [`Specialisation`], for [`write_to_runtime`].
+fn specialise(
+    old: &JailerConfig,
+    new: &JailerConfig,
+    fds: Vec<OwnedFd>,
+) -> Result<Vec<u8>, JailerError> {
+    let mut fds = fds.into_iter();
+    let Some(code) = fds.next() else {
+        return Err(JailerError::Invalid {
+            step: "specialise",
+            message: "no code tree came with the command".into(),
+        });
+    };
+    attach_tree(&code, "/var/task")?;
+    if new.opt_dir.is_some() {
+        let Some(opt) = fds.next() else {
+            return Err(JailerError::Invalid {
+                step: "specialise",
+                message: "no layers tree came with the command".into(),
+            });
+        };
+        attach_tree(&opt, "/opt")?;
+    }
+    drop(fds);
+    sethostname(&new.hostname).ctx("hostname", || {
+        format!("setting host name {:?}", new.hostname)
+    })?;
+    if new.hostname != old.hostname {
+        // The root tmpfs is read-only once built: open it for two writes.
+        let root_flags = MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        mount(NONE, "/", NONE, root_flags, NONE)
+            .ctx("specialise", || "remounting the root writable".into())?;
+        let written = write_host_files(new, Path::new("/etc"));
+        mount(NONE, "/", NONE, root_flags | MsFlags::MS_RDONLY, NONE)
+            .ctx("specialise", || "remounting the root read-only".into())?;
+        written?;
+    }
+    if new.shm_bytes != old.shm_bytes {
+        mount(
+            NONE,
+            "/dev/shm",
+            NONE,
+            MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some(format!("mode=1777,size={}", new.shm_bytes.max(4096)).as_str()),
+        )
+        .ctx("specialise", || "resizing /dev/shm".into())?;
+    }
+    serde_json::to_vec(&Specialisation {
+        env: new.env.clone(),
+        cwd: new.cwd.clone(),
+    })
+    .map_err(|e| JailerError::Invalid {
+        step: "specialise",
+        message: e.to_string(),
+    })
+}
+
+/// Writes the specialisation to the waiting runtime (which reads to EOF:
+/// the caller closes the pipe after).
+fn write_to_runtime(pipe: &OwnedFd, body: &[u8]) -> Result<(), JailerError> {
+    // A runtime that died meanwhile gives EPIPE (pid 1 ignores SIGPIPE);
+    // its exit is reported as usual.
+    let mut rest = body;
+    while !rest.is_empty() {
+        match nix::unistd::write(pipe, rest) {
+            Ok(n) => rest = &rest[n..],
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EPIPE) => break,
+            Err(e) => return Err(e).ctx("specialise", || "writing to the runtime".into()),
+        }
+    }
+    Ok(())
+}
+
+/// Mounts a detached tree (an `open_tree` clone) on `target`, read-only,
+/// no setuid, no devices, private.
+fn attach_tree(tree: &OwnedFd, target: &str) -> Result<(), JailerError> {
+    crate::mount_api::move_mount_to(tree.as_fd(), target)
+        .ctx("specialise", || format!("moving the tree to {target}"))?;
+    mount(
+        NONE,
+        target,
+        NONE,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        NONE,
+    )
+    .ctx("specialise", || format!("making {target} private"))?;
+    let remount = |flags: MsFlags| {
+        mount(
+            NONE,
+            target,
+            NONE,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags,
+            NONE,
+        )
+    };
+    match remount(RO) {
+        Err(Errno::EPERM) => remount(RO | locked_flags(Path::new(target))),
+        other => other,
+    }
+    .ctx("specialise", || format!("remounting {target} read-only"))
 }
 
 /// A runtime process C started.
@@ -561,6 +695,9 @@ struct Runtime {
     pid: Pid,
     /// It got as far as exec (otherwise it reported its error and exits).
     started: bool,
+    /// Pre-initialised: the write end of the pipe it waits on for its
+    /// [`Specialisation`].
+    specialise: Option<OwnedFd>,
 }
 
 /// Forks R and waits until it has exec'd the runtime (or failed to).
@@ -572,11 +709,26 @@ fn start_runtime(
     // R writes one byte here if it fails before exec; exec closes it otherwise.
     let (exec_rd, exec_wr) =
         pipe2(OFlag::O_CLOEXEC).ctx("fork", || "creating the exec pipe".into())?;
+    let spec_pipe = if cfg.preinit {
+        Some(pipe2(OFlag::O_CLOEXEC).ctx("fork", || "creating the specialisation pipe".into())?)
+    } else {
+        None
+    };
     // SAFETY: C is single-threaded (forked from the single-threaded J).
     let pid = match unsafe { fork() }.ctx("fork", || "forking the runtime".into())? {
         ForkResult::Child => {
             drop(exec_rd);
-            match exec_runtime(cfg, policy) {
+            let inherit = match spec_pipe {
+                Some((rd, wr)) => {
+                    drop(wr);
+                    // The one descriptor R keeps across exec.
+                    fcntl(rd.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::empty()))
+                        .ctx("exec", || "passing the specialisation pipe".into())
+                        .map(|_| Some(rd))
+                }
+                None => Ok(None),
+            };
+            match inherit.and_then(|rd| exec_runtime(cfg, policy, rd.as_ref())) {
                 Ok(never) => match never {},
                 Err(e) => {
                     let _ = nix::unistd::write(&exec_wr, b"!");
@@ -587,6 +739,10 @@ fn start_runtime(
         ForkResult::Parent { child } => child,
     };
     drop(exec_wr);
+    let specialise = spec_pipe.map(|(rd, wr)| {
+        drop(rd);
+        wr
+    });
     let mut byte = [0u8; 1];
     let started = loop {
         match nix::unistd::read(exec_rd.as_raw_fd(), &mut byte) {
@@ -595,7 +751,11 @@ fn start_runtime(
             Err(_) => break false,
         }
     };
-    Ok(Runtime { pid, started })
+    Ok(Runtime {
+        pid,
+        started,
+        specialise,
+    })
 }
 
 /// Reaps C's exited children without blocking. Returns the runtime's status
@@ -618,7 +778,8 @@ fn reap(runtime: Pid) -> Result<Option<ExitStatus>, JailerError> {
 }
 
 enum Received {
-    Command(Command),
+    /// A command and the descriptors that came with it.
+    Command(Command, Vec<OwnedFd>),
     /// Not a command C knows (ignored) or a spurious wake-up.
     Nothing,
     /// The server's end is closed.
@@ -626,18 +787,41 @@ enum Received {
 }
 
 fn receive_command(ctl: BorrowedFd<'_>) -> Received {
-    let mut buf = [0u8; MAX_COMMAND];
-    match nix::sys::socket::recv(ctl.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
-        Ok(0) => Received::Closed,
-        Ok(n) => match serde_json::from_slice(&buf[..n]) {
-            Ok(c) => Received::Command(c),
-            Err(e) => {
-                eprintln!("stratus-init: ignoring an unknown command: {e}");
-                Received::Nothing
+    use nix::sys::socket::{ControlMessageOwned, recvmsg};
+    let mut buf = vec![0u8; MAX_COMMAND];
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 4]);
+    let mut iov = [io::IoSliceMut::new(&mut buf)];
+    let (n, fds) = match recvmsg::<()>(
+        ctl.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+    ) {
+        Ok(msg) => {
+            let mut fds = Vec::new();
+            for c in msg.cmsgs().into_iter().flatten() {
+                if let ControlMessageOwned::ScmRights(raw) = c {
+                    for fd in raw {
+                        // SAFETY: SCM_RIGHTS just installed this descriptor
+                        // in our table and nothing else refers to it.
+                        fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                    }
+                }
             }
-        },
-        Err(Errno::EAGAIN | Errno::EINTR) => Received::Nothing,
-        Err(_) => Received::Closed,
+            (msg.bytes, fds)
+        }
+        Err(Errno::EAGAIN | Errno::EINTR) => return Received::Nothing,
+        Err(_) => return Received::Closed,
+    };
+    if n == 0 {
+        return Received::Closed;
+    }
+    match serde_json::from_slice(&buf[..n]) {
+        Ok(c) => Received::Command(c, fds),
+        Err(e) => {
+            eprintln!("stratus-init: ignoring an unknown command: {e}");
+            Received::Nothing
+        }
     }
 }
 
@@ -897,12 +1081,19 @@ fn build_root(cfg: &JailerConfig) -> Result<(), JailerError> {
             Err(_) => {}
         }
     }
-    bind(&cfg.code_dir, &root.join("var/task"), RO)?;
+    if cfg.preinit {
+        // Mount points for the function's code and layers, which come with
+        // Command::Specialise.
+        mkdir("mounts", &root.join("var/task"), 0o755)?;
+        mkdir("mounts", &root.join("opt"), 0o755)?;
+    } else {
+        bind(&cfg.code_dir, &root.join("var/task"), RO)?;
+        if let Some(dir) = &cfg.opt_dir {
+            bind(dir, &root.join("opt"), RO)?;
+        }
+    }
     if let Some(dir) = &cfg.runtime_dir {
         bind(dir, &root.join("var/runtime"), RO)?;
-    }
-    if let Some(dir) = &cfg.opt_dir {
-        bind(dir, &root.join("opt"), RO)?;
     }
     match (&cfg.tmp_device, cfg.tmp_tmpfs_bytes) {
         (Some(device), _) => mount_tmp_disk(device, &root.join("tmp"), cfg.host_uid)?,
@@ -1025,13 +1216,31 @@ fn build_dev(cfg: &JailerConfig, dev: &Path) -> Result<(), JailerError> {
     .ctx("mounts", || "mounting /dev/shm".into())
 }
 
+/// `/etc/hosts` and `/etc/hostname` for the sandbox's host name.
+fn write_host_files(cfg: &JailerConfig, etc: &Path) -> Result<(), JailerError> {
+    let hostname = clean_hostname(&cfg.hostname);
+    for (name, content) in [
+        (
+            "hosts",
+            format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost\n"),
+        ),
+        ("hostname", format!("{hostname}\n")),
+    ] {
+        let path = etc.join(name);
+        fs::write(&path, content).ctx("mounts", || format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn clean_hostname(name: &str) -> String {
+    name.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.')
+        .collect()
+}
+
 fn build_etc(cfg: &JailerConfig, etc: &Path) -> Result<(), JailerError> {
     mkdir("mounts", etc, 0o755)?;
-    let hostname: String = cfg
-        .hostname
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.')
-        .collect();
+    write_host_files(cfg, etc)?;
     let files = [
         (
             "passwd",
@@ -1045,11 +1254,6 @@ fn build_etc(cfg: &JailerConfig, etc: &Path) -> Result<(), JailerError> {
             "group",
             format!("root:x:0:\nsbx_user1051:x:{SANDBOX_GID}:\nnobody:x:65534:\n"),
         ),
-        (
-            "hosts",
-            format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost\n"),
-        ),
-        ("hostname", format!("{hostname}\n")),
         ("resolv.conf", crate::net::resolv_conf(cfg.network.as_ref())),
         (
             "nsswitch.conf",
@@ -1098,7 +1302,11 @@ fn cstring(step: &'static str, s: &str) -> Result<CString, JailerError> {
 }
 
 /// R: becomes the runtime. Returns only on error.
-fn exec_runtime(cfg: &JailerConfig, policy: &Policy) -> Result<Infallible, JailerError> {
+fn exec_runtime(
+    cfg: &JailerConfig,
+    policy: &Policy,
+    preinit_fd: Option<&OwnedFd>,
+) -> Result<Infallible, JailerError> {
     // Undo J's -1000 (raising is always allowed; fails harmlessly if J could not lower it).
     let _ = fs::write("/proc/self/oom_score_adj", "0");
     // C blocks SIGCHLD for its signalfd; the mask survives exec.
@@ -1110,9 +1318,12 @@ fn exec_runtime(cfg: &JailerConfig, policy: &Policy) -> Result<Infallible, Jaile
         .iter()
         .map(|a| cstring("exec", a))
         .collect::<Result<Vec<_>, _>>()?;
+    let preinit_var = preinit_fd.map(|fd| (PREINIT_FD_ENV.to_owned(), fd.as_raw_fd().to_string()));
     let env = cfg
         .env
         .iter()
+        .filter(|(k, _)| preinit_var.is_none() || k.as_str() != PREINIT_FD_ENV)
+        .chain(preinit_var.as_ref().map(|(k, v)| (k, v)))
         .map(|(k, v)| cstring("exec", &format!("{k}={v}")))
         .collect::<Result<Vec<_>, _>>()?;
     // Limits first, while we may still raise them.

@@ -38,6 +38,31 @@
 //! project's hosts); `spawn` renames that cgroup to the sandbox id, sets the
 //! limits and sends the config, and the runtime runs ~2 ms later.
 //!
+//! # Pre-initialised runtimes
+//! For managed runtimes the backend also keeps sandboxes started *all the
+//! way* before any function is known ([`SandboxBackend::prepare_runtimes`],
+//! one pool per [`PreInit`] profile, `stratus server --runtime-pool`): J has
+//! unshared its namespaces, C has joined its cgroup, built the root with an
+//! empty `/var/task` and `/opt` and mounted a `/tmp` disk of the default
+//! size, R has dropped to its own leased uid, entered its user namespace,
+//! set rlimits, Landlock and seccomp, and exec'd the interpreter with the
+//! bootstrap in pre-init mode (imports done, blocked reading a pipe named by
+//! `_STRATUS_PREINIT_FD`). C keeps its privileges meanwhile. `spawn` of a
+//! spec whose [`SandboxSpec::preinit`] matches takes one, renames its cgroup
+//! to the sandbox id and sets the function's limits, and sends
+//! `Command::Specialise` with the full configuration and the code (and
+//! layers) as detached mounts (`open_tree(OPEN_TREE_CLONE | AT_RECURSIVE)`,
+//! passed with `SCM_RIGHTS`); C `move_mount`s them read-only onto
+//! `/var/task` and `/opt`, sets the host name and `/dev/shm` size, drops its
+//! privileges, then writes the function's environment to R's pipe, and
+//! answers `Started` (~1 ms in all). A runtime restart after that is a
+//! normal start with the full configuration. A pooled sandbox serves one
+//! function version, forever; nothing is shared between sandboxes. The pool
+//! is refilled in the background 50 ms after a take, so
+//! the cold start that took one has the CPU meanwhile. Not in rootless mode
+//! (a rootless jailer's ids are known only at spawn). Design note:
+//! `docs/design/prewarmed-runtimes.md`.
+//!
 //! `argv[0]` is executed as given (no `PATH` search), relative to `cwd`
 //! unless absolute. `/tmp` is an ext4 filesystem of exactly `tmp_mb` on a
 //! loop device (see the `disk` module), so it is capped and its pages are
@@ -68,6 +93,7 @@ pub mod cgroup;
 pub mod disk;
 pub mod host;
 mod jailer;
+mod mount_api;
 pub mod net;
 pub mod plan;
 mod protocol;
@@ -89,7 +115,7 @@ use nix::sys::socket::{
 };
 use nix::unistd::{Gid, Uid, chown};
 use stratus_sandbox::{
-    ExitStatus, RuntimeApiListener, Sandbox, SandboxBackend, SandboxError, SandboxSpec,
+    ExitStatus, PreInit, RuntimeApiListener, Sandbox, SandboxBackend, SandboxError, SandboxSpec,
     SandboxUsage,
 };
 use tokio::io::unix::AsyncFd;
@@ -116,6 +142,16 @@ const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long dropping a sandbox waits for its processes to vanish.
 const TEARDOWN_PATIENCE: Duration = Duration::from_secs(2);
+/// How long after a cold start took a pre-initialised runtime its pool is
+/// refilled: the cold start (loading the function, its first invoke) has
+/// the CPU to itself meanwhile (2 cores on the project's hosts).
+const RUNTIME_REFILL_DELAY: Duration = Duration::from_millis(50);
+/// Failed attempts in a row after which a runtime pool pauses refilling
+/// for [`RUNTIME_POOL_RETRY_AFTER`] (a host that cannot make them must not
+/// pay a failed attempt at every cold start).
+const RUNTIME_POOL_MAX_FAILURES: u32 = 3;
+/// How long a failing runtime pool pauses.
+const RUNTIME_POOL_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// Configuration of the process backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,10 +235,40 @@ struct Inner {
     disks: DiskPool,
     /// The bridge and firewall of outbound networking, if configured.
     network: Option<Network>,
+    /// Pre-initialised runtime sandboxes, by pool name.
+    runtimes: Mutex<std::collections::HashMap<String, RuntimePool>>,
+    /// Set while a task refills the runtime pools.
+    runtimes_refilling: AtomicBool,
+}
+
+/// Pre-initialised sandboxes of one runtime profile, waiting for a function.
+#[derive(Debug)]
+struct RuntimePool {
+    profile: PreInit,
+    /// How many to keep ready.
+    size: usize,
+    ready: Vec<ProcessSandbox>,
+    /// Failed attempts to make one, in a row.
+    failures: u32,
+    /// When the last attempt failed.
+    failed_at: Option<Instant>,
+}
+
+impl RuntimePool {
+    /// Short of sandboxes, and not pausing after failures.
+    fn wants_one(&self, now: Instant) -> bool {
+        self.ready.len() < self.size
+            && (self.failures < RUNTIME_POOL_MAX_FAILURES
+                || self
+                    .failed_at
+                    .is_none_or(|t| now.duration_since(t) >= RUNTIME_POOL_RETRY_AFTER))
+    }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        // Pooled runtime sandboxes are killed and removed like any other.
+        lock(&self.runtimes).clear();
         // Unused pre-warmed jailers exit on EOF and their cgroups go with them;
         // then the parent cgroup is removed unless something still lives there.
         self.pool.lock().unwrap_or_else(|e| e.into_inner()).clear();
@@ -365,6 +431,8 @@ impl ProcessBackend {
                 pool_seq: AtomicU64::new(0),
                 disks,
                 network,
+                runtimes: Mutex::new(std::collections::HashMap::new()),
+                runtimes_refilling: AtomicBool::new(false),
             }),
         })
     }
@@ -470,9 +538,53 @@ impl ProcessBackend {
         }
     }
 
-    /// Number of sandboxes currently holding a uid (live sandboxes).
+    /// Number of sandboxes currently holding a uid (live sandboxes), not
+    /// counting the pre-initialised runtimes waiting in their pools.
     pub fn live_sandboxes(&self) -> usize {
-        self.inner.uids.in_use()
+        self.inner
+            .uids
+            .in_use()
+            .saturating_sub(self.runtimes_ready())
+    }
+
+    /// Pre-initialised runtime sandboxes ready, in all pools.
+    pub fn runtimes_ready(&self) -> usize {
+        lock(&self.inner.runtimes)
+            .values()
+            .map(|p| p.ready.len())
+            .sum()
+    }
+
+    /// Stops keeping pre-initialised runtimes and removes the ready ones
+    /// (at server shutdown: no refill may start after this).
+    pub fn stop_runtime_pools(&self) {
+        let drained: Vec<RuntimePool> =
+            lock(&self.inner.runtimes).drain().map(|(_, p)| p).collect();
+        drop(drained);
+    }
+
+    /// Fills the runtime pools offered with `prepare_runtimes` (each
+    /// pre-initialised sandbox takes about one cold start of its runtime).
+    /// Optional: they are filled in the background anyway.
+    pub async fn prewarm_runtimes(&self) {
+        Inner::refill_runtimes(&self.inner).await;
+    }
+
+    /// Why this backend keeps no pre-initialised runtimes, if it does not.
+    fn runtime_pool_blocker(&self) -> Option<String> {
+        let i = &self.inner;
+        if i.plan.rootless() {
+            return Some(
+                "rootless mode: a sandbox's ids are known only when it starts, and the sandbox init cannot mount a function's code later".into(),
+            );
+        }
+        if i.cgroups.is_none() {
+            return Some("no cgroups".into());
+        }
+        if !i.config.benchmark_without.is_empty() {
+            return Some("the protection-cost benchmark starts every sandbox itself".into());
+        }
+        None
     }
 
     /// Whether new sandboxes can still be made (for readiness probes): the
@@ -749,26 +861,17 @@ impl Inner {
 }
 
 impl ProcessBackend {
+    /// Starts a sandbox from scratch; with `preinit`, a pre-initialised
+    /// runtime sandbox for a pool (no code, waiting for `Specialise`).
     async fn spawn_inner(
         &self,
         spec: &SandboxSpec,
         res: &mut Resources,
+        preinit: bool,
     ) -> Result<ProcessSandbox, (&'static str, String)> {
         let t0 = Instant::now();
         let id = &spec.id;
-        if id.is_empty()
-            || id.len() > 128
-            || id == "."
-            || id == ".."
-            || !id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        {
-            return Err((
-                "validate",
-                "id must be 1-128 characters of [A-Za-z0-9._-]".into(),
-            ));
-        }
+        check_id(id)?;
         if spec.argv.is_empty() {
             return Err(("validate", "argv is empty".into()));
         }
@@ -931,6 +1034,7 @@ impl ProcessBackend {
             root_dir,
             without: inner.config.benchmark_without.clone(),
             network: res.net.as_ref().map(|a: &Attachment| a.net.clone()),
+            preinit,
         };
         let config_json = serde_json::to_vec(&config).map_err(|e| ("config", e.to_string()))?;
         if let Some(mut stdin) = stdin {
@@ -996,6 +1100,7 @@ impl ProcessBackend {
             sandbox = %id,
             pooled = in_cgroup,
             disk_us = t_disk.as_micros() as u64,
+            preinit,
             jailer_ready_us = t_forked.as_micros() as u64,
             network_us = t_net.as_micros() as u64,
             listening_us = t_listening.as_micros() as u64,
@@ -1024,7 +1129,234 @@ impl ProcessBackend {
             commands,
             host_uid: real_uid,
             res: Resources::default(),
+            preinit: preinit.then(|| Box::new(config)),
         })
+    }
+
+    /// Hands the pre-initialised sandbox `sb` to the function of `spec`:
+    /// its cgroup renamed and limited, its code and layers cloned with
+    /// `open_tree` and passed to C with `Specialise`. Returns once the
+    /// runtime has its function (C answered `Started`).
+    async fn specialise(
+        &self,
+        sb: &mut ProcessSandbox,
+        spec: &SandboxSpec,
+    ) -> Result<(), (&'static str, String)> {
+        let t0 = Instant::now();
+        check_id(&spec.id)?;
+        let inner = &self.inner;
+        let Some(base) = sb.preinit.take() else {
+            return Err(("specialise", "not a pre-initialised sandbox".into()));
+        };
+        let memory_bytes = spec.limits.memory_mb.saturating_mul(1 << 20);
+        if let Some(cg) = sb.res.cgroups.as_mut() {
+            cg.rename(&spec.id).map_err(|e| ("cgroup", e.to_string()))?;
+            cg.set_limits(memory_bytes, spec.limits.max_pids, inner.config.cpu_limit)
+                .map_err(|e| ("cgroup", e.to_string()))?;
+        }
+        sb.res.id = spec.id.clone();
+        sb.id = spec.id.clone();
+        let t_cgroup = t0.elapsed();
+        let clone = |dir: &Path| {
+            mount_api::clone_tree(dir)
+                .map_err(|e| ("specialise", format!("open_tree {}: {e}", dir.display())))
+        };
+        let code = clone(&spec.code_dir)?;
+        let opt = spec.opt_dir.as_deref().map(clone).transpose()?;
+        let config = JailerConfig {
+            id: spec.id.clone(),
+            code_dir: spec.code_dir.clone(),
+            runtime_dir: spec.runtime_dir.clone(),
+            opt_dir: spec.opt_dir.clone(),
+            argv: spec.argv.clone(),
+            env: spec.env.clone(),
+            cwd: spec.cwd.clone(),
+            hostname: spec.hostname.clone(),
+            max_fds: spec.limits.max_fds,
+            max_pids: spec.limits.max_pids,
+            shm_bytes: memory_bytes,
+            preinit: false,
+            ..*base
+        };
+        let mut fds = vec![code.as_raw_fd()];
+        fds.extend(opt.as_ref().map(AsRawFd::as_raw_fd));
+        let mut starts = sb.starts.clone();
+        let before = *starts.borrow_and_update();
+        send_command(
+            sb.commands.as_fd(),
+            &Command::Specialise {
+                config: Box::new(config),
+            },
+            &fds,
+        )
+        .map_err(|e| ("specialise", format!("sending the function: {e}")))?;
+        drop((code, opt));
+        let mut status = sb.status.clone();
+        let done = tokio::time::timeout(START_TIMEOUT, async {
+            tokio::select! {
+                r = starts.wait_for(|n| *n > before) => r.is_ok(),
+                _ = status.wait_for(Option::is_some) => false,
+            }
+        })
+        .await;
+        match done {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err((
+                    "specialise",
+                    "the sandbox ended instead of taking its function".into(),
+                ));
+            }
+            Err(_) => {
+                return Err((
+                    "specialise",
+                    format!("the sandbox did not take its function within {START_TIMEOUT:?}"),
+                ));
+            }
+        }
+        tracing::debug!(
+            sandbox = %spec.id,
+            pooled_runtime = true,
+            cgroup_us = t_cgroup.as_micros() as u64,
+            started_us = t0.elapsed().as_micros() as u64,
+            "sandbox start phases"
+        );
+        Ok(())
+    }
+}
+
+/// Sandbox ids name cgroups and scratch dirs.
+fn check_id(id: &str) -> Result<(), (&'static str, String)> {
+    if id.is_empty()
+        || id.len() > 128
+        || id == "."
+        || id == ".."
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err((
+            "validate",
+            "id must be 1-128 characters of [A-Za-z0-9._-]".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a pooled sandbox of `profile` can become the sandbox of `spec`:
+/// same runtime start, `/tmp` size, process and descriptor limits, Runtime
+/// API port; at least the pool's memory (limits only grow).
+fn matches_profile(profile: &PreInit, spec: &SandboxSpec) -> bool {
+    spec.preinit.as_ref() == Some(profile)
+        && spec.runtime_dir.as_deref() == Some(profile.runtime_dir.as_path())
+        && spec.runtime_api_port == profile.runtime_api_port
+        && spec.limits.tmp_mb == profile.limits.tmp_mb
+        && spec.limits.max_pids == profile.limits.max_pids
+        && spec.limits.max_fds == profile.limits.max_fds
+        && spec.limits.memory_mb >= profile.limits.memory_mb
+}
+
+impl Inner {
+    /// A ready pre-initialised sandbox for `spec`, if its pool has one
+    /// alive. Schedules the pool's refill.
+    fn take_runtime(self: &Arc<Self>, spec: &SandboxSpec) -> Option<ProcessSandbox> {
+        let pre = spec.preinit.as_ref()?;
+        let taken = {
+            let mut pools = lock(&self.runtimes);
+            let pool = pools.get_mut(&pre.pool)?;
+            if !matches_profile(&pool.profile, spec) {
+                return None;
+            }
+            let mut taken = None;
+            while let Some(sb) = pool.ready.pop() {
+                // A runtime that died while pooled (its exit is published).
+                if sb.status.borrow().is_none() {
+                    taken = Some(sb);
+                    break;
+                }
+                tracing::debug!(sandbox = %sb.id, "discarding a pooled runtime sandbox that ended");
+            }
+            taken
+        };
+        Inner::schedule_runtime_refill(self, RUNTIME_REFILL_DELAY);
+        taken
+    }
+
+    /// Refills the runtime pools after `delay`, in the background.
+    fn schedule_runtime_refill(self: &Arc<Self>, delay: Duration) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let inner = Arc::clone(self);
+        drop(handle.spawn(async move {
+            tokio::time::sleep(delay).await;
+            Inner::refill_runtimes(&inner).await;
+        }));
+    }
+
+    async fn refill_runtimes(self: &Arc<Self>) {
+        if self.runtimes_refilling.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let backend = ProcessBackend {
+            inner: Arc::clone(self),
+        };
+        loop {
+            // The first pool short of sandboxes (and not failing).
+            let now = Instant::now();
+            let wanted = lock(&self.runtimes)
+                .values()
+                .find_map(|p| p.wants_one(now).then(|| p.profile.clone()));
+            let Some(profile) = wanted else { break };
+            let id = format!(
+                "rt-{}-{}-{}",
+                profile.pool,
+                std::process::id(),
+                self.pool_seq.fetch_add(1, Ordering::Relaxed)
+            );
+            let spec = SandboxSpec {
+                id: id.clone(),
+                code_dir: profile.runtime_dir.clone(),
+                runtime_dir: Some(profile.runtime_dir.clone()),
+                opt_dir: None,
+                argv: profile.argv.clone(),
+                env: profile.env.clone(),
+                cwd: PathBuf::from("/var/task"),
+                limits: profile.limits,
+                runtime_api_port: profile.runtime_api_port,
+                hostname: "sandbox".into(),
+                preinit: None,
+            };
+            let t0 = Instant::now();
+            let mut res = Resources::default();
+            res.id = id.clone();
+            let made = backend.spawn_inner(&spec, &mut res, true).await;
+            let mut pools = lock(&self.runtimes);
+            let Some(pool) = pools.get_mut(&profile.pool) else {
+                break;
+            };
+            match made {
+                Ok(mut sb) => {
+                    sb.res = res;
+                    pool.failures = 0;
+                    tracing::debug!(
+                        sandbox = %id,
+                        pool = %profile.pool,
+                        elapsed_us = t0.elapsed().as_micros() as u64,
+                        "pre-initialised a runtime sandbox"
+                    );
+                    if pool.profile == profile {
+                        pool.ready.push(sb);
+                    }
+                }
+                Err((step, message)) => {
+                    pool.failures += 1;
+                    pool.failed_at = Some(Instant::now());
+                    tracing::warn!(pool = %profile.pool, step, %message, "could not pre-initialise a runtime sandbox");
+                }
+            }
+        }
+        self.runtimes_refilling.store(false, Ordering::Release);
     }
 }
 
@@ -1034,11 +1366,57 @@ impl SandboxBackend for ProcessBackend {
         "process"
     }
 
+    fn prepare_runtimes(&self, profiles: Vec<(PreInit, usize)>) {
+        if let Some(why) = self.runtime_pool_blocker() {
+            tracing::info!(reason = %why, "no pre-initialised runtime sandboxes: every cold start starts its runtime from scratch");
+            return;
+        }
+        {
+            let mut pools = lock(&self.inner.runtimes);
+            pools.clear();
+            for (profile, size) in profiles {
+                if size == 0 {
+                    continue;
+                }
+                tracing::info!(pool = %profile.pool, size, "keeping pre-initialised runtime sandboxes ready");
+                pools.insert(
+                    profile.pool.clone(),
+                    RuntimePool {
+                        profile,
+                        size,
+                        ready: Vec::new(),
+                        failures: 0,
+                        failed_at: None,
+                    },
+                );
+            }
+        }
+        Inner::schedule_runtime_refill(&self.inner, Duration::ZERO);
+    }
+
+    fn runtime_pool_unavailable(&self) -> Option<String> {
+        self.runtime_pool_blocker()
+    }
+
     async fn spawn(&self, spec: SandboxSpec) -> Result<Box<dyn Sandbox>, SandboxError> {
         let started = Instant::now();
+        if let Some(mut pooled) = self.inner.take_runtime(&spec) {
+            let pooled_id = pooled.id.clone();
+            match self.specialise(&mut pooled, &spec).await {
+                Ok(()) => {
+                    tracing::debug!(sandbox = %spec.id, pooled_runtime = true, elapsed_us = started.elapsed().as_micros() as u64, "sandbox started");
+                    return Ok(Box::new(pooled));
+                }
+                // The function still starts, from scratch.
+                Err((step, message)) => {
+                    tracing::warn!(sandbox = %spec.id, pooled = %pooled_id, step, %message, "could not specialise a pre-initialised runtime sandbox; starting one from scratch");
+                    drop(pooled);
+                }
+            }
+        }
         let mut res = Resources::default();
         res.id = spec.id.clone();
-        match self.spawn_inner(&spec, &mut res).await {
+        match self.spawn_inner(&spec, &mut res, false).await {
             Ok(mut sandbox) => {
                 sandbox.res = res;
                 tracing::debug!(sandbox = %spec.id, elapsed_us = started.elapsed().as_micros() as u64, "sandbox started");
@@ -1320,6 +1698,9 @@ pub struct ProcessSandbox {
     /// Host uid its processes run as.
     host_uid: u32,
     res: Resources,
+    /// A pre-initialised runtime sandbox not yet handed to a function: the
+    /// configuration it was started with.
+    preinit: Option<Box<JailerConfig>>,
 }
 
 impl ProcessSandbox {
@@ -1378,7 +1759,7 @@ impl Sandbox for ProcessSandbox {
         };
         let mut starts = self.starts.clone();
         let before = *starts.borrow_and_update();
-        send_command(self.commands.as_fd(), Command::RestartRuntime).map_err(|e| {
+        send_command(self.commands.as_fd(), &Command::RestartRuntime, &[]).map_err(|e| {
             failed(format!(
                 "asking the sandbox init to restart the runtime: {e}"
             ))
@@ -1439,4 +1820,91 @@ pub fn make_world_readable(path: &Path) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod pool_tests {
+    use super::*;
+    use stratus_sandbox::SandboxLimits;
+
+    fn profile() -> PreInit {
+        PreInit {
+            pool: "python".into(),
+            argv: vec![
+                "/usr/bin/python3".into(),
+                "/var/runtime/python/bootstrap.py".into(),
+            ],
+            env: std::collections::BTreeMap::from([("PATH".into(), "/usr/bin".into())]),
+            runtime_dir: "/srv/runtime".into(),
+            runtime_api_port: 9001,
+            limits: SandboxLimits {
+                memory_mb: 128,
+                tmp_mb: 512,
+                max_pids: 1024,
+                max_fds: 1024,
+            },
+        }
+    }
+
+    fn spec_for(p: &PreInit) -> SandboxSpec {
+        SandboxSpec {
+            id: "s".into(),
+            code_dir: "/srv/code".into(),
+            runtime_dir: Some(p.runtime_dir.clone()),
+            opt_dir: None,
+            argv: p.argv.clone(),
+            env: p.env.clone(),
+            cwd: "/var/task".into(),
+            limits: SandboxLimits {
+                memory_mb: 1024,
+                ..p.limits
+            },
+            runtime_api_port: 9001,
+            hostname: "h".into(),
+            preinit: Some(p.clone()),
+        }
+    }
+
+    #[test]
+    fn only_a_spec_of_the_same_profile_and_limits_takes_a_pooled_sandbox() {
+        let p = profile();
+        assert!(matches_profile(&p, &spec_for(&p)));
+        let mut s = spec_for(&p);
+        s.preinit = None;
+        assert!(!matches_profile(&p, &s), "not offered");
+        let mut other = p.clone();
+        other.argv[0] = "/usr/bin/python3.12".into();
+        assert!(!matches_profile(&p, &spec_for(&other)), "another program");
+        for change in [
+            |s: &mut SandboxSpec| s.limits.tmp_mb = 1024,
+            |s: &mut SandboxSpec| s.limits.max_pids = 10,
+            |s: &mut SandboxSpec| s.limits.max_fds = 10,
+            |s: &mut SandboxSpec| s.limits.memory_mb = 64,
+            |s: &mut SandboxSpec| s.runtime_api_port = 9002,
+            |s: &mut SandboxSpec| s.runtime_dir = Some("/elsewhere".into()),
+        ] {
+            let mut s = spec_for(&p);
+            change(&mut s);
+            assert!(!matches_profile(&p, &s), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn a_failing_pool_pauses_then_retries() {
+        let now = Instant::now();
+        let mut pool = RuntimePool {
+            profile: profile(),
+            size: 1,
+            ready: Vec::new(),
+            failures: 0,
+            failed_at: None,
+        };
+        assert!(pool.wants_one(now));
+        pool.failures = RUNTIME_POOL_MAX_FAILURES;
+        pool.failed_at = Some(now);
+        assert!(!pool.wants_one(now + Duration::from_secs(1)));
+        assert!(pool.wants_one(now + RUNTIME_POOL_RETRY_AFTER));
+        pool.size = 0;
+        assert!(!pool.wants_one(now + RUNTIME_POOL_RETRY_AFTER));
+    }
 }

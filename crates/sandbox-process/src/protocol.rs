@@ -80,6 +80,27 @@ pub struct JailerConfig {
     /// Outbound networking: how to configure `eth0`, which the server put
     /// into the jailer's network namespace (`None`: only `lo`).
     pub network: Option<crate::net::SandboxNet>,
+    /// A pre-initialised runtime sandbox for the pool: `/var/task` and
+    /// `/opt` stay empty mount points, C keeps its privileges and R is
+    /// exec'd with a pipe ([`PREINIT_FD_ENV`]) on which it waits for its
+    /// function; both wait for [`Command::Specialise`].
+    #[serde(default)]
+    pub preinit: bool,
+}
+
+/// Environment variable naming the descriptor on which a pre-initialised
+/// runtime (R, exec'd with [`JailerConfig::preinit`]) reads its
+/// [`Specialisation`] (then EOF).
+pub const PREINIT_FD_ENV: &str = "_STRATUS_PREINIT_FD";
+
+/// What C writes to a pre-initialised runtime when the sandbox is handed
+/// to a function: one JSON document, then EOF.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Specialisation {
+    /// The runtime's complete environment from now on.
+    pub env: BTreeMap<String, String>,
+    /// Working directory (the code at `/var/task`).
+    pub cwd: PathBuf,
 }
 
 /// A protection that the protection-cost benchmark can leave out, one at a
@@ -156,26 +177,49 @@ pub enum Report {
 }
 
 /// One message from the server to the sandbox init (C).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Command {
     /// Kill the runtime and everything it started, then start the runtime
     /// again in the same sandbox (same mounts, `/tmp`, cgroup and network).
     /// C answers with [`Report::Started`], or [`Report::Error`] and exits.
     RestartRuntime,
+    /// Hand a pre-initialised sandbox ([`JailerConfig::preinit`]) to one
+    /// function, for good. Comes with the function's code tree and, if
+    /// `config.opt_dir` is set, its layers' tree as detached mount
+    /// descriptors (`SCM_RIGHTS`, in that order; `open_tree` clones made by
+    /// the server). C mounts them at `/var/task` and `/opt`, sets the host
+    /// name and `/dev/shm` size, writes the runtime's [`Specialisation`],
+    /// drops its privileges and from then on restarts the runtime with
+    /// `config` (a normal start). Answers [`Report::Started`], or
+    /// [`Report::Error`] and exits.
+    Specialise {
+        /// The sandbox's whole configuration from now on.
+        config: Box<JailerConfig>,
+    },
 }
 
-/// Largest command C accepts.
-pub const MAX_COMMAND: usize = 256;
+/// Largest command C accepts (a `Specialise` carries the environment:
+/// Lambda allows 4 KiB of user variables, JSON escaping can grow them 6x).
+pub const MAX_COMMAND: usize = 128 * 1024;
 
-/// Sends one command (never blocks: the socket buffer holds many).
-pub fn send_command(sock: BorrowedFd<'_>, command: Command) -> nix::Result<()> {
-    let body = serde_json::to_vec(&command).map_err(|_| nix::errno::Errno::EINVAL)?;
+/// Sends one command with descriptors (never blocks: the socket buffer
+/// holds many).
+pub fn send_command(sock: BorrowedFd<'_>, command: &Command, fds: &[RawFd]) -> nix::Result<()> {
+    let body = serde_json::to_vec(command).map_err(|_| nix::errno::Errno::EINVAL)?;
+    if body.len() > MAX_COMMAND {
+        return Err(nix::errno::Errno::E2BIG);
+    }
     let iov = [IoSlice::new(&body)];
+    let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() {
+        &[]
+    } else {
+        &[ControlMessage::ScmRights(fds)]
+    };
     sendmsg::<()>(
         sock.as_raw_fd(),
         &iov,
-        &[],
+        cmsgs,
         MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
         None,
     )?;
@@ -184,7 +228,7 @@ pub fn send_command(sock: BorrowedFd<'_>, command: Command) -> nix::Result<()> {
 
 /// Maps a step name from a report to the `'static` names `SandboxError::Create` carries.
 pub fn step_name(step: &str) -> &'static str {
-    const STEPS: [&str; 20] = [
+    const STEPS: [&str; 21] = [
         "config",
         "stdio",
         "oom",
@@ -205,6 +249,7 @@ pub fn step_name(step: &str) -> &'static str {
         "tmp",
         "capabilities",
         "landlock",
+        "specialise",
     ];
     STEPS
         .iter()
@@ -261,6 +306,7 @@ mod tests {
                 gateway: std::net::Ipv4Addr::new(172, 31, 250, 1),
                 nameservers: vec![std::net::Ipv4Addr::new(192, 0, 2, 53)],
             }),
+            preinit: false,
         };
         let json = serde_json::to_string(&cfg).expect("serialise");
         assert!(json.contains(r#""without":["landlock"]"#), "{json}");
@@ -316,6 +362,22 @@ mod tests {
         assert_eq!(json, r#"{"type":"restart_runtime"}"#);
         assert!(json.len() <= MAX_COMMAND);
         assert!(serde_json::from_str::<Command>(r#"{"type":"reboot"}"#).is_err());
+        // A specialisation with Lambda's largest environment (4 KiB of user
+        // variables, each byte escaped as \u00XX) still fits one command.
+        let raw = r#"{"id":"s","code_dir":"/c","runtime_dir":null,"opt_dir":null,"argv":["x"],"env":{},"cwd":"/var/task","hostname":"h","runtime_api_port":9001,"max_fds":1,"max_pids":1,"shm_bytes":1,"cgroup_procs":[],"host_uid":5,"tmp_dir":"/t","tmp_device":null,"tmp_tmpfs_bytes":null,"root_dir":"/r","network":null}"#;
+        let mut config: JailerConfig = serde_json::from_str(raw).expect("parse");
+        assert!(!config.preinit, "preinit defaults to off");
+        config.env.insert("BIG".into(), "\u{1}".repeat(4096));
+        let cmd = Command::Specialise {
+            config: Box::new(config),
+        };
+        let json = serde_json::to_string(&cmd).expect("serialise");
+        assert!(
+            json.starts_with(r#"{"type":"specialise","config":{"#),
+            "{json}"
+        );
+        assert!(json.len() <= MAX_COMMAND, "{}", json.len());
+        assert_eq!(serde_json::from_str::<Command>(&json).expect("parse"), cmd);
     }
 
     #[test]

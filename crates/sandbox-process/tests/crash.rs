@@ -57,6 +57,7 @@ fn spec(id: &str, code: &Path) -> SandboxSpec {
         },
         runtime_api_port: 9001,
         hostname: "sandbox-host".into(),
+        preinit: None,
     }
 }
 

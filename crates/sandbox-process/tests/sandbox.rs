@@ -87,6 +87,7 @@ fn spec(id: &str, code: &Path, argv: &[&str]) -> SandboxSpec {
         },
         runtime_api_port: 9001,
         hostname: "sandbox-host".into(),
+        preinit: None,
     }
 }
 
@@ -1078,4 +1079,157 @@ async fn creation_rate() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     assert_eq!(backend.live_sandboxes(), 0);
+}
+
+/// A pre-initialised "runtime": waits for its function on the pipe the
+/// jailer names, then reports what it sees to the Runtime API port.
+const PREINIT: &str = r#"
+import os, socket, json
+fd = int(os.environ["_STRATUS_PREINIT_FD"])
+before = {"task": os.listdir("/var/task"), "opt": os.listdir("/opt"), "uid": os.getuid()}
+c = socket.create_connection(("127.0.0.1", 9001))
+raw = b""
+while True:
+    chunk = os.read(fd, 65536)
+    if not chunk:
+        break
+    raw += chunk
+spec = json.loads(raw)
+os.chdir(spec["cwd"])
+r = {"before": before, "env": spec["env"], "task": sorted(os.listdir("/var/task")),
+     "opt": sorted(os.listdir("/opt")), "code": open("/var/task/code.txt").read(),
+     "hostname": socket.gethostname(), "etc_hostname": open("/etc/hostname").read().strip(),
+     "uid": os.getuid(), "shm": os.statvfs("/dev/shm").f_blocks * os.statvfs("/dev/shm").f_frsize}
+try:
+    open("/var/task/x", "w")
+    r["task_writable"] = True
+except OSError:
+    r["task_writable"] = False
+c.sendall(json.dumps(r).encode())
+c.close()
+"#;
+
+#[tokio::test]
+async fn a_pre_initialised_sandbox_is_specialised_to_one_function() {
+    if !is_root() {
+        eprintln!("skipping: needs root");
+        return;
+    }
+    let runtime = code_dir(&[("pre.py", PREINIT)]);
+    let code = code_dir(&[("code.txt", "the function's code")]);
+    let opt = code_dir(&[("layer.txt", "a layer")]);
+    let (backend, _state) = backend_with_uids(2_930_000, 2);
+    let generic_env = BTreeMap::from([("PATH".to_owned(), "/usr/bin:/bin".to_owned())]);
+    let profile = stratus_sandbox::PreInit {
+        pool: "py".into(),
+        argv: vec!["/usr/bin/python3".into(), "/var/runtime/pre.py".into()],
+        env: generic_env,
+        runtime_dir: runtime.path().to_owned(),
+        runtime_api_port: 9001,
+        limits: SandboxLimits {
+            memory_mb: 128,
+            tmp_mb: 512,
+            max_pids: 64,
+            max_fds: 1024,
+        },
+    };
+    backend.prepare_runtimes(vec![(profile.clone(), 1)]);
+    backend.prewarm_runtimes().await;
+    assert_eq!(backend.runtimes_ready(), 1);
+    assert_eq!(
+        backend.live_sandboxes(),
+        0,
+        "pooled sandboxes are not live ones"
+    );
+    // The interpreter has been exec'd; let it reach its wait (and record
+    // what it sees before it has a function).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut s = spec(
+        "pooled",
+        code.path(),
+        &["/usr/bin/python3", "/never/run.py"],
+    );
+    s.runtime_dir = Some(runtime.path().to_owned());
+    s.opt_dir = Some(opt.path().to_owned());
+    s.limits.memory_mb = 256;
+    s.hostname = "sandbox-mine".into();
+    s.env.insert("SECRET".into(), "only-mine".into());
+    s.preinit = Some(profile.clone());
+    let started = Instant::now();
+    let mut sb = backend.spawn(s.clone()).await.expect("spawn");
+    let took = started.elapsed();
+    assert_eq!(backend.runtimes_ready(), 0, "the pooled sandbox was taken");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    let l = listener(&mut sb);
+    let (mut conn, _) = tokio::time::timeout(Duration::from_secs(20), l.accept())
+        .await
+        .expect("runtime connected")
+        .expect("accept");
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(20), conn.read_to_string(&mut out))
+        .await
+        .expect("report")
+        .expect("read");
+    let r: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(r["before"]["task"], serde_json::json!([]), "{r}");
+    assert_eq!(r["before"]["opt"], serde_json::json!([]), "{r}");
+    assert_eq!(r["task"], serde_json::json!(["code.txt"]), "{r}");
+    assert_eq!(r["opt"], serde_json::json!(["layer.txt"]), "{r}");
+    assert_eq!(r["code"], "the function's code");
+    assert_eq!(r["env"]["SECRET"], "only-mine");
+    assert_eq!(r["hostname"], "sandbox-mine");
+    assert_eq!(r["etc_hostname"], "sandbox-mine");
+    assert_eq!(r["task_writable"], false, "code must be read-only");
+    assert_eq!(r["uid"], 993);
+    assert_eq!(
+        r["shm"],
+        256 << 20,
+        "/dev/shm follows the function's memory"
+    );
+    // Its cgroup carries the sandbox id and the function's memory limit.
+    let dirs = backend.cgroup_dirs(&s.id);
+    let mem = dirs
+        .iter()
+        .find(|d| d.to_string_lossy().contains("memory"))
+        .map(|d| std::fs::read_to_string(d.join("memory.limit_in_bytes")).expect("limit"));
+    if let Some(mem) = mem {
+        assert_eq!(mem.trim(), (256u64 << 20).to_string());
+    }
+    let _ = sb.wait().await;
+    drop(sb);
+    // A spec that does not match the profile (another /tmp size) starts
+    // from scratch; the refilled pool is left alone.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    backend.prewarm_runtimes().await;
+    assert_eq!(backend.runtimes_ready(), 1);
+    let mut other = spec("scratch", code.path(), &["/bin/true"]);
+    other.runtime_dir = Some(runtime.path().to_owned());
+    other.limits.tmp_mb = 1024;
+    other.preinit = Some(profile);
+    let sb = backend.spawn(other).await.expect("spawn from scratch");
+    assert_eq!(backend.runtimes_ready(), 1);
+    assert_eq!(sb.wait().await, ExitStatus::Code(0));
+    drop(sb);
+    backend.stop_runtime_pools();
+    assert_eq!(backend.runtimes_ready(), 0);
+    assert_eq!(backend.live_sandboxes(), 0);
+}
+
+/// [`backend`] with room for `uids` sandboxes (a pooled one holds a uid).
+fn backend_with_uids(uid_base: u32, uids: u32) -> (ProcessBackend, tempfile::TempDir) {
+    let state = tempfile::tempdir().expect("state dir");
+    let backend = ProcessBackend::new(ProcessBackendConfig {
+        jailer: vec![env!("CARGO_BIN_EXE_stratus-jailer").to_owned()],
+        state_dir: state.path().to_owned(),
+        cgroup_parent: format!("stratus-test-{uid_base}"),
+        uid_base,
+        uid_count: uids,
+        prewarm: 1,
+        tmp_disk_pool: 1,
+        ..ProcessBackendConfig::default()
+    })
+    .expect("backend");
+    backend.prewarm();
+    (backend, state)
 }

@@ -85,6 +85,7 @@ impl Suite {
             },
             runtime_api_port: 9001,
             hostname: "sandbox-host".into(),
+            preinit: None,
         }
     }
 

@@ -44,6 +44,43 @@ pub struct SandboxSpec {
     pub runtime_api_port: u16,
     /// Host name the sandbox sees.
     pub hostname: String,
+    /// How this sandbox may instead be made from a pre-initialised runtime
+    /// sandbox of the backend's pool (see [`PreInit`]); `None`: always start
+    /// the runtime from scratch with `argv` and `env`.
+    pub preinit: Option<PreInit>,
+}
+
+/// A generic, pre-initialised runtime: what a backend may start *before*
+/// any function is known, and later specialise to one function.
+///
+/// A backend that keeps such sandboxes ([`SandboxBackend::prepare_runtimes`])
+/// starts one all the way (namespaces, cgroup, uid, seccomp, the
+/// interpreter with its imports done) but with an empty `/var/task` and
+/// `/opt`, the runtime blocked on a specialisation message. `spawn` of a
+/// spec whose `preinit` matches a ready one hands it the function (code,
+/// layers, environment, host name, limits) instead of starting a new one.
+/// Each such sandbox serves exactly one function version and is never
+/// returned to a pool, so nothing is shared between functions or accounts.
+///
+/// The caller only sets `preinit` when `argv`/`env` and this profile start
+/// the same program: the runtime must be able to take the rest of `env`
+/// after start-up (a variable the interpreter reads only at start, such
+/// as `PYTHONPATH` or `NODE_OPTIONS`, rules the pool out).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreInit {
+    /// Pool name (one pool per profile), e.g. `python`.
+    pub pool: String,
+    /// Program and arguments of the pre-initialised runtime.
+    pub argv: Vec<String>,
+    /// Its environment before specialisation (no function data in it).
+    pub env: BTreeMap<String, String>,
+    /// Host directory mounted at `/var/runtime` (the bootstraps).
+    pub runtime_dir: PathBuf,
+    /// Port of the Runtime API on the sandbox's loopback.
+    pub runtime_api_port: u16,
+    /// The limits the pooled sandbox is started with: `tmp_mb`, `max_pids`
+    /// and `max_fds` must equal the spec's; memory only grows at spawn.
+    pub limits: SandboxLimits,
 }
 
 /// Resource limits of one sandbox.
@@ -169,6 +206,20 @@ pub trait SandboxBackend: Send + Sync + std::fmt::Debug {
     /// Creates and starts a sandbox. When this returns, the runtime process has
     /// been started inside the sandbox (it may not have called the Runtime API yet).
     async fn spawn(&self, spec: SandboxSpec) -> Result<Box<dyn Sandbox>, SandboxError>;
+
+    /// Offers the runtime profiles the caller will ask for in
+    /// [`SandboxSpec::preinit`], each with the number of sandboxes to keep
+    /// ready. A backend that cannot pre-initialise (or is configured not
+    /// to) ignores it: `spawn` then always starts from scratch.
+    fn prepare_runtimes(&self, profiles: Vec<(PreInit, usize)>) {
+        drop(profiles);
+    }
+
+    /// Why this backend does not keep pre-initialised runtimes, if it does
+    /// not (for the server's start-up line and `stratus doctor`).
+    fn runtime_pool_unavailable(&self) -> Option<String> {
+        Some(format!("the {} backend has no runtime pool", self.name()))
+    }
 }
 
 #[cfg(test)]

@@ -390,6 +390,7 @@ mod tests {
             },
             runtime_api_port: 9001,
             hostname: "h".into(),
+            preinit: None,
         }
     }
 

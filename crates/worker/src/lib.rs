@@ -26,6 +26,7 @@ use async_trait::async_trait;
 use stratus_api::LambdaError;
 use stratus_api::service::{FunctionVersionSpec, InitializationType, Logs, WarmSandbox, Worker};
 use stratus_sandbox::SandboxBackend;
+use stratus_types::RuntimeFamily;
 
 use stratus_store::BlobStore;
 
@@ -44,6 +45,10 @@ pub struct WorkerConfig {
     pub dir: PathBuf,
     /// Host interpreters for the managed runtimes.
     pub interpreters: Interpreters,
+    /// Pre-initialised sandboxes the backend keeps ready per managed
+    /// runtime (python, node), specialised to a function at its cold start;
+    /// 0: none. A backend that cannot keep them ignores it.
+    pub runtime_pool: usize,
 }
 
 /// Errors of the worker's own operations.
@@ -79,6 +84,17 @@ impl LocalWorker {
             path: runtime_dir.clone(),
             source,
         })?;
+        let profiles = [RuntimeFamily::Python, RuntimeFamily::Node]
+            .into_iter()
+            .filter(|f| {
+                cfg.interpreters
+                    .for_family(*f)
+                    .is_some_and(std::path::Path::is_file)
+            })
+            .filter_map(|f| runtimes::preinit_profile(f, &cfg.interpreters, &runtime_dir))
+            .map(|p| (p, cfg.runtime_pool))
+            .collect();
+        backend.prepare_runtimes(profiles);
         let code_dir = cfg.dir.join("code");
         std::fs::create_dir_all(&code_dir).map_err(|source| WorkerError::Dir {
             path: code_dir.clone(),

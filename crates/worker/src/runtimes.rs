@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use stratus_api::service::{FunctionVersionSpec, InitializationType};
+use stratus_sandbox::{PreInit, SandboxLimits};
 use stratus_types::RuntimeFamily;
+use stratus_types::limits::{RUNTIME_API_PORT, SANDBOX_MAX_FDS, SANDBOX_MAX_PIDS};
 use stratus_types::runtime::RESERVED_ENV;
 
 const PYTHON_BOOTSTRAP: &str = include_str!("../runtimes/python/bootstrap.py");
@@ -57,7 +59,11 @@ pub fn install(dir: &Path) -> std::io::Result<()> {
 
 /// The command line of the runtime process inside the sandbox.
 pub fn argv(spec: &FunctionVersionSpec, interpreters: &Interpreters) -> Vec<String> {
-    match spec.runtime.family() {
+    family_argv(spec.runtime.family(), interpreters)
+}
+
+fn family_argv(family: RuntimeFamily, interpreters: &Interpreters) -> Vec<String> {
+    match family {
         RuntimeFamily::Python => vec![
             interpreters.python.display().to_string(),
             "/var/runtime/python/bootstrap.py".into(),
@@ -68,6 +74,110 @@ pub fn argv(spec: &FunctionVersionSpec, interpreters: &Interpreters) -> Vec<Stri
         ],
         RuntimeFamily::Provided => vec!["/var/task/bootstrap".into()],
     }
+}
+
+/// Defaults a user may override (as on Lambda).
+const DEFAULT_ENV: [(&str, &str); 4] = [
+    ("PATH", "/usr/local/bin:/usr/bin:/bin:/opt/bin"),
+    (
+        "LD_LIBRARY_PATH",
+        "/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:/var/task/lib:/opt/lib",
+    ),
+    ("LANG", "en_US.UTF-8"),
+    ("TZ", ":UTC"),
+];
+
+const NODE_PATH_DEFAULT: &str =
+    "/opt/nodejs/node_modules:/var/runtime/node_modules:/var/runtime:/var/task";
+
+/// Memory of a pre-initialised sandbox before it is handed to a function:
+/// Lambda's smallest MemorySize, so handing it over only raises the limit.
+const PREINIT_MEMORY_MB: u64 = 128;
+
+/// EphemeralStorage the pooled sandboxes have (Lambda's default).
+pub const PREINIT_TMP_MB: u64 = 512;
+
+/// The pool name of a family's pre-initialised runtimes.
+fn pool_name(family: RuntimeFamily) -> Option<&'static str> {
+    match family {
+        RuntimeFamily::Python => Some("python"),
+        RuntimeFamily::Node => Some("node"),
+        RuntimeFamily::Provided => None,
+    }
+}
+
+/// The pre-initialised runtime of `family`: the same program as
+/// [`argv`] starts, with only the variables every function of the family
+/// shares (no function data), the limits every function has by default.
+pub fn preinit_profile(
+    family: RuntimeFamily,
+    interpreters: &Interpreters,
+    runtime_dir: &Path,
+) -> Option<PreInit> {
+    let pool = pool_name(family)?;
+    let mut env: BTreeMap<String, String> = DEFAULT_ENV
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    if family == RuntimeFamily::Node {
+        env.insert("NODE_PATH".into(), NODE_PATH_DEFAULT.into());
+    }
+    for (k, v) in [
+        (
+            "AWS_LAMBDA_RUNTIME_API",
+            format!("127.0.0.1:{RUNTIME_API_PORT}"),
+        ),
+        ("LAMBDA_TASK_ROOT", "/var/task".into()),
+        ("LAMBDA_RUNTIME_DIR", "/var/runtime".into()),
+    ] {
+        env.insert(k.to_owned(), v);
+    }
+    Some(PreInit {
+        pool: pool.to_owned(),
+        argv: family_argv(family, interpreters),
+        env,
+        runtime_dir: runtime_dir.to_owned(),
+        runtime_api_port: RUNTIME_API_PORT,
+        limits: SandboxLimits {
+            memory_mb: PREINIT_MEMORY_MB,
+            tmp_mb: PREINIT_TMP_MB,
+            max_pids: SANDBOX_MAX_PIDS,
+            max_fds: SANDBOX_MAX_FDS,
+        },
+    })
+}
+
+/// Whether the interpreter reads `key` only when it starts (so a
+/// pre-initialised runtime, started before the function was known, could
+/// not honour the function's value): Python's `PYTHON*`, Node's `NODE_*`
+/// (but `NODE_PATH`, which the bootstrap applies), `NODE_OPTIONS`, the
+/// dynamic loader's `LD_*`, glibc's `MALLOC_*`/`GLIBC_TUNABLES`, locale
+/// variables, libuv's and OpenSSL's settings.
+pub fn read_at_start(key: &str) -> bool {
+    const PREFIXES: [&str; 9] = [
+        "PYTHON", "NODE_", "LD_", "LC_", "MALLOC_", "GLIBC_", "UV_", "OPENSSL_", "SSL_",
+    ];
+    (PREFIXES.iter().any(|p| key.starts_with(p)) && key != "NODE_PATH")
+        || matches!(key, "LANG" | "LANGUAGE")
+}
+
+/// The pre-initialised runtime a sandbox of `spec` may be made from, if
+/// any: a managed runtime, the default `/tmp` size, and no user variable
+/// the interpreter reads only at start ([`read_at_start`]).
+pub fn preinit(
+    spec: &FunctionVersionSpec,
+    interpreters: &Interpreters,
+    runtime_dir: &Path,
+) -> Option<PreInit> {
+    if u64::from(spec.ephemeral_mb) != PREINIT_TMP_MB
+        || spec
+            .env
+            .keys()
+            .any(|k| read_at_start(k) && !RESERVED_ENV.contains(&k.as_str()))
+    {
+        return None;
+    }
+    preinit_profile(spec.runtime.family(), interpreters, runtime_dir)
 }
 
 /// The runtime process's whole environment: the user's variables, then the
@@ -84,22 +194,12 @@ pub fn environment(
         .filter(|(k, _)| !RESERVED_ENV.contains(&k.as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    // Defaults a user may override (as on Lambda).
-    for (k, v) in [
-        ("PATH", "/usr/local/bin:/usr/bin:/bin:/opt/bin"),
-        (
-            "LD_LIBRARY_PATH",
-            "/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:/var/task/lib:/opt/lib",
-        ),
-        ("LANG", "en_US.UTF-8"),
-        ("TZ", ":UTC"),
-    ] {
+    for (k, v) in DEFAULT_ENV {
         env.entry(k.to_owned()).or_insert_with(|| v.to_owned());
     }
     if spec.runtime.family() == RuntimeFamily::Node {
-        env.entry("NODE_PATH".into()).or_insert_with(|| {
-            "/opt/nodejs/node_modules:/var/runtime/node_modules:/var/runtime:/var/task".into()
-        });
+        env.entry("NODE_PATH".into())
+            .or_insert_with(|| NODE_PATH_DEFAULT.into());
     }
     let reserved = [
         ("_HANDLER", spec.handler.clone()),
@@ -202,6 +302,64 @@ mod tests {
             argv(&s, &Interpreters::default()),
             vec!["/var/task/bootstrap".to_string()]
         );
+    }
+
+    #[test]
+    fn managed_runtimes_may_start_pre_initialised_unless_told_otherwise() {
+        let i = Interpreters::default();
+        let dir = Path::new("/srv/runtime");
+        let py = preinit(&spec("python3.12", &[("GREETING", "hi")]), &i, dir).expect("pool");
+        assert_eq!(py.pool, "python");
+        assert_eq!(py.argv, argv(&spec("python3.12", &[]), &i));
+        // Every python id shares one pool; the profile holds no function data.
+        assert_eq!(
+            preinit(&spec("python3.9", &[]), &i, dir).as_ref(),
+            Some(&py)
+        );
+        assert!(!py.env.contains_key("_HANDLER"));
+        assert!(!py.env.contains_key("AWS_LAMBDA_FUNCTION_NAME"));
+        assert_eq!(py.env["AWS_LAMBDA_RUNTIME_API"], "127.0.0.1:9001");
+        // What the function's own start would get, the profile has too.
+        let full = environment(
+            &spec("python3.12", &[]),
+            "127.0.0.1:9001",
+            "s",
+            InitializationType::OnDemand,
+        );
+        for (k, v) in &py.env {
+            assert_eq!(full.get(k), Some(v), "{k}");
+        }
+        let node = preinit(&spec("nodejs20.x", &[("NODE_PATH", "/x")]), &i, dir).expect("pool");
+        assert_eq!(node.pool, "node");
+        assert_eq!(node.env["NODE_PATH"], NODE_PATH_DEFAULT);
+        assert_eq!(node.limits.tmp_mb, 512);
+        // Custom runtimes, another /tmp size, start-time variables: from scratch.
+        assert!(preinit(&spec("provided.al2023", &[]), &i, dir).is_none());
+        let mut big_tmp = spec("python3.12", &[]);
+        big_tmp.ephemeral_mb = 1024;
+        assert!(preinit(&big_tmp, &i, dir).is_none());
+        for key in [
+            "PYTHONPATH",
+            "PYTHONDONTWRITEBYTECODE",
+            "NODE_OPTIONS",
+            "LD_PRELOAD",
+            "LD_LIBRARY_PATH",
+            "LANG",
+            "LC_ALL",
+            "MALLOC_ARENA_MAX",
+            "GLIBC_TUNABLES",
+            "UV_THREADPOOL_SIZE",
+            "OPENSSL_CONF",
+        ] {
+            assert!(read_at_start(key), "{key}");
+            assert!(
+                preinit(&spec("nodejs20.x", &[(key, "x")]), &i, dir).is_none(),
+                "{key}"
+            );
+        }
+        for key in ["NODE_PATH", "TZ", "PATH", "HOME", "GREETING"] {
+            assert!(!read_at_start(key), "{key}");
+        }
     }
 
     #[test]

@@ -158,6 +158,7 @@ pub async fn start(
     }
     let runtime_api = format!("127.0.0.1:{RUNTIME_API_PORT}");
     let log_stream = log_stream_name(&spec.version, &id)?;
+    let preinit = runtimes::preinit(&spec, interpreters, &runtime_dir);
     let sb_spec = SandboxSpec {
         id: id.clone(),
         code_dir: code.path().to_owned(),
@@ -174,6 +175,7 @@ pub async fn start(
         },
         runtime_api_port: RUNTIME_API_PORT,
         hostname: format!("sandbox-{}", &id[..12]),
+        preinit,
     };
     let created = Instant::now();
     let mut sandbox = backend

@@ -15,6 +15,12 @@
  * HTTP status and headers.
  *
  * Run as:  /usr/bin/node /var/runtime/node/bootstrap.js
+ *
+ * Pre-initialised (the sandbox backend's runtime pool): started with
+ * _STRATUS_PREINIT_FD=<n> and no function yet, it loads its modules, then
+ * blocks reading descriptor n until EOF: one JSON document
+ * {"env": {...}, "cwd": "/var/task"} with the function's environment. From
+ * there on it is the same as a runtime started for that function.
  */
 
 const http = require('http');
@@ -30,10 +36,16 @@ const ERROR_TYPE_HEADER = 'Lambda-Runtime-Function-Error-Type';
 // Runtime API client: one keep-alive connection.
 // ---------------------------------------------------------------------------
 
-const runtimeApi = process.env.AWS_LAMBDA_RUNTIME_API || '';
-const sepIdx = runtimeApi.lastIndexOf(':');
-const apiHost = sepIdx > 0 ? runtimeApi.slice(0, sepIdx).replace(/^\[|\]$/g, '') : runtimeApi;
-const apiPort = sepIdx > 0 ? Number(runtimeApi.slice(sepIdx + 1)) : 80;
+let runtimeApi = '';
+let apiHost = '';
+let apiPort = 80;
+function setRuntimeApi(address) {
+  runtimeApi = address || '';
+  const sepIdx = runtimeApi.lastIndexOf(':');
+  apiHost = sepIdx > 0 ? runtimeApi.slice(0, sepIdx).replace(/^\[|\]$/g, '') : runtimeApi;
+  apiPort = sepIdx > 0 ? Number(runtimeApi.slice(sepIdx + 1)) : 80;
+}
+setRuntimeApi(process.env.AWS_LAMBDA_RUNTIME_API);
 const agent = new http.Agent({ keepAlive: true, maxSockets: 1, noDelay: true });
 
 function apiRequest(method, urlPath, body, headers) {
@@ -537,7 +549,81 @@ function runInvocation(handler, headers, body) {
   });
 }
 
+const PREINIT_FD_ENV = '_STRATUS_PREINIT_FD';
+
+// Pre-initialised: load what every function needs, then wait (blocking:
+// nothing else runs yet) for this sandbox's function and take its
+// environment.
+// Node's first HTTP request costs 10-30 ms of lazy initialisation here:
+// make one ahead of time, to a throwaway server on the sandbox's loopback.
+function warmHttp() {
+  return new Promise((resolve) => {
+    const server = http.createServer((req, res) => {
+      req.resume();
+      res.setHeader('Content-Type', 'application/json');
+      res.end('{}');
+    });
+    const done = () => {
+      server.close();
+      resolve();
+    };
+    server.on('error', done);
+    server.listen(0, '127.0.0.1', () => {
+      const warmAgent = new http.Agent({ keepAlive: false });
+      const req = http.request({
+        host: '127.0.0.1',
+        port: server.address().port,
+        method: 'POST',
+        path: '/warm',
+        agent: warmAgent,
+        headers: { 'Content-Type': 'application/json', 'Content-Length': 2 },
+      }, (res) => {
+        const chunks = [];
+        res.on('data', (c) => chunks.push(c));
+        res.on('end', () => {
+          JSON.parse(Buffer.concat(chunks).toString('utf8'));
+          warmAgent.destroy();
+          done();
+        });
+      });
+      req.setNoDelay(true);
+      req.on('error', done);
+      req.end('{}');
+    });
+  });
+}
+
+async function waitForFunction(fd) {
+  require('url');
+  await warmHttp();
+  let raw;
+  try {
+    raw = fs.readFileSync(fd);
+  } finally {
+    try {
+      fs.closeSync(fd);
+    } catch (_e) {
+      // already closed
+    }
+  }
+  if (!raw.length) {
+    // The sandbox was discarded before it got a function.
+    process.exit(0);
+  }
+  const spec = JSON.parse(raw.toString('utf8'));
+  for (const k of Object.keys(process.env)) delete process.env[k];
+  Object.assign(process.env, spec.env);
+  setRuntimeApi(process.env.AWS_LAMBDA_RUNTIME_API);
+  try {
+    process.chdir(spec.cwd || '/var/task');
+  } catch (_e) {
+    // keep cwd
+  }
+}
+
 async function main() {
+  const preinitFd = process.env[PREINIT_FD_ENV];
+  if (preinitFd !== undefined) await waitForFunction(Number(preinitFd));
   const taskRoot = process.env.LAMBDA_TASK_ROOT || '/var/task';
   const handlerName = process.argv[2] || process.env._HANDLER || '';
   if (!runtimeApi) {

@@ -5,6 +5,7 @@ Run:  python3 -m pytest crates/worker/runtimes/tests -q
 The bootstraps run under /usr/bin/python3 and /usr/bin/node (what sandboxes use).
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -641,3 +642,124 @@ def test_fixture_rust_hello(runtimes, tmp_path):
     assert 0 < b["remaining_ms"] <= 5000
     assert b["invoked_function_arn"] == r.api.arn
     assert r.api.invoke({}).json()["count"] == 2
+
+
+# ===========================================================================
+# Pre-initialised mode (the sandbox backend's runtime pool)
+# ===========================================================================
+
+
+class PreinitRuntime(Runtime):
+    """A bootstrap started with only the pool's generic environment and a
+    pipe (_STRATUS_PREINIT_FD), as a pooled sandbox starts it; `specialise`
+    then hands it a function, as the sandbox init does."""
+
+    def __init__(self, cmd, wait_dir):
+        self.api = FakeRuntimeAPI().start()
+        rd, self.pipe = os.pipe()
+        env = {
+            "AWS_LAMBDA_RUNTIME_API": self.api.address,
+            "LAMBDA_TASK_ROOT": "/nonexistent-task-root",
+            "LAMBDA_RUNTIME_DIR": RUNTIMES,
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "TZ": ":UTC",
+            "LANG": "en_US.UTF-8",
+            "_STRATUS_PREINIT_FD": str(rd),
+        }
+        self.started = time.time()
+        self.proc = subprocess.Popen(
+            cmd, cwd=wait_dir, env=env, pass_fds=(rd,), stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        os.close(rd)
+        self._log = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def specialise(self, task_root, handler, execution_env, extra_env=None):
+        env = {
+            "AWS_LAMBDA_RUNTIME_API": self.api.address,
+            "_HANDLER": handler,
+            "LAMBDA_TASK_ROOT": task_root,
+            "LAMBDA_RUNTIME_DIR": RUNTIMES,
+            "AWS_LAMBDA_FUNCTION_NAME": "test-fn",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/test-fn",
+            "AWS_LAMBDA_LOG_STREAM_NAME": "2026/01/01/[$LATEST]0123456789abcdef",
+            "AWS_EXECUTION_ENV": execution_env,
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "TZ": ":UTC",
+            "LANG": "en_US.UTF-8",
+        }
+        env.update(extra_env or {})
+        os.write(self.pipe, json.dumps({"env": env, "cwd": task_root}).encode())
+        os.close(self.pipe)
+        self.pipe = None
+
+    def close(self):
+        if self.pipe is not None:
+            os.close(self.pipe)
+            self.pipe = None
+        super().close()
+
+
+PREINIT_PY = '''
+import os, sys, time
+def handler(event, context):
+    return {"env": dict(os.environ), "cwd": os.getcwd(), "tz": time.tzname[0],
+            "path0": sys.path[0], "fn": context.function_name}
+'''
+
+PREINIT_NODE = '''
+exports.handler = async (event, context) => ({
+  env: Object.assign({}, process.env), cwd: process.cwd(), fn: context.functionName,
+  hour: new Date(Date.UTC(2026, 0, 1, 12)).getHours(),
+});
+'''
+
+
+@pytest.mark.parametrize("family", ["python", "node"])
+def test_preinit_runtime_takes_its_function_from_the_pipe(runtimes, tmp_path, family):
+    wait_dir = tmp_path / "empty"
+    wait_dir.mkdir()
+    task = tmp_path / "task"
+    task.mkdir()
+    if family == "python":
+        write_files(str(task), {"app.py": PREINIT_PY})
+        r = PreinitRuntime([PYTHON, PY_BOOTSTRAP], str(wait_dir))
+        handler, exec_env = "app.handler", "AWS_Lambda_python3.12"
+    else:
+        write_files(str(task), {"index.js": PREINIT_NODE})
+        r = PreinitRuntime([NODE, NODE_BOOTSTRAP], str(wait_dir))
+        handler, exec_env = "index.handler", "AWS_Lambda_nodejs20.x"
+    runtimes.append(r)
+    # It waits: no Runtime API call before it has a function.
+    time.sleep(0.5)
+    assert r.proc.poll() is None, r.log
+    assert r.api.next_calls == 0
+    r.specialise(str(task), handler, exec_env, {"GREETING": "hi", "TZ": "Asia/Tokyo"})
+    out = r.api.invoke({})
+    assert out.kind == "response", (out, r.log)
+    b = out.json()
+    assert b["env"]["GREETING"] == "hi"
+    assert b["env"]["_HANDLER"] == handler
+    assert "_STRATUS_PREINIT_FD" not in b["env"]
+    assert b["cwd"] == str(task)
+    assert b["fn"] == "test-fn"
+    if family == "python":
+        assert b["tz"] == "JST", "TZ of the function must apply"
+        assert b["path0"] == str(task)
+    else:
+        assert b["hour"] == 21, "TZ of the function must apply"
+
+
+@pytest.mark.parametrize("family", ["python", "node"])
+def test_preinit_runtime_discarded_before_a_function_exits_quietly(runtimes, tmp_path, family):
+    cmd = [PYTHON, PY_BOOTSTRAP] if family == "python" else [NODE, NODE_BOOTSTRAP]
+    r = PreinitRuntime(cmd, str(tmp_path))
+    runtimes.append(r)
+    os.close(r.pipe)
+    r.pipe = None
+    assert r.exit_code() == 0, r.log
+    assert r.api.next_calls == 0
