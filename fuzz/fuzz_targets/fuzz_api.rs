@@ -19,8 +19,8 @@ use http_body_util::BodyExt;
 use libfuzzer_sys::fuzz_target;
 use stratus_api::LambdaError;
 use stratus_api::service::{
-    FunctionVersionSpec, InvokeRequest, InvokeResponse, Invoker, SandboxCounts, SandboxInfo,
-    WarmSandbox, Worker,
+    FunctionProvisioned, FunctionVersionSpec, InitializationType, InvokeRequest, InvokeResponse,
+    Invoker, ProvisionId, ProvisionedStatus, SandboxCounts, SandboxInfo, WarmSandbox, Worker,
 };
 use stratus_frontend::sigv4::{Credentials, Scope, sign_request};
 use stratus_frontend::{AdminKey, Frontend, FrontendDeps, Interpreters, Readiness};
@@ -46,6 +46,7 @@ impl Invoker for Echo {
             cold_start: false,
             duration: std::time::Duration::from_millis(1),
             init_duration: None,
+            provisioned: false,
         })
     }
     fn retire(
@@ -60,6 +61,16 @@ impl Invoker for Echo {
         SandboxCounts::default()
     }
     fn sandboxes_of(&self, _account: &AccountId, _name: &str) -> Vec<SandboxInfo> {
+        Vec::new()
+    }
+    // Provisioned concurrency: configs are kept by the front end's store;
+    // no sandbox is ever made, so every config stays IN_PROGRESS.
+    fn set_provisioned(&self, _id: ProvisionId, _spec: Arc<FunctionVersionSpec>, _count: u32) {}
+    fn remove_provisioned(&self, _account: &AccountId, _name: &str, _qualifier: Option<&str>) {}
+    fn provisioned_status(&self, _id: &ProvisionId) -> Option<ProvisionedStatus> {
+        None
+    }
+    fn provisioned_counts(&self) -> Vec<FunctionProvisioned> {
         Vec::new()
     }
 }
@@ -83,6 +94,7 @@ impl Worker for NoSandboxes {
     async fn create_sandbox(
         &self,
         _spec: Arc<FunctionVersionSpec>,
+        _init: InitializationType,
     ) -> Result<Arc<dyn WarmSandbox>, LambdaError> {
         Err(LambdaError::service("no sandboxes while fuzzing"))
     }
@@ -165,7 +177,7 @@ fn amz_now() -> String {
 }
 
 /// The operations fuzzed: method and path, `{}` standing for the name.
-const ROUTES: [(&str, &str); 15] = [
+const ROUTES: &[(&str, &str)] = &[
     ("POST", "/2015-03-31/functions"),
     ("GET", "/2015-03-31/functions"),
     ("GET", "/2015-03-31/functions/{}"),
@@ -177,6 +189,27 @@ const ROUTES: [(&str, &str); 15] = [
     ("PUT", "/2017-10-31/functions/{}/concurrency"),
     ("DELETE", "/2017-10-31/functions/{}/concurrency"),
     ("GET", "/2016-08-19/account-settings"),
+    ("POST", "/2015-03-31/functions/{}/versions"),
+    ("GET", "/2015-03-31/functions/{}/versions"),
+    ("POST", "/2015-03-31/functions/{}/aliases"),
+    ("GET", "/2015-03-31/functions/{}/aliases"),
+    ("GET", "/2015-03-31/functions/{}/aliases/live"),
+    ("PUT", "/2015-03-31/functions/{}/aliases/live"),
+    ("DELETE", "/2015-03-31/functions/{}/aliases/live"),
+    ("PUT", "/2019-09-25/functions/{}/event-invoke-config"),
+    ("POST", "/2019-09-25/functions/{}/event-invoke-config"),
+    ("GET", "/2019-09-25/functions/{}/event-invoke-config/list"),
+    ("POST", "/2021-10-31/functions/{}/url"),
+    ("PUT", "/2021-10-31/functions/{}/url"),
+    ("GET", "/2021-10-31/functions/{}/urls"),
+    ("POST", "/2018-10-31/layers/{}/versions"),
+    ("GET", "/2018-10-31/layers/{}/versions"),
+    ("GET", "/2018-10-31/layers"),
+    ("POST", "/2017-03-31/tags/{}"),
+    ("GET", "/2017-03-31/tags/{}"),
+    ("PUT", "/2019-09-30/functions/{}/provisioned-concurrency"),
+    ("GET", "/2019-09-30/functions/{}/provisioned-concurrency"),
+    ("DELETE", "/2019-09-30/functions/{}/provisioned-concurrency"),
     ("GET", "/_stratus/logs/{}"),
     ("POST", "/_stratus/admin/accounts"),
     ("POST", "/_stratus/admin/keys"),
