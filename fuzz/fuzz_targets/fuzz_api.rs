@@ -120,8 +120,9 @@ fn server() -> &'static Server {
             secret: "fuzz-secret".into(),
         };
         let app = rt.block_on(async {
-            let meta = stratus_store_embedded::EmbeddedMetaStore::open(dir.path().join("meta.redb"))
-                .expect("meta");
+            let meta =
+                stratus_store_embedded::EmbeddedMetaStore::open(dir.path().join("meta.redb"))
+                    .expect("meta");
             let blobs = stratus_store_embedded::FileBlobStore::open(dir.path().join("blobs"))
                 .expect("blobs");
             let logs = stratus_worker::DiskLogStore::open(
@@ -185,7 +186,10 @@ const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/2015-03-31/functions/{}/configuration"),
     ("PUT", "/2015-03-31/functions/{}/code"),
     ("POST", "/2015-03-31/functions/{}/invocations"),
-    ("POST", "/2021-11-15/functions/{}/response-streaming-invocations"),
+    (
+        "POST",
+        "/2021-11-15/functions/{}/response-streaming-invocations",
+    ),
     ("PUT", "/2017-10-31/functions/{}/concurrency"),
     ("DELETE", "/2017-10-31/functions/{}/concurrency"),
     ("GET", "/2016-08-19/account-settings"),
@@ -243,11 +247,9 @@ fuzz_target!(|data: &[u8]| {
         })
         .collect();
     let path = template.replace("{}", &encoded);
-    let Ok(uri) = format!(
-        "{path}{}{query}",
-        if query.is_empty() { "" } else { "?" }
-    )
-    .parse::<axum::http::Uri>() else {
+    let Ok(uri) = format!("{path}{}{query}", if query.is_empty() { "" } else { "?" })
+        .parse::<axum::http::Uri>()
+    else {
         return;
     };
     let query = uri.query().unwrap_or_default().to_owned();

@@ -42,7 +42,16 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut signed = HeaderMap::new();
     signed.insert("host", HeaderValue::from_static("localhost"));
-    sign_request(&creds, &scope, "20260102T000000Z", &Method::POST, &path, query, &mut signed, body);
+    sign_request(
+        &creds,
+        &scope,
+        "20260102T000000Z",
+        &Method::POST,
+        &path,
+        query,
+        &mut signed,
+        body,
+    );
     assert!(verify_request("secret", &Method::POST, &path, query, &signed, body).is_ok());
     assert!(verify_request("other", &Method::POST, &path, query, &signed, body).is_err());
 });
