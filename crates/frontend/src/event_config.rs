@@ -251,21 +251,7 @@ pub async fn list_configs(
     Path(name): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
-    if let Some(m) = q.get("MaxItems")
-        && !m.parse::<u32>().is_ok_and(|n| (1..=50).contains(&n))
-    {
-        return Err(LambdaError::validation(
-            m,
-            "maxItems",
-            "Member must have value between 1 and 50",
-        )
-        .into());
-    }
-    let max = q
-        .get("MaxItems")
-        .and_then(|m| m.parse::<usize>().ok())
-        .unwrap_or(50);
-    let after = crate::versions::decode_marker(&q)?;
+    let paging = crate::versions::Paging::parse(&q)?;
     let found = resolve(&fe, &c, &name, None)?;
     let r = &found.record;
     let all = config::list(&fe.deps.meta, &r.account, &r.name)
@@ -273,13 +259,9 @@ pub async fn list_configs(
         .map_err(store_error)?;
     // The store lists qualifiers in key order, so a marker is the last
     // qualifier of the previous page.
-    let rest: Vec<_> = all
+    let (page, next) = paging.page(all, |(qualifier, _)| qualifier);
+    let docs: Vec<Value> = page
         .iter()
-        .filter(|(qualifier, _)| after.as_deref().is_none_or(|a| qualifier.as_str() > a))
-        .collect();
-    let docs: Vec<Value> = rest
-        .iter()
-        .take(max)
         .map(|(qualifier, cfg)| {
             cfg.document(&function_arn(
                 &r.region,
@@ -290,10 +272,8 @@ pub async fn list_configs(
         })
         .collect();
     let mut doc = serde_json::json!({"FunctionEventInvokeConfigs": docs});
-    if rest.len() > max
-        && let Some((last, _)) = rest.get(max - 1)
-    {
-        doc["NextMarker"] = Value::String(crate::versions::marker(last));
+    if let Some(n) = next {
+        doc["NextMarker"] = Value::String(n);
     }
     Ok(Json(doc).into_response())
 }

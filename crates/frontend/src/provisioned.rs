@@ -509,31 +509,13 @@ async fn list_configs(
         )
         .into());
     }
-    if let Some(m) = q.get("MaxItems")
-        && !m.parse::<u32>().is_ok_and(|n| (1..=50).contains(&n))
-    {
-        return Err(LambdaError::validation(
-            m,
-            "maxItems",
-            "Member must have value between 1 and 50",
-        )
-        .into());
-    }
-    let max = q
-        .get("MaxItems")
-        .and_then(|m| m.parse::<usize>().ok())
-        .unwrap_or(50);
-    let after = crate::versions::decode_marker(q)?;
+    let paging = crate::versions::Paging::parse(q)?;
     let found = resolve(fe, c, name, None)?;
     let r = &found.record;
     let all = list_of(&fe.deps.meta, &r.account, &r.name).await?;
-    let rest: Vec<&ProvisionedRecord> = all
+    let (page, next) = paging.page(all, |x| x.qualifier.as_str());
+    let docs: Vec<Value> = page
         .iter()
-        .filter(|x| after.as_deref().is_none_or(|a| x.qualifier.as_str() > a))
-        .collect();
-    let docs: Vec<Value> = rest
-        .iter()
-        .take(max)
         .map(|x| {
             let mut d = x.document(fe.deps.invoker.as_ref());
             d["FunctionArn"] = Value::String(function_arn(
@@ -546,10 +528,8 @@ async fn list_configs(
         })
         .collect();
     let mut doc = json!({"ProvisionedConcurrencyConfigs": docs});
-    if rest.len() > max
-        && let Some(last) = rest.get(max - 1)
-    {
-        doc["NextMarker"] = Value::String(crate::versions::marker(&last.qualifier));
+    if let Some(n) = next {
+        doc["NextMarker"] = Value::String(n);
     }
     Ok(Json(doc).into_response())
 }

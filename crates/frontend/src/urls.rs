@@ -539,16 +539,7 @@ pub async fn list_urls(
     Path(name): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
-    if let Some(m) = q.get("MaxItems")
-        && !m.parse::<u32>().is_ok_and(|n| (1..=50).contains(&n))
-    {
-        return Err(LambdaError::validation(
-            m,
-            "maxItems",
-            "Member must have value between 1 and 50",
-        )
-        .into());
-    }
+    crate::versions::max_items_50(&q)?;
     let found = resolve(&fe, &c, &name, None)?;
     let f = &found.record;
     let h = host(&headers);

@@ -300,6 +300,56 @@ pub(crate) fn decode_marker(q: &HashMap<String, String>) -> Result<Option<String
     }
 }
 
+/// Parses `MaxItems` of the per-function config lists (event invoke,
+/// provisioned concurrency, URLs): 1..=50, default 50.
+pub(crate) fn max_items_50(q: &HashMap<String, String>) -> Result<usize, LambdaError> {
+    match q.get("MaxItems") {
+        None => Ok(50),
+        Some(m) => m
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=50).contains(n))
+            .ok_or_else(|| {
+                LambdaError::validation(m, "maxItems", "Member must have value between 1 and 50")
+            }),
+    }
+}
+
+/// The paging of a per-function config list: `MaxItems` (1..=50) and the
+/// decoded `Marker`, checked before the function is looked up.
+#[derive(Debug)]
+pub(crate) struct Paging {
+    max: usize,
+    after: Option<String>,
+}
+
+impl Paging {
+    pub(crate) fn parse(q: &HashMap<String, String>) -> Result<Self, LambdaError> {
+        Ok(Paging {
+            max: max_items_50(q)?,
+            after: decode_marker(q)?,
+        })
+    }
+
+    /// One page of `items`, listed in key order by `key` (a qualifier):
+    /// those after the marker, at most `max`, and the `NextMarker` when
+    /// more follow (the last key of the page).
+    pub(crate) fn page<T>(
+        &self,
+        items: Vec<T>,
+        key: impl Fn(&T) -> &str,
+    ) -> (Vec<T>, Option<String>) {
+        let mut rest: Vec<T> = items
+            .into_iter()
+            .filter(|x| self.after.as_deref().is_none_or(|a| key(x) > a))
+            .collect();
+        let more = rest.len() > self.max;
+        rest.truncate(self.max);
+        let next = more.then(|| rest.last().map(|x| marker(key(x)))).flatten();
+        (rest, next)
+    }
+}
+
 /// A function's `$LATEST` (ARN `...:$LATEST`) then its versions in order,
 /// each with its order key (0 for `$LATEST`).
 fn all_versions_of(fe: &Frontend, latest: &FunctionRecord) -> Vec<(u64, FunctionConfiguration)> {
@@ -447,5 +497,28 @@ mod tests {
         assert_eq!(version_number("01"), None);
         assert_eq!(version_number("$LATEST"), None);
         assert_eq!(version_number("99999999999999999999999"), None);
+    }
+
+    #[test]
+    fn config_lists_page_by_qualifier() {
+        let q = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let items = || vec!["$LATEST", "1", "2"];
+        let first = Paging::parse(&q(&[("MaxItems", "2")])).expect("valid");
+        let (page, next) = first.page(items(), |x| x);
+        assert_eq!(page, ["$LATEST", "1"]);
+        let next = next.expect("more follow");
+        let second = Paging::parse(&q(&[("MaxItems", "2"), ("Marker", &next)])).expect("valid");
+        assert_eq!(second.page(items(), |x| x), (vec!["2"], None));
+        let all = Paging::parse(&q(&[])).expect("default");
+        assert_eq!(all.page(items(), |x| x).1, None);
+        for bad in ["0", "51", "x"] {
+            assert!(Paging::parse(&q(&[("MaxItems", bad)])).is_err(), "{bad}");
+        }
+        assert!(Paging::parse(&q(&[("Marker", "!!")])).is_err());
     }
 }
