@@ -7,9 +7,11 @@
 //! is ended there) and hands them to the [`Logs`] store in batches, as the
 //! function prints, so `stratus logs --follow` shows a running invocation.
 //!
-//! The sandbox talks to the pump through commands, so the order of the
-//! platform's lines (START, END, REPORT) and the function's output is the
-//! order in which the one task saw them. When an invocation ends,
+//! The pump task and the sandbox share the line state behind one lock: the
+//! sandbox writes the platform's lines (START, END, REPORT) and drains the
+//! pipe itself, in its own task, so the order of those lines and the
+//! function's output is the order in which they took the lock, and a warm
+//! invoke wakes no other task for its log. When an invocation ends,
 //! [`LogPump::drain`] reads whatever is still in the pipe *before* END is
 //! written, so every byte the function wrote before posting its response is
 //! part of that invocation's log.
@@ -24,7 +26,7 @@ use std::sync::Arc;
 
 use stratus_api::service::{LogLine, LogStreamKey, Logs};
 use tokio::net::unix::pipe;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Mutex, oneshot};
 use tracing::Instrument;
 
 use crate::logstore::MAX_LINE_BYTES;
@@ -41,29 +43,37 @@ const READ_BURST: usize = 256 * 1024;
 /// most), so it ends even if the function never stops writing.
 const DRAIN_MAX: usize = 2 * 1024 * 1024;
 
-#[derive(Debug)]
-enum Cmd {
-    /// A platform line; `begin` starts a new invocation's tail with it.
-    Line {
-        text: String,
-        begin: bool,
-        done: oneshot::Sender<()>,
-    },
-    /// Read what is in the pipe now.
-    Drain(oneshot::Sender<()>),
-    /// Append the closing lines, hand everything to the store and reply
-    /// with the invocation's tail.
-    Finish {
-        lines: Vec<String>,
-        reply: oneshot::Sender<String>,
-    },
+/// What the pump task and the sandbox's handle share: the pipe, and the
+/// line state behind one lock, so the order of platform lines and output
+/// is the order in which they took it.
+struct Shared {
+    pipe: pipe::Receiver,
+    state: Mutex<State>,
+}
+
+struct State {
+    lines: Lines,
+    chunk: Vec<u8>,
+    /// Every writer is gone.
+    eof: bool,
 }
 
 /// The sandbox's handle on its pump. Dropping it stops the pump (after a
 /// last read of the pipe) and closes the stream.
-#[derive(Debug)]
+///
+/// The invocation's own steps (START, the drain, END and REPORT) run in
+/// the caller's task under the shared lock, not as messages to the pump
+/// task: a warm invoke wakes no other task for its log.
 pub struct LogPump {
-    cmds: mpsc::Sender<Cmd>,
+    shared: Arc<Shared>,
+    /// Dropped with the handle: tells the pump task to stop.
+    _stop: oneshot::Sender<()>,
+}
+
+impl std::fmt::Debug for LogPump {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogPump").finish_non_exhaustive()
+    }
 }
 
 impl LogPump {
@@ -75,8 +85,8 @@ impl LogPump {
         span: tracing::Span,
     ) -> std::io::Result<Self> {
         let pipe = pipe::Receiver::from_owned_fd(fd)?;
-        let (tx, rx) = mpsc::channel(4);
-        let state = Lines {
+        let (stop, stopped) = oneshot::channel();
+        let lines = Lines {
             stream,
             store,
             max_line: MAX_LINE_BYTES,
@@ -86,50 +96,67 @@ impl LogPump {
             batch_bytes: 0,
             tail: String::new(),
         };
-        tokio::spawn(run(pipe, rx, state).instrument(span));
-        Ok(LogPump { cmds: tx })
+        let shared = Arc::new(Shared {
+            pipe,
+            state: Mutex::new(State {
+                lines,
+                chunk: vec![0u8; 16 * 1024],
+                eof: false,
+            }),
+        });
+        tokio::spawn(run(Arc::clone(&shared), stopped).instrument(span));
+        Ok(LogPump {
+            shared,
+            _stop: stop,
+        })
     }
 
-    async fn line_cmd(&self, text: String, begin: bool) {
-        let (done, rx) = oneshot::channel();
-        if self
-            .cmds
-            .send(Cmd::Line { text, begin, done })
-            .await
-            .is_ok()
-        {
-            let _ = rx.await;
+    async fn platform_line(&self, text: String, begin: bool) {
+        let mut st = self.shared.state.lock().await;
+        let lines = &mut st.lines;
+        lines.end_partial();
+        if begin {
+            lines.tail.clear();
         }
+        lines.push(text);
+        lines.send_if_full().await;
     }
 
     /// Starts an invocation's log with its START line. Output read before
     /// this belongs to the time before.
     pub async fn begin(&self, start_line: String) {
-        self.line_cmd(start_line, true).await;
+        self.platform_line(start_line, true).await;
     }
 
     /// Appends a platform line.
     pub async fn line(&self, text: String) {
-        self.line_cmd(text, false).await;
+        self.platform_line(text, false).await;
     }
 
     /// Reads everything already written to the pipe (bounded by
     /// [`DRAIN_MAX`]) and passes it on.
     pub async fn drain(&self) {
-        let (done, rx) = oneshot::channel();
-        if self.cmds.send(Cmd::Drain(done)).await.is_ok() {
-            let _ = rx.await;
+        let mut guard = self.shared.state.lock().await;
+        let st = &mut *guard;
+        if !st.eof
+            && read_available(&self.shared.pipe, &mut st.lines, &mut st.chunk, DRAIN_MAX).await
+                == Read::Eof
+        {
+            st.eof = true;
         }
     }
 
     /// Ends the invocation's log with `lines` (END, REPORT) and returns its
-    /// last [`TAIL_BYTES`] (empty if the pump is gone).
-    pub async fn finish(&self, lines: Vec<String>) -> String {
-        let (reply, rx) = oneshot::channel();
-        if self.cmds.send(Cmd::Finish { lines, reply }).await.is_err() {
-            return String::new();
+    /// last [`TAIL_BYTES`].
+    pub async fn finish(&self, closing: Vec<String>) -> String {
+        let mut st = self.shared.state.lock().await;
+        let lines = &mut st.lines;
+        lines.end_partial();
+        for l in closing {
+            lines.push(l);
         }
-        rx.await.unwrap_or_default()
+        lines.send().await;
+        lines.take_tail()
     }
 }
 
@@ -294,69 +321,54 @@ async fn read_available(
     }
 }
 
-async fn run(pipe: pipe::Receiver, mut cmds: mpsc::Receiver<Cmd>, mut lines: Lines) {
-    let mut chunk = vec![0u8; 16 * 1024];
-    let mut eof = false;
+async fn run(shared: Arc<Shared>, mut stop: oneshot::Receiver<()>) {
     loop {
         tokio::select! {
             biased;
-            cmd = cmds.recv() => match cmd {
-                Some(Cmd::Line { text, begin, done }) => {
-                    lines.end_partial();
-                    if begin {
-                        lines.tail.clear();
-                    }
-                    lines.push(text);
-                    lines.send_if_full().await;
-                    let _ = done.send(());
+            _ = &mut stop => break,
+            ready = shared.pipe.readable() => {
+                let mut guard = shared.state.lock().await;
+                let st = &mut *guard;
+                if st.eof {
+                    // Nothing more will come; wait for the handle to go.
+                    drop(guard);
+                    let _ = (&mut stop).await;
+                    break;
                 }
-                Some(Cmd::Drain(done)) => {
-                    if !eof && read_available(&pipe, &mut lines, &mut chunk, DRAIN_MAX).await == Read::Eof {
-                        eof = true;
-                    }
-                    let _ = done.send(());
-                }
-                Some(Cmd::Finish { lines: closing, reply }) => {
-                    lines.end_partial();
-                    for l in closing {
-                        lines.push(l);
-                    }
-                    lines.send().await;
-                    let _ = reply.send(lines.take_tail());
-                }
-                None => break,
-            },
-            ready = pipe.readable(), if !eof => {
                 if ready.is_err() {
-                    eof = true;
-                    continue;
-                }
-                // try_read clears tokio's readiness when the pipe is empty.
-                match pipe.try_read(&mut chunk) {
-                    Ok(0) => eof = true,
-                    Ok(n) => {
-                        lines.feed(&chunk[..n]);
-                        if read_available(&pipe, &mut lines, &mut chunk, READ_BURST).await == Read::Eof {
-                            eof = true;
+                    st.eof = true;
+                } else {
+                    // try_read clears tokio's readiness when the pipe is empty.
+                    match shared.pipe.try_read(&mut st.chunk) {
+                        Ok(0) => st.eof = true,
+                        Ok(n) => {
+                            st.lines.feed(&st.chunk[..n]);
+                            if read_available(&shared.pipe, &mut st.lines, &mut st.chunk, READ_BURST).await
+                                == Read::Eof
+                            {
+                                st.eof = true;
+                            }
                         }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => st.eof = true,
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(_) => eof = true,
                 }
-                if eof {
-                    lines.end_partial();
+                if st.eof {
+                    st.lines.end_partial();
                 }
-                lines.send().await;
+                st.lines.send().await;
             }
         }
     }
     // The sandbox is gone: what is left in the pipe, then close the stream.
-    if !eof {
-        read_available(&pipe, &mut lines, &mut chunk, DRAIN_MAX).await;
+    let mut guard = shared.state.lock().await;
+    let st = &mut *guard;
+    if !st.eof {
+        read_available(&shared.pipe, &mut st.lines, &mut st.chunk, DRAIN_MAX).await;
     }
-    lines.end_partial();
-    lines.send().await;
-    lines.store.close_stream(&lines.stream).await;
+    st.lines.end_partial();
+    st.lines.send().await;
+    st.lines.store.close_stream(&st.lines.stream).await;
 }
 
 #[cfg(test)]

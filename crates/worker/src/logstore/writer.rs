@@ -25,6 +25,10 @@ const MAX_OPEN_FILES: usize = 128;
 const CHECKPOINT_BYTES: u64 = 64 * 1024;
 /// Failures are reported at most this often (tenants can cause them).
 const WARN_EVERY: Duration = Duration::from_secs(10);
+/// How long the writer lets appends gather after one arrives. A reader
+/// (`flush`) waits at most this much longer; the writer wakes at most once
+/// per this while invocations keep coming, not once per invocation.
+const LINGER: Duration = Duration::from_millis(2);
 
 #[derive(Debug)]
 struct OpenFile {
@@ -94,23 +98,38 @@ impl Writer {
 
     pub(super) fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
         while let Some(cmd) = rx.blocking_recv() {
-            match cmd {
-                Cmd::Append { key, lines, .. } => {
-                    self.append(&key, lines);
-                    self.shared.appended.notify_waiters();
+            let append = matches!(cmd, Cmd::Append { .. });
+            self.handle(cmd);
+            if append {
+                // Lines come a few at a time (START, END and REPORT of each
+                // invocation, from every sandbox): let them gather for a
+                // moment and write them in one go, instead of waking this
+                // thread for every batch while invocations are running.
+                std::thread::sleep(LINGER);
+                while let Ok(cmd) = rx.try_recv() {
+                    self.handle(cmd);
                 }
-                Cmd::Close(key) => self.close(&key),
-                Cmd::Remove { function, done } => {
-                    self.remove(&function);
-                    let _ = done.send(());
-                }
-                Cmd::Flush(done) => {
-                    let _ = done.send(());
-                }
-                Cmd::Expire => {
-                    if let Some(max_age) = self.shared.cfg.max_age {
-                        self.expire(max_age);
-                    }
+            }
+        }
+    }
+
+    fn handle(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Append { key, lines, .. } => {
+                self.append(&key, lines);
+                self.shared.appended.notify_waiters();
+            }
+            Cmd::Close(key) => self.close(&key),
+            Cmd::Remove { function, done } => {
+                self.remove(&function);
+                let _ = done.send(());
+            }
+            Cmd::Flush(done) => {
+                let _ = done.send(());
+            }
+            Cmd::Expire => {
+                if let Some(max_age) = self.shared.cfg.max_age {
+                    self.expire(max_age);
                 }
             }
         }
