@@ -172,6 +172,51 @@ def loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def _children() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        stat = _read(f"/proc/{d.name}/stat")
+        # pid (comm) state ppid ...: comm may hold spaces and parentheses.
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) > 1:
+            kids.setdefault(int(fields[1]), []).append(int(d.name))
+    return kids
+
+
+def cpu_snapshot(root: int) -> dict[str, list[int]]:
+    """CPU time (ns; utime + stime from /proc/<pid>/stat, which includes
+    threads that have ended, at clock-tick resolution) and context switches
+    (voluntary + involuntary, of the threads alive now) of process `root`
+    ("server") and of all its descendants together ("sandboxes": the
+    sandboxes' init, jailers and runtimes). A timed phase's cost per request
+    is the difference of two snapshots divided by its requests: it is not
+    disturbed by other load on the machine, as latency is."""
+    tick_ns = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+    kids = _children()
+    out = {"server": [0, 0], "sandboxes": [0, 0]}
+    todo = [(root, "server")]
+    while todo:
+        pid, who = todo.pop()
+        stat = _read(f"/proc/{pid}/stat")
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) > 12:
+            out[who][0] += (int(fields[11]) + int(fields[12])) * tick_ns
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            for line in _read(f"{task}/status").splitlines():
+                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                    out[who][1] += int(line.split()[1])
+        todo.extend((k, "sandboxes") for k in kids.get(pid, []))
+    return out
+
+
+def cpu_per_request(before: dict, after: dict, requests: int) -> dict[str, dict[str, float]]:
+    return {who: {"cpu_us": round((after[who][0] - before[who][0]) / requests / 1000, 1),
+                  "switches": round((after[who][1] - before[who][1]) / requests, 2)}
+            for who in before}
+
+
 def _read(path: str) -> str:
     try:
         return Path(path).read_text()

@@ -127,6 +127,29 @@ def main() -> int:
                     fig[key], base[key] = get(s), get(b)
                     rat[key] = bl.ratio(fig[key], base[key])
                 fig[f"{rt}.c{c}.p50_overhead_us"] = round(s["latency_us"]["p50"] - b["latency_us"]["p50"], 1)
+            # Where the time goes: CPU and context switches per request at
+            # C = 1, server and sandbox processes apart (from /proc, so
+            # unaffected by other load), over a fixed count after the timed
+            # levels (their warm-ups may include cold starts).
+            pids = {"stratus": srv.proc.pid if srv is not None and srv.proc else None, "baseline": proc.pid}
+            for who in ("stratus", "baseline"):
+                if pids[who] is None:
+                    continue
+                # Enough requests for about a second of CPU: the counters
+                # tick every 10 ms.
+                n_cpu = (300 if args.quick else 5000) * (1 if who == "stratus" else 4)
+                before = bl.cpu_snapshot(pids[who])
+                bl.loadgen(loadgen, urls[who], concurrency=1, requests=n_cpu, warmup=0)
+                cost = bl.cpu_per_request(before, bl.cpu_snapshot(pids[who]), n_cpu)
+                doc.setdefault("cpu_per_request", {})[f"{rt}.{who}"] = cost
+                if who == "stratus":
+                    fig[f"{rt}.c1.server_cpu_us"] = cost["server"]["cpu_us"]
+                    fig[f"{rt}.c1.server_switches"] = cost["server"]["switches"]
+                    fig[f"{rt}.c1.sandbox_cpu_us"] = cost["sandboxes"]["cpu_us"]
+                    fig[f"{rt}.c1.sandbox_switches"] = cost["sandboxes"]["switches"]
+                else:
+                    fig[f"{rt}.c1.baseline_cpu_us"] = cost["server"]["cpu_us"]
+                    fig[f"{rt}.c1.baseline_switches"] = cost["server"]["switches"]
             key = f"{rt}.max_throughput_rps"
             fig[key], base[key] = best["stratus"], best["baseline"]
             rat[key] = bl.ratio(best["stratus"], best["baseline"])

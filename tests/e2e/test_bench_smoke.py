@@ -39,6 +39,13 @@ def test_suite_quick_warm_and_cold(tmp_path):
                 assert warm["baselines"][key] > 0, key
                 assert warm["ratios"][key] > 0, key
         assert warm["ratios"][f"{rt}.max_throughput_rps"] > 0
+        # Where the time goes: the server and the function's sandbox both
+        # spent CPU and switched context on every request.
+        for k in ("server_cpu_us", "sandbox_cpu_us", "server_switches", "sandbox_switches"):
+            assert warm["figures"][f"{rt}.c1.{k}"] > 0, k
+        # (The direct baseline may spend less than one 10 ms clock tick on
+        # a quick run's requests.)
+        assert warm["figures"][f"{rt}.c1.baseline_cpu_us"] >= 0
     names = [t["name"] for t in warm["targets"]]
     assert len(names) == 6, names
     assert all(isinstance(t["met"], bool) for t in warm["targets"])
