@@ -5,7 +5,7 @@
     sudo python3 bench/suite.py            # --quick for a smoke run
 
 Runs each section script present, in order: warm, cold, creation, density,
-burst (`bench/<section>.py`; a missing one is skipped with a note). Every
+burst, decision (`bench/<section>.py`; a missing one is skipped with a note). Every
 section is a standalone script taking `--bin PATH` (the server binary; it
 starts its own server), `--out FILE` and `--quick`, writes
 `{"section", "figures", "baselines", "ratios", "notes", ...}` and prints its
@@ -34,7 +34,7 @@ from pathlib import Path
 
 import benchlib as bl
 
-SECTIONS = ["warm", "cold", "creation", "density", "burst"]
+SECTIONS = ["warm", "cold", "creation", "density", "burst", "decision"]
 HERE = Path(__file__).resolve().parent
 
 

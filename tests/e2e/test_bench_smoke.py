@@ -60,3 +60,25 @@ def test_suite_quick_warm_and_cold(tmp_path):
         assert cold["ratios"][f"{rt}.median_ms"] > 0
         assert len(cold["samples_ms"][rt]) == 3
     assert len(cold["targets"]) == 3
+
+
+@pytest.mark.timeout(600)
+def test_decision_section_quick(tmp_path):
+    """bench/decision.py builds the decision_bench example (in the profile of
+    the binary under test) and reports both scenarios with the target."""
+    out = tmp_path / "decision.json"
+    r = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "decision.py"), "--quick", "--bin", str(stratus_bin()),
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=590,
+    )
+    assert r.returncode == 0, f"decision failed:\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
+    doc = json.loads(out.read_text())
+    assert doc["section"] == "decision"
+    for scenario in ("sequential", "concurrent_8"):
+        assert doc["runs"][scenario]["n"] == 20_000
+        f = doc["figures"]
+        assert 0 < f[f"{scenario}.p50_us"] <= f[f"{scenario}.p99_us"] <= f[f"{scenario}.max_us"]
+        assert f[f"{scenario}.decisions_per_s"] > 0
+    [t] = doc["targets"]
+    assert t["figure"] == "sequential.p99_us" and isinstance(t["met"], bool)
