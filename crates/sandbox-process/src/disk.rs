@@ -467,6 +467,47 @@ mod tests {
     }
 
     #[test]
+    fn template_copies_are_separate_empty_filesystems_and_swept() {
+        if !nix::unistd::Uid::effective().is_root() || !Path::new("/dev/loop-control").exists() {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("dir");
+        let template = Template::make(dir.path(), "t", 16).expect("template");
+        // Only the template's metadata is kept, not 16 MiB.
+        let kept: usize = template.extents.iter().map(|(_, b)| b.len()).sum();
+        assert!(kept < 1 << 20, "{kept} bytes");
+        let a = template.instantiate(dir.path()).expect("disk");
+        let b = template.instantiate(dir.path()).expect("disk");
+        assert_ne!(a.device(), b.device());
+        // Unnamed images: nothing in the directory, the template's removed too.
+        assert_eq!(std::fs::read_dir(dir.path()).expect("ls").count(), 0);
+        for d in [&a, &b] {
+            let blkid = Command::new("blkid")
+                .args(["-p", "-o", "value", "-s", "TYPE"])
+                .arg(d.device())
+                .output()
+                .expect("blkid");
+            assert_eq!(String::from_utf8_lossy(&blkid.stdout).trim(), "ext4");
+            let size = Command::new("blockdev")
+                .arg("--getsize64")
+                .arg(d.device())
+                .output()
+                .expect("blockdev");
+            assert_eq!(String::from_utf8_lossy(&size.stdout).trim(), "16777216");
+        }
+        let sys = Path::new("/sys/block")
+            .join(a.device().file_name().expect("name"))
+            .join("loop/backing_file");
+        // A crashed server's copies are found by their directory.
+        assert_eq!(sweep_stale(dir.path()), 2);
+        let now = backing_once_detached(&sys, dir.path());
+        assert!(!now.contains(&dir.path().display().to_string()), "{now}");
+        // Not dropped: the swept device numbers may already be another test's.
+        std::mem::forget(a);
+        std::mem::forget(b);
+    }
+
+    #[test]
     fn a_missing_tool_is_a_clear_error() {
         let err = run("stratus-no-such-tool", &[], Path::new("/x")).expect_err("fails");
         assert!(err.to_string().contains("could not run it"), "{err}");
