@@ -35,7 +35,7 @@ backend      The same burst without HTTP or a client: the ignored test
 
 Per-phase breakdown: the backend's "sandbox start phases" debug line, from
 the server's log and the test's output: disk_us (take a /tmp disk: from the
-pool, or mkfs.ext4 + losetup when it is empty), jailer_ready_us (since the
+pool, or a copy of a formatted template when it is empty), jailer_ready_us (since the
 spawn began: disk + cgroup + jailer started or taken from the pool),
 listening_us (the jailer has set up the namespaces and passed the Runtime API
 listener), started_us (the runtime process was exec'd). --profile runs the
