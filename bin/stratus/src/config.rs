@@ -55,6 +55,13 @@ pub struct Options {
     #[arg(long, value_parser = ["fixed", "adaptive"])]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keep_alive_policy: Option<String>,
+    /// For tests and experiments: the width (milliseconds, at least 1) of
+    /// the adaptive keep-alive's idle-time histogram bins; the policy's
+    /// pre-warm and tail are multiples of it. The policy is the paper's with
+    /// one-minute bins [default: 60000].
+    #[arg(long, hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_alive_bin_ms: Option<u64>,
     /// Seconds a sandbox lives at most (its lease, less a jitter of up to
     /// 10%); then it takes no new invoke and is replaced on demand. An invoke
     /// running when the lease ends finishes normally. At least 1. Lambda: 6
@@ -326,6 +333,7 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub keep_alive_secs: u64,
     pub keep_alive_policy: String,
+    pub keep_alive_bin_ms: u64,
     pub sandbox_lease_secs: u64,
     pub shutdown_grace_secs: u64,
     pub worker_memory_mb: u64,
@@ -389,6 +397,7 @@ impl Options {
             data_dir: self.data_dir.or(lower.data_dir),
             keep_alive_secs: self.keep_alive_secs.or(lower.keep_alive_secs),
             keep_alive_policy: self.keep_alive_policy.or(lower.keep_alive_policy),
+            keep_alive_bin_ms: self.keep_alive_bin_ms.or(lower.keep_alive_bin_ms),
             sandbox_lease_secs: self.sandbox_lease_secs.or(lower.sandbox_lease_secs),
             shutdown_grace_secs: self.shutdown_grace_secs.or(lower.shutdown_grace_secs),
             worker_memory_mb: self.worker_memory_mb.or(lower.worker_memory_mb),
@@ -435,6 +444,9 @@ impl Options {
             return Err(format!(
                 "key `keep-alive-policy`: {p:?} is not `fixed` or `adaptive`"
             ));
+        }
+        if self.keep_alive_bin_ms == Some(0) {
+            return Err("key `keep-alive-bin-ms`: must be at least 1".into());
         }
         if self.async_retry_delay_secs == Some(0) {
             return Err("key `async-retry-delay-secs`: must be at least 1".into());
@@ -507,6 +519,7 @@ impl ServerConfig {
             keep_alive_policy: options
                 .keep_alive_policy
                 .unwrap_or_else(|| "fixed".to_owned()),
+            keep_alive_bin_ms: options.keep_alive_bin_ms.unwrap_or(60_000),
             sandbox_lease_secs: options
                 .sandbox_lease_secs
                 .unwrap_or(stratus_assignment::DEFAULT_LEASE.as_secs()),
@@ -890,6 +903,7 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:9000".parse().expect("addr"));
         assert_eq!(c.keep_alive_secs, 300);
         assert_eq!(c.keep_alive_policy, "fixed");
+        assert_eq!(c.keep_alive_bin_ms, 60_000);
         assert_eq!(c.account_concurrency, 1000);
         assert_eq!(c.scale_burst, 1000);
         assert!((c.scale_refill_per_sec - 100.0).abs() < f64::EPSILON);
@@ -949,6 +963,16 @@ mod tests {
         // Even a flag given with the default value wins.
         let c = effective(&["--keep-alive-secs", "300"], text);
         assert_eq!(c.keep_alive_secs, 300);
+    }
+
+    #[test]
+    fn the_keep_alive_bin_is_a_hidden_flag_and_a_key() {
+        let c = effective(&["--keep-alive-bin-ms", "1000"], "");
+        assert_eq!(c.keep_alive_bin_ms, 1000);
+        let c = effective(&[], "keep-alive-bin-ms = 250\n");
+        assert_eq!(c.keep_alive_bin_ms, 250);
+        assert!(flags(&["--keep-alive-bin-ms", "0"]).is_err());
+        assert!(file("keep-alive-bin-ms = 0\n").is_err());
     }
 
     #[test]

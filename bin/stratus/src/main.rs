@@ -27,7 +27,7 @@ struct Args {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Start the server: every component in one process, embedded state.
-    Server(server::ServerArgs),
+    Server(Box<server::ServerArgs>),
     /// Manage functions on a running server.
     #[command(subcommand)]
     Function(cli::FunctionCommand),
@@ -94,7 +94,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async move {
         match args.command {
-            Command::Server(a) => server::run(a).await.map(|()| 0),
+            Command::Server(a) => server::run(*a).await.map(|()| 0),
             Command::Function(c) => cli::function(c).await,
             Command::Deploy(a) => cli::deploy(a).await,
             Command::Alias(c) => cli::alias(c).await,

@@ -301,7 +301,10 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
         AssignmentConfig {
             keep_alive: Duration::from_secs(a.keep_alive_secs),
             keep_alive_policy: if a.keep_alive_policy == "adaptive" {
-                KeepAlivePolicy::Adaptive(keepalive::PolicyConfig::default())
+                KeepAlivePolicy::Adaptive(keepalive::PolicyConfig {
+                    bin: Duration::from_millis(a.keep_alive_bin_ms),
+                    ..keepalive::PolicyConfig::default()
+                })
             } else {
                 KeepAlivePolicy::Fixed
             },

@@ -9,6 +9,13 @@
 //! goes back to idle, or is destroyed if it died or its revision was retired.
 //! Idle sandboxes are shut down after the keep-alive period.
 //!
+//! With the adaptive keep-alive ([`KeepAlivePolicy::Adaptive`]), a revision
+//! whose idle times are known and start well after its invokes end (a timer,
+//! say) is *pre-warmed* instead of kept: its sandbox is released as soon as
+//! the invoke ends, and a fresh one is created and initialised (without an
+//! invoke, like a provisioned one) just before the next invoke is expected,
+//! then kept until the tail of its idle times ([`keepalive::Window`]).
+//!
 //! Every sandbox also has a lease, a maximum lifetime counted from its
 //! creation (default 6 hours, like Lambda's workers), so that long-lived
 //! state, leaks and configuration drift cannot build up. A sandbox whose
@@ -79,9 +86,9 @@ pub enum KeepAlivePolicy {
     /// Per function version, from its idle-time histogram
     /// ([`keepalive::window`]): kept until the tail of its idle times, or
     /// [`AssignmentConfig::keep_alive`] while they are not representative.
-    /// The policy's pre-warm (release at once, start a new sandbox just
-    /// before the next call) is not applied yet: a sandbox is kept loaded
-    /// through the pre-warm gap.
+    /// When the window has a pre-warm (its idle times start a bin or more
+    /// after an invoke ends), the sandbox is released after the invoke and
+    /// a new one is pre-warmed at [`keepalive::Window::prewarm`].
     Adaptive(keepalive::PolicyConfig),
 }
 
@@ -92,6 +99,37 @@ struct Activity {
     /// When its last invoke ended, if none has started since.
     last_end: Option<Instant>,
     last_seen: Instant,
+    /// What a pre-warm creates (from the revision's first invoke).
+    spec: Arc<FunctionVersionSpec>,
+    /// A pre-warm to start then: its sandbox was released after the invoke
+    /// that ended at `.end`. Cleared by the next invoke's start.
+    prewarm: Option<PendingPrewarm>,
+    /// A pre-warm's sandbox is being created and initialised.
+    prewarming: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PendingPrewarm {
+    /// When to start it: `end` plus the window's pre-warm.
+    due: Instant,
+    /// When the invoke ended: the new sandbox's idle time counts from it,
+    /// so keep-alive ends it at the window's tail.
+    end: Instant,
+}
+
+/// What the adaptive keep-alive's pre-warms did, since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PrewarmCounts {
+    /// Pre-warms placed and started (creation and init).
+    pub started: u64,
+    /// Of those, failed to create or initialise (not retried: the next
+    /// invoke is a cold start and schedules the next pre-warm).
+    pub failed: u64,
+    /// Pre-warmed sandboxes that served an invoke (warm).
+    pub used: u64,
+    /// Pre-warms due when placement had no room (skipped, nothing evicted
+    /// but idle on-demand sandboxes).
+    pub no_room: u64,
 }
 
 /// The default lease: 6 hours, as Lambda's workers.
@@ -149,6 +187,8 @@ struct Entry {
     expires_at: Option<Instant>,
     /// The provisioned concurrency config it is kept for (`None`: on demand).
     provisioned: Option<ProvisionId>,
+    /// Created by the adaptive keep-alive's pre-warm and not used yet.
+    prewarmed: bool,
 }
 
 impl Entry {
@@ -204,6 +244,8 @@ struct Table {
     incarnations: u64,
     /// Idle times per revision, for the adaptive keep-alive.
     activity: HashMap<VersionKey, Activity>,
+    /// What the pre-warms did.
+    prewarms: PrewarmCounts,
 }
 
 /// What of one function is retired.
@@ -323,6 +365,8 @@ pub struct AssignmentStats {
     pub lease_expiries: u64,
     /// Sandboxes kept for provisioned concurrency (idle or busy).
     pub provisioned: usize,
+    /// The adaptive keep-alive's pre-warms, since start.
+    pub prewarms: PrewarmCounts,
 }
 
 impl LocalAssignment {
@@ -386,6 +430,7 @@ impl LocalAssignment {
                 .values()
                 .filter(|e| e.provisioned.is_some())
                 .count(),
+            prewarms: t.prewarms,
         }
     }
 
@@ -436,6 +481,8 @@ impl LocalAssignment {
             let mut t = self.lock();
             t.idle.clear();
             t.goals.clear();
+            // No pre-warm starts after this, nor joins (it finds no activity).
+            t.activity.clear();
             t.reserved_mb.iter_mut().for_each(|r| *r = 0);
             t.sandboxes.drain().map(|(_, e)| e).collect()
         };
@@ -444,13 +491,19 @@ impl LocalAssignment {
         }
     }
 
-    /// Takes an idle sandbox of `key`, or reserves room for a new one.
-    fn take_or_reserve(&self, key: &VersionKey, memory_mb: u64) -> Result<Acquired, LambdaError> {
+    /// Takes an idle sandbox of `spec`'s revision (`key`), or reserves room
+    /// for a new one.
+    fn take_or_reserve(
+        &self,
+        spec: &Arc<FunctionVersionSpec>,
+        key: &VersionKey,
+        memory_mb: u64,
+    ) -> Result<Acquired, LambdaError> {
         let mut victims: Vec<Entry> = Vec::new();
         let result = {
             let mut t = self.lock();
             let now = Instant::now();
-            self.note_start(&mut t, key, now);
+            self.note_start(&mut t, spec, key, now);
             while let Some(id) = t.pop_idle(key) {
                 let usable = t
                     .sandboxes
@@ -461,6 +514,14 @@ impl LocalAssignment {
                         e.busy = true;
                         let provisioned = e.provisioned.is_some();
                         let sb = Arc::clone(&e.sandbox);
+                        let prewarmed = std::mem::take(&mut e.prewarmed);
+                        if prewarmed {
+                            t.prewarms.used += 1;
+                            tracing::debug!(
+                                sandbox = sb.id(),
+                                "a pre-warmed sandbox serves an invoke"
+                            );
+                        }
                         drop(t);
                         for v in victims {
                             v.sandbox.shutdown();
@@ -542,8 +603,15 @@ impl LocalAssignment {
     }
 
     /// An invoke of `key` starts: the time since its last one ended is an
-    /// idle time (adaptive keep-alive only).
-    fn note_start(&self, t: &mut Table, key: &VersionKey, now: Instant) {
+    /// idle time, and a pending pre-warm is no longer wanted (adaptive
+    /// keep-alive only).
+    fn note_start(
+        &self,
+        t: &mut Table,
+        spec: &Arc<FunctionVersionSpec>,
+        key: &VersionKey,
+        now: Instant,
+    ) {
         let KeepAlivePolicy::Adaptive(cfg) = self.cfg.keep_alive_policy else {
             return;
         };
@@ -551,66 +619,310 @@ impl LocalAssignment {
             idle: keepalive::IdleHistogram::new(&cfg),
             last_end: None,
             last_seen: now,
+            spec: Arc::clone(spec),
+            prewarm: None,
+            prewarming: false,
         });
         if let Some(end) = a.last_end.take() {
             a.idle.record(now.saturating_duration_since(end));
         }
+        if a.prewarm.take().is_some() {
+            tracing::debug!(function = %key.name, version = %key.version, "invoked before its pre-warm: pre-warm cancelled");
+        }
         a.last_seen = now;
     }
 
-    /// How long an idle sandbox of `key` is kept.
-    fn keep_alive_of(&self, t: &Table, key: &VersionKey) -> Duration {
-        match self.cfg.keep_alive_policy {
-            KeepAlivePolicy::Fixed => self.cfg.keep_alive,
-            KeepAlivePolicy::Adaptive(cfg) => {
-                let cfg = keepalive::PolicyConfig {
-                    fallback_keep_alive: self.cfg.keep_alive,
-                    ..cfg
-                };
-                match t.activity.get(key) {
-                    Some(a) => {
-                        let w = keepalive::window(&cfg, &a.idle);
-                        w.prewarm.saturating_add(w.keep_alive)
-                    }
-                    None => self.cfg.keep_alive,
-                }
-            }
-        }
+    /// The adaptive keep-alive's window for `key` (`None`: fixed policy).
+    fn window_of(&self, t: &Table, key: &VersionKey) -> Option<keepalive::Window> {
+        let KeepAlivePolicy::Adaptive(cfg) = self.cfg.keep_alive_policy else {
+            return None;
+        };
+        let cfg = keepalive::PolicyConfig {
+            fallback_keep_alive: self.cfg.keep_alive,
+            ..cfg
+        };
+        Some(match t.activity.get(key) {
+            Some(a) => keepalive::window(&cfg, &a.idle),
+            None => keepalive::Window {
+                prewarm: Duration::ZERO,
+                keep_alive: self.cfg.keep_alive,
+                learnt: false,
+            },
+        })
     }
 
+    /// Stops idle sandboxes past their keep-alive or lease, or dead; with
+    /// the adaptive keep-alive, also releases the sandboxes of revisions
+    /// that are pre-warmed rather than kept (scheduling their pre-warm), and
+    /// forgets revisions quiet for longer than the histogram's range.
     fn reap_idle(&self) {
         let doomed: Vec<Entry> = {
             let mut t = self.lock();
             let now = Instant::now();
-            let mut windows: HashMap<VersionKey, Duration> = HashMap::new();
+            let mut windows: HashMap<VersionKey, Option<keepalive::Window>> = HashMap::new();
             let mut ids: Vec<String> = Vec::new();
+            // Revisions whose sandboxes go now to be pre-warmed later: the
+            // latest end of an invoke among them, and the pre-warm.
+            let mut ended: HashMap<VersionKey, (Instant, Duration)> = HashMap::new();
             for (id, e) in &t.sandboxes {
                 if e.busy {
                     continue;
                 }
-                let keep = *windows
+                let w = *windows
                     .entry(e.key.clone())
-                    .or_insert_with(|| self.keep_alive_of(&t, &e.key));
-                if (e.provisioned.is_none() && now.saturating_duration_since(e.idle_since) >= keep)
+                    .or_insert_with(|| self.window_of(&t, &e.key));
+                let keep = w.map_or(self.cfg.keep_alive, |w| {
+                    w.prewarm.saturating_add(w.keep_alive)
+                });
+                let idle = now.saturating_duration_since(e.idle_since);
+                let spent = (e.provisioned.is_none() && idle >= keep)
                     || e.expired(now)
-                    || !e.sandbox.is_alive()
-                {
+                    || !e.sandbox.is_alive();
+                // Released at once (at this tick, within 500 ms of the
+                // invoke's end) when the next invoke is not expected before
+                // the pre-warm point. A pre-warmed sandbox not used yet is
+                // past that point: kept until the tail.
+                let prewarm = w
+                    .filter(|w| w.learnt && !w.prewarm.is_zero() && idle < w.prewarm)
+                    .filter(|_| e.provisioned.is_none() && !e.prewarmed)
+                    .map(|w| w.prewarm);
+                if spent {
                     ids.push(id.clone());
+                } else if let Some(p) = prewarm {
+                    ids.push(id.clone());
+                    let slot = ended.entry(e.key.clone()).or_insert((e.idle_since, p));
+                    slot.0 = slot.0.max(e.idle_since);
                 }
+            }
+            let doomed: Vec<Entry> = ids
+                .iter()
+                .filter_map(|id| t.remove_spent(id, now))
+                .collect();
+            // One sandbox per revision, as in the paper: a pre-warm only
+            // when none is left (busy or idle, e.g. provisioned); a busy one
+            // schedules it when its own invoke ends.
+            for (key, (end, p)) in ended {
+                let left = t.sandboxes.values().any(|e| e.key == key);
+                let Some(a) = t.activity.get_mut(&key) else {
+                    continue;
+                };
+                if left || a.prewarming {
+                    tracing::debug!(function = %key.name, version = %key.version, "released an idle sandbox; another is left, no pre-warm");
+                    continue;
+                }
+                let due = end.checked_add(p).unwrap_or(end);
+                a.prewarm = Some(PendingPrewarm { due, end });
+                tracing::debug!(function = %key.name, version = %key.version, prewarm_in_ms = due.saturating_duration_since(now).as_millis() as u64, "released an idle sandbox until its pre-warm");
             }
             // Forget what a revision did once it has been quiet for longer
             // than the histogram's range.
             if let KeepAlivePolicy::Adaptive(cfg) = self.cfg.keep_alive_policy {
-                t.activity
-                    .retain(|_, a| now.saturating_duration_since(a.last_seen) < cfg.range);
+                t.activity.retain(|_, a| {
+                    a.prewarming || now.saturating_duration_since(a.last_seen) < cfg.range
+                });
             }
-            ids.iter()
-                .filter_map(|id| t.remove_spent(id, now))
-                .collect()
+            doomed
         };
         for e in doomed {
             tracing::debug!(sandbox = e.sandbox.id(), "stopping an idle sandbox");
             e.sandbox.shutdown();
+        }
+    }
+
+    /// Places the pre-warms that are due, reserving their memory (evicting
+    /// idle on-demand sandboxes if placement says so, as a cold start
+    /// would), and returns them to be created, with when the next pending
+    /// one is due. A pre-warm is dropped if its revision has a sandbox again
+    /// or was retired, and skipped (counted) when placement is full.
+    fn plan_prewarms(&self) -> (Vec<PlannedPrewarm>, Option<Instant>) {
+        let mut victims = Vec::new();
+        let mut plan = Vec::new();
+        let mut next: Option<Instant> = None;
+        {
+            let mut t = self.lock();
+            let now = Instant::now();
+            let pending: Vec<(VersionKey, PendingPrewarm)> = t
+                .activity
+                .iter()
+                .filter_map(|(k, a)| a.prewarm.map(|p| (k.clone(), p)))
+                .collect();
+            for (key, p) in pending {
+                if p.due > now {
+                    next = Some(next.map_or(p.due, |n| n.min(p.due)));
+                    continue;
+                }
+                let has_sandbox = t.sandboxes.values().any(|e| e.key == key);
+                let retired = t.is_retired(&key);
+                let Some(a) = t.activity.get_mut(&key) else {
+                    continue;
+                };
+                a.prewarm = None;
+                if has_sandbox || retired || a.prewarming {
+                    continue;
+                }
+                let spec = Arc::clone(&a.spec);
+                let memory_mb = u64::from(spec.memory_mb);
+                let (slots, idle) = self.inventory(&t);
+                let worker = match decide(&slots, &idle, memory_mb) {
+                    Decision::Place { worker_id } => worker_id,
+                    Decision::EvictThenPlace {
+                        worker_id,
+                        victims: evict,
+                    } => {
+                        for v in evict {
+                            if let Some(e) = t.remove_idle(&v) {
+                                victims.push(e);
+                            }
+                        }
+                        worker_id
+                    }
+                    Decision::Full => {
+                        t.prewarms.no_room += 1;
+                        tracing::debug!(function = %key.name, version = %key.version, "no room for a pre-warm: skipped");
+                        continue;
+                    }
+                };
+                let w: usize = worker.parse().unwrap_or(0);
+                if let Some(r) = t.reserved_mb.get_mut(w) {
+                    *r += memory_mb;
+                }
+                t.starting += 1;
+                t.prewarms.started += 1;
+                if let Some(a) = t.activity.get_mut(&key) {
+                    a.prewarming = true;
+                }
+                plan.push(PlannedPrewarm {
+                    key,
+                    spec,
+                    worker: w,
+                    end: p.end,
+                });
+            }
+        }
+        for v in victims {
+            tracing::debug!(
+                sandbox = v.sandbox.id(),
+                "evicting idle sandbox for a pre-warm"
+            );
+            v.sandbox.shutdown();
+        }
+        (plan, next)
+    }
+
+    /// Creates and initialises one planned pre-warm (on demand, as Lambda
+    /// calls a proactively initialised environment), then adds it as idle,
+    /// its idle time counted from the invoke's end. A failure is logged and
+    /// counted, not retried.
+    async fn prewarm_one(&self, p: PlannedPrewarm) {
+        let memory_mb = u64::from(p.spec.memory_mb);
+        let guard = PrewarmStarting {
+            key: p.key.clone(),
+            starting: Starting {
+                owner: self,
+                worker: p.worker,
+                memory_mb,
+                counted: true,
+            },
+        };
+        let Some(w) = self.workers.get(p.worker) else {
+            return;
+        };
+        tracing::debug!("pre-warming a sandbox");
+        let created = w
+            .create_sandbox(Arc::clone(&p.spec), InitializationType::OnDemand)
+            .await;
+        let ready = match created {
+            Ok(sb) => match sb.ready().await {
+                Ok(()) => Ok(sb),
+                Err(e) => {
+                    sb.shutdown();
+                    Err(e)
+                }
+            },
+            Err(e) => Err(e),
+        };
+        let sb = match ready {
+            Ok(sb) => sb,
+            Err(e) => {
+                tracing::warn!(error = %e.message, "pre-warm failed (not retried)");
+                self.lock().prewarms.failed += 1;
+                return;
+            }
+        };
+        let now = Instant::now();
+        let id = sb.id().to_owned();
+        let entry = Entry {
+            sandbox: Arc::clone(&sb),
+            key: p.key,
+            worker: p.worker,
+            memory_mb,
+            busy: false,
+            idle_since: p.end,
+            expires_at: now.checked_add(lease_of(&id, self.cfg.lease)),
+            provisioned: None,
+            prewarmed: true,
+        };
+        if !sb.is_alive() || !guard.finish(id, entry) {
+            // It died, or its revision was retired or forgotten (shutdown)
+            // while it started.
+            sb.shutdown();
+        } else {
+            tracing::debug!(sandbox = sb.id(), "pre-warmed sandbox ready");
+        }
+    }
+}
+
+/// A pre-warm to create: of which revision, on which worker (its memory
+/// already reserved), after the invoke that ended at `end`.
+struct PlannedPrewarm {
+    key: VersionKey,
+    spec: Arc<FunctionVersionSpec>,
+    worker: usize,
+    end: Instant,
+}
+
+/// One pre-warm's creation: a [`Starting`] that also marks its revision as
+/// pre-warming, so a failed or abandoned creation clears both.
+struct PrewarmStarting<'a> {
+    key: VersionKey,
+    starting: Starting<'a>,
+}
+
+impl PrewarmStarting<'_> {
+    /// The sandbox is initialised: unless its revision was retired or
+    /// forgotten meanwhile, it joins the table as idle in one step with the
+    /// counts it held. Its idle time counts from the invoke's end (or the
+    /// end of an invoke that ran meanwhile, if later). Returns false (and
+    /// gives the counts back) if not.
+    fn finish(mut self, sandbox_id: String, mut entry: Entry) -> bool {
+        let owner = self.starting.owner;
+        let mut t = owner.lock();
+        if t.is_retired(&entry.key) {
+            return false;
+        }
+        let Some(a) = t.activity.get_mut(&entry.key).filter(|a| a.prewarming) else {
+            return false;
+        };
+        a.prewarming = false;
+        if let Some(end) = a.last_end {
+            entry.idle_since = entry.idle_since.max(end);
+        }
+        t.starting = t.starting.saturating_sub(1);
+        let key = entry.key.clone();
+        t.sandboxes.insert(sandbox_id.clone(), entry);
+        t.idle.entry(key).or_default().push(sandbox_id);
+        self.starting.counted = false;
+        true
+    }
+}
+
+impl Drop for PrewarmStarting<'_> {
+    fn drop(&mut self) {
+        if self.starting.counted {
+            let mut t = self.starting.owner.lock();
+            if let Some(a) = t.activity.get_mut(&self.key) {
+                a.prewarming = false;
+            }
         }
     }
 }
@@ -773,6 +1085,7 @@ impl LocalAssignment {
             idle_since: now,
             expires_at: now.checked_add(lease_of(&id, self.cfg.lease)),
             provisioned: Some(p.id.clone()),
+            prewarmed: false,
         };
         if !sb.is_alive() || !guard.finish(id, entry) {
             // It died, or its goal went or moved to another version while
@@ -802,18 +1115,27 @@ impl LocalAssignment {
     }
 }
 
-/// Keep-alive, leases and provisioned goals: every 500 ms, and at once when
-/// a goal changes.
+/// Keep-alive, leases, provisioned goals and pre-warms: every 500 ms, at
+/// once when a goal changes, and when a pre-warm is due.
 async fn reaper(this: Weak<LocalAssignment>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     // Held alone, so that waiting does not keep the service alive.
     let Some(kick) = this.upgrade().map(|t| Arc::clone(&t.reconcile)) else {
         return;
     };
+    // When the next pre-warm is due: woken then, not at the next tick.
+    let mut next_prewarm: Option<Instant> = None;
     loop {
+        let prewarm_due = async move {
+            match next_prewarm {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = tick.tick() => {}
             () = kick.notified() => {}
+            () = prewarm_due => {}
         }
         let Some(this) = this.upgrade() else {
             return;
@@ -829,6 +1151,14 @@ async fn reaper(this: Weak<LocalAssignment>) {
                 }
                 .instrument(span),
             );
+        }
+        let (prewarms, next) = this.plan_prewarms();
+        next_prewarm = next;
+        for p in prewarms {
+            let owner = Arc::clone(&this);
+            let span =
+                tracing::info_span!("prewarm", function = %p.key.name, version = %p.key.version);
+            tokio::spawn(async move { owner.prewarm_one(p).await }.instrument(span));
         }
         this.note_ready_goals();
     }
@@ -938,7 +1268,7 @@ impl LocalAssignment {
     ) -> Result<InvokeResponse, LambdaError> {
         let key = spec.key();
         let memory_mb = u64::from(spec.memory_mb);
-        let (sandbox, provisioned) = match self.take_or_reserve(&key, memory_mb)? {
+        let (sandbox, provisioned) = match self.take_or_reserve(&spec, &key, memory_mb)? {
             Acquired::Warm { sb, provisioned } => (sb, provisioned),
             Acquired::Cold { worker } => {
                 let starting = Starting {
@@ -971,6 +1301,7 @@ impl LocalAssignment {
                         idle_since: now,
                         expires_at,
                         provisioned: None,
+                        prewarmed: false,
                     },
                 );
                 (sb, false)

@@ -344,6 +344,188 @@ async fn adaptive_keep_alive_learns_a_functions_idle_times() {
     assert_eq!(adaptive, 11);
 }
 
+// ---- adaptive keep-alive: pre-warm ----
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// An adaptive service (one-minute bins, 60 s fallback) on one fake worker
+/// of `capacity` MB whose invokes take 100 ms and inits 200 ms.
+fn adaptive(capacity: u64) -> (Arc<LocalAssignment>, Arc<FakeWorker>) {
+    let (_, w) = setup(capacity, 100, 60);
+    let a = LocalAssignment::new(
+        vec![Arc::clone(&w) as Arc<dyn Worker>],
+        AssignmentConfig {
+            keep_alive: Duration::from_secs(60),
+            keep_alive_policy: KeepAlivePolicy::Adaptive(keepalive::PolicyConfig::default()),
+            lease: DEFAULT_LEASE,
+        },
+    );
+    (a, w)
+}
+
+/// Eleven invokes ten minutes apart: ten idle times of 10 minutes, so the
+/// window is learnt (pre-warm at 9 minutes, tail at 12.1) from the last
+/// invoke on. Each is cold (the 60 s fallback ends each sandbox); returns
+/// when the last ended.
+async fn learn_ten_minutes(a: &LocalAssignment, s: &Arc<FunctionVersionSpec>) {
+    for i in 0..11 {
+        if i > 0 {
+            tokio::time::sleep(10 * MINUTE).await;
+        }
+        run(a, s).await.expect("ok");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_learnt_timer_is_released_at_once_and_prewarmed_before_its_next_call() {
+    let (a, w) = adaptive(1024);
+    let s = spec("timer", "r1", 128);
+    learn_ten_minutes(&a, &s).await;
+    assert_eq!(w.made().len(), 11, "cold while learning");
+    // Released at the reaper's next tick, not kept through the gap.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(a.stats().sandboxes, 0, "released at once");
+    assert_eq!(a.stats().reserved_mb, 0);
+    tokio::time::sleep(Duration::from_secs(9 * 60 - 2)).await;
+    assert_eq!(a.stats().sandboxes, 0, "nothing held until the pre-warm");
+    assert_eq!(w.made().len(), 11);
+    // The pre-warm at 9 minutes: created on demand and initialised.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let made = w.made();
+    assert_eq!(made.len(), 12, "pre-warmed");
+    assert_eq!(made[11].1, InitializationType::OnDemand);
+    let st = a.stats();
+    assert_eq!((st.sandboxes, st.idle), (1, 1));
+    assert_eq!(
+        st.prewarms,
+        PrewarmCounts {
+            started: 1,
+            ..PrewarmCounts::default()
+        }
+    );
+    // The call at 10 minutes is warm, on the pre-warmed sandbox.
+    tokio::time::sleep(MINUTE - Duration::from_secs(1)).await;
+    assert_eq!(run(&a, &s).await.expect("ok"), "sb11", "warm");
+    assert_eq!(a.stats().prewarms.used, 1);
+    // Released again after it, and pre-warmed again at 9 minutes.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(a.stats().sandboxes, 0);
+    tokio::time::sleep(9 * MINUTE).await;
+    assert_eq!(w.made().len(), 13);
+    assert_eq!(a.stats().sandboxes, 1);
+    // No call this time: kept until the tail (12.1 minutes after the end),
+    // then released, and nothing more is started.
+    tokio::time::sleep(Duration::from_secs(170)).await;
+    assert_eq!(a.stats().sandboxes, 1, "kept until the tail");
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert_eq!(a.stats().sandboxes, 0, "released after the tail");
+    tokio::time::sleep(30 * MINUTE).await;
+    assert_eq!(w.made().len(), 13, "one pre-warm per idle period");
+    let st = a.stats();
+    assert_eq!((st.prewarms.started, st.prewarms.used), (2, 1));
+    assert_eq!(st.reserved_mb, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_before_the_prewarm_is_cold_and_cancels_it() {
+    let (a, w) = adaptive(1024);
+    let s = spec("timer", "r1", 128);
+    learn_ten_minutes(&a, &s).await;
+    // Called after 5 minutes: no sandbox, a cold start.
+    tokio::time::sleep(5 * MINUTE).await;
+    assert_eq!(a.stats().sandboxes, 0);
+    assert_eq!(run(&a, &s).await.expect("ok"), "sb11", "cold");
+    // The 9-minute pre-warm of the earlier gap does not happen. (The
+    // 5-minute idle time is now the histogram's head: the next pre-warm
+    // is due 4.5 minutes after this call.)
+    tokio::time::sleep(4 * MINUTE).await;
+    assert_eq!(w.made().len(), 12, "the pending pre-warm was cancelled");
+    assert_eq!(a.stats().prewarms.started, 0);
+    tokio::time::sleep(MINUTE).await;
+    assert_eq!(w.made().len(), 13, "the next gap's pre-warm");
+    assert_eq!(a.stats().prewarms.started, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_prewarm_when_placement_is_full() {
+    let (a, w) = adaptive(256);
+    let s = spec("timer", "r1", 128);
+    learn_ten_minutes(&a, &s).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(a.stats().sandboxes, 0);
+    // Another function's provisioned sandbox takes the whole worker.
+    a.set_provisioned(pid("big", "1"), version_spec("big", "1", 256), 1);
+    settle(Duration::from_secs(1)).await;
+    assert_eq!(a.stats().provisioned, 1);
+    tokio::time::sleep(10 * MINUTE).await;
+    assert_eq!(w.made().len(), 12, "no pre-warm");
+    let st = a.stats();
+    assert_eq!(
+        st.prewarms,
+        PrewarmCounts {
+            no_room: 1,
+            ..PrewarmCounts::default()
+        }
+    );
+    assert_eq!(st.provisioned, 1, "the provisioned sandbox was not evicted");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_prewarm_is_counted_and_not_retried() {
+    let (a, w) = adaptive(1024);
+    let s = spec("timer", "r1", 128);
+    learn_ten_minutes(&a, &s).await;
+    w.init_fails.store(true, Ordering::SeqCst);
+    tokio::time::sleep(10 * MINUTE).await;
+    let st = a.stats();
+    assert_eq!(
+        st.prewarms,
+        PrewarmCounts {
+            started: 1,
+            failed: 1,
+            ..PrewarmCounts::default()
+        }
+    );
+    assert_eq!(
+        (st.sandboxes, st.reserved_mb),
+        (0, 0),
+        "gave its memory back"
+    );
+    assert_eq!(a.sandbox_counts().await.starting, 0);
+    tokio::time::sleep(60 * MINUTE).await;
+    assert_eq!(w.made().len(), 12, "tried once");
+    // The next call is cold, and its gap is pre-warmed again.
+    w.init_fails.store(false, Ordering::SeqCst);
+    assert_eq!(run(&a, &s).await.expect("ok"), "sb12");
+    tokio::time::sleep(10 * MINUTE).await;
+    assert_eq!(a.stats().prewarms.started, 2);
+    assert_eq!(a.stats().sandboxes, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retired_revision_is_not_prewarmed() {
+    let (a, w) = adaptive(1024);
+    let s = spec("timer", "r1", 128);
+    learn_ten_minutes(&a, &s).await;
+    a.retire(&s.account, "timer", Some("$LATEST"), Some("r2"));
+    tokio::time::sleep(10 * MINUTE).await;
+    assert_eq!(w.made().len(), 11);
+    assert_eq!(a.stats().sandboxes, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn frequent_calls_keep_their_sandbox_loaded_without_prewarm() {
+    // Idle times under a minute: the head bin is 0, no pre-warm.
+    let (a, w) = adaptive(1024);
+    let s = spec("busy", "r1", 128);
+    for _ in 0..30 {
+        run(&a, &s).await.expect("ok");
+        tokio::time::sleep(Duration::from_secs(20)).await;
+    }
+    assert_eq!(w.made().len(), 1, "kept loaded between calls");
+    assert_eq!(a.stats().prewarms, PrewarmCounts::default());
+}
+
 #[tokio::test(start_paused = true)]
 async fn cold_starts_take_scale_up_tokens_and_warm_invokes_do_not() {
     let worker = Arc::new(FakeWorker {
