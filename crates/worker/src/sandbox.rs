@@ -509,7 +509,7 @@ impl WarmSandbox for ProcessSandbox {
         if let Some(at) = *self.api.ready.borrow() {
             tracing::debug!(
                 init_ms = millis(at.saturating_duration_since(self.created())),
-                "provisioned sandbox initialised"
+                "sandbox initialised ahead of its first invoke (provisioned or pre-warmed)"
             );
         }
         Ok(())
