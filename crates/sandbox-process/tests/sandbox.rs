@@ -1352,6 +1352,9 @@ async fn a_custom_runtime_waits_before_exec_then_runs_the_functions_bootstrap() 
     s.preinit = Some(profile);
     let err = backend.spawn(s).await.expect_err("nothing to exec");
     assert!(err.to_string().contains("exec"), "{err}");
+    // Let the refill the take scheduled finish before stopping the pool.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    backend.prewarm_runtimes().await;
     backend.stop_runtime_pools();
     assert_eq!(backend.live_sandboxes(), 0);
     assert!((UID_BASE..UID_BASE + 2).all(|u| processes_of(u).is_empty()));
