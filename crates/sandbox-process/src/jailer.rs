@@ -766,7 +766,10 @@ enum Wait<'a> {
     /// Exec nothing yet: once confined, say so on `ready` (the exec
     /// pipe), read the [`Specialisation`] from `pipe`, then exec its
     /// `argv` with its environment.
-    BeforeExec { pipe: &'a OwnedFd, ready: &'a OwnedFd },
+    BeforeExec {
+        pipe: &'a OwnedFd,
+        ready: &'a OwnedFd,
+    },
 }
 
 /// Forks R and waits until it has exec'd the runtime (or failed to, or,

@@ -404,7 +404,10 @@ mod tests {
         );
         s.argv = vec!["/var/task/bootstrap".into()];
         let json = serde_json::to_string(&s).expect("serialise");
-        assert!(json.ends_with(r#","argv":["/var/task/bootstrap"]}"#), "{json}");
+        assert!(
+            json.ends_with(r#","argv":["/var/task/bootstrap"]}"#),
+            "{json}"
+        );
         assert_eq!(
             serde_json::from_str::<Specialisation>(&json).expect("parse"),
             s

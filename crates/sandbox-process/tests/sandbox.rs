@@ -1260,7 +1260,11 @@ async fn a_custom_runtime_waits_before_exec_then_runs_the_functions_bootstrap() 
     // The waiting R is still the jailer's code (no program was exec'd),
     // already under its seccomp filter.
     let waiting: Vec<u32> = (UID_BASE..UID_BASE + 2).flat_map(processes_of).collect();
-    assert_eq!(waiting.len(), 1, "R alone runs as the sandbox uid: {waiting:?}");
+    assert_eq!(
+        waiting.len(),
+        1,
+        "R alone runs as the sandbox uid: {waiting:?}"
+    );
     let status = std::fs::read_to_string(format!("/proc/{}/status", waiting[0])).expect("status");
     assert!(status.contains("Seccomp:\t2"), "{status}");
     assert!(status.contains("NoNewPrivs:\t1"), "{status}");
@@ -1300,7 +1304,8 @@ async fn a_custom_runtime_waits_before_exec_then_runs_the_functions_bootstrap() 
     s.limits.memory_mb = 256;
     s.env.insert("HOST_PORT".into(), host_port.to_string());
     // Read by the dynamic loader at exec: fine, the exec comes after.
-    s.env.insert("LD_LIBRARY_PATH".into(), "/var/task/lib".into());
+    s.env
+        .insert("LD_LIBRARY_PATH".into(), "/var/task/lib".into());
     s.preinit = Some(profile.clone());
     let r = run(s).await;
     assert_eq!(r["pids"], serde_json::json!([1, 2]), "{r}");

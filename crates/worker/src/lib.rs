@@ -96,9 +96,9 @@ impl LocalWorker {
                 .for_family(*f)
                 .is_none_or(std::path::Path::is_file)
         })
-            .filter_map(|f| runtimes::preinit_profile(f, &cfg.interpreters, &runtime_dir))
-            .map(|p| (p, cfg.runtime_pool))
-            .collect();
+        .filter_map(|f| runtimes::preinit_profile(f, &cfg.interpreters, &runtime_dir))
+        .map(|p| (p, cfg.runtime_pool))
+        .collect();
         backend.prepare_runtimes(profiles);
         let code_dir = cfg.dir.join("code");
         std::fs::create_dir_all(&code_dir).map_err(|source| WorkerError::Dir {
