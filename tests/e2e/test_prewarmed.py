@@ -3,13 +3,17 @@
 A server keeps python and node sandboxes started all the way (namespaces,
 cgroup, uid, seccomp, interpreter with the bootstrap's imports) without a
 function; a cold start hands one to the function (its code and layers are
-mounted then, its environment passed to the waiting bootstrap). These tests
+mounted then, its environment passed to the waiting bootstrap). A custom
+runtime's (`provided`) pooled sandbox runs no program: it waits right
+before `execve` and then execs the function's own `bootstrap` (or a
+layer's) with the function's environment. These tests
 run their own server with debug logs, whose `sandbox start phases` line says
 `pooled_runtime=true` for such a cold start.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -105,11 +109,64 @@ exports.handler = async (event, context) => {
 };
 '''
 
+# A custom runtime (its own Runtime API client), as a script so it can
+# report what it sees; `start_cwd`: the cwd it was exec'd in.
+PROVIDED_BOOTSTRAP = r'''#!/usr/bin/python3
+import http.client, json, os, socket, time
+
+START_CWD = os.getcwd()
+host, port = os.environ["AWS_LAMBDA_RUNTIME_API"].split(":")
+conn = http.client.HTTPConnection(host, int(port))
+while True:
+    conn.request("GET", "/2018-06-01/runtime/invocation/next")
+    r = conn.getresponse()
+    event = json.loads(r.read() or b"{}")
+    rid = r.getheader("Lambda-Runtime-Aws-Request-Id")
+    deadline = int(r.getheader("Lambda-Runtime-Deadline-Ms"))
+    if event.get("crash"):
+        os._exit(3)
+    if event.get("sleep"):
+        time.sleep(event["sleep"])
+    tmp_before = sorted(os.listdir("/tmp"))
+    with open("/tmp/marker", "w") as f:
+        f.write(rid)
+    e = os.environ
+    body = {
+        "family": "provided",
+        "env": dict(e),
+        "cwd": os.getcwd(),
+        "start_cwd": START_CWD,
+        "task": sorted(os.listdir("/var/task")),
+        "opt": sorted(os.listdir("/opt")),
+        "layer_value": open("/opt/provided/layermod").read().strip(),
+        "tmp_before": tmp_before,
+        "hostname": socket.gethostname(),
+        "etc_hostname": open("/etc/hostname").read().strip(),
+        "uid": os.getuid(),
+        "procs": [p for p in os.listdir("/proc") if p.isdigit()],
+        "context": {
+            "function_name": e["AWS_LAMBDA_FUNCTION_NAME"],
+            "function_version": e["AWS_LAMBDA_FUNCTION_VERSION"],
+            "memory_limit_in_mb": e["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"],
+            "log_group_name": e["AWS_LAMBDA_LOG_GROUP_NAME"],
+            "log_stream_name": e["AWS_LAMBDA_LOG_STREAM_NAME"],
+            "invoked_function_arn": r.getheader("Lambda-Runtime-Invoked-Function-Arn"),
+            "aws_request_id": rid,
+            "remaining_ms": deadline - int(time.time() * 1000),
+        },
+    }
+    conn.request("POST", f"/2018-06-01/runtime/invocation/{rid}/response", json.dumps(body))
+    conn.getresponse().read()
+'''
+
 CASES = {
     "python": dict(runtime="python3.12", handler="app.handler", files={"app.py": PY_APP},
-                   layer={"python/layermod.py": "VALUE = 'from-the-layer'\n"}),
+                   layer={"python/layermod.py": "VALUE = 'from-the-layer'\n"}, opt=["python"]),
     "node": dict(runtime="nodejs20.x", handler="index.handler", files={"index.js": NODE_APP},
-                 layer={"nodejs/node_modules/layermod/index.js": "exports.VALUE = 'from-the-layer';\n"}),
+                 layer={"nodejs/node_modules/layermod/index.js": "exports.VALUE = 'from-the-layer';\n"},
+                 opt=["nodejs"]),
+    "provided": dict(runtime="provided.al2023", handler="anything", files={"bootstrap": PROVIDED_BOOTSTRAP},
+                     layer={"provided/layermod": "from-the-layer\n"}, opt=["provided"]),
 }
 
 
@@ -130,7 +187,7 @@ def pfns(pool_server):
     f.cleanup()
 
 
-def _wait_pool_ready(srv, want: int = 2, timeout: float = 30.0) -> None:
+def _wait_pool_ready(srv, want: int = 3, timeout: float = 30.0) -> None:
     """Waits until the server logged `want` more pre-initialised sandboxes than were taken."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -160,7 +217,8 @@ def _create(lam, pfns, family: str, env: dict[str, str], memory: int = 256, time
     case = CASES[family]
     layer = lam.publish_layer_version(LayerName=unique_name(f"pool-{family}"),
                                       Content={"ZipFile": zip_files(case["layer"])})
-    return pfns.create(zip_files(case["files"]), handler=case["handler"], runtime=case["runtime"],
+    return pfns.create(zip_files(case["files"], executable=("bootstrap",)), handler=case["handler"],
+                       runtime=case["runtime"],
                        MemorySize=memory, Timeout=timeout, Environment={"Variables": env},
                        Layers=[layer["LayerVersionArn"]])
 
@@ -172,7 +230,7 @@ def _invoke(lam, name: str, event: dict | None = None) -> dict:
     return body
 
 
-@pytest.mark.parametrize("family", ["python", "node"])
+@pytest.mark.parametrize("family", ["python", "node", "provided"])
 def test_first_invoke_is_served_by_a_specialised_pooled_sandbox(pool_server, pfns, family):
     lam = pool_server.client()
     _wait_pool_ready(pool_server)
@@ -192,7 +250,7 @@ def test_first_invoke_is_served_by_a_specialised_pooled_sandbox(pool_server, pfn
     assert not any(k.startswith("_STRATUS") for k in env), env
     assert body["cwd"] == "/var/task"
     assert body["task"] == sorted(CASES[family]["files"])
-    assert body["opt"] == [family if family == "python" else "nodejs"]
+    assert body["opt"] == CASES[family]["opt"]
     assert body["layer_value"] == "from-the-layer"
     assert body["tmp_before"] == [], "/tmp of a fresh sandbox must be empty"
     assert body["hostname"] == body["etc_hostname"]
@@ -209,6 +267,8 @@ def test_first_invoke_is_served_by_a_specialised_pooled_sandbox(pool_server, pfn
     if family == "python":
         assert body["imported_at_cwd"] == "/var/task"
         assert body["sys_path_has_task"]
+    if family == "provided":
+        assert body["start_cwd"] == "/var/task", "exec'd in the code dir"
     # Only its own processes (the init and the runtime).
     assert len(body["procs"]) <= 3, body["procs"]
 
@@ -264,7 +324,8 @@ def _pooled_by_name(srv, name: str) -> bool:
                for line in _this_run(srv).splitlines())
 
 
-def test_two_accounts_never_share_a_sandbox(pool_server, pfns):
+@pytest.mark.parametrize("family", ["python", "provided"])
+def test_two_accounts_never_share_a_sandbox(pool_server, pfns, family):
     """Each account's cold start takes its own pooled sandbox: its own uid,
     host name, code and environment."""
     env = dict(os.environ, STRATUS_ENDPOINT=pool_server.endpoint)
@@ -281,12 +342,12 @@ def test_two_accounts_never_share_a_sandbox(pool_server, pfns):
                         aws_secret_access_key=key["SecretAccessKey"])
     lam_a = pool_server.client()
     _wait_pool_ready(pool_server)
-    a = _create(lam_a, pfns, "python", {"WHO": "account-a"})
+    a = _create(lam_a, pfns, family, {"WHO": "account-a"})
     body_a = _invoke(lam_a, a)
     _wait_pool_ready(pool_server)
     fb = FunctionFactory(lam_b, "pool-b")
     try:
-        b = _create(lam_b, fb, "python", {"WHO": "account-b"})
+        b = _create(lam_b, fb, family, {"WHO": "account-b"})
         body_b = _invoke(lam_b, b)
         assert _pooled_by_name(pool_server, a) and _pooled_by_name(pool_server, b)
         assert body_a["env"]["WHO"] == "account-a" and body_b["env"]["WHO"] == "account-b"
@@ -319,7 +380,7 @@ def test_a_restarted_specialised_runtime_keeps_its_function(pool_server, pfns):
     the new runtime is a normal start with the function's full
     configuration, in the same sandbox (/tmp kept)."""
     lam = pool_server.client()
-    for family in ("python", "node"):
+    for family in ("python", "node", "provided"):
         _wait_pool_ready(pool_server)
         name = _create(lam, pfns, family, {"GREETING": "again"}, timeout=2)
         first = _invoke(lam, name)
@@ -339,11 +400,12 @@ def test_a_restarted_specialised_runtime_keeps_its_function(pool_server, pfns):
         assert not any(k.startswith("_STRATUS") for k in body["env"])
 
 
-def test_a_crashed_specialised_runtime_is_replaced(pool_server, pfns):
+@pytest.mark.parametrize("family", ["python", "provided"])
+def test_a_crashed_specialised_runtime_is_replaced(pool_server, pfns, family):
     """A runtime that exits ends its sandbox; the next invoke gets another."""
     lam = pool_server.client()
     _wait_pool_ready(pool_server)
-    name = _create(lam, pfns, "python", {"GREETING": "again"})
+    name = _create(lam, pfns, family, {"GREETING": "again"})
     _invoke(lam, name)
     (sid,) = _sandbox_ids_from_servers(name)
     r = lam.invoke(FunctionName=name, Payload=b'{"crash": true}')
@@ -371,9 +433,61 @@ def test_functions_the_pool_cannot_serve_start_from_scratch(pool_server, pfns):
     assert body["env"]["PYTHONDONTWRITEBYTECODE"] == "1"
 
 
+def test_a_custom_runtime_takes_any_environment_and_a_layers_bootstrap(pool_server, pfns):
+    """A custom runtime's program is exec'd after specialisation: variables
+    read at exec (the dynamic loader's, the locale) are the function's, and
+    a layer's `/opt/bootstrap` runs when the code has none."""
+    lam = pool_server.client()
+    _wait_pool_ready(pool_server)
+    env = {"LD_LIBRARY_PATH": "/var/task/lib:/opt/lib", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+    name = _create(lam, pfns, "provided", env)
+    body = _invoke(lam, name)
+    (sid,) = _sandbox_ids_from_servers(name)
+    assert _started_pooled(pool_server, sid)
+    for k, v in env.items():
+        assert body["env"][k] == v, k
+    assert not any(k.startswith("_STRATUS") for k in body["env"]), body["env"]
+
+    _wait_pool_ready(pool_server)
+    layer = lam.publish_layer_version(
+        LayerName=unique_name("pool-rt"),
+        Content={"ZipFile": zip_files({"bootstrap": PROVIDED_BOOTSTRAP, **CASES["provided"]["layer"]},
+                                      executable=("bootstrap",))})
+    name = pfns.create(zip_files({"README": "no bootstrap here"}), handler="x", runtime="provided.al2",
+                       Layers=[layer["LayerVersionArn"]])
+    body = _invoke(lam, name)
+    (sid,) = _sandbox_ids_from_servers(name)
+    assert _started_pooled(pool_server, sid)
+    assert body["task"] == ["README"]
+    assert body["opt"] == ["bootstrap", "provided"]
+    assert body["start_cwd"] == "/var/task"
+
+
+def test_the_rust_lambda_runtime_fixture_starts_from_the_pool(pool_server, pfns):
+    from test_runtimes import _rust_bootstrap
+
+    binary = _rust_bootstrap()
+    if binary is None:
+        pytest.skip("rust fixture not built: cargo build -p stratus-test-fn-rust --release")
+    lam = pool_server.client()
+    _wait_pool_ready(pool_server)
+    name = pfns.create(zip_files({"bootstrap": binary.read_bytes()}, executable=("bootstrap",)),
+                       handler="bootstrap", runtime="provided.al2023", Timeout=5)
+    r = lam.invoke(FunctionName=name, Payload=json.dumps({"name": "pool"}).encode(), LogType="Tail")
+    out = json.loads(r["Payload"].read())
+    assert "FunctionError" not in r, out
+    assert out["hello"] == "pool" and out["count"] == 1 and out["function_name"] == name, out
+    (sid,) = _sandbox_ids_from_servers(name)
+    assert _started_pooled(pool_server, sid)
+    # A pooled cold start still reports its Init Duration.
+    log = base64.b64decode(r["LogResult"]).decode()
+    assert "Init Duration" in log, log
+
+
 def test_the_startup_line_names_the_pool(pool_server):
     text = _this_run(pool_server)
-    assert "runtime_pool=1 pre-initialised sandbox(es) per managed runtime" in text, text[-2000:]
+    assert "runtime_pool=1 pre-initialised sandbox(es) per runtime family (python, node, provided)" in text, \
+        text[-2000:]
 
 
 def test_pool_size_zero_disables_it(tmp_path):

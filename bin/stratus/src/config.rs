@@ -111,9 +111,10 @@ pub struct Options {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub uid_base: Option<u32>,
-    /// Pre-initialised sandboxes kept ready per managed runtime (python,
-    /// node): started all the way (namespaces, cgroup, uid, seccomp, the
-    /// interpreter with the bootstrap's imports done) without a function,
+    /// Pre-initialised sandboxes kept ready per runtime family (python,
+    /// node, provided): started all the way (namespaces, cgroup, uid,
+    /// seccomp, the interpreter with the bootstrap's imports done; a custom
+    /// runtime's up to the exec of its bootstrap) without a function,
     /// each handed to one function at its cold start and refilled in the
     /// background; 0 disables. Not in rootless mode [default: 1].
     #[arg(long)]

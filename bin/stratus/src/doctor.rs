@@ -138,19 +138,19 @@ fn gvisor(runsc: &Path) -> Check {
     }
 }
 
-/// Whether python and node cold starts can take a pre-initialised sandbox.
+/// Whether cold starts can take a pre-initialised sandbox.
 fn runtime_pool(rootless: bool) -> Check {
     if rootless {
         Check {
             name: "runtime pool",
             status: Status::Warn,
-            detail: "rootless mode: no pre-initialised runtime sandboxes, every python and node cold start starts its interpreter".into(),
+            detail: "rootless mode: no pre-initialised runtime sandboxes, every cold start builds its sandbox from scratch".into(),
         }
     } else {
         Check {
             name: "runtime pool",
             status: Status::Ok,
-            detail: "python and node cold starts take a pre-initialised sandbox (--runtime-pool, default 1 per runtime; not with --isolation gvisor)".into(),
+            detail: "python, node and custom-runtime cold starts take a pre-initialised sandbox (--runtime-pool, default 1 per runtime family; not with --isolation gvisor)".into(),
         }
     }
 }

@@ -201,7 +201,7 @@ pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
         None if a.runtime_pool == 0 => "off (runtime-pool = 0)".to_owned(),
         None if a.isolation == Isolation::Gvisor => "off (every sandbox runs in gVisor)".to_owned(),
         None => format!(
-            "{} pre-initialised sandbox(es) per managed runtime",
+            "{} pre-initialised sandbox(es) per runtime family (python, node, provided)",
             a.runtime_pool
         ),
     };

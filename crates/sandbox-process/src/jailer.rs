@@ -209,7 +209,8 @@ fn parse_config(raw: &[u8]) -> Result<JailerConfig, JailerError> {
         step: "config",
         message: format!("parsing config: {e}"),
     })?;
-    if cfg.argv.is_empty() {
+    // Only a pre-initialised sandbox may wait for its program.
+    if cfg.argv.is_empty() && !cfg.preinit {
         return Err(JailerError::Invalid {
             step: "config",
             message: "argv is empty".into(),
@@ -576,7 +577,15 @@ fn container_init(
                     disarm_init()?;
                     write_to_runtime(&pipe, &body)?;
                     drop(pipe);
-                    let _ = send_report(ctl, &Report::Started, None);
+                    // A runtime waiting before execve execs the function's
+                    // program now: started once that exec succeeded (if it
+                    // failed, R reported why and exits, ending the sandbox).
+                    if let Some(exec_rd) = runtime.exec_pending.take() {
+                        runtime.started = matches!(read_exec_pipe(&exec_rd), ExecPipe::Execed);
+                    }
+                    if runtime.started {
+                        let _ = send_report(ctl, &Report::Started, None);
+                    }
                 }
             }
         }
@@ -611,6 +620,19 @@ fn specialise(
         attach_tree(&opt, "/opt")?;
     }
     drop(fds);
+    // A runtime waiting before execve (started without a program) execs
+    // the function's; one that runs its interpreter takes no program.
+    let argv = if old.argv.is_empty() {
+        if new.argv.is_empty() {
+            return Err(JailerError::Invalid {
+                step: "specialise",
+                message: "no program to run came with the command".into(),
+            });
+        }
+        new.argv.clone()
+    } else {
+        Vec::new()
+    };
     sethostname(&new.hostname).ctx("hostname", || {
         format!("setting host name {:?}", new.hostname)
     })?;
@@ -637,6 +659,7 @@ fn specialise(
     serde_json::to_vec(&Specialisation {
         env: new.env.clone(),
         cwd: new.cwd.clone(),
+        argv,
     })
     .map_err(|e| JailerError::Invalid {
         step: "specialise",
@@ -698,15 +721,66 @@ struct Runtime {
     /// Pre-initialised: the write end of the pipe it waits on for its
     /// [`Specialisation`].
     specialise: Option<OwnedFd>,
+    /// Pre-initialised without a program (it waits before `execve`): the
+    /// read end of its exec pipe, which tells whether the exec it does
+    /// once specialised succeeded.
+    exec_pending: Option<OwnedFd>,
 }
 
-/// Forks R and waits until it has exec'd the runtime (or failed to).
+/// What R's exec pipe says.
+#[derive(Debug, PartialEq, Eq)]
+enum ExecPipe {
+    /// Closed by a successful exec.
+    Execed,
+    /// R is pre-initialised and waits for its function before `execve`.
+    Waiting,
+    /// R failed (it reported its error and exits).
+    Failed,
+}
+
+/// The byte R writes on its exec pipe when it waits before `execve`.
+const WAITING: u8 = b'w';
+
+/// Waits for R's word on its exec pipe.
+fn read_exec_pipe(exec_rd: &OwnedFd) -> ExecPipe {
+    let mut byte = [0u8; 1];
+    loop {
+        match nix::unistd::read(exec_rd.as_raw_fd(), &mut byte) {
+            Ok(0) => return ExecPipe::Execed,
+            Ok(_) if byte[0] == WAITING => return ExecPipe::Waiting,
+            Ok(_) => return ExecPipe::Failed,
+            Err(Errno::EINTR) => continue,
+            Err(_) => return ExecPipe::Failed,
+        }
+    }
+}
+
+/// How R gets its function.
+enum Wait<'a> {
+    /// It is not pre-initialised: exec `cfg.argv` with `cfg.env` now.
+    No,
+    /// Exec the interpreter now, with this pipe (named by
+    /// [`PREINIT_FD_ENV`], kept across exec) to read its
+    /// [`Specialisation`] from.
+    InRuntime(&'a OwnedFd),
+    /// Exec nothing yet: once confined, say so on `ready` (the exec
+    /// pipe), read the [`Specialisation`] from `pipe`, then exec its
+    /// `argv` with its environment.
+    BeforeExec {
+        pipe: &'a OwnedFd,
+        ready: &'a OwnedFd,
+    },
+}
+
+/// Forks R and waits until it has exec'd the runtime (or failed to, or,
+/// pre-initialised without a program, waits before `execve`).
 fn start_runtime(
     ctl: BorrowedFd<'_>,
     cfg: &JailerConfig,
     policy: &Policy,
 ) -> Result<Runtime, JailerError> {
-    // R writes one byte here if it fails before exec; exec closes it otherwise.
+    // R writes one byte here if it fails before exec (or, waiting before
+    // exec, [`WAITING`]); exec closes it otherwise.
     let (exec_rd, exec_wr) =
         pipe2(OFlag::O_CLOEXEC).ctx("fork", || "creating the exec pipe".into())?;
     let spec_pipe = if cfg.preinit {
@@ -714,6 +788,8 @@ fn start_runtime(
     } else {
         None
     };
+    // Pre-initialised without a program: R waits before execve.
+    let before_exec = cfg.preinit && cfg.argv.is_empty();
     // SAFETY: C is single-threaded (forked from the single-threaded J).
     let pid = match unsafe { fork() }.ctx("fork", || "forking the runtime".into())? {
         ForkResult::Child => {
@@ -721,14 +797,30 @@ fn start_runtime(
             let inherit = match spec_pipe {
                 Some((rd, wr)) => {
                     drop(wr);
-                    // The one descriptor R keeps across exec.
-                    fcntl(rd.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::empty()))
-                        .ctx("exec", || "passing the specialisation pipe".into())
-                        .map(|_| Some(rd))
+                    if before_exec {
+                        // Read before exec; closed by it.
+                        Ok(Some(rd))
+                    } else {
+                        // The one descriptor R keeps across exec.
+                        fcntl(rd.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::empty()))
+                            .ctx("exec", || "passing the specialisation pipe".into())
+                            .map(|_| Some(rd))
+                    }
                 }
                 None => Ok(None),
             };
-            match inherit.and_then(|rd| exec_runtime(cfg, policy, rd.as_ref())) {
+            let run = |rd: Option<OwnedFd>| {
+                let wait = match &rd {
+                    Some(pipe) if before_exec => Wait::BeforeExec {
+                        pipe,
+                        ready: &exec_wr,
+                    },
+                    Some(pipe) => Wait::InRuntime(pipe),
+                    None => Wait::No,
+                };
+                exec_runtime(cfg, policy, wait)
+            };
+            match inherit.and_then(run) {
                 Ok(never) => match never {},
                 Err(e) => {
                     let _ = nix::unistd::write(&exec_wr, b"!");
@@ -743,18 +835,12 @@ fn start_runtime(
         drop(rd);
         wr
     });
-    let mut byte = [0u8; 1];
-    let started = loop {
-        match nix::unistd::read(exec_rd.as_raw_fd(), &mut byte) {
-            Ok(n) => break n == 0,
-            Err(Errno::EINTR) => continue,
-            Err(_) => break false,
-        }
-    };
+    let outcome = read_exec_pipe(&exec_rd);
     Ok(Runtime {
         pid,
-        started,
+        started: outcome != ExecPipe::Failed,
         specialise,
+        exec_pending: (outcome == ExecPipe::Waiting).then_some(exec_rd),
     })
 }
 
@@ -1305,8 +1391,12 @@ fn cstring(step: &'static str, s: &str) -> Result<CString, JailerError> {
 fn exec_runtime(
     cfg: &JailerConfig,
     policy: &Policy,
-    preinit_fd: Option<&OwnedFd>,
+    wait: Wait<'_>,
 ) -> Result<Infallible, JailerError> {
+    let preinit_fd = match &wait {
+        Wait::InRuntime(fd) => Some(*fd),
+        Wait::No | Wait::BeforeExec { .. } => None,
+    };
     // Undo J's -1000 (raising is always allowed; fails harmlessly if J could not lower it).
     let _ = fs::write("/proc/self/oom_score_adj", "0");
     // C blocks SIGCHLD for its signalfd; the mask survives exec.
@@ -1368,6 +1458,29 @@ fn exec_runtime(
             message: e.to_string(),
         })?;
     }
+    let (argv, env) = match wait {
+        Wait::BeforeExec { pipe, ready } => {
+            // Everything above applies to the function's program as it
+            // would at a normal start; nothing of the function has run.
+            nix::unistd::write(ready, &[WAITING])
+                .ctx("exec", || "saying the runtime waits".into())?;
+            let s = read_specialisation(pipe)?;
+            // The code is mounted on /var/task now: look it up again.
+            chdir(&s.cwd).ctx("chdir", || format!("chdir {}", s.cwd.display()))?;
+            let argv = s
+                .argv
+                .iter()
+                .map(|a| cstring("exec", a))
+                .collect::<Result<Vec<_>, _>>()?;
+            let env = s
+                .env
+                .iter()
+                .map(|(k, v)| cstring("exec", &format!("{k}={v}")))
+                .collect::<Result<Vec<_>, _>>()?;
+            (argv, env)
+        }
+        Wait::No | Wait::InRuntime(_) => (argv, env),
+    };
     let Some(program) = argv.first() else {
         return Err(JailerError::Invalid {
             step: "exec",
@@ -1377,7 +1490,26 @@ fn exec_runtime(
     let err = execve(program, &argv, &env).map_or_else(|e| e, |never| match never {});
     Err(JailerError::Sys {
         step: "exec",
-        what: format!("executing {}", cfg.argv[0]),
+        what: format!("executing {}", program.to_string_lossy()),
         source: err,
+    })
+}
+
+/// R, waiting before `execve`: reads its [`Specialisation`] (one JSON
+/// document, then EOF) from C.
+fn read_specialisation(pipe: &OwnedFd) -> Result<Specialisation, JailerError> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match nix::unistd::read(pipe.as_raw_fd(), &mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e).ctx("exec", || "reading the function".into()),
+        }
+    }
+    serde_json::from_slice(&raw).map_err(|e| JailerError::Invalid {
+        step: "exec",
+        message: format!("reading the function: {e}"),
     })
 }

@@ -39,7 +39,7 @@
 //! limits and sends the config, and the runtime runs ~2 ms later.
 //!
 //! # Pre-initialised runtimes
-//! For managed runtimes the backend also keeps sandboxes started *all the
+//! The backend also keeps sandboxes started *all the
 //! way* before any function is known ([`SandboxBackend::prepare_runtimes`],
 //! one pool per [`PreInit`] profile, `stratus server --runtime-pool`): J has
 //! unshared its namespaces, C has joined its cgroup, built the root with an
@@ -47,7 +47,10 @@
 //! size, R has dropped to its own leased uid, entered its user namespace,
 //! set rlimits, Landlock and seccomp, and exec'd the interpreter with the
 //! bootstrap in pre-init mode (imports done, blocked reading a pipe named by
-//! `_STRATUS_PREINIT_FD`). C keeps its privileges meanwhile. `spawn` of a
+//! `_STRATUS_PREINIT_FD`). A profile without a program ([`PreInit::argv`]
+//! empty: custom runtimes, whose program is the function's `bootstrap`)
+//! stops R right before `execve`, blocked on that pipe, and R execs the
+//! spec's `argv` once specialised. C keeps its privileges meanwhile. `spawn` of a
 //! spec whose [`SandboxSpec::preinit`] matches takes one, renames its cgroup
 //! to the sandbox id and sets the function's limits, and sends
 //! `Command::Specialise` with the full configuration and the code (and
@@ -899,7 +902,9 @@ impl Inner {
     ) -> Result<Setup, (&'static str, String)> {
         let id = &spec.id;
         check_id(id)?;
-        if spec.argv.is_empty() {
+        // A pre-initialised sandbox without a program waits before execve
+        // for the function's (see `JailerConfig::preinit`).
+        if spec.argv.is_empty() && !preinit {
             return Err(("validate", "argv is empty".into()));
         }
         let lease = self

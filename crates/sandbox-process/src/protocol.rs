@@ -83,7 +83,10 @@ pub struct JailerConfig {
     /// A pre-initialised runtime sandbox for the pool: `/var/task` and
     /// `/opt` stay empty mount points, C keeps its privileges and R is
     /// exec'd with a pipe ([`PREINIT_FD_ENV`]) on which it waits for its
-    /// function; both wait for [`Command::Specialise`].
+    /// function; both wait for [`Command::Specialise`]. With an empty
+    /// `argv` (a custom runtime, whose program is the function's own) R
+    /// execs nothing yet: it waits on that pipe *before* `execve`, fully
+    /// confined, and then execs the [`Specialisation`]'s `argv`.
     #[serde(default)]
     pub preinit: bool,
 }
@@ -101,6 +104,11 @@ pub struct Specialisation {
     pub env: BTreeMap<String, String>,
     /// Working directory (the code at `/var/task`).
     pub cwd: PathBuf,
+    /// The program to exec, for a runtime waiting before `execve` (a
+    /// pre-initialised sandbox started with an empty `argv`); empty, and
+    /// not sent, for one that already runs its interpreter.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub argv: Vec<String>,
 }
 
 /// A protection that the protection-cost benchmark can leave out, one at a
@@ -378,6 +386,32 @@ mod tests {
         );
         assert!(json.len() <= MAX_COMMAND, "{}", json.len());
         assert_eq!(serde_json::from_str::<Command>(&json).expect("parse"), cmd);
+    }
+
+    #[test]
+    fn a_specialisation_names_a_program_only_for_a_runtime_waiting_before_exec() {
+        let mut s = Specialisation {
+            env: BTreeMap::from([("A".to_owned(), "b".to_owned())]),
+            cwd: "/var/task".into(),
+            argv: Vec::new(),
+        };
+        // What the python and node bootstraps read: no argv.
+        let json = serde_json::to_string(&s).expect("serialise");
+        assert_eq!(json, r#"{"env":{"A":"b"},"cwd":"/var/task"}"#);
+        assert_eq!(
+            serde_json::from_str::<Specialisation>(&json).expect("parse"),
+            s
+        );
+        s.argv = vec!["/var/task/bootstrap".into()];
+        let json = serde_json::to_string(&s).expect("serialise");
+        assert!(
+            json.ends_with(r#","argv":["/var/task/bootstrap"]}"#),
+            "{json}"
+        );
+        assert_eq!(
+            serde_json::from_str::<Specialisation>(&json).expect("parse"),
+            s
+        );
     }
 
     #[test]

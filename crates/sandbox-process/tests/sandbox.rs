@@ -1216,6 +1216,155 @@ async fn a_pre_initialised_sandbox_is_specialised_to_one_function() {
     assert_eq!(backend.live_sandboxes(), 0);
 }
 
+/// A custom runtime's pre-initialised sandbox runs no program: R is
+/// confined all the way (uid, user namespace, rlimits, Landlock, seccomp)
+/// and waits right before `execve`. Specialised, it execs the function's
+/// own `bootstrap` from the code mounted on `/var/task` only then, with
+/// exactly the function's environment, and the Landlock domain and seccomp
+/// filter installed before that mount still hold it.
+#[tokio::test]
+async fn a_custom_runtime_waits_before_exec_then_runs_the_functions_bootstrap() {
+    if !is_root() {
+        eprintln!("skipping: needs root");
+        return;
+    }
+    const UID_BASE: u32 = 2_960_000;
+    let runtime = code_dir(&[]);
+    let probe = format!("#!/usr/bin/python3\n{PROBE}");
+    let code = code_dir(&[("bootstrap", &probe)]);
+    let opt = code_dir(&[("bootstrap", &probe)]);
+    for dir in [&code, &opt] {
+        std::fs::set_permissions(
+            dir.path().join("bootstrap"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .expect("chmod bootstrap");
+    }
+    let (backend, _state) = backend_with_uids(UID_BASE, 2);
+    let profile = stratus_sandbox::PreInit {
+        pool: "provided".into(),
+        argv: Vec::new(),
+        env: BTreeMap::new(),
+        runtime_dir: runtime.path().to_owned(),
+        runtime_api_port: 9001,
+        limits: SandboxLimits {
+            memory_mb: 128,
+            tmp_mb: 512,
+            max_pids: 64,
+            max_fds: 1024,
+        },
+    };
+    backend.prepare_runtimes(vec![(profile.clone(), 1)]);
+    backend.prewarm_runtimes().await;
+    assert_eq!(backend.runtimes_ready(), 1);
+    // The waiting R is still the jailer's code (no program was exec'd),
+    // already under its seccomp filter.
+    let waiting: Vec<u32> = (UID_BASE..UID_BASE + 2).flat_map(processes_of).collect();
+    assert_eq!(
+        waiting.len(),
+        1,
+        "R alone runs as the sandbox uid: {waiting:?}"
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", waiting[0])).expect("status");
+    assert!(status.contains("Seccomp:\t2"), "{status}");
+    assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    let exe = std::fs::read_link(format!("/proc/{}/exe", waiting[0])).expect("exe");
+    assert!(
+        exe.to_string_lossy().contains("stratus-jailer"),
+        "{}",
+        exe.display()
+    );
+
+    let host = std::net::TcpListener::bind("127.0.0.1:0").expect("host listener");
+    let host_port = host.local_addr().expect("addr").port();
+    let run = |s: SandboxSpec| {
+        let backend = &backend;
+        async move {
+            let mut sb = backend.spawn(s).await.expect("spawn");
+            assert_eq!(backend.runtimes_ready(), 0, "the pooled sandbox was taken");
+            let api = listener(&mut sb);
+            let output = tokio::spawn(read_all(sb.take_output().expect("output")));
+            let Ok(accepted) = tokio::time::timeout(Duration::from_secs(20), api.accept()).await
+            else {
+                drop(sb);
+                panic!("no report; output: {}", output.await.expect("output"));
+            };
+            let (mut conn, _) = accepted.expect("accept");
+            let mut body = String::new();
+            conn.read_to_string(&mut body).await.expect("read report");
+            assert_eq!(sb.wait().await, ExitStatus::Code(0));
+            drop(sb);
+            serde_json::from_str::<serde_json::Value>(&body).expect("probe json")
+        }
+    };
+
+    let mut s = spec("provided", code.path(), &["/var/task/bootstrap"]);
+    s.runtime_dir = Some(runtime.path().to_owned());
+    s.opt_dir = Some(opt.path().to_owned());
+    s.limits.memory_mb = 256;
+    s.env.insert("HOST_PORT".into(), host_port.to_string());
+    // Read by the dynamic loader at exec: fine, the exec comes after.
+    s.env
+        .insert("LD_LIBRARY_PATH".into(), "/var/task/lib".into());
+    s.preinit = Some(profile.clone());
+    let r = run(s).await;
+    assert_eq!(r["pids"], serde_json::json!([1, 2]), "{r}");
+    assert_eq!(r["uid"], 993);
+    assert_eq!(r["capeff"], "0000000000000000");
+    assert_eq!(r["task_write"], "EROFS");
+    assert_eq!(r["tmp_write"], "ok");
+    assert_eq!(r["tmp_before"], serde_json::json!([]), "{r}");
+    // Landlock, set up before the code was mounted, still confines it.
+    assert_eq!(r["proc_write"], "EACCES", "{r}");
+    assert_eq!(r["mount"], "EPERM");
+    assert_eq!(r["unshare_user"], "EPERM");
+    assert_eq!(r["host_connect"], "ECONNREFUSED");
+    assert_eq!(r["hostname"], "sandbox-host");
+    assert_eq!(r["cwd"], "/var/task");
+    assert_eq!(
+        r["env"],
+        serde_json::json!([
+            "AWS_LAMBDA_RUNTIME_API",
+            "HOST_PORT",
+            "LANG",
+            "LD_LIBRARY_PATH",
+            "PATH"
+        ]),
+        "environment is exactly the spec's"
+    );
+
+    // A layer's bootstrap (the code has none), from the refilled pool.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    backend.prewarm_runtimes().await;
+    assert_eq!(backend.runtimes_ready(), 1);
+    let empty = code_dir(&[]);
+    let mut s = spec("provided-opt", empty.path(), &["/opt/bootstrap"]);
+    s.runtime_dir = Some(runtime.path().to_owned());
+    s.opt_dir = Some(opt.path().to_owned());
+    s.env.insert("HOST_PORT".into(), host_port.to_string());
+    s.preinit = Some(profile.clone());
+    let r = run(s).await;
+    assert_eq!(r["uid"], 993);
+    assert_eq!(r["proc_write"], "EACCES", "{r}");
+    assert_eq!(r["cwd"], "/var/task");
+
+    // A program that cannot be exec'd fails as it does from scratch.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    backend.prewarm_runtimes().await;
+    assert_eq!(backend.runtimes_ready(), 1);
+    let mut s = spec("provided-missing", empty.path(), &["/var/task/bootstrap"]);
+    s.runtime_dir = Some(runtime.path().to_owned());
+    s.preinit = Some(profile);
+    let err = backend.spawn(s).await.expect_err("nothing to exec");
+    assert!(err.to_string().contains("exec"), "{err}");
+    // Let the refill the take scheduled finish before stopping the pool.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    backend.prewarm_runtimes().await;
+    backend.stop_runtime_pools();
+    assert_eq!(backend.live_sandboxes(), 0);
+    assert!((UID_BASE..UID_BASE + 2).all(|u| processes_of(u).is_empty()));
+}
+
 /// [`backend`] with room for `uids` sandboxes (a pooled one holds a uid).
 fn backend_with_uids(uid_base: u32, uids: u32) -> (ProcessBackend, tempfile::TempDir) {
     let state = tempfile::tempdir().expect("state dir");

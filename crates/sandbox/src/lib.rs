@@ -65,14 +65,20 @@ pub struct SandboxSpec {
 /// The caller only sets `preinit` when `argv`/`env` and this profile start
 /// the same program: the runtime must be able to take the rest of `env`
 /// after start-up (a variable the interpreter reads only at start, such
-/// as `PYTHONPATH` or `NODE_OPTIONS`, rules the pool out).
+/// as `PYTHONPATH` or `NODE_OPTIONS`, rules the pool out). A profile
+/// without a program (empty `argv`) takes any `argv` and `env`: they are
+/// only used at the `execve` after specialisation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PreInit {
     /// Pool name (one pool per profile), e.g. `python`.
     pub pool: String,
-    /// Program and arguments of the pre-initialised runtime.
+    /// Program and arguments of the pre-initialised runtime. Empty: no
+    /// program runs before specialisation (a custom runtime, whose program
+    /// is the function's own): the sandbox is made all the way up to the
+    /// `execve`, which then runs the spec's `argv` with the spec's `env`.
     pub argv: Vec<String>,
-    /// Its environment before specialisation (no function data in it).
+    /// Its environment before specialisation (no function data in it);
+    /// unused without `argv`.
     pub env: BTreeMap<String, String>,
     /// Host directory mounted at `/var/runtime` (the bootstraps).
     pub runtime_dir: PathBuf,

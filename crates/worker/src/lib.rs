@@ -84,16 +84,21 @@ impl LocalWorker {
             path: runtime_dir.clone(),
             source,
         })?;
-        let profiles = [RuntimeFamily::Python, RuntimeFamily::Node]
-            .into_iter()
-            .filter(|f| {
-                cfg.interpreters
-                    .for_family(*f)
-                    .is_some_and(std::path::Path::is_file)
-            })
-            .filter_map(|f| runtimes::preinit_profile(f, &cfg.interpreters, &runtime_dir))
-            .map(|p| (p, cfg.runtime_pool))
-            .collect();
+        // Custom runtimes need no interpreter: their program is the function's.
+        let profiles = [
+            RuntimeFamily::Python,
+            RuntimeFamily::Node,
+            RuntimeFamily::Provided,
+        ]
+        .into_iter()
+        .filter(|f| {
+            cfg.interpreters
+                .for_family(*f)
+                .is_none_or(std::path::Path::is_file)
+        })
+        .filter_map(|f| runtimes::preinit_profile(f, &cfg.interpreters, &runtime_dir))
+        .map(|p| (p, cfg.runtime_pool))
+        .collect();
         backend.prepare_runtimes(profiles);
         let code_dir = cfg.dir.join("code");
         std::fs::create_dir_all(&code_dir).map_err(|source| WorkerError::Dir {

@@ -102,19 +102,39 @@ fn pool_name(family: RuntimeFamily) -> Option<&'static str> {
     match family {
         RuntimeFamily::Python => Some("python"),
         RuntimeFamily::Node => Some("node"),
-        RuntimeFamily::Provided => None,
+        RuntimeFamily::Provided => Some("provided"),
     }
 }
 
 /// The pre-initialised runtime of `family`: the same program as
 /// [`argv`] starts, with only the variables every function of the family
 /// shares (no function data), the limits every function has by default.
+/// A custom runtime's program is the function's own `bootstrap`: its
+/// profile has no program (nor environment), the sandbox waits right
+/// before `execve` and execs the function's program with the function's
+/// environment once specialised.
 pub fn preinit_profile(
     family: RuntimeFamily,
     interpreters: &Interpreters,
     runtime_dir: &Path,
 ) -> Option<PreInit> {
     let pool = pool_name(family)?;
+    let limits = SandboxLimits {
+        memory_mb: PREINIT_MEMORY_MB,
+        tmp_mb: PREINIT_TMP_MB,
+        max_pids: SANDBOX_MAX_PIDS,
+        max_fds: SANDBOX_MAX_FDS,
+    };
+    if family == RuntimeFamily::Provided {
+        return Some(PreInit {
+            pool: pool.to_owned(),
+            argv: Vec::new(),
+            env: BTreeMap::new(),
+            runtime_dir: runtime_dir.to_owned(),
+            runtime_api_port: RUNTIME_API_PORT,
+            limits,
+        });
+    }
     let mut env: BTreeMap<String, String> = DEFAULT_ENV
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -138,12 +158,7 @@ pub fn preinit_profile(
         env,
         runtime_dir: runtime_dir.to_owned(),
         runtime_api_port: RUNTIME_API_PORT,
-        limits: SandboxLimits {
-            memory_mb: PREINIT_MEMORY_MB,
-            tmp_mb: PREINIT_TMP_MB,
-            max_pids: SANDBOX_MAX_PIDS,
-            max_fds: SANDBOX_MAX_FDS,
-        },
+        limits,
     })
 }
 
@@ -162,22 +177,26 @@ pub fn read_at_start(key: &str) -> bool {
 }
 
 /// The pre-initialised runtime a sandbox of `spec` may be made from, if
-/// any: a managed runtime, the default `/tmp` size, and no user variable
-/// the interpreter reads only at start ([`read_at_start`]).
+/// any: the default `/tmp` size and, for a managed runtime, no user
+/// variable the interpreter reads only at start ([`read_at_start`]). A
+/// custom runtime takes any environment: its program is exec'd with it
+/// after specialisation, as at a normal start.
 pub fn preinit(
     spec: &FunctionVersionSpec,
     interpreters: &Interpreters,
     runtime_dir: &Path,
 ) -> Option<PreInit> {
+    let family = spec.runtime.family();
     if u64::from(spec.ephemeral_mb) != PREINIT_TMP_MB
-        || spec
-            .env
-            .keys()
-            .any(|k| read_at_start(k) && !RESERVED_ENV.contains(&k.as_str()))
+        || (family != RuntimeFamily::Provided
+            && spec
+                .env
+                .keys()
+                .any(|k| read_at_start(k) && !RESERVED_ENV.contains(&k.as_str())))
     {
         return None;
     }
-    preinit_profile(spec.runtime.family(), interpreters, runtime_dir)
+    preinit_profile(family, interpreters, runtime_dir)
 }
 
 /// The runtime process's whole environment: the user's variables, then the
@@ -333,8 +352,7 @@ mod tests {
         assert_eq!(node.pool, "node");
         assert_eq!(node.env["NODE_PATH"], NODE_PATH_DEFAULT);
         assert_eq!(node.limits.tmp_mb, 512);
-        // Custom runtimes, another /tmp size, start-time variables: from scratch.
-        assert!(preinit(&spec("provided.al2023", &[]), &i, dir).is_none());
+        // Another /tmp size, start-time variables: from scratch.
         let mut big_tmp = spec("python3.12", &[]);
         big_tmp.ephemeral_mb = 1024;
         assert!(preinit(&big_tmp, &i, dir).is_none());
@@ -360,6 +378,35 @@ mod tests {
         for key in ["NODE_PATH", "TZ", "PATH", "HOME", "GREETING"] {
             assert!(!read_at_start(key), "{key}");
         }
+    }
+
+    #[test]
+    fn custom_runtimes_wait_before_exec_and_take_any_environment() {
+        let i = Interpreters::default();
+        let dir = Path::new("/srv/runtime");
+        let p = preinit(&spec("provided.al2023", &[]), &i, dir).expect("pool");
+        assert_eq!(p.pool, "provided");
+        // No program and no environment before the function's exec.
+        assert!(p.argv.is_empty());
+        assert!(p.env.is_empty());
+        assert_eq!(p.limits.tmp_mb, PREINIT_TMP_MB);
+        assert_eq!(p.runtime_dir, dir);
+        // Every custom runtime id shares the pool.
+        for id in ["provided", "provided.al2"] {
+            assert_eq!(preinit(&spec(id, &[]), &i, dir).as_ref(), Some(&p), "{id}");
+        }
+        // Its program reads its environment at exec, after specialisation:
+        // variables a managed runtime reads at start are fine.
+        for key in ["LD_PRELOAD", "LD_LIBRARY_PATH", "LANG", "MALLOC_ARENA_MAX"] {
+            assert_eq!(
+                preinit(&spec("provided.al2023", &[(key, "x")]), &i, dir).as_ref(),
+                Some(&p),
+                "{key}"
+            );
+        }
+        let mut big_tmp = spec("provided.al2023", &[]);
+        big_tmp.ephemeral_mb = 1024;
+        assert!(preinit(&big_tmp, &i, dir).is_none());
     }
 
     #[test]
