@@ -899,6 +899,7 @@ impl Inner {
         &self,
         spec: &SandboxSpec,
         res: &mut Resources,
+        preinit: bool,
     ) -> Result<Setup, (&'static str, String)> {
         let id = &spec.id;
         check_id(id)?;
@@ -1039,7 +1040,7 @@ impl ProcessBackend {
             .map_err(|e| ("jailer", format!("the start queue is closed: {e}")))?;
         let mut owned = std::mem::take(res);
         let (owned, setup) = tokio::task::spawn_blocking(move || {
-            let setup = inner.prepare_start(&spec_owned, &mut owned);
+            let setup = inner.prepare_start(&spec_owned, &mut owned, preinit);
             (owned, setup)
         })
         .await
