@@ -465,6 +465,41 @@ impl LocalAssignment {
         (slots, idle)
     }
 
+    /// Placement's decision for a new sandbox of `memory_mb` over the
+    /// current inventory. Placed: room is reserved on the worker and the
+    /// creation counted as starting, the idle sandboxes placement evicts
+    /// are moved to `victims` (to be shut down outside the lock), and the
+    /// worker's index is returned. `None`: no worker has room.
+    fn reserve_new(
+        &self,
+        t: &mut Table,
+        memory_mb: u64,
+        victims: &mut Vec<Entry>,
+    ) -> Option<usize> {
+        let (slots, idle) = self.inventory(t);
+        let worker = match decide(&slots, &idle, memory_mb) {
+            Decision::Place { worker_id } => worker_id,
+            Decision::EvictThenPlace {
+                worker_id,
+                victims: ids,
+            } => {
+                for id in ids {
+                    if let Some(e) = t.remove_idle(&id) {
+                        victims.push(e);
+                    }
+                }
+                worker_id
+            }
+            Decision::Full => return None,
+        };
+        let w: usize = worker.parse().unwrap_or(0);
+        if let Some(r) = t.reserved_mb.get_mut(w) {
+            *r += memory_mb;
+        }
+        t.starting += 1;
+        Some(w)
+    }
+
     /// Whether a new sandbox of `memory_mb` would be placed now, evicting
     /// idle sandboxes if it must: placement's own decision over the current
     /// inventory (for readiness). Idle on-demand sandboxes do not count as
@@ -532,36 +567,16 @@ impl LocalAssignment {
                     victims.push(e);
                 }
             }
-            let (slots, idle) = self.inventory(&t);
-            let worker = match decide(&slots, &idle, memory_mb) {
-                Decision::Place { worker_id } => worker_id,
-                Decision::EvictThenPlace {
-                    worker_id,
-                    victims: ids,
-                } => {
-                    for id in ids {
-                        if let Some(e) = t.remove_idle(&id) {
-                            victims.push(e);
-                        }
-                    }
-                    worker_id
+            let Some(w) = self.reserve_new(&mut t, memory_mb, &mut victims) else {
+                drop(t);
+                for v in victims {
+                    v.sandbox.shutdown();
                 }
-                Decision::Full => {
-                    drop(t);
-                    for v in victims {
-                        v.sandbox.shutdown();
-                    }
-                    return Err(LambdaError::throttled(
-                        "ConcurrentInvocationLimitExceeded",
-                        "Rate Exceeded. No worker has memory left for a new sandbox and no idle sandbox can be evicted.",
-                    ));
-                }
+                return Err(LambdaError::throttled(
+                    "ConcurrentInvocationLimitExceeded",
+                    "Rate Exceeded. No worker has memory left for a new sandbox and no idle sandbox can be evicted.",
+                ));
             };
-            let w: usize = worker.parse().unwrap_or(0);
-            if let Some(r) = t.reserved_mb.get_mut(w) {
-                *r += memory_mb;
-            }
-            t.starting += 1;
             Ok(Acquired::Cold { worker: w })
         };
         for v in victims {
@@ -762,31 +777,11 @@ impl LocalAssignment {
                 }
                 let spec = Arc::clone(&a.spec);
                 let memory_mb = u64::from(spec.memory_mb);
-                let (slots, idle) = self.inventory(&t);
-                let worker = match decide(&slots, &idle, memory_mb) {
-                    Decision::Place { worker_id } => worker_id,
-                    Decision::EvictThenPlace {
-                        worker_id,
-                        victims: evict,
-                    } => {
-                        for v in evict {
-                            if let Some(e) = t.remove_idle(&v) {
-                                victims.push(e);
-                            }
-                        }
-                        worker_id
-                    }
-                    Decision::Full => {
-                        t.prewarms.no_room += 1;
-                        tracing::debug!(function = %key.name, version = %key.version, "no room for a pre-warm: skipped");
-                        continue;
-                    }
+                let Some(w) = self.reserve_new(&mut t, memory_mb, &mut victims) else {
+                    t.prewarms.no_room += 1;
+                    tracing::debug!(function = %key.name, version = %key.version, "no room for a pre-warm: skipped");
+                    continue;
                 };
-                let w: usize = worker.parse().unwrap_or(0);
-                if let Some(r) = t.reserved_mb.get_mut(w) {
-                    *r += memory_mb;
-                }
-                t.starting += 1;
                 t.prewarms.started += 1;
                 if let Some(a) = t.activity.get_mut(&key) {
                     a.prewarming = true;
@@ -976,35 +971,15 @@ impl LocalAssignment {
                     (Arc::clone(&g.spec), g.incarnation, g.was_ready);
                 let memory_mb = u64::from(spec.memory_mb);
                 for _ in 0..missing {
-                    let (slots, idle) = self.inventory(&t);
-                    let worker = match decide(&slots, &idle, memory_mb) {
-                        Decision::Place { worker_id } => worker_id,
-                        Decision::EvictThenPlace {
-                            worker_id,
-                            victims: evict,
-                        } => {
-                            for v in evict {
-                                if let Some(e) = t.remove_idle(&v) {
-                                    victims.push(e);
-                                }
-                            }
-                            worker_id
+                    let Some(w) = self.reserve_new(&mut t, memory_mb, &mut victims) else {
+                        if !was_ready && let Some(g) = t.goals.get_mut(&id) {
+                            tracing::warn!(function = %id.name, qualifier = %id.qualifier, "no room for provisioned sandboxes");
+                            g.failed = Some(format!(
+                                "No worker has {memory_mb} MB of memory left for a provisioned sandbox."
+                            ));
                         }
-                        Decision::Full => {
-                            if !was_ready && let Some(g) = t.goals.get_mut(&id) {
-                                tracing::warn!(function = %id.name, qualifier = %id.qualifier, "no room for provisioned sandboxes");
-                                g.failed = Some(format!(
-                                    "No worker has {memory_mb} MB of memory left for a provisioned sandbox."
-                                ));
-                            }
-                            break;
-                        }
+                        break;
                     };
-                    let w: usize = worker.parse().unwrap_or(0);
-                    if let Some(r) = t.reserved_mb.get_mut(w) {
-                        *r += memory_mb;
-                    }
-                    t.starting += 1;
                     if let Some(g) = t.goals.get_mut(&id) {
                         g.starting += 1;
                     }
