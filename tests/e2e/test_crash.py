@@ -145,8 +145,12 @@ def test_kill_9_during_invokes_leaves_no_orphan(py_zip):
     try:
         own = f"pool-{second.proc.pid}-"
         left_cgroups = [c for c in _cgroups_under(parent) if not Path(c).name.startswith(own)]
+        # The second server's own ready disks: unnamed images in its
+        # `disks/server-<pid>/` directories.
+        mine = f"server-{second.proc.pid}"
         left_loops = [b for b in _loop_backing_files(data_dir)
-                      if not (Path(b).name.startswith(own) or Path(b).name.startswith("probe"))]
+                      if not (Path(b.removesuffix(" (deleted)")).parent.name == mine
+                              or Path(b).name.startswith("probe"))]
         after_restart = {
             "cgroups": left_cgroups,
             "scratch": _scratch_dirs(data_dir),

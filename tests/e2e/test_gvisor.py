@@ -173,7 +173,8 @@ def _gvisor_cgroups(parent: str) -> list[str]:
 
 def _gvisor_loops(data_dir: Path, keep: str = "") -> list[str]:
     """Loop devices on images under the gVisor disk dir, but the probe and
-    those whose name starts with `keep` (a live server's pool)."""
+    those in the directory named `keep` (a live server's pool: its images
+    are unnamed, in `disks/server-<pid>/`)."""
     needle = str((data_dir / "gvisor").resolve())
     found = []
     for f in Path("/sys/block").glob("loop*/loop/backing_file"):
@@ -181,8 +182,8 @@ def _gvisor_loops(data_dir: Path, keep: str = "") -> list[str]:
             backing = f.read_text().strip()
         except OSError:
             continue
-        name = Path(backing.removesuffix(" (deleted)")).name
-        if backing.startswith(needle) and name != "probe.img" and not (keep and name.startswith(keep)):
+        image = Path(backing.removesuffix(" (deleted)"))
+        if backing.startswith(needle) and image.name != "probe.img" and not (keep and image.parent.name == keep):
             found.append(backing)
     return found
 
@@ -232,7 +233,7 @@ def test_kill_9_of_a_gvisor_server_leaves_nothing_after_restart():
                     extra_args=list(first.extra_args))
     second.start()
     try:
-        after = {"cgroups": _gvisor_cgroups(parent), "loops": _gvisor_loops(data_dir, keep=f"pool-{second.proc.pid}-"),
+        after = {"cgroups": _gvisor_cgroups(parent), "loops": _gvisor_loops(data_dir, keep=f"server-{second.proc.pid}"),
                  "bundles": sorted(p.name for p in (data_dir / "gvisor" / "sandboxes").iterdir()),
                  "runsc": sorted(p.name for p in (data_dir / "gvisor" / "runsc").iterdir())}
         assert after == {"cgroups": [], "loops": [], "bundles": [], "runsc": []}, f"{after}\n{second.log_tail()}"

@@ -567,18 +567,32 @@ impl DiskPool {
         }
     }
 
-    /// Makes `<state_dir>/disks`, detaches loop devices a killed server left
-    /// there, and checks that this host can make disks by making the
+    /// Makes `<state_dir>/disks/server-<pid>`, detaches loop devices a
+    /// killed server left under `<state_dir>/disks`, and checks that this host can make disks by making the
     /// default size's template and the first pooled disk. On a host that cannot, says so and gives a pool without
     /// disks (`/tmp` is then uncapped). `what` names the backend in the logs.
     pub fn open(state_dir: &Path, target: usize, what: &str) -> DiskPool {
-        let dir = state_dir.join("disks");
+        let disks = state_dir.join("disks");
+        // This server's images live in `disks/server-<pid>/` (they are
+        // unnamed, so the directory is what tells whose a loop device is);
+        // every other directory there, and any image directly in `disks/`
+        // (older servers), belongs to a server that is gone: one server
+        // per data dir.
+        let mut swept = sweep_stale(&disks);
+        if let Ok(entries) = std::fs::read_dir(&disks) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    swept += sweep_stale(&e.path());
+                    let _ = std::fs::remove_dir(e.path());
+                }
+            }
+        }
+        let dir = disks.join(format!("server-{}", std::process::id()));
         let made = std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&dir)
             .map_err(|e| format!("creating {}: {e}", dir.display()));
-        let swept = sweep_stale(&dir);
         if swept > 0 {
             tracing::info!(
                 swept,
