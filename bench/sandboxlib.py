@@ -170,9 +170,17 @@ class OwnServer:
             left += [f"loop device: {line}" for line in out.splitlines() if data in line]
         except (OSError, subprocess.SubprocessError):
             pass
-        for cg in Path("/sys/fs/cgroup").glob(f"*/{self.cgroup_parent}"):
+        parents = [*Path("/sys/fs/cgroup").glob(f"*/{self.cgroup_parent}"),
+                   *Path("/sys/fs/cgroup").glob(self.cgroup_parent)]
+        for cg in parents:
             if any(p.is_dir() for p in cg.iterdir()):
                 left.append(f"cgroups under {cg}")
+            else:
+                # The server leaves its (empty) cgroup parent; this one is ours.
+                try:
+                    cg.rmdir()
+                except OSError:
+                    pass
         return left
 
     def __exit__(self, *exc) -> None:
