@@ -465,6 +465,29 @@ impl LocalAssignment {
         (slots, idle)
     }
 
+    /// Creates a sandbox of `spec` on worker `worker` and initialises it
+    /// ahead of its first invoke (`WarmSandbox::ready`); one that fails to
+    /// initialise is shut down. `None`: no such worker.
+    async fn create_ready(
+        &self,
+        worker: usize,
+        spec: &Arc<FunctionVersionSpec>,
+        init: InitializationType,
+    ) -> Option<Result<Arc<dyn WarmSandbox>, LambdaError>> {
+        let w = self.workers.get(worker)?;
+        let sb = match w.create_sandbox(Arc::clone(spec), init).await {
+            Ok(sb) => sb,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(match sb.ready().await {
+            Ok(()) => Ok(sb),
+            Err(e) => {
+                sb.shutdown();
+                Err(e)
+            }
+        })
+    }
+
     /// Placement's decision for a new sandbox of `memory_mb` over the
     /// current inventory. Placed: room is reserved on the worker and the
     /// creation counted as starting, the idle sandboxes placement evicts
@@ -819,22 +842,12 @@ impl LocalAssignment {
                 counted: true,
             },
         };
-        let Some(w) = self.workers.get(p.worker) else {
-            return;
-        };
         tracing::debug!("pre-warming a sandbox");
-        let created = w
-            .create_sandbox(Arc::clone(&p.spec), InitializationType::OnDemand)
-            .await;
-        let ready = match created {
-            Ok(sb) => match sb.ready().await {
-                Ok(()) => Ok(sb),
-                Err(e) => {
-                    sb.shutdown();
-                    Err(e)
-                }
-            },
-            Err(e) => Err(e),
+        let Some(ready) = self
+            .create_ready(p.worker, &p.spec, InitializationType::OnDemand)
+            .await
+        else {
+            return;
         };
         let sb = match ready {
             Ok(sb) => sb,
@@ -1016,24 +1029,15 @@ impl LocalAssignment {
                 counted: true,
             },
         };
-        let Some(w) = self.workers.get(p.worker) else {
-            return;
-        };
-        let created = w
-            .create_sandbox(
-                Arc::clone(&p.spec),
+        let Some(ready) = self
+            .create_ready(
+                p.worker,
+                &p.spec,
                 InitializationType::ProvisionedConcurrency,
             )
-            .await;
-        let ready = match created {
-            Ok(sb) => match sb.ready().await {
-                Ok(()) => Ok(sb),
-                Err(e) => {
-                    sb.shutdown();
-                    Err(e)
-                }
-            },
-            Err(e) => Err(e),
+            .await
+        else {
+            return;
         };
         let sb = match ready {
             Ok(sb) => sb,
