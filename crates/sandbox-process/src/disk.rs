@@ -602,8 +602,8 @@ impl DiskPool {
         }
         let mut pool = DiskPool::none();
         pool.target = target;
-        // Named like every pooled disk, so a crash's leftovers are told from
-        // a live server's pool by the pid in the name.
+        // Named like every pooled disk (the template's image, briefly; the
+        // copies are unnamed, in this server's directory).
         let first = made.and_then(|()| {
             if !Path::new("/dev/loop-control").exists() {
                 return Err("no /dev/loop-control".into());
@@ -631,7 +631,9 @@ impl DiskPool {
         pool
     }
 
-    /// `pool-<server pid>-<n>`: unique, and names the server that made it.
+    /// `pool-<server pid>-<n>`: unique names for template images and for
+    /// the disks of sizes without a template (whose server the directory
+    /// `disks/server-<pid>/` also tells).
     fn next_name(&self) -> String {
         let n = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         format!("pool-{}-{n}", std::process::id())
