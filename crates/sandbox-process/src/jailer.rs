@@ -59,8 +59,8 @@ use nix::unistd::{setgroups, setresgid, setresuid};
 use stratus_sandbox::ExitStatus;
 
 use crate::protocol::{
-    CONTROL_FD, Command, JailerConfig, MAX_COMMAND, PREINIT_FD_ENV, Protection, Report,
-    SANDBOX_GID, SANDBOX_UID, Specialisation, USERNS_ENV, UsernsSetup, send_report,
+    CONTROL_FD, Command, JailerConfig, MAX_COMMAND, PARENT_PID_ENV, PREINIT_FD_ENV, Protection,
+    Report, SANDBOX_GID, SANDBOX_UID, Specialisation, USERNS_ENV, UsernsSetup, send_report,
 };
 use crate::seccomp::{DEFAULT_POLICY, Policy};
 
@@ -137,20 +137,16 @@ impl<T> Ctx<T> for io::Result<T> {
 /// Entry point of the jailer. The `stratus` binary must call this first thing
 /// in `main` when invoked as `stratus __sandbox-init`, before any thread or
 /// async runtime exists (the jailer forks and must be single-threaded).
-/// The server passes the config on stdin and the control socket as fd 3.
+/// The server passes the config on stdin, the control socket as stdout and
+/// the sandbox's output pipe as stderr (see [`CONTROL_FD`]).
 pub fn jailer_main() -> ! {
-    // SAFETY: the server starts the jailer with the control socket at CONTROL_FD
-    // and nothing else in this fresh process owns that descriptor. We check it
-    // is open before taking ownership.
-    let ctl = match fcntl(CONTROL_FD, FcntlArg::F_GETFD) {
-        Ok(_) => unsafe { OwnedFd::from_raw_fd(CONTROL_FD) },
-        Err(e) => {
-            eprintln!(
-                "stratus-jailer: no control socket on fd {CONTROL_FD} ({e}); this program is started by the stratus server"
-            );
-            std::process::exit(2);
-        }
-    };
+    if let Err(message) = take_stdio() {
+        eprintln!("stratus-jailer: {message}; this program is started by the stratus server");
+        std::process::exit(2);
+    }
+    // SAFETY: take_stdio just put the control socket at CONTROL_FD (a dup2
+    // of our stdout) and nothing else in this fresh process owns it.
+    let ctl = unsafe { OwnedFd::from_raw_fd(CONTROL_FD) };
     // The control socket must not leak into the runtime.
     if let Err(source) = fcntl(ctl.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)) {
         let err = JailerError::Sys {
@@ -164,6 +160,37 @@ pub fn jailer_main() -> ! {
         Ok(code) => std::process::exit(code),
         Err(e) => fail(ctl.as_fd(), &e),
     }
+}
+
+/// Arms the parent-death signal, checks the parent is the server that
+/// started us, and moves the control socket from stdout to [`CONTROL_FD`]
+/// with stdout then pointing at stderr (the sandbox's output).
+fn take_stdio() -> Result<(), String> {
+    // J dies with the server (and C with J, R with C's pid namespace), so a
+    // crashed server leaves no sandbox running. The server starts us from a
+    // thread that lives as long as it does (the signal follows the thread).
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+        .map_err(|e| format!("arming the parent-death signal: {e}"))?;
+    let parent = std::env::var(PARENT_PID_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+        .ok_or_else(|| format!("no parent pid in {PARENT_PID_ENV}"))?;
+    // The server may have died before the signal was armed.
+    if nix::unistd::getppid().as_raw() != parent {
+        return Err(format!("the server (pid {parent}) exited"));
+    }
+    // Our stdout must be the control socket (a SOCK_SEQPACKET socket).
+    let kind = nix::sys::socket::getsockopt(&io::stdout(), nix::sys::socket::sockopt::SockType)
+        .map_err(|e| format!("no control socket on stdout ({e})"))?;
+    if kind != nix::sys::socket::SockType::SeqPacket {
+        return Err(format!(
+            "stdout is a {kind:?} socket, not the control socket"
+        ));
+    }
+    dup2(1, CONTROL_FD)
+        .map_err(|e| format!("moving the control socket to fd {CONTROL_FD}: {e}"))?;
+    dup2(2, 1).map_err(|e| format!("pointing stdout at stderr: {e}"))?;
+    Ok(())
 }
 
 /// Reports a failed step on stderr and the control socket, then exits.

@@ -16,8 +16,17 @@ use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use serde::{Deserialize, Serialize};
 use stratus_sandbox::ExitStatus;
 
-/// File descriptor number of the control socket in the jailer.
+/// File descriptor number of the control socket in the jailer. The server
+/// starts the jailer with the socket as its stdout (so the start needs no
+/// code between fork and exec and can use `posix_spawn`, which does not copy
+/// the server's page tables); the jailer moves it here first thing and points
+/// its stdout at its stderr, the sandbox's output pipe.
 pub const CONTROL_FD: RawFd = 3;
+
+/// Environment variable with the server's pid. The jailer arms its
+/// parent-death signal and then checks that its parent is still that
+/// process: a jailer whose server died before the signal was armed exits.
+pub const PARENT_PID_ENV: &str = "STRATUS_JAILER_PARENT";
 
 /// Largest report the server accepts (error messages are truncated to fit).
 pub const MAX_REPORT: usize = 16 * 1024;

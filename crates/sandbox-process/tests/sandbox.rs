@@ -1382,3 +1382,43 @@ fn backend_with_uids(uid_base: u32, uids: u32) -> (ProcessBackend, tempfile::Tem
     backend.prewarm();
     (backend, state)
 }
+
+/// The jailer refuses to run unless it was started as the server starts it:
+/// its parent's pid in `STRATUS_JAILER_PARENT` and the control socket (a
+/// `SOCK_SEQPACKET` socket) as stdout. Needs no privileges.
+#[test]
+fn jailer_started_by_hand_refuses_to_run() {
+    use std::process::{Command, Stdio};
+    let jailer = env!("CARGO_BIN_EXE_stratus-jailer");
+    let run = |parent: Option<String>, stdout: Stdio| {
+        let mut cmd = Command::new(jailer);
+        cmd.env_clear().stdin(Stdio::null()).stdout(stdout);
+        if let Some(p) = parent {
+            cmd.env("STRATUS_JAILER_PARENT", p);
+        }
+        let out = cmd.stderr(Stdio::piped()).output().expect("run the jailer");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(None, Stdio::null());
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("no parent pid in STRATUS_JAILER_PARENT"),
+        "{err}"
+    );
+    // Some other process as the parent: as if the server had died.
+    let (code, err) = run(Some("1".into()), Stdio::null());
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("the server (pid 1) exited"), "{err}");
+    // The right parent, but stdout is no control socket.
+    let me = std::process::id().to_string();
+    let (code, err) = run(Some(me.clone()), Stdio::null());
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("no control socket on stdout"), "{err}");
+    let (stream, _peer) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+    let (code, err) = run(Some(me), Stdio::from(OwnedFd::from(stream)));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not the control socket"), "{err}");
+}
