@@ -1,8 +1,9 @@
-//! The jailer: the small single-threaded program that builds one sandbox and
+//! The jailer: the small single-threaded code that builds one sandbox and
 //! becomes its runtime.
 //!
 //! Three processes take part (see the crate docs for the whole picture):
-//! - **J**, the jailer as started by the server (host root; for a rootless
+//! - **J**, the jailer as forked by the jailer zygote (`zygote` module;
+//!   host root; for a rootless
 //!   server it first enters a user namespace where the server's uid is 0,
 //!   see [`enter_user_namespace`]): compiles the
 //!   seccomp policy, unshares the mount, network, UTS, IPC and pid
@@ -60,7 +61,7 @@ use stratus_sandbox::ExitStatus;
 
 use crate::protocol::{
     CONTROL_FD, Command, JailerConfig, MAX_COMMAND, PARENT_PID_ENV, PREINIT_FD_ENV, Protection,
-    Report, SANDBOX_GID, SANDBOX_UID, Specialisation, USERNS_ENV, UsernsSetup, send_report,
+    Report, SANDBOX_GID, SANDBOX_UID, Specialisation, UsernsSetup, send_report,
 };
 use crate::seccomp::{DEFAULT_POLICY, Policy};
 
@@ -137,15 +138,19 @@ impl<T> Ctx<T> for io::Result<T> {
 /// Entry point of the jailer. The `stratus` binary must call this first thing
 /// in `main` when invoked as `stratus __sandbox-init`, before any thread or
 /// async runtime exists (the jailer forks and must be single-threaded).
-/// The server passes the config on stdin, the control socket as stdout and
-/// the sandbox's output pipe as stderr (see [`CONTROL_FD`]).
+/// The program runs as the jailer zygote, which forks one jailer per
+/// sandbox (see the `zygote` module).
 pub fn jailer_main() -> ! {
-    if let Err(message) = take_stdio() {
-        eprintln!("stratus-jailer: {message}; this program is started by the stratus server");
-        std::process::exit(2);
-    }
-    // SAFETY: take_stdio just put the control socket at CONTROL_FD (a dup2
-    // of our stdout) and nothing else in this fresh process owns it.
+    crate::zygote::zygote_main()
+}
+
+/// J (forked by the zygote), once its control socket is at [`CONTROL_FD`],
+/// its config pipe on stdin and the sandbox's output on stdout and stderr:
+/// builds the sandbox and exits with J's code. `userns`: the user namespace
+/// a rootless server has J enter first.
+pub(crate) fn run(userns: Option<UsernsSetup>) -> ! {
+    // SAFETY: the caller put the control socket at CONTROL_FD (a dup2) and
+    // nothing else in this process owns that descriptor.
     let ctl = unsafe { OwnedFd::from_raw_fd(CONTROL_FD) };
     // The control socket must not leak into the runtime.
     if let Err(source) = fcntl(ctl.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)) {
@@ -156,40 +161,33 @@ pub fn jailer_main() -> ! {
         };
         fail(ctl.as_fd(), &err);
     }
-    match jail(ctl.as_fd()) {
+    match jail(ctl.as_fd(), userns.as_ref()) {
         Ok(code) => std::process::exit(code),
         Err(e) => fail(ctl.as_fd(), &e),
     }
 }
 
-/// Arms the parent-death signal, checks the parent is the server that
-/// started us, and moves the control socket from stdout to [`CONTROL_FD`]
-/// with stdout then pointing at stderr (the sandbox's output).
-fn take_stdio() -> Result<(), String> {
-    // J dies with the server (and C with J, R with C's pid namespace), so a
-    // crashed server leaves no sandbox running. The server starts us from a
-    // thread that lives as long as it does (the signal follows the thread).
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-        .map_err(|e| format!("arming the parent-death signal: {e}"))?;
-    let parent = std::env::var(PARENT_PID_ENV)
+/// The server's pid, from [`PARENT_PID_ENV`].
+pub(crate) fn parent_pid_from_env() -> Result<i32, String> {
+    std::env::var(PARENT_PID_ENV)
         .ok()
         .and_then(|v| v.parse::<i32>().ok())
-        .ok_or_else(|| format!("no parent pid in {PARENT_PID_ENV}"))?;
-    // The server may have died before the signal was armed.
+        .ok_or_else(|| format!("no parent pid in {PARENT_PID_ENV}"))
+}
+
+/// Arms the parent-death signal (SIGKILL) and checks the parent is still
+/// `parent`: it may have died before the signal was armed.
+///
+/// J dies with the server (and C with J, R with C's pid namespace), so a
+/// crashed server leaves no sandbox running. The server starts the zygote
+/// (or J) from a thread that lives as long as it does (the signal follows
+/// the parent *thread*); the single-threaded zygote is J's parent.
+pub(crate) fn arm_parent_death(parent: i32) -> Result<(), String> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+        .map_err(|e| format!("arming the parent-death signal: {e}"))?;
     if nix::unistd::getppid().as_raw() != parent {
         return Err(format!("the server (pid {parent}) exited"));
     }
-    // Our stdout must be the control socket (a SOCK_SEQPACKET socket).
-    let kind = nix::sys::socket::getsockopt(&io::stdout(), nix::sys::socket::sockopt::SockType)
-        .map_err(|e| format!("no control socket on stdout ({e})"))?;
-    if kind != nix::sys::socket::SockType::SeqPacket {
-        return Err(format!(
-            "stdout is a {kind:?} socket, not the control socket"
-        ));
-    }
-    dup2(1, CONTROL_FD)
-        .map_err(|e| format!("moving the control socket to fd {CONTROL_FD}: {e}"))?;
-    dup2(2, 1).map_err(|e| format!("pointing stdout at stderr: {e}"))?;
     Ok(())
 }
 
@@ -262,8 +260,8 @@ fn write_file(step: &'static str, path: &str, value: &str) -> Result<(), JailerE
     fs::write(path, value).ctx(step, || format!("writing {value:?} to {path}"))
 }
 
-/// J: runs as the server's child; returns J's exit code.
-fn jail(ctl: BorrowedFd<'_>) -> Result<i32, JailerError> {
+/// J: runs as the zygote's child; returns J's exit code.
+fn jail(ctl: BorrowedFd<'_>, userns: Option<&UsernsSetup>) -> Result<i32, JailerError> {
     // Everything up to the listener is independent of the config, so a
     // pre-warmed jailer has done it before its config arrives.
     let policy = DEFAULT_POLICY
@@ -283,8 +281,8 @@ fn jail(ctl: BorrowedFd<'_>) -> Result<i32, JailerError> {
             return Err(e).ctx("oom", || "writing -1000 to /proc/self/oom_score_adj".into());
         }
     }
-    if let Some(setup) = userns_setup()? {
-        enter_user_namespace(&setup)?;
+    if let Some(setup) = userns {
+        enter_user_namespace(setup)?;
     }
     unshare(
         CloneFlags::CLONE_NEWNS
@@ -349,19 +347,6 @@ fn jail(ctl: BorrowedFd<'_>) -> Result<i32, JailerError> {
         .ctx("config", || "passing the config to the sandbox init".into())?;
     drop(cfg_wr);
     wait_for_init(child)
-}
-
-/// The user namespace a rootless server asks for ([`USERNS_ENV`]), if any.
-fn userns_setup() -> Result<Option<UsernsSetup>, JailerError> {
-    let Some(raw) = std::env::var_os(USERNS_ENV) else {
-        return Ok(None);
-    };
-    serde_json::from_slice(raw.as_encoded_bytes())
-        .map(Some)
-        .map_err(|e| JailerError::Invalid {
-            step: "userns",
-            message: format!("parsing {USERNS_ENV}: {e}"),
-        })
 }
 
 fn map_text(lines: &[[u32; 3]]) -> String {

@@ -29,10 +29,11 @@
 //! It does not know about functions, invokes or the Runtime API protocol.
 //!
 //! # How a sandbox starts
-//! The server starts the jailer (see [`jailer_main`]) with `posix_spawn`
-//! (no copy of the server's page tables), the control socket as stdout and
-//! stderr on the sandbox's output pipe; the jailer moves the socket to fd 3
-//! and points its stdout at the pipe too. The jailer
+//! The backend's jailer zygote (the jailer program, see [`jailer_main`]
+//! and the `zygote` module; started once, with `posix_spawn`) forks one
+//! jailer per sandbox and hands it the control socket at fd 3, its config
+//! pipe as stdin and the sandbox's output pipe as stdout and stderr. The
+//! jailer
 //! unshares its namespaces and forks the sandbox's init before it even reads
 //! its config. On cgroup v1 the backend keeps [`ProcessBackendConfig::prewarm`]
 //! such jailers ready, each init already moved into a spare cgroup (moving a
@@ -104,12 +105,12 @@ pub mod plan;
 mod protocol;
 pub mod seccomp;
 mod uid;
+mod zygote;
 
 use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -137,9 +138,8 @@ use crate::cgroup::CgroupSet;
 use crate::disk::{DiskPool, TmpDisk};
 use crate::net::{Attachment, Network};
 use crate::plan::{Ids, Tmp};
-use crate::protocol::{
-    Command, MAX_REPORT, PARENT_PID_ENV, Report, USERNS_ENV, send_command, step_name,
-};
+use crate::protocol::{Command, MAX_REPORT, Report, send_command, step_name};
+use crate::zygote::Zygote;
 
 /// Where cgroup filesystems are mounted.
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -245,6 +245,8 @@ struct Inner {
     runtimes: Mutex<std::collections::HashMap<String, RuntimePool>>,
     /// Set while a task refills the runtime pools.
     runtimes_refilling: AtomicBool,
+    /// Forks every jailer (started at the first sandbox; see `zygote`).
+    zygote: Mutex<Option<Zygote>>,
 }
 
 /// Pre-initialised sandboxes of one runtime profile, waiting for a function.
@@ -289,7 +291,7 @@ impl Drop for Inner {
 #[derive(Debug)]
 struct Prepared {
     /// Dropped first: EOF on stdin makes an unused jailer exit at once.
-    stdin: Option<std::process::ChildStdin>,
+    stdin: Option<std::fs::File>,
     /// Its process and cgroups.
     res: Resources,
     control: OwnedFd,
@@ -439,6 +441,7 @@ impl ProcessBackend {
                 network,
                 runtimes: Mutex::new(std::collections::HashMap::new()),
                 runtimes_refilling: AtomicBool::new(false),
+                zygote: Mutex::new(None),
             }),
         })
     }
@@ -542,6 +545,12 @@ impl ProcessBackend {
             Some((root, version)) => cgroup::dirs_for(root, *version, &i.config.cgroup_parent, id),
             None => Vec::new(),
         }
+    }
+
+    /// The jailer zygote's pid, once the first sandbox has started it.
+    #[doc(hidden)]
+    pub fn zygote_pid(&self) -> Option<u32> {
+        lock(&self.inner.zygote).as_ref().map(Zygote::pid)
     }
 
     /// Number of sandboxes currently holding a uid (live sandboxes), not
@@ -805,33 +814,14 @@ impl Inner {
         let (out_read, out_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| ("jailer", format!("pipe: {e}")))?;
 
-        let mut cmd = std::process::Command::new(&self.config.jailer[0]);
-        // The sandbox's pid 1 is a fork of the jailer: a neutral argv[0]
-        // keeps the host path of the server binary out of its /proc cmdline.
-        std::os::unix::process::CommandExt::arg0(&mut cmd, "/init");
-        // No code runs between fork and exec (no `pre_exec`), so std starts
-        // the jailer with posix_spawn (clone with CLONE_VM | CLONE_VFORK)
-        // instead of fork: a fork copied the server's page tables and made
-        // every page it touched next copy-on-write, 12% of the CPU of a
-        // burst of starts. The control socket goes in as stdout (the jailer
-        // moves it to CONTROL_FD); the jailer arms its own parent-death
-        // signal and checks its parent against PARENT_PID_ENV.
-        cmd.args(&self.config.jailer[1..])
-            .env_clear()
-            .env(PARENT_PID_ENV, std::process::id().to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::from(ctl_child))
-            .stderr(Stdio::from(out_write));
-        if let Some(setup) = userns {
-            let json = serde_json::to_string(setup).map_err(|e| ("userns", e.to_string()))?;
-            cmd.env(USERNS_ENV, json);
-        }
-        let mut child = launch(cmd)
-            .map_err(|e| ("jailer", format!("starting {}: {e}", self.config.jailer[0])))?;
-        let stdin = child.stdin.take();
-        let jailer_pid = child.id();
-        res.pidfd = pidfd_open(jailer_pid);
-        res.jailer = Some(Arc::new(Mutex::new(child)));
+        let (stdin_read, stdin_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| ("jailer", format!("pipe: {e}")))?;
+        let (jailer_pid, pidfd) = self
+            .spawn_jailer(&stdin_read, &ctl_child, &out_write, userns)
+            .map_err(|e| ("jailer", e))?;
+        drop((stdin_read, ctl_child, out_write));
+        let stdin = Some(std::fs::File::from(stdin_write));
+        res.pidfd = Some(pidfd);
         Ok(Prepared {
             stdin,
             res,
@@ -840,6 +830,40 @@ impl Inner {
             in_cgroup: false,
             jailer_pid,
         })
+    }
+
+    /// Has the jailer zygote fork a jailer (J) with these descriptors,
+    /// starting the zygote first if there is none or it has died; returns
+    /// J's pid and a pidfd for it.
+    fn spawn_jailer(
+        &self,
+        stdin: &OwnedFd,
+        control: &OwnedFd,
+        output: &OwnedFd,
+        userns: Option<&UsernsSetup>,
+    ) -> Result<(u32, OwnedFd), String> {
+        let mut zygote = lock(&self.zygote);
+        let mut last = String::new();
+        for attempt in 0..2 {
+            if zygote.is_none() {
+                let started = Zygote::start(&self.config.jailer, launch)
+                    .map_err(|e| format!("starting the jailer zygote: {e}"))?;
+                *zygote = Some(started);
+            }
+            let Some(z) = zygote.as_ref() else { continue };
+            match z.spawn(stdin, control, output, userns) {
+                Ok(spawned) => return Ok(spawned),
+                Err(e) => {
+                    // A dead or confused zygote is replaced, once.
+                    if attempt == 0 {
+                        tracing::warn!(error = %e, "the jailer zygote failed; starting a new one");
+                    }
+                    last = e.to_string();
+                    *zygote = None;
+                }
+            }
+        }
+        Err(last)
     }
 }
 
@@ -862,7 +886,7 @@ struct Setup {
     procs: Vec<PathBuf>,
     ctl_server: OwnedFd,
     out_read: OwnedFd,
-    stdin: Option<std::process::ChildStdin>,
+    stdin: Option<std::fs::File>,
     in_cgroup: bool,
     jailer_pid: u32,
     t_disk: Duration,
@@ -966,7 +990,6 @@ impl Inner {
             in_cgroup,
             jailer_pid,
         } = prepared;
-        res.jailer = prepared_res.jailer.take();
         res.pidfd = prepared_res.pidfd.take();
         res.cgroups = prepared_res.cgroups.take();
         res.net = prepared_res.net.take();
@@ -1182,12 +1205,10 @@ impl ProcessBackend {
 
         let (status_tx, status_rx) = tokio::sync::watch::channel(None);
         let (starts_tx, starts_rx) = tokio::sync::watch::channel(0);
-        let jailer = res.jailer.clone();
         // Detached: it ends by itself once the sandbox is gone.
         drop(tokio::spawn(watch(
             id.clone(),
             control,
-            jailer,
             status_tx,
             starts_tx,
         )));
@@ -1580,7 +1601,6 @@ fn recv_once(fd: RawFd, flags: MsgFlags) -> io::Result<Option<(Report, Option<Ow
 async fn watch(
     id: String,
     control: AsyncFd<OwnedFd>,
-    jailer: Option<Arc<Mutex<std::process::Child>>>,
     status_tx: tokio::sync::watch::Sender<Option<ExitStatus>>,
     starts_tx: tokio::sync::watch::Sender<u64>,
 ) {
@@ -1597,16 +1617,9 @@ async fn watch(
             Ok(None) | Err(_) => break,
         }
     }
+    // EOF means every holder of the socket (J, C, R before exec) has
+    // exited; the zygote reaps J.
     drop(control);
-    if let Some(jailer) = jailer {
-        // EOF means every holder of the socket has exited; the zombie follows at once.
-        for _ in 0..2000 {
-            if !matches!(lock(&jailer).try_wait(), Ok(None)) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    }
     let _ = status_tx.send(Some(status));
 }
 
@@ -1658,22 +1671,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// A pidfd for `pid` (a child not yet reaped), so signals can never hit a reused pid.
-fn pidfd_open(pid: u32) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: the kernel just returned this new descriptor; we are its only owner.
-    Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
-
 /// Kernel objects of one sandbox; released on drop.
 #[derive(Debug, Default)]
 struct Resources {
     id: String,
-    jailer: Option<Arc<Mutex<std::process::Child>>>,
+    /// J (a child of the jailer zygote, not of the server).
     pidfd: Option<OwnedFd>,
     cgroups: Option<CgroupSet>,
     scratch: Option<PathBuf>,
@@ -1708,25 +1710,29 @@ impl Resources {
                     0,
                 );
             }
-        } else if let Some(jailer) = &self.jailer {
-            let _ = lock(jailer).kill();
         }
     }
 
-    /// Waits (blocking, bounded) until J has been reaped.
+    /// Waits (blocking, bounded) until J has exited (its pidfd is readable).
     fn reap_jailer(&self, until: Instant) -> bool {
-        let Some(jailer) = &self.jailer else {
+        let Some(pidfd) = &self.pidfd else {
             return true;
         };
         loop {
-            // std caches the status, so the watcher may have reaped it already.
-            if !matches!(lock(jailer).try_wait(), Ok(None)) {
-                return true;
+            let left = until.saturating_duration_since(Instant::now());
+            let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+            let mut fds = [nix::poll::PollFd::new(
+                pidfd.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)) {
+                Ok(n) if n > 0 => return true,
+                Err(nix::errno::Errno::EINTR) => continue,
+                // A pidfd that cannot be polled: nothing to wait on.
+                Err(_) => return true,
+                Ok(_) if left.is_zero() => return false,
+                Ok(_) => {}
             }
-            if Instant::now() >= until {
-                return false;
-            }
-            std::thread::sleep(Duration::from_micros(200));
         }
     }
 }

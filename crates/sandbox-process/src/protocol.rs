@@ -16,17 +16,33 @@ use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use serde::{Deserialize, Serialize};
 use stratus_sandbox::ExitStatus;
 
-/// File descriptor number of the control socket in the jailer. The server
-/// starts the jailer with the socket as its stdout (so the start needs no
-/// code between fork and exec and can use `posix_spawn`, which does not copy
-/// the server's page tables); the jailer moves it here first thing and points
-/// its stdout at its stderr, the sandbox's output pipe.
+/// File descriptor number of the control socket in the jailer (J).
 pub const CONTROL_FD: RawFd = 3;
 
-/// Environment variable with the server's pid. The jailer arms its
-/// parent-death signal and then checks that its parent is still that
-/// process: a jailer whose server died before the signal was armed exits.
+/// Environment variable with the server's pid, for the jailer zygote. It
+/// arms its parent-death signal and then checks that its parent is still
+/// that process: a zygote whose server died before the signal was armed
+/// exits.
 pub const PARENT_PID_ENV: &str = "STRATUS_JAILER_PARENT";
+
+/// What the server asks the jailer zygote for: one jailer (J). Sent with
+/// three descriptors (`SCM_RIGHTS`): J's stdin (the config pipe), the
+/// control socket and the sandbox's output pipe.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ZygoteRequest {
+    /// The user namespace J enters first (a rootless server), if any.
+    pub userns: Option<UsernsSetup>,
+}
+
+/// The zygote's answer: J's pid and, as `SCM_RIGHTS`, a pidfd for it; or
+/// why there is none.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ZygoteReply {
+    /// J's pid.
+    pub pid: Option<i32>,
+    /// What failed (fork, pidfd_open, a malformed request).
+    pub error: Option<String>,
+}
 
 /// Largest report the server accepts (error messages are truncated to fit).
 pub const MAX_REPORT: usize = 16 * 1024;
@@ -147,11 +163,6 @@ impl Protection {
         Protection::TmpDisk,
     ];
 }
-
-/// Environment variable through which a rootless server tells the jailer
-/// to enter a user namespace first (JSON [`UsernsSetup`]). It is read before
-/// the config, because the jailer's first step depends on it.
-pub const USERNS_ENV: &str = "STRATUS_JAILER_USERNS";
 
 /// How the jailer of a rootless server maps ids in its user namespace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

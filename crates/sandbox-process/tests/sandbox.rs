@@ -1383,16 +1383,17 @@ fn backend_with_uids(uid_base: u32, uids: u32) -> (ProcessBackend, tempfile::Tem
     (backend, state)
 }
 
-/// The jailer refuses to run unless it was started as the server starts it:
-/// its parent's pid in `STRATUS_JAILER_PARENT` and the control socket (a
-/// `SOCK_SEQPACKET` socket) as stdout. Needs no privileges.
+/// The jailer program (the jailer zygote) refuses to run unless it was
+/// started as the server starts it: its parent's pid in
+/// `STRATUS_JAILER_PARENT` and its request socket (`SOCK_SEQPACKET`) as
+/// stdin. Needs no privileges.
 #[test]
 fn jailer_started_by_hand_refuses_to_run() {
     use std::process::{Command, Stdio};
     let jailer = env!("CARGO_BIN_EXE_stratus-jailer");
-    let run = |parent: Option<String>, stdout: Stdio| {
+    let run = |parent: Option<String>, stdin: Stdio| {
         let mut cmd = Command::new(jailer);
-        cmd.env_clear().stdin(Stdio::null()).stdout(stdout);
+        cmd.env_clear().stdin(stdin).stdout(Stdio::null());
         if let Some(p) = parent {
             cmd.env("STRATUS_JAILER_PARENT", p);
         }
@@ -1412,13 +1413,64 @@ fn jailer_started_by_hand_refuses_to_run() {
     let (code, err) = run(Some("1".into()), Stdio::null());
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("the server (pid 1) exited"), "{err}");
-    // The right parent, but stdout is no control socket.
+    // The right parent, but stdin is no request socket.
     let me = std::process::id().to_string();
     let (code, err) = run(Some(me.clone()), Stdio::null());
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("no control socket on stdout"), "{err}");
+    assert!(err.contains("no request socket on stdin"), "{err}");
     let (stream, _peer) = std::os::unix::net::UnixStream::pair().expect("socketpair");
     let (code, err) = run(Some(me), Stdio::from(OwnedFd::from(stream)));
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("not the control socket"), "{err}");
+    assert!(err.contains("not the request socket"), "{err}");
+}
+
+/// Every jailer is forked by one jailer zygote. A sandbox does not need
+/// it once started (its init reports to the server directly): killing the
+/// zygote leaves running sandboxes alone, and the next spawn starts a new
+/// zygote and works.
+#[tokio::test]
+async fn a_killed_zygote_is_replaced() {
+    if !is_root() {
+        return;
+    }
+    let (backend, _state) = backend(2_910_040, 0);
+    let code = code_dir(&[]);
+    let first = backend
+        .spawn(spec("zygote-a", code.path(), &["/bin/sleep", "60"]))
+        .await
+        .expect("spawn");
+    let zygote = backend
+        .zygote_pid()
+        .expect("a zygote after the first spawn");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(zygote).expect("pid")),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the zygote");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), first.wait())
+            .await
+            .is_err(),
+        "the running sandbox ended with the zygote"
+    );
+    // It still answers to the server (one uid here: it goes first).
+    first.kill();
+    let ended = tokio::time::timeout(Duration::from_secs(5), first.wait())
+        .await
+        .expect("the first sandbox ends when killed");
+    assert_eq!(ended, ExitStatus::Signal(9));
+    drop(first);
+    let mut second = backend
+        .spawn(spec(
+            "zygote-b",
+            code.path(),
+            &["/bin/sh", "-c", "echo second; exit 4"],
+        ))
+        .await
+        .expect("spawn after the zygote died");
+    let out = read_all(second.take_output().expect("output")).await;
+    assert_eq!(second.wait().await, ExitStatus::Code(4));
+    assert!(out.contains("second"), "output: {out}");
+    let replaced = backend.zygote_pid().expect("a new zygote");
+    assert_ne!(replaced, zygote);
 }
