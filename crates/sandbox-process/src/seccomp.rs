@@ -453,21 +453,20 @@ mod tests {
             jump(BPF_RET_K, 0, 0, 0),
         ];
         assert!(dispatch_tree(&odd).is_err());
-        // Blocks out of order.
-        let unordered = [
-            jump(BPF_LD_W_ABS, DATA_NR, 0, 0),
-            jump(BPF_JMP_JEQ_K, 7, 0, 1),
-            jump(BPF_JMP_JA, 1, 0, 0),
-            jump(BPF_JMP_JA, 2, 0, 0),
-            jump(BPF_RET_K, 0x7fff_0000, 0, 0),
-            jump(BPF_RET_K, 0, 0, 0),
-            jump(BPF_JMP_JEQ_K, 3, 0, 1),
-            jump(BPF_JMP_JA, 1, 0, 0),
-            jump(BPF_JMP_JA, 2, 0, 0),
-            jump(BPF_RET_K, 0x7fff_0000, 0, 0),
-            jump(BPF_RET_K, 0, 0, 0),
-            jump(BPF_RET_K, 0, 0, 0),
-        ];
+        // Blocks out of order (each as seccompiler emits one without rules).
+        let block = |nr| {
+            [
+                jump(BPF_JMP_JEQ_K, nr, 0, 1),
+                jump(BPF_JMP_JA, 1, 0, 0),
+                jump(BPF_JMP_JA, 2, 0, 0),
+                jump(BPF_RET_K, 0x7fff_0000, 0, 0),
+                jump(BPF_RET_K, 0, 0, 0),
+            ]
+        };
+        let mut unordered = vec![jump(BPF_LD_W_ABS, DATA_NR, 0, 0)];
+        unordered.extend(block(7));
+        unordered.extend(block(3));
+        unordered.push(jump(BPF_RET_K, 0, 0, 0));
         let err = dispatch_tree(&unordered).expect_err("out of order");
         assert!(err.contains("out of order"), "{err}");
     }
