@@ -435,6 +435,26 @@ fn enter_user_namespace(setup: &UsernsSetup) -> Result<(), JailerError> {
     }
 }
 
+/// How long C waits for the killed processes of a runtime restart to be gone.
+const RESTART_REAP: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Reaps children until there are none left or `patience` has passed.
+fn reap_all(patience: std::time::Duration) {
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => {
+                if std::time::Instant::now() >= deadline {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_micros(100));
+            }
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(_) => return,
+        }
+    }
+}
+
 fn wait_for_init(child: Pid) -> Result<i32, JailerError> {
     loop {
         match waitpid(child, None) {
@@ -552,11 +572,15 @@ fn container_init(
                 Received::Command(Command::RestartRuntime, _) => {
                     // Every process of the namespace but us, at once: nothing
                     // the runtime started can fork its way out of this, and
-                    // none of them runs another instruction. Their exits (and
-                    // the reaping of a fork bomb's thousand zombies) need not
-                    // delay the new runtime: it is forked at once, and the
-                    // zombies are reaped as they come (by the SIGCHLD path).
+                    // none of them runs another instruction.
                     let _ = nix::sys::signal::kill(Pid::from_raw(-1), Signal::SIGKILL);
+                    // But a process killed in the middle of a write to the
+                    // output pipe finishes that write, and the server drains
+                    // the output once we report the new runtime (then writes
+                    // "Task timed out"): so they are reaped first, for at
+                    // most RESTART_REAP (a fork bomb's zombies are reaped as
+                    // they come after that, by the SIGCHLD path).
+                    reap_all(RESTART_REAP);
                     runtime = loop {
                         match start_runtime(ctl, &cfg, policy) {
                             // The pids limit is still full of zombies: reap one and retry.
