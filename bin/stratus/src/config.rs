@@ -116,7 +116,7 @@ pub struct Options {
     /// seccomp, the interpreter with the bootstrap's imports done; a custom
     /// runtime's up to the exec of its bootstrap) without a function,
     /// each handed to one function at its cold start and refilled in the
-    /// background; 0 disables. Not in rootless mode [default: 1].
+    /// background; 0 disables. Not in rootless mode [default: 2].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runtime_pool: Option<usize>,
@@ -543,7 +543,7 @@ impl ServerConfig {
                 .cgroup_parent
                 .unwrap_or_else(|| "stratus".to_string()),
             uid_base: options.uid_base.unwrap_or(1_500_000),
-            runtime_pool: options.runtime_pool.unwrap_or(1),
+            runtime_pool: options.runtime_pool.unwrap_or(2),
             cpu_limit: options.cpu_limit.unwrap_or(CpuMode::Weight),
             log_max_bytes_per_function: options
                 .log_max_bytes_per_function
@@ -912,7 +912,7 @@ mod tests {
         assert_eq!(c.node, PathBuf::from("/usr/bin/node"));
         assert_eq!(c.cgroup_parent, "stratus");
         assert_eq!(c.uid_base, 1_500_000);
-        assert_eq!(c.runtime_pool, 1);
+        assert_eq!(c.runtime_pool, 2);
         assert_eq!(c.cpu_limit, CpuMode::Weight);
         assert_eq!(c.log_max_bytes_per_function, ByteSize(16 << 20));
         assert_eq!(c.log_max_bytes_total, ByteSize(1 << 30));

@@ -150,7 +150,7 @@ fn runtime_pool(rootless: bool) -> Check {
         Check {
             name: "runtime pool",
             status: Status::Ok,
-            detail: "python, node and custom-runtime cold starts take a pre-initialised sandbox (--runtime-pool, default 1 per runtime family; not with --isolation gvisor)".into(),
+            detail: "python, node and custom-runtime cold starts take a pre-initialised sandbox (--runtime-pool, default 2 per runtime family; not with --isolation gvisor)".into(),
         }
     }
 }
