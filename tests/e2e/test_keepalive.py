@@ -95,6 +95,8 @@ def test_adaptive_keep_alive_prewarms_before_the_next_call():
             held.append(live_sandboxes(srv))
             time.sleep(max(0.0, ended + PREWARM_GAP_S - time.monotonic()))
         log = srv.log_path.read_text(errors="replace")
+        with urllib.request.urlopen(srv.endpoint + "/metrics", timeout=10) as r:
+            metrics = r.read().decode()
     finally:
         fns.cleanup()
         srv.stop()
@@ -108,3 +110,9 @@ def test_adaptive_keep_alive_prewarms_before_the_next_call():
     assert held[10:] == [0] * 4, held
     assert log.count("released an idle sandbox until its pre-warm") >= 4, srv.log_tail()
     assert log.count("a pre-warmed sandbox serves an invoke") >= 3, srv.log_tail()
+    # The same counts on /metrics.
+    prewarms = {k: int(float(v)) for k, v in
+                re.findall(r'^stratus_prewarms_total\{outcome="(\w+)"\} ([0-9.]+)$', metrics, re.M)}
+    assert set(prewarms) == {"started", "failed", "used", "no_room"}, metrics
+    assert prewarms["used"] == log.count("a pre-warmed sandbox serves an invoke"), (prewarms, metrics)
+    assert prewarms["started"] >= prewarms["used"] >= 3 and prewarms["failed"] == 0, prewarms

@@ -244,6 +244,23 @@ pub struct SandboxCounts {
     pub idle: usize,
     /// Running an invoke.
     pub busy: usize,
+    /// The adaptive keep-alive's pre-warms since the service started.
+    pub prewarms: PrewarmCounts,
+}
+
+/// What the adaptive keep-alive's pre-warms came to (counters since start).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PrewarmCounts {
+    /// Pre-warms placed and started (creation and init).
+    pub started: u64,
+    /// Of those, failed to create or initialise (not retried: the next
+    /// invoke is a cold start and schedules the next pre-warm).
+    pub failed: u64,
+    /// Pre-warmed sandboxes that served an invoke (warm).
+    pub used: u64,
+    /// Pre-warms due when placement had no room (skipped, nothing evicted
+    /// but idle on-demand sandboxes).
+    pub no_room: u64,
 }
 
 /// The assignment service (worker manager): runs an invocation in a warm

@@ -54,6 +54,9 @@ use tokio::time::Instant;
 
 use async_trait::async_trait;
 use stratus_api::LambdaError;
+/// The adaptive keep-alive's pre-warm counters (also in [`SandboxCounts`],
+/// which `/metrics` shows).
+pub use stratus_api::service::PrewarmCounts;
 use stratus_api::service::{
     Counting, FunctionProvisioned, FunctionVersionSpec, InitializationType, InvokeRequest,
     InvokeResponse, Invoker, ProvisionId, ProvisionState, ProvisionedStatus, ResponseSink,
@@ -115,21 +118,6 @@ struct PendingPrewarm {
     /// When the invoke ended: the new sandbox's idle time counts from it,
     /// so keep-alive ends it at the window's tail.
     end: Instant,
-}
-
-/// What the adaptive keep-alive's pre-warms did, since start.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PrewarmCounts {
-    /// Pre-warms placed and started (creation and init).
-    pub started: u64,
-    /// Of those, failed to create or initialise (not retried: the next
-    /// invoke is a cold start and schedules the next pre-warm).
-    pub failed: u64,
-    /// Pre-warmed sandboxes that served an invoke (warm).
-    pub used: u64,
-    /// Pre-warms due when placement had no room (skipped, nothing evicted
-    /// but idle on-demand sandboxes).
-    pub no_room: u64,
 }
 
 /// The default lease: 6 hours, as Lambda's workers.
@@ -1545,6 +1533,7 @@ impl Invoker for LocalAssignment {
             starting: t.starting,
             idle: t.sandboxes.len() - busy,
             busy,
+            prewarms: t.prewarms,
         }
     }
 }

@@ -596,6 +596,7 @@ async fn sandbox_counts_follow_a_cold_start_through_its_states() {
         starting,
         idle,
         busy,
+        prewarms: PrewarmCounts::default(),
     };
     let s = spec("f", "r1", 128);
     let (a2, s2) = (Arc::clone(&a), Arc::clone(&s));

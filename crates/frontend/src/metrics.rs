@@ -110,6 +110,11 @@ struct StateLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PrewarmLabels {
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FunctionStateLabels {
     account: String,
     function: String,
@@ -380,6 +385,16 @@ impl Metrics {
                 .get_or_create(&StateLabels { state })
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
+        let prewarms = Family::<PrewarmLabels, Counter>::default();
+        let p = sandboxes.prewarms;
+        for (outcome, n) in [
+            ("started", p.started),
+            ("failed", p.failed),
+            ("used", p.used),
+            ("no_room", p.no_room),
+        ] {
+            prewarms.get_or_create(&PrewarmLabels { outcome }).inc_by(n);
+        }
         let per_function_state = Family::<FunctionStateLabels, Gauge>::default();
         for f in provisioned {
             for (state, n) in [
@@ -408,6 +423,11 @@ impl Metrics {
             accounts,
         );
         scrape.register("sandboxes", "Sandboxes by state", by_state);
+        scrape.register(
+            "prewarms",
+            "Adaptive keep-alive pre-warms since start: started (created and initialised ahead of the expected invoke), failed (of those), used (served an invoke warm), no_room (due but placement was full)",
+            prewarms,
+        );
         scrape.register(
             "provisioned_sandboxes",
             "Provisioned-concurrency sandboxes per function by state (initializing, idle, busy); functions without a config are absent",
@@ -442,7 +462,7 @@ mod tests {
     use std::time::Duration;
 
     use bytes::Bytes;
-    use stratus_api::service::FunctionError;
+    use stratus_api::service::{FunctionError, PrewarmCounts};
 
     use super::*;
 
@@ -532,6 +552,12 @@ mod tests {
                     starting: 1,
                     idle: 4,
                     busy: 5,
+                    prewarms: PrewarmCounts {
+                        started: 7,
+                        failed: 1,
+                        used: 5,
+                        no_room: 2,
+                    },
                 },
                 &[FunctionProvisioned {
                     account: a.clone(),
@@ -554,6 +580,10 @@ mod tests {
             r#"stratus_provisioned_sandboxes{account="000000000000",function="f",state="busy"} 0"#,
             r#"stratus_sandboxes{state="idle"} 4"#,
             r#"stratus_sandboxes{state="busy"} 5"#,
+            r#"stratus_prewarms_total{outcome="started"} 7"#,
+            r#"stratus_prewarms_total{outcome="failed"} 1"#,
+            r#"stratus_prewarms_total{outcome="used"} 5"#,
+            r#"stratus_prewarms_total{outcome="no_room"} 2"#,
         ] {
             assert!(
                 text.lines().any(|l| l == expected),
@@ -565,5 +595,6 @@ mod tests {
             .expect("encode idle");
         assert!(lines(&idle, "stratus_concurrent_executions{").is_empty());
         assert!(idle.contains("stratus_sandboxes{state=\"busy\"} 0"));
+        assert!(idle.contains("stratus_prewarms_total{outcome=\"used\"} 0"));
     }
 }

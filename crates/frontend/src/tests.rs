@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 use stratus_api::LambdaError;
 use stratus_api::service::{
     ConcurrencyPermit, FunctionError, FunctionInFlight, FunctionProvisioned, FunctionVersionSpec,
-    InitializationType, InvokeRequest, InvokeResponse, Logs, ProvisionId, ProvisionState,
-    ProvisionedStatus, SandboxCounts, SandboxInfo, WarmSandbox,
+    InitializationType, InvokeRequest, InvokeResponse, Logs, PrewarmCounts, ProvisionId,
+    ProvisionState, ProvisionedStatus, SandboxCounts, SandboxInfo, WarmSandbox,
 };
 use stratus_types::AccountId;
 use tower::ServiceExt;
@@ -47,6 +47,12 @@ const FAKE_SANDBOXES: SandboxCounts = SandboxCounts {
     starting: 1,
     idle: 2,
     busy: 3,
+    prewarms: PrewarmCounts {
+        started: 0,
+        failed: 0,
+        used: 0,
+        no_room: 0,
+    },
 };
 
 #[async_trait]
