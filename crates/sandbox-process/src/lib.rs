@@ -139,7 +139,7 @@ use crate::disk::{DiskPool, TmpDisk};
 use crate::net::{Attachment, Network};
 use crate::plan::{Ids, Tmp};
 use crate::protocol::{Command, MAX_REPORT, Report, send_command, step_name};
-use crate::zygote::Zygote;
+use crate::zygote::{SpawnError, Zygote};
 
 /// Where cgroup filesystems are mounted.
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -843,27 +843,32 @@ impl Inner {
         userns: Option<&UsernsSetup>,
     ) -> Result<(u32, OwnedFd), String> {
         let mut zygote = lock(&self.zygote);
-        let mut last = String::new();
-        for attempt in 0..2 {
-            if zygote.is_none() {
-                let started = Zygote::start(&self.config.jailer, launch)
-                    .map_err(|e| format!("starting the jailer zygote: {e}"))?;
-                *zygote = Some(started);
-            }
-            let Some(z) = zygote.as_ref() else { continue };
+        let mut retried = false;
+        loop {
+            let z = match zygote.as_ref() {
+                Some(z) => z,
+                None => zygote.insert(
+                    Zygote::start(&self.config.jailer, launch)
+                        .map_err(|e| format!("starting the jailer zygote: {e}"))?,
+                ),
+            };
             match z.spawn(stdin, control, output, userns) {
                 Ok(spawned) => return Ok(spawned),
-                Err(e) => {
-                    // A dead or confused zygote is replaced, once.
-                    if attempt == 0 {
-                        tracing::warn!(error = %e, "the jailer zygote failed; starting a new one");
-                    }
-                    last = e.to_string();
+                // It had died: a new one is asked, once.
+                Err(e @ SpawnError::NotSent(_)) if !retried => {
+                    tracing::warn!(error = %e, "starting a new jailer zygote");
                     *zygote = None;
+                    retried = true;
                 }
+                // A jailer may exist for these descriptors: this start fails,
+                // the next one gets a new zygote.
+                Err(e @ (SpawnError::NotSent(_) | SpawnError::Lost(_))) => {
+                    *zygote = None;
+                    return Err(e.to_string());
+                }
+                Err(e @ SpawnError::Refused(_)) => return Err(e.to_string()),
             }
         }
-        Err(last)
     }
 }
 

@@ -108,11 +108,11 @@ impl Zygote {
         control: &OwnedFd,
         output: &OwnedFd,
         userns: Option<&UsernsSetup>,
-    ) -> io::Result<(u32, OwnedFd)> {
+    ) -> Result<(u32, OwnedFd), SpawnError> {
         let request = serde_json::to_vec(&ZygoteRequest {
             userns: userns.cloned(),
         })
-        .map_err(io::Error::other)?;
+        .map_err(|e| SpawnError::Refused(e.to_string()))?;
         let fds = [stdin.as_raw_fd(), control.as_raw_fd(), output.as_raw_fd()];
         sendmsg::<()>(
             self.sock.as_raw_fd(),
@@ -120,23 +120,47 @@ impl Zygote {
             &[ControlMessage::ScmRights(&fds)],
             MsgFlags::MSG_NOSIGNAL,
             None,
-        )?;
-        let (raw, mut fds) = receive(&self.sock, 1)?
-            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "the zygote exited"))?;
+        )
+        .map_err(|e| SpawnError::NotSent(io::Error::from(e)))?;
+        let (raw, mut fds) = receive(&self.sock, 1)
+            .map_err(SpawnError::Lost)?
+            .ok_or_else(|| {
+                SpawnError::Lost(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the zygote exited",
+                ))
+            })?;
         let reply: ZygoteReply = serde_json::from_slice(&raw)
-            .map_err(|e| io::Error::other(format!("the zygote's reply: {e}")))?;
+            .map_err(|e| SpawnError::Lost(io::Error::other(format!("the zygote's reply: {e}"))))?;
         if let Some(error) = reply.error {
-            return Err(io::Error::other(format!("the zygote: {error}")));
+            return Err(SpawnError::Refused(error));
         }
         let pid = reply
             .pid
             .and_then(|p| u32::try_from(p).ok())
-            .ok_or_else(|| io::Error::other("the zygote's reply has no pid"))?;
+            .ok_or_else(|| SpawnError::Lost(io::Error::other("the zygote's reply has no pid")))?;
         let pidfd = fds
             .pop()
-            .ok_or_else(|| io::Error::other("the zygote's reply has no pidfd"))?;
+            .ok_or_else(|| SpawnError::Lost(io::Error::other("the zygote's reply has no pidfd")))?;
         Ok((pid, pidfd))
     }
+}
+
+/// Why the zygote forked no jailer.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SpawnError {
+    /// The request did not reach it (it had died): a new zygote may be
+    /// asked with the same descriptors.
+    #[error("the jailer zygote is gone: {0}")]
+    NotSent(io::Error),
+    /// It took the request but gave no usable answer (it died or hung):
+    /// it must be replaced, but a jailer may have been forked with these
+    /// descriptors, so they must not be used again.
+    #[error("the jailer zygote gave no answer: {0}")]
+    Lost(io::Error),
+    /// It answered that it could not fork one (it is fine otherwise).
+    #[error("the jailer zygote: {0}")]
+    Refused(String),
 }
 
 impl Drop for Zygote {
