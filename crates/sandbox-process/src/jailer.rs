@@ -61,7 +61,7 @@ use stratus_sandbox::ExitStatus;
 
 use crate::protocol::{
     CONTROL_FD, Command, JailerConfig, MAX_COMMAND, PARENT_PID_ENV, PREINIT_FD_ENV, Protection,
-    Report, SANDBOX_GID, SANDBOX_UID, Specialisation, UsernsSetup, send_report,
+    Report, SANDBOX_GID, SANDBOX_UID, Specialisation, UsernsSetup, recv_datagram, send_report,
 };
 use crate::seccomp::{DEFAULT_POLICY, Policy};
 
@@ -909,37 +909,16 @@ enum Received {
 }
 
 fn receive_command(ctl: BorrowedFd<'_>) -> Received {
-    use nix::sys::socket::{ControlMessageOwned, recvmsg};
-    let mut buf = vec![0u8; MAX_COMMAND];
-    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 4]);
-    let mut iov = [io::IoSliceMut::new(&mut buf)];
-    let (n, fds) = match recvmsg::<()>(
-        ctl.as_raw_fd(),
-        &mut iov,
-        Some(&mut cmsg),
-        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
-    ) {
-        Ok(msg) => {
-            let mut fds = Vec::new();
-            for c in msg.cmsgs().into_iter().flatten() {
-                if let ControlMessageOwned::ScmRights(raw) = c {
-                    for fd in raw {
-                        // SAFETY: SCM_RIGHTS just installed this descriptor
-                        // in our table and nothing else refers to it.
-                        fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
-                    }
-                }
-            }
-            (msg.bytes, fds)
-        }
+    let d = match recv_datagram(ctl.as_raw_fd(), MAX_COMMAND, MsgFlags::MSG_DONTWAIT) {
+        Ok(d) => d,
         Err(Errno::EAGAIN | Errno::EINTR) => return Received::Nothing,
         Err(_) => return Received::Closed,
     };
-    if n == 0 {
+    if d.bytes.is_empty() {
         return Received::Closed;
     }
-    match serde_json::from_slice(&buf[..n]) {
-        Ok(c) => Received::Command(c, fds),
+    match serde_json::from_slice(&d.bytes) {
+        Ok(c) => Received::Command(c, d.fds),
         Err(e) => {
             eprintln!("stratus-init: ignoring an unknown command: {e}");
             Received::Nothing

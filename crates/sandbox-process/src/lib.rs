@@ -108,7 +108,7 @@ mod uid;
 mod zygote;
 
 use std::io::{self, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -116,9 +116,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use nix::sys::socket::{
-    AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg, socketpair,
-};
+use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, socketpair};
 use nix::unistd::{Gid, Uid, chown};
 use stratus_sandbox::{
     ExitStatus, PreInit, RuntimeApiListener, Sandbox, SandboxBackend, SandboxError, SandboxSpec,
@@ -138,7 +136,7 @@ use crate::cgroup::CgroupSet;
 use crate::disk::{DiskPool, TmpDisk};
 use crate::net::{Attachment, Network};
 use crate::plan::{Ids, Tmp};
-use crate::protocol::{Command, MAX_REPORT, Report, send_command, step_name};
+use crate::protocol::{Command, MAX_REPORT, Report, recv_datagram, send_command, step_name};
 use crate::zygote::{SpawnError, Zygote};
 
 /// Where cgroup filesystems are mounted.
@@ -1567,37 +1565,17 @@ async fn recv_report(control: &AsyncFd<OwnedFd>) -> io::Result<Option<(Report, O
 
 /// Receives one report; blocks unless `flags` has `MSG_DONTWAIT`.
 fn recv_once(fd: RawFd, flags: MsgFlags) -> io::Result<Option<(Report, Option<OwnedFd>)>> {
-    let mut buf = vec![0u8; MAX_REPORT];
-    let mut cmsg = nix::cmsg_space!([RawFd; 4]);
-    let mut iov = [io::IoSliceMut::new(&mut buf)];
-    let msg = recvmsg::<()>(
-        fd,
-        &mut iov,
-        Some(&mut cmsg),
-        MsgFlags::MSG_CMSG_CLOEXEC | flags,
-    )
-    .map_err(io::Error::from)?;
-    let mut received = None;
-    for c in msg.cmsgs().map_err(io::Error::from)? {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            for raw in fds {
-                // SAFETY: SCM_RIGHTS just installed this descriptor in our
-                // table; nothing else refers to it, so we take ownership
-                // (extra ones are closed when dropped).
-                let owned = unsafe { OwnedFd::from_raw_fd(raw) };
-                if received.is_none() {
-                    received = Some(owned);
-                }
-            }
-        }
+    let d = recv_datagram(fd, MAX_REPORT, flags)?;
+    if d.fds_cut {
+        return Err(io::Error::from(nix::errno::Errno::ENOBUFS));
     }
-    let len = msg.bytes;
-    if len == 0 {
+    if d.bytes.is_empty() {
         return Ok(None);
     }
-    let report = serde_json::from_slice(&buf[..len])
+    let report = serde_json::from_slice(&d.bytes)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    Ok(Some((report, received)))
+    // Extra descriptors are closed when dropped.
+    Ok(Some((report, d.fds.into_iter().next())))
 }
 
 /// Follows a started sandbox: counts runtime (re)starts, reads reports until

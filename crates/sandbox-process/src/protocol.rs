@@ -8,11 +8,11 @@
 //! socket; only the sandbox init (C) reads them.
 
 use std::collections::BTreeMap;
-use std::io::IoSlice;
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
-use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 use serde::{Deserialize, Serialize};
 use stratus_sandbox::ExitStatus;
 
@@ -238,20 +238,7 @@ pub fn send_command(sock: BorrowedFd<'_>, command: &Command, fds: &[RawFd]) -> n
     if body.len() > MAX_COMMAND {
         return Err(nix::errno::Errno::E2BIG);
     }
-    let iov = [IoSlice::new(&body)];
-    let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() {
-        &[]
-    } else {
-        &[ControlMessage::ScmRights(fds)]
-    };
-    sendmsg::<()>(
-        sock.as_raw_fd(),
-        &iov,
-        cmsgs,
-        MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
-        None,
-    )?;
-    Ok(())
+    send_datagram(sock.as_raw_fd(), &body, fds, MsgFlags::MSG_DONTWAIT)
 }
 
 /// Maps a step name from a report to the `'static` names `SandboxError::Create` carries.
@@ -289,22 +276,126 @@ pub fn step_name(step: &str) -> &'static str {
 /// Sends one report, optionally passing a file descriptor along.
 pub fn send_report(sock: BorrowedFd<'_>, report: &Report, fd: Option<RawFd>) -> nix::Result<()> {
     let body = serde_json::to_vec(report).map_err(|_| nix::errno::Errno::EINVAL)?;
-    let iov = [IoSlice::new(&body)];
-    let fds;
-    let cmsgs: &[ControlMessage<'_>] = match fd {
-        Some(fd) => {
-            fds = [fd];
-            &[ControlMessage::ScmRights(&fds)]
-        }
-        None => &[],
-    };
-    sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None)?;
+    send_datagram(sock.as_raw_fd(), &body, fd.as_slice(), MsgFlags::empty())
+}
+
+/// Sends one datagram with `fds` as `SCM_RIGHTS` (`MSG_NOSIGNAL` and `flags`).
+pub fn send_datagram(sock: RawFd, body: &[u8], fds: &[RawFd], flags: MsgFlags) -> nix::Result<()> {
+    let rights = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &rights };
+    sendmsg::<()>(
+        sock,
+        &[IoSlice::new(body)],
+        cmsgs,
+        MsgFlags::MSG_NOSIGNAL | flags,
+        None,
+    )?;
     Ok(())
+}
+
+/// One datagram read by [`recv_datagram`].
+#[derive(Debug)]
+pub struct Datagram {
+    /// Its body (empty at EOF), at most the size asked for.
+    pub bytes: Vec<u8>,
+    /// The descriptors that came with it, owned, close-on-exec.
+    pub fds: Vec<OwnedFd>,
+    /// The body was longer than the size asked for, and was cut.
+    pub body_cut: bool,
+    /// More descriptors came than fit (the kernel closed the rest).
+    pub fds_cut: bool,
+}
+
+/// Receives one datagram of at most `max` bytes and up to 4 descriptors
+/// (`MSG_CMSG_CLOEXEC` and `flags`).
+pub fn recv_datagram(sock: RawFd, max: usize, flags: MsgFlags) -> nix::Result<Datagram> {
+    let mut bytes = vec![0u8; max];
+    let mut cmsg = nix::cmsg_space!([RawFd; 4]);
+    let mut iov = [IoSliceMut::new(&mut bytes)];
+    let msg = recvmsg::<()>(
+        sock,
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_CMSG_CLOEXEC | flags,
+    )?;
+    let mut fds = Vec::new();
+    let cmsgs = msg.cmsgs();
+    let fds_cut = cmsgs.is_err() || msg.flags.contains(MsgFlags::MSG_CTRUNC);
+    for c in cmsgs.into_iter().flatten() {
+        if let ControlMessageOwned::ScmRights(raw) = c {
+            // SAFETY: SCM_RIGHTS just installed these descriptors in our
+            // table for this message; nothing else refers to them.
+            fds.extend(
+                raw.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    let body_cut = msg.flags.contains(MsgFlags::MSG_TRUNC);
+    let len = msg.bytes;
+    bytes.truncate(len);
+    Ok(Datagram {
+        bytes,
+        fds,
+        body_cut,
+        fds_cut,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn datagrams_carry_their_descriptors_and_say_when_cut() {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .expect("socketpair");
+        let (r, w) = nix::unistd::pipe().expect("pipe");
+        send_datagram(
+            a.as_raw_fd(),
+            b"hello",
+            &[r.as_raw_fd(), w.as_raw_fd()],
+            MsgFlags::empty(),
+        )
+        .expect("send");
+        let d = recv_datagram(b.as_raw_fd(), 64, MsgFlags::empty()).expect("receive");
+        assert_eq!(d.bytes, b"hello");
+        assert_eq!(d.fds.len(), 2);
+        assert!(!d.body_cut && !d.fds_cut);
+        // The descriptors came close-on-exec and work: a write on the
+        // received write end reads back on the original read end.
+        let flags = nix::fcntl::fcntl(d.fds[1].as_raw_fd(), nix::fcntl::FcntlArg::F_GETFD)
+            .expect("F_GETFD");
+        assert_ne!(flags & libc::FD_CLOEXEC, 0);
+        nix::unistd::write(&d.fds[1], b"x").expect("write");
+        let mut buf = [0u8; 1];
+        assert_eq!(nix::unistd::read(r.as_raw_fd(), &mut buf).expect("read"), 1);
+        // Longer than asked for: cut, and said so.
+        send_datagram(a.as_raw_fd(), b"0123456789", &[], MsgFlags::empty()).expect("send");
+        let d = recv_datagram(b.as_raw_fd(), 4, MsgFlags::empty()).expect("receive");
+        assert_eq!(d.bytes, b"0123");
+        assert!(d.body_cut && d.fds.is_empty());
+        // More descriptors than fit: the ones that fit, and said so.
+        let many: Vec<RawFd> = std::iter::repeat_n(r.as_raw_fd(), 6).collect();
+        send_datagram(a.as_raw_fd(), b"many", &many, MsgFlags::empty()).expect("send");
+        let d = recv_datagram(b.as_raw_fd(), 64, MsgFlags::empty()).expect("receive");
+        assert_eq!(d.bytes, b"many");
+        assert!(d.fds_cut && d.fds.len() <= 4, "{} fds", d.fds.len());
+        // Nothing waiting: EAGAIN with MSG_DONTWAIT; EOF once the peer is gone.
+        assert_eq!(
+            recv_datagram(b.as_raw_fd(), 64, MsgFlags::MSG_DONTWAIT).map(|_| ()),
+            Err(nix::errno::Errno::EAGAIN)
+        );
+        drop(a);
+        let d = recv_datagram(b.as_raw_fd(), 64, MsgFlags::empty()).expect("eof");
+        assert!(d.bytes.is_empty() && d.fds.is_empty());
+    }
 
     #[test]
     fn config_round_trips_as_json() {

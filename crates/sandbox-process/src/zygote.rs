@@ -22,7 +22,7 @@
 //! zygote, every J, every sandbox init (C, whose signal is tied to J) and
 //! every runtime (pid 1 of its namespace is C) with it.
 
-use std::io::{self, IoSlice, IoSliceMut};
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::process::Stdio;
 use std::time::Duration;
@@ -33,8 +33,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{
-    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg,
-    sendmsg, setsockopt, socketpair, sockopt,
+    AddressFamily, MsgFlags, SockFlag, SockType, setsockopt, socketpair, sockopt,
 };
 use nix::sys::stat::Mode;
 use nix::sys::time::TimeVal;
@@ -42,7 +41,10 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, dup2, fork, getpid};
 
 use crate::jailer;
-use crate::protocol::{CONTROL_FD, PARENT_PID_ENV, UsernsSetup, ZygoteReply, ZygoteRequest};
+use crate::protocol::{
+    CONTROL_FD, PARENT_PID_ENV, UsernsSetup, ZygoteReply, ZygoteRequest, recv_datagram,
+    send_datagram,
+};
 
 /// Largest request or reply (a user namespace setup is a few hundred bytes).
 const MAX_MESSAGE: usize = 64 * 1024;
@@ -114,14 +116,8 @@ impl Zygote {
         })
         .map_err(|e| SpawnError::Refused(e.to_string()))?;
         let fds = [stdin.as_raw_fd(), control.as_raw_fd(), output.as_raw_fd()];
-        sendmsg::<()>(
-            self.sock.as_raw_fd(),
-            &[IoSlice::new(&request)],
-            &[ControlMessage::ScmRights(&fds)],
-            MsgFlags::MSG_NOSIGNAL,
-            None,
-        )
-        .map_err(|e| SpawnError::NotSent(io::Error::from(e)))?;
+        send_datagram(self.sock.as_raw_fd(), &request, &fds, MsgFlags::empty())
+            .map_err(|e| SpawnError::NotSent(io::Error::from(e)))?;
         let (raw, mut fds) = receive(&self.sock, 1)
             .map_err(SpawnError::Lost)?
             .ok_or_else(|| {
@@ -179,50 +175,24 @@ impl Drop for Zygote {
     }
 }
 
-/// One datagram and up to `max_fds` descriptors (`MSG_CMSG_CLOEXEC`);
-/// `None` at EOF.
+/// One datagram and up to `max_fds` descriptors; `None` at EOF.
 fn receive(sock: &OwnedFd, max_fds: usize) -> io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
-    let mut buf = vec![0u8; MAX_MESSAGE];
-    let mut cmsg = nix::cmsg_space!([RawFd; 3]);
-    let (len, truncated, fds) = loop {
-        let mut iov = [IoSliceMut::new(&mut buf)];
-        match recvmsg::<()>(
-            sock.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        ) {
-            Ok(msg) => {
-                let mut fds = Vec::new();
-                for c in msg.cmsgs().map_err(io::Error::from)? {
-                    if let ControlMessageOwned::ScmRights(raw) = c {
-                        // SAFETY: the kernel just installed these descriptors
-                        // in this process for this message; nothing else owns them.
-                        fds.extend(
-                            raw.into_iter()
-                                .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-                        );
-                    }
-                }
-                let truncated = msg
-                    .flags
-                    .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
-                break (msg.bytes, truncated, fds);
-            }
+    let d = loop {
+        match recv_datagram(sock.as_raw_fd(), MAX_MESSAGE, MsgFlags::empty()) {
+            Ok(d) => break d,
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(e.into()),
         }
     };
-    if len == 0 && fds.is_empty() {
+    if d.bytes.is_empty() && d.fds.is_empty() {
         return Ok(None);
     }
-    if truncated || fds.len() > max_fds {
+    if d.body_cut || d.fds_cut || d.fds.len() > max_fds {
         return Err(io::Error::other(
             "an oversized message on the zygote socket",
         ));
     }
-    buf.truncate(len);
-    Ok(Some((buf, fds)))
+    Ok(Some((d.bytes, d.fds)))
 }
 
 // ---------------------------------------------------------------- zygote side
@@ -356,19 +326,8 @@ fn reply(sock: &OwnedFd, jailer: Option<(Pid, OwnedFd)>, error: Option<String>) 
         return;
     };
     let fds: Vec<RawFd> = jailer.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
-    let cmsgs: Vec<ControlMessage<'_>> = if fds.is_empty() {
-        Vec::new()
-    } else {
-        vec![ControlMessage::ScmRights(&fds)]
-    };
     // A server that went away is noticed at the next receive.
-    let _ = sendmsg::<()>(
-        sock.as_raw_fd(),
-        &[IoSlice::new(&raw)],
-        &cmsgs,
-        MsgFlags::MSG_NOSIGNAL,
-        None,
-    );
+    let _ = send_datagram(sock.as_raw_fd(), &raw, &fds, MsgFlags::empty());
 }
 
 /// The forked child: takes its descriptors as J expects them and runs J.
