@@ -180,8 +180,8 @@ pub(crate) fn parent_pid_from_env() -> Result<i32, String> {
 ///
 /// J dies with the server (and C with J, R with C's pid namespace), so a
 /// crashed server leaves no sandbox running. The server starts the zygote
-/// (or J) from a thread that lives as long as it does (the signal follows
-/// the parent *thread*); the single-threaded zygote is J's parent.
+/// from a thread that lives as long as it does (the signal follows the
+/// parent *thread*); the single-threaded zygote is J's parent.
 pub(crate) fn arm_parent_death(parent: i32) -> Result<(), String> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(|e| format!("arming the parent-death signal: {e}"))?;
@@ -244,14 +244,17 @@ fn parse_config(raw: &[u8]) -> Result<JailerConfig, JailerError> {
     Ok(cfg)
 }
 
-/// Points fd 0 at /dev/null: stdin is not for the runtime.
-fn stdin_to_null() -> Result<(), JailerError> {
+/// Points fd 0 at /dev/null: stdin is not for the runtime (nor the zygote's).
+pub(crate) fn stdin_to_null() -> Result<(), JailerError> {
     let null = open(
         "/dev/null",
         OFlag::O_RDONLY | OFlag::O_CLOEXEC,
         Mode::empty(),
     )
     .ctx("stdio", || "opening /dev/null".into())?;
+    // SAFETY: open just returned this new descriptor; we are its only owner
+    // (closed once fd 0 is a copy of it).
+    let null = unsafe { OwnedFd::from_raw_fd(null) };
     dup2(null.as_raw_fd(), 0).ctx("stdio", || "redirecting stdin".into())?;
     Ok(())
 }
@@ -438,8 +441,9 @@ fn enter_user_namespace(setup: &UsernsSetup) -> Result<(), JailerError> {
 /// How long C waits for the killed processes of a runtime restart to be gone.
 const RESTART_REAP: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// Reaps children until there are none left or `patience` has passed.
-fn reap_all(patience: std::time::Duration) {
+/// Reaps children until there are none left or `patience` has passed
+/// (zero: those that have ended).
+pub(crate) fn reap_all(patience: std::time::Duration) {
     let deadline = std::time::Instant::now() + patience;
     loop {
         match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {

@@ -1614,11 +1614,12 @@ type Launch = (
 
 /// Starts `cmd` from one thread that lives as long as the process.
 ///
-/// A parent-death signal (the jailer arms it itself, first thing) fires
-/// when the *thread* that started the child ends, not the process: a jailer
-/// started by a tokio blocking thread (which
-/// exits when idle) or a test thread would be killed with it. The launcher
-/// thread never returns, so the signal fires only when the server dies.
+/// A parent-death signal (the jailer zygote arms it itself, first thing)
+/// fires when the *thread* that started the child ends, not the process: a
+/// zygote started by a tokio blocking thread (which exits when idle) or a
+/// test thread would be killed with it, and its jailers with it. The
+/// launcher thread never returns, so the signal fires only when the server
+/// dies.
 fn launch(cmd: std::process::Command) -> io::Result<std::process::Child> {
     static LAUNCHER: std::sync::OnceLock<Option<std::sync::mpsc::Sender<Launch>>> =
         std::sync::OnceLock::new();

@@ -28,16 +28,14 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::fcntl::{FcntlArg, OFlag, fcntl, open};
+use nix::fcntl::{FcntlArg, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{
     AddressFamily, MsgFlags, SockFlag, SockType, setsockopt, socketpair, sockopt,
 };
-use nix::sys::stat::Mode;
 use nix::sys::time::TimeVal;
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, dup2, fork, getpid};
 
 use crate::jailer;
@@ -221,16 +219,7 @@ fn serve() -> Result<(), String> {
     // The socket moves above the descriptor numbers J's setup uses; stdin
     // becomes /dev/null.
     let sock = dup_high(0).map_err(|e| format!("moving the request socket: {e}"))?;
-    let null = open(
-        "/dev/null",
-        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| format!("opening /dev/null: {e}"))?;
-    // SAFETY: open just returned this new descriptor; we are its only owner.
-    let null = unsafe { OwnedFd::from_raw_fd(null) };
-    dup2(null.as_raw_fd(), 0).map_err(|e| format!("redirecting stdin: {e}"))?;
-    drop(null);
+    jailer::stdin_to_null().map_err(|e| e.to_string())?;
 
     let mut sigchld = SigSet::empty();
     sigchld.add(Signal::SIGCHLD);
@@ -256,7 +245,7 @@ fn serve() -> Result<(), String> {
         };
         if child_exited {
             while let Ok(Some(_)) = signals.read_signal() {}
-            reap();
+            jailer::reap_all(Duration::ZERO);
         }
         if !request_ready {
             continue;
@@ -303,16 +292,6 @@ fn serve() -> Result<(), String> {
                 }
             }
             Err(e) => reply(&sock, None, Some(format!("fork: {e}"))),
-        }
-    }
-}
-
-/// Reaps every child that has ended.
-fn reap() {
-    loop {
-        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) | Err(_) => return,
-            Ok(_) => {}
         }
     }
 }
