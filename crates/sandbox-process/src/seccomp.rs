@@ -183,6 +183,9 @@ pub fn dispatch_tree(prog: &[sock_filter]) -> Result<BpfProgram, String> {
     // to the final `ret` (and never taken: the tree enters a block only when
     // its number matches).
     let starts: Vec<usize> = blocks.iter().map(|&(_, at)| at).chain([end]).collect();
+    // The kept blocks follow the tree (after `ld nr`), then the final ret.
+    let base = ld + 1;
+    let first_block = base + subtree_len(blocks.len());
     let mut leaves = Vec::with_capacity(blocks.len());
     let mut kept: Vec<&[sock_filter]> = Vec::new();
     let mut kept_len = 0;
@@ -202,20 +205,11 @@ pub fn dispatch_tree(prog: &[sock_filter]) -> Result<BpfProgram, String> {
             _ => {
                 leaves.push(Leaf {
                     nr,
-                    to: To::Block(kept_len),
+                    to: To::Block(first_block + kept_len),
                 });
                 kept.push(block);
                 kept_len += block.len();
             }
-        }
-    }
-    let base = ld + 1;
-    let tree_len = subtree_len(leaves.len());
-    // Absolute targets: the kept blocks follow the tree, then the final ret.
-    let first_block = base + tree_len;
-    for leaf in &mut leaves {
-        if let To::Block(offset) = leaf.to {
-            leaf.to = To::Block(first_block + offset);
         }
     }
     let mut out = Vec::with_capacity(first_block + kept_len + 1);
