@@ -147,8 +147,9 @@ pub fn jailer_main() -> ! {
 /// J (forked by the zygote), once its control socket is at [`CONTROL_FD`],
 /// its config pipe on stdin and the sandbox's output on stdout and stderr:
 /// builds the sandbox and exits with J's code. `userns`: the user namespace
-/// a rootless server has J enter first.
-pub(crate) fn run(userns: Option<UsernsSetup>) -> ! {
+/// a rootless server has J enter first; `policy`: the seccomp policy, as the
+/// zygote compiled it once for all its jailers ([`compile_policy`]).
+pub(crate) fn run(userns: Option<UsernsSetup>, policy: Result<&Policy, &str>) -> ! {
     // SAFETY: the caller put the control socket at CONTROL_FD (a dup2) and
     // nothing else in this process owns that descriptor.
     let ctl = unsafe { OwnedFd::from_raw_fd(CONTROL_FD) };
@@ -161,10 +162,17 @@ pub(crate) fn run(userns: Option<UsernsSetup>) -> ! {
         };
         fail(ctl.as_fd(), &err);
     }
-    match jail(ctl.as_fd(), userns.as_ref()) {
+    match jail(ctl.as_fd(), userns.as_ref(), policy) {
         Ok(code) => std::process::exit(code),
         Err(e) => fail(ctl.as_fd(), &e),
     }
+}
+
+/// The seccomp policy of this architecture, compiled (what failed if not).
+pub(crate) fn compile_policy() -> Result<Policy, String> {
+    DEFAULT_POLICY
+        .ok_or_else(|| format!("no seccomp policy for {}", std::env::consts::ARCH))
+        .and_then(|json| Policy::compile(json).map_err(|e| e.to_string()))
 }
 
 /// The server's pid, from [`PARENT_PID_ENV`].
@@ -264,16 +272,17 @@ fn write_file(step: &'static str, path: &str, value: &str) -> Result<(), JailerE
 }
 
 /// J: runs as the zygote's child; returns J's exit code.
-fn jail(ctl: BorrowedFd<'_>, userns: Option<&UsernsSetup>) -> Result<i32, JailerError> {
+fn jail(
+    ctl: BorrowedFd<'_>,
+    userns: Option<&UsernsSetup>,
+    policy: Result<&Policy, &str>,
+) -> Result<i32, JailerError> {
     // Everything up to the listener is independent of the config, so a
     // pre-warmed jailer has done it before its config arrives.
-    let policy = DEFAULT_POLICY
-        .ok_or_else(|| format!("no seccomp policy for {}", std::env::consts::ARCH))
-        .and_then(|json| Policy::compile(json).map_err(|e| e.to_string()))
-        .map_err(|message| JailerError::Invalid {
-            step: "seccomp",
-            message,
-        })?;
+    let policy = policy.map_err(|message| JailerError::Invalid {
+        step: "seccomp",
+        message: message.to_owned(),
+    })?;
     // J and C should never be the OOM killer's choice; R resets its own value.
     // Lowering needs CAP_SYS_RESOURCE, which some containers drop: then J and
     // C keep the server's value and are still far smaller than any runtime.
@@ -311,7 +320,7 @@ fn jail(ctl: BorrowedFd<'_>, userns: Option<&UsernsSetup>) -> Result<i32, Jailer
             let result = stdin_to_null()
                 .and_then(|()| read_all(cfg_rd.as_fd()))
                 .and_then(|raw| parse_config(&raw))
-                .and_then(|cfg| container_init(ctl, &cfg, &policy));
+                .and_then(|cfg| container_init(ctl, &cfg, policy));
             match result {
                 Ok(never) => match never {},
                 Err(e) => fail(ctl, &e),

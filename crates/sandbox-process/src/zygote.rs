@@ -43,6 +43,7 @@ use crate::protocol::{
     CONTROL_FD, PARENT_PID_ENV, UsernsSetup, ZygoteReply, ZygoteRequest, recv_datagram,
     send_datagram,
 };
+use crate::seccomp::Policy;
 
 /// Largest request or reply (a user namespace setup is a few hundred bytes).
 const MAX_MESSAGE: usize = 64 * 1024;
@@ -220,6 +221,9 @@ fn serve() -> Result<(), String> {
     // becomes /dev/null.
     let sock = dup_high(0).map_err(|e| format!("moving the request socket: {e}"))?;
     jailer::stdin_to_null().map_err(|e| e.to_string())?;
+    // Compiled once here, not in every jailer; a failure is reported by
+    // each jailer as its "seccomp" step, as before.
+    let policy = jailer::compile_policy();
 
     let mut sigchld = SigSet::empty();
     sigchld.add(Signal::SIGCHLD);
@@ -278,7 +282,12 @@ fn serve() -> Result<(), String> {
             Ok(ForkResult::Child) => {
                 drop(sock);
                 drop(signals);
-                become_jailer(me, fds, request.userns)
+                become_jailer(
+                    me,
+                    fds,
+                    request.userns,
+                    policy.as_ref().map_err(String::as_str),
+                )
             }
             Ok(ForkResult::Parent { child }) => {
                 drop(fds);
@@ -310,7 +319,12 @@ fn reply(sock: &OwnedFd, jailer: Option<(Pid, OwnedFd)>, error: Option<String>) 
 }
 
 /// The forked child: takes its descriptors as J expects them and runs J.
-fn become_jailer(zygote: Pid, fds: [OwnedFd; 3], userns: Option<UsernsSetup>) -> ! {
+fn become_jailer(
+    zygote: Pid,
+    fds: [OwnedFd; 3],
+    userns: Option<UsernsSetup>,
+    policy: Result<&Policy, &str>,
+) -> ! {
     let fail = |message: String| -> ! {
         eprintln!("stratus-jailer: {message}");
         // SAFETY: _exit ends this forked child at once.
@@ -340,7 +354,7 @@ fn become_jailer(zygote: Pid, fds: [OwnedFd; 3], userns: Option<UsernsSetup>) ->
         }
     }
     drop(high);
-    jailer::run(userns)
+    jailer::run(userns, policy)
 }
 
 /// A close-on-exec duplicate of `fd` numbered 10 or above.
