@@ -4,7 +4,7 @@
     cargo build --release -p stratus
     sudo python3 bench/creation.py --out creation.json            # bursts of 50 and 200
     sudo python3 bench/creation.py --quick                         # CI smoke test
-    sudo python3 bench/creation.py --profile                       # + perf profile of the backend burst
+    sudo python3 bench/creation.py --profile                       # + perf profiles of each burst
 
 "Sandboxes per second the worker can create and bring to ready (the runtime
 has called /runtime/invocation/next) under a burst", for a static `provided`
@@ -38,9 +38,9 @@ the server's log and the test's output: disk_us (take a /tmp disk: from the
 pool, or a copy of a formatted template when it is empty), jailer_ready_us (since the
 spawn began: disk + cgroup + jailer started or taken from the pool),
 listening_us (the jailer has set up the namespaces and passed the Runtime API
-listener), started_us (the runtime process was exec'd). --profile runs the
-backend burst under `perf record -a -g` and lists where the CPU went (by
-command and by symbol).
+listener), started_us (the runtime process was exec'd). --profile runs each burst
+(end to end: from the release to the last answer) under
+`perf record -a -g` and lists where the CPU went (by command and by symbol).
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def phases(events: list[dict]) -> dict:
     return out
 
 
-def burst_end_to_end(srv: bl.OwnServer, n: int, code: bytes) -> dict:
+def burst_end_to_end(srv: bl.OwnServer, n: int, code: bytes, perf_data: Path | None = None) -> dict:
     tag = uuid.uuid4().hex[:6]
     names = [f"rate-{n}-{tag}-{i}" for i in range(n)]
     t = time.perf_counter()
@@ -94,6 +94,23 @@ def burst_end_to_end(srv: bl.OwnServer, n: int, code: bytes) -> dict:
         inv.connect()
     barrier = threading.Barrier(n + 1)
     results: list = [None] * n
+    perf = perf_ctl = None
+    if perf_data is not None:
+        # Started with its events off; switched on at the release and off
+        # after the last answer, so the profile holds the burst only.
+        ctl, ack = perf_data.with_suffix(".ctl"), perf_data.with_suffix(".ack")
+        for f in (ctl, ack):
+            os.mkfifo(f)
+        perf = subprocess.Popen(["perf", "record", "-a", "-g", "-F", "999", "-D", "-1",
+                                 "--control", f"fifo:{ctl},{ack}", "-o", str(perf_data)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        perf_ctl = (open(ctl, "w"), open(ack))
+
+    def perf_command(cmd: str) -> None:
+        if perf_ctl is not None:
+            perf_ctl[0].write(cmd + "\n")
+            perf_ctl[0].flush()
+            perf_ctl[1].readline()
 
     def run(i: int) -> None:
         barrier.wait()
@@ -107,9 +124,18 @@ def burst_end_to_end(srv: bl.OwnServer, n: int, code: bytes) -> dict:
     threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
     for th in threads:
         th.start()
+    perf_command("enable")
+    busy0 = bl.cpu_busy_s()
     barrier.wait()
     for th in threads:
         th.join()
+    busy = bl.cpu_busy_s() - busy0
+    perf_command("disable")
+    if perf is not None:
+        for f in perf_ctl:
+            f.close()
+        perf.send_signal(2)
+        perf.wait(timeout=60)
     for inv in invokers:
         inv.close()
     failed = [(names[i], r[2], r[3][:200]) for i, r in enumerate(results)
@@ -135,6 +161,10 @@ def burst_end_to_end(srv: bl.OwnServer, n: int, code: bytes) -> dict:
         "client_wall_ms": round(client_wall * 1000, 2),
         "client_rate_per_s": round(n / client_wall, 1),
         "client_latency_ms": bl.summary(client_lat),
+        # The whole machine's CPU time over the burst (the server, its
+        # sandboxes and the client), per sandbox: steadier than the rate on a
+        # busy 2-core machine, for comparing builds.
+        "machine_cpu_ms_per_sandbox": round(busy * 1000 / n, 2),
         "init_duration_ms": bl.summary([v for v in init_ms.values() if v is not None]),
         "phases": phases(phase_events),
     }
@@ -239,7 +269,7 @@ def main() -> int:
     ap.add_argument("--bursts", default="50,200", help="burst sizes (default 50,200; --quick: 10)")
     ap.add_argument("--backend", choices=["auto", "yes", "no"], default="auto",
                     help="run the in-process backend burst (auto: not under --quick)")
-    ap.add_argument("--profile", action="store_true", help="perf record -a -g the backend burst")
+    ap.add_argument("--profile", action="store_true", help="perf record -a -g each burst")
     args = ap.parse_args()
     bursts = [10] if args.quick else [int(x) for x in args.bursts.split(",") if x]
     binary = bl.resolve_bin(args.bin)
@@ -253,19 +283,23 @@ def main() -> int:
     figures: dict = {"static_runtime": "bench/static_bootstrap.c (gcc -static -O2)", "memory_mb": MEMORY_MB,
                      "end_to_end": []}
     print(f"creation: {binary}, bursts {bursts}", file=sys.stderr)
+    profile = args.profile and bool(shutil.which("perf"))
+    if args.profile and not profile:
+        notes.append("--profile asked but perf is not installed")
     with bl.OwnServer(binary, server_args, log_filter="info,stratus_sandbox_process=debug",
                       tag="creation") as srv:
         for n in bursts:
             print(f"  end to end, burst of {n}...", file=sys.stderr)
-            figures["end_to_end"].append(burst_end_to_end(srv, n, code))
+            perf_data = srv.tmp / f"perf-e2e-{n}.data" if profile else None
+            figures["end_to_end"].append(burst_end_to_end(srv, n, code, perf_data))
+            if perf_data is not None:
+                figures["end_to_end"][-1]["perf"] = perf_summary(perf_data); shutil.copy(perf_data, "/tmp/prof/e2e.data")
         work = srv.tmp
         run_backend = args.backend == "yes" or (args.backend == "auto" and not args.quick)
         if run_backend:
             release = "release" in binary.parts
             print(f"  backend burst ({'release' if release else 'debug'} test build)...", file=sys.stderr)
-            if args.profile and not shutil.which("perf"):
-                notes.append("--profile asked but perf is not installed")
-            figures["backend"] = burst_backend(bursts, release, args.profile and bool(shutil.which("perf")), work)
+            figures["backend"] = burst_backend(bursts, release, profile, work)
     load.append(bl.load_avg())
 
     big = figures["end_to_end"][-1]
@@ -298,7 +332,8 @@ def main() -> int:
                      f"server {e.get('server_rate_per_s')}/s over {e.get('server_window_ms')} ms "
                      f"(spawn starts spread {e.get('spawn_start_spread_ms')} ms); client {e['client_rate_per_s']}/s; "
                      f"Init Duration p50 {e['init_duration_ms'].get('p50')} ms max {e['init_duration_ms'].get('max')} ms; "
-                     f"cold starts {e['cold_starts_counted_by_server']}"))
+                     f"cold starts {e['cold_starts_counted_by_server']}; "
+                     f"machine CPU {e['machine_cpu_ms_per_sandbox']} ms per sandbox"))
         if ph:
             rows.append((f"  phases (p50 ms)", ", ".join(f"{k} {v['p50']}" for k, v in ph.items() if isinstance(v, dict))
                          + f"; disks made during spawn {ph.get('disks_made_during_spawn')}"))

@@ -73,6 +73,15 @@ def load_avg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def cpu_busy_s() -> float:
+    """CPU time the whole machine has spent busy (all CPUs, /proc/stat:
+    everything but idle and iowait), in seconds."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    busy = sum(fields[:7]) - fields[3] - fields[4]  # user..softirq, minus idle and iowait
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], p: float) -> float:
     s = sorted(values)
     if not s:

@@ -1212,7 +1212,15 @@ fn build_root(cfg: &JailerConfig) -> Result<(), JailerError> {
     match (&cfg.tmp_device, cfg.tmp_tmpfs_bytes) {
         (Some(device), _) => mount_tmp_disk(device, &root.join("tmp"), cfg.host_uid)?,
         (None, Some(bytes)) => mount_tmp_tmpfs(bytes, &root.join("tmp"), cfg.host_uid)?,
-        (None, None) => bind(&cfg.tmp_dir, &root.join("tmp"), RW)?,
+        (None, None) => match &cfg.tmp_dir {
+            Some(dir) => bind(dir, &root.join("tmp"), RW)?,
+            None => {
+                return Err(JailerError::Invalid {
+                    step: "mounts",
+                    message: "no /tmp: neither a disk, a tmpfs size nor a host directory".into(),
+                });
+            }
+        },
     }
 
     // /proc of the new pid namespace (we are its pid 1).

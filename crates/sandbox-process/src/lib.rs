@@ -162,7 +162,7 @@ pub struct ProcessBackendConfig {
     /// Argv prefix that runs the jailer, e.g. `[current_exe, "__sandbox-init"]`
     /// or the `stratus-jailer` binary of this crate.
     pub jailer: Vec<String>,
-    /// Directory for per-sandbox scratch dirs (`<state_dir>/<id>/tmp` is the sandbox's `/tmp`).
+    /// State dir: the shared root mountpoint (`.root`), the `/tmp` disk images (`disks/`) and, when `/tmp` is a host directory, per-sandbox scratch dirs (`<state_dir>/<id>/tmp`).
     pub state_dir: PathBuf,
     /// Cgroup (relative to each hierarchy's root) under which sandbox cgroups are created.
     pub cgroup_parent: String,
@@ -377,6 +377,20 @@ impl ProcessBackend {
                 "removed the scratch dirs of a previous server process"
             );
         }
+        let root_mountpoint = config.state_dir.join(ROOT_MOUNTPOINT);
+        match std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&root_mountpoint)
+        {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && root_mountpoint.is_dir() => {}
+            Err(e) => {
+                return Err(unavailable(format!(
+                    "creating {}: {e}",
+                    root_mountpoint.display()
+                )));
+            }
+        }
         let net_swept = Network::sweep(&config.cgroup_parent);
         if net_swept != net::Swept::default() {
             tracing::info!(
@@ -531,7 +545,8 @@ impl ProcessBackend {
         self.inner.cgroups.as_ref().map(|(_, v)| *v)
     }
 
-    /// Host directory holding sandbox `id`'s scratch dirs (exists while it lives).
+    /// Host directory holding sandbox `id`'s scratch dir (`/tmp` when it is
+    /// neither a disk nor a tmpfs; exists while it lives).
     pub fn sandbox_dir(&self, id: &str) -> PathBuf {
         self.inner.config.state_dir.join(id)
     }
@@ -624,15 +639,16 @@ impl ProcessBackend {
 }
 
 /// Removes everything in `state_dir` but the `disks` dir (swept by
-/// `disk::sweep_stale`): scratch dirs of sandboxes of a previous server
-/// process. Called before this backend has made any. Returns how many.
+/// `disk::sweep_stale`) and the [`ROOT_MOUNTPOINT`]: scratch dirs of
+/// sandboxes of a previous server process. Called before this backend has
+/// made any. Returns how many.
 fn sweep_scratch(state_dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(state_dir) else {
         return 0;
     };
     let mut removed = 0;
     for entry in entries.flatten() {
-        if entry.file_name() == "disks" {
+        if entry.file_name() == "disks" || entry.file_name() == ROOT_MOUNTPOINT {
             continue;
         }
         let path = entry.path();
@@ -882,7 +898,7 @@ struct Setup {
     jail_uid: u32,
     real_uid: u32,
     root_dir: PathBuf,
-    tmp_dir: PathBuf,
+    tmp_dir: Option<PathBuf>,
     tmp_device: Option<PathBuf>,
     memory_bytes: u64,
     /// The `cgroup.procs` files C joins (empty: C is in its cgroup already).
@@ -927,30 +943,6 @@ impl Inner {
             Ids::Root | Ids::Subordinate { .. } => host_uid,
         };
 
-        // Scratch dirs: <state>/<id>/{root,tmp}.
-        let dir = self.config.state_dir.join(id);
-        std::fs::DirBuilder::new()
-            .mode(0o711)
-            .create(&dir)
-            .map_err(|e| ("scratch", format!("creating {}: {e}", dir.display())))?;
-        res.scratch = Some(dir.clone());
-        let root_dir = dir.join("root");
-        let tmp_dir = dir.join("tmp");
-        for d in [&root_dir, &tmp_dir] {
-            std::fs::DirBuilder::new()
-                .mode(0o700)
-                .create(d)
-                .map_err(|e| ("scratch", format!("creating {}: {e}", d.display())))?;
-        }
-        if !self.plan.rootless() {
-            chown(
-                &tmp_dir,
-                Some(Uid::from_raw(host_uid)),
-                Some(Gid::from_raw(host_uid)),
-            )
-            .map_err(|e| ("scratch", format!("chown {}: {e}", tmp_dir.display())))?;
-        }
-
         if spec.limits.tmp_mb == 0 {
             return Err(("validate", "tmp_mb must be at least 1".into()));
         }
@@ -961,6 +953,36 @@ impl Inner {
         // Formatting a disk when the pool is empty (a burst) is the slow case.
         let t_disk = t_disk.elapsed();
         let tmp_device = res.disk.as_ref().map(|d| d.device().to_owned());
+
+        // Without a disk or a tmpfs, `/tmp` is a host directory of its own:
+        // <state>/<id>/tmp, the sandbox's only scratch dir. (The root is
+        // assembled on the shared, always empty ROOT_MOUNTPOINT, in the
+        // jailer's own mount namespace.)
+        let tmp_dir = if tmp_device.is_none() && self.plan.tmp != Tmp::Tmpfs {
+            let dir = self.config.state_dir.join(id);
+            std::fs::DirBuilder::new()
+                .mode(0o711)
+                .create(&dir)
+                .map_err(|e| ("scratch", format!("creating {}: {e}", dir.display())))?;
+            res.scratch = Some(dir.clone());
+            let tmp_dir = dir.join("tmp");
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&tmp_dir)
+                .map_err(|e| ("scratch", format!("creating {}: {e}", tmp_dir.display())))?;
+            if !self.plan.rootless() {
+                chown(
+                    &tmp_dir,
+                    Some(Uid::from_raw(host_uid)),
+                    Some(Gid::from_raw(host_uid)),
+                )
+                .map_err(|e| ("scratch", format!("chown {}: {e}", tmp_dir.display())))?;
+            }
+            Some(tmp_dir)
+        } else {
+            None
+        };
+        let root_dir = self.config.state_dir.join(ROOT_MOUNTPOINT);
 
         let memory_bytes = spec.limits.memory_mb.saturating_mul(1 << 20);
         let inner = self;
@@ -1320,19 +1342,24 @@ impl ProcessBackend {
     }
 }
 
+/// The empty directory in the state dir on which every jailer, in its own
+/// mount namespace, mounts its sandbox's root tmpfs; one for all sandboxes,
+/// so that a start makes no directory on the host's file system. Not a
+/// valid sandbox id (ids do not start with a dot).
+const ROOT_MOUNTPOINT: &str = ".root";
+
 /// Sandbox ids name cgroups and scratch dirs.
 fn check_id(id: &str) -> Result<(), (&'static str, String)> {
     if id.is_empty()
         || id.len() > 128
-        || id == "."
-        || id == ".."
+        || id.starts_with('.')
         || !id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     {
         return Err((
             "validate",
-            "id must be 1-128 characters of [A-Za-z0-9._-]".into(),
+            "id must be 1-128 characters of [A-Za-z0-9._-], not starting with a dot".into(),
         ));
     }
     Ok(())
@@ -1882,6 +1909,52 @@ pub fn make_world_readable(path: &Path) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod state_dir_tests {
+    use super::*;
+
+    #[test]
+    fn the_sweep_removes_scratch_dirs_and_keeps_the_disks_and_the_root_mountpoint() {
+        let state = tempfile::tempdir().expect("state dir");
+        let s = state.path();
+        for d in ["disks/server-1", ".root", "0123abcd/tmp", "leak-0/tmp"] {
+            std::fs::create_dir_all(s.join(d)).expect("mkdir");
+        }
+        std::fs::write(s.join("leak-0/tmp/file"), b"x").expect("write");
+        std::fs::write(s.join("stray"), b"x").expect("write");
+        assert_eq!(sweep_scratch(s), 3);
+        let mut left: Vec<String> = std::fs::read_dir(s)
+            .expect("read")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".root", "disks"]);
+        assert!(s.join("disks/server-1").is_dir());
+        assert_eq!(sweep_scratch(s), 0);
+    }
+
+    #[test]
+    fn ids_that_could_name_another_state_dir_entry_are_refused() {
+        for ok in ["0123abcdef", "leak-0", "a.b_c-d", &"x".repeat(128)] {
+            assert!(check_id(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            ROOT_MOUNTPOINT,
+            ".hidden",
+            "a/b",
+            "a b",
+            &"x".repeat(129),
+        ] {
+            let err = check_id(bad).expect_err(bad);
+            assert_eq!(err.0, "validate", "{bad}");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -87,15 +87,16 @@ pub struct JailerConfig {
     /// the host's when the server is root; 0 (the server's own uid) or 1 (a
     /// subordinate uid) in rootless mode (see [`UsernsSetup`]).
     pub host_uid: u32,
-    /// Host directory bind-mounted read-write at `/tmp` when there is no
-    /// `tmp_device`.
-    pub tmp_dir: PathBuf,
+    /// Host directory bind-mounted read-write at `/tmp` when there is
+    /// neither a `tmp_device` nor a `tmp_tmpfs_bytes`.
+    pub tmp_dir: Option<PathBuf>,
     /// Block device with a fresh ext4 filesystem to mount at `/tmp`.
     pub tmp_device: Option<PathBuf>,
     /// Size of a fresh tmpfs to mount at `/tmp` instead (rootless mode,
     /// where loop devices cannot be had).
     pub tmp_tmpfs_bytes: Option<u64>,
-    /// Empty host directory on which the new root is assembled (in the jailer's mount namespace only).
+    /// Empty host directory on which the new root is assembled (in the
+    /// jailer's mount namespace only): the same for every sandbox.
     pub root_dir: PathBuf,
     /// Protections the runtime starts without: for the protection-cost
     /// benchmark only (`ProcessBackendConfig::benchmark_without`); empty
@@ -414,10 +415,10 @@ mod tests {
             shm_bytes: 1 << 20,
             cgroup_procs: vec!["/sys/fs/cgroup/memory/stratus/sbx-1/cgroup.procs".into()],
             host_uid: 200_000,
-            tmp_dir: "/tmp/s/sbx-1/tmp".into(),
+            tmp_dir: Some("/tmp/s/sbx-1/tmp".into()),
             tmp_device: Some("/dev/loop7".into()),
             tmp_tmpfs_bytes: None,
-            root_dir: "/tmp/s/sbx-1/root".into(),
+            root_dir: "/tmp/s/.root".into(),
             without: vec![Protection::Landlock],
             network: Some(crate::net::SandboxNet {
                 address: std::net::Ipv4Addr::new(172, 31, 250, 2),

@@ -144,13 +144,21 @@ fn cgroups_under(uid_base: u32) -> Vec<PathBuf> {
     found
 }
 
+/// Entries of the state dir but the disks dir and the shared root
+/// mountpoint: per-sandbox scratch dirs, which a sandbox with a `/tmp` disk
+/// does not have.
 fn scratch_dirs(state: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(state)
         .expect("state dir")
         .flatten()
-        .filter(|e| e.file_name() != "disks")
+        .filter(|e| e.file_name() != "disks" && e.file_name() != ".root")
         .map(|e| e.path())
         .collect()
+}
+
+/// The `/tmp` disk images' dir of the server with process id `pid`.
+fn disks_of(state: &Path, pid: u32) -> PathBuf {
+    state.join("disks").join(format!("server-{pid}"))
 }
 
 /// Checks that a new backend on the same state dir and cgroup parent removes
@@ -160,6 +168,17 @@ async fn restart_cleans_up(state: &Path, uid_base: u32, code: &Path) {
     assert_eq!(processes_in_range(uid_base), Vec::<u32>::new());
     assert_eq!(cgroups_under(uid_base), Vec::<PathBuf>::new());
     assert_eq!(scratch_dirs(state), Vec::<PathBuf>::new());
+    let disks: Vec<PathBuf> = std::fs::read_dir(state.join("disks"))
+        .expect("disks dir")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(
+        disks
+            .iter()
+            .all(|d| *d == disks_of(state, std::process::id())),
+        "only this server's disks are left: {disks:?}"
+    );
     // The ids of the crashed run can be used again.
     let sb = backend.spawn(spec("leak-0", code)).await.expect("spawn");
     assert!(!processes_in_range(uid_base).is_empty());
@@ -183,7 +202,9 @@ async fn leaked_sandboxes_are_removed_by_the_next_backend() {
         "the leaked sandboxes run: {running:?}"
     );
     assert!(cgroups_under(uid_base).len() >= SANDBOXES as usize);
-    assert_eq!(scratch_dirs(state.path()).len(), SANDBOXES as usize);
+    // Each has a /tmp disk, so none made a directory of its own.
+    assert_eq!(scratch_dirs(state.path()), Vec::<PathBuf>::new());
+    assert!(state.path().join(".root").is_dir());
     restart_cleans_up(state.path(), uid_base, code.path()).await;
 }
 
@@ -226,6 +247,7 @@ async fn sandboxes_die_with_a_killed_server_and_the_rest_is_removed_at_restart()
             .spawn()
             .expect("start helper"),
     );
+    let helper_pid = helper.0.id();
     let stdout = helper.0.stdout.take().expect("stdout");
     let ready = BufReader::new(stdout)
         .lines()
@@ -251,8 +273,8 @@ async fn sandboxes_die_with_a_killed_server_and_the_rest_is_removed_at_restart()
         Vec::<u32>::new(),
         "no sandbox process outlives the server"
     );
-    // Files and (empty) cgroups remain, as after a machine crash.
-    assert!(!scratch_dirs(state.path()).is_empty());
+    // The disks' dir and (empty) cgroups remain, as after a machine crash.
+    assert!(disks_of(state.path(), helper_pid).is_dir());
     assert!(cgroups_under(uid_base).len() >= SANDBOXES as usize);
 
     let code = code_dir();

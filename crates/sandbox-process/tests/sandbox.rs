@@ -268,8 +268,10 @@ async fn isolation_seen_from_inside() {
     let tmp_mb = r["tmp_mb"].as_u64().expect("tmp size");
     assert!((480..=512).contains(&tmp_mb), "{r}");
 
+    // With a /tmp disk, the start made no directory of its own.
+    assert!(!backend.sandbox_dir(&id).exists(), "no scratch dir");
     drop(sb);
-    assert!(!backend.sandbox_dir(&id).exists(), "scratch dir removed");
+    assert!(!backend.sandbox_dir(&id).exists(), "no scratch dir");
     for dir in backend.cgroup_dirs(&id) {
         assert!(!dir.exists(), "{} removed", dir.display());
     }
@@ -688,6 +690,60 @@ async fn protection_costs() {
             if i == 0 { 0.0 } else { cost * 1e3 }
         );
     }
+}
+
+/// Without a /tmp disk, `/tmp` is a host directory of the sandbox's own,
+/// `<state>/<id>/tmp`, removed with it; the root is still assembled on the
+/// state dir's shared, empty mountpoint.
+#[tokio::test]
+async fn a_host_directory_tmp_is_the_sandbox_s_own_and_removed_with_it() {
+    use stratus_sandbox_process::Protection;
+    if !is_root() {
+        return;
+    }
+    let uid = 2_910_050;
+    let state = tempfile::tempdir().expect("state dir");
+    let backend = ProcessBackend::new(ProcessBackendConfig {
+        jailer: vec![env!("CARGO_BIN_EXE_stratus-jailer").to_owned()],
+        state_dir: state.path().to_owned(),
+        cgroup_parent: format!("stratus-test-{uid}"),
+        uid_base: uid,
+        uid_count: 2,
+        prewarm: 0,
+        tmp_disk_pool: 0,
+        benchmark_without: vec![Protection::TmpDisk],
+        ..ProcessBackendConfig::default()
+    })
+    .expect("backend");
+    let code = code_dir(&[]);
+    let argv = ["/bin/sh", "-c", "echo written > /tmp/f && exec sleep 100"];
+    let (a, b) = (
+        spec("hosttmp-a", code.path(), &argv),
+        spec("hosttmp-b", code.path(), &argv),
+    );
+    let (id_a, id_b) = (a.id.clone(), b.id.clone());
+    let sb_a = backend.spawn(a).await.expect("spawn a");
+    let sb_b = backend.spawn(b).await.expect("spawn b");
+    for id in [&id_a, &id_b] {
+        let file = backend.sandbox_dir(id).join("tmp/f");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !file.exists() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            std::fs::read_to_string(&file).expect("the sandbox wrote its /tmp"),
+            "written\n"
+        );
+    }
+    let root = state.path().join(".root");
+    assert_eq!(std::fs::read_dir(&root).expect("mountpoint").count(), 0);
+    drop(sb_a);
+    assert!(!backend.sandbox_dir(&id_a).exists(), "scratch dir removed");
+    assert!(backend.sandbox_dir(&id_b).exists(), "the other's is kept");
+    drop(sb_b);
+    assert!(!backend.sandbox_dir(&id_b).exists(), "scratch dir removed");
+    assert_eq!(std::fs::read_dir(&root).expect("mountpoint").count(), 0);
+    assert!(processes_of(uid).is_empty() && processes_of(uid + 1).is_empty());
 }
 
 /// Counts its starts in /tmp, leaves children behind and reports
