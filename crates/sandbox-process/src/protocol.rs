@@ -310,9 +310,16 @@ pub struct Datagram {
 /// Receives one datagram of at most `max` bytes and up to 4 descriptors
 /// (`MSG_CMSG_CLOEXEC` and `flags`).
 pub fn recv_datagram(sock: RawFd, max: usize, flags: MsgFlags) -> nix::Result<Datagram> {
-    let mut bytes = vec![0u8; max];
+    recv_datagram_in(sock, &mut vec![0u8; max], flags)
+}
+
+/// [`recv_datagram`] into `buf` (at most its length), which the caller
+/// keeps: the zygote receives into one buffer made before its first fork,
+/// so that a request writes (and, shared with every jailer forked since,
+/// copies) only the page the kernel fills, instead of zeroing a fresh one.
+pub fn recv_datagram_in(sock: RawFd, buf: &mut [u8], flags: MsgFlags) -> nix::Result<Datagram> {
     let mut cmsg = nix::cmsg_space!([RawFd; 4]);
-    let mut iov = [IoSliceMut::new(&mut bytes)];
+    let mut iov = [IoSliceMut::new(buf)];
     let msg = recvmsg::<()>(
         sock,
         &mut iov,
@@ -334,9 +341,8 @@ pub fn recv_datagram(sock: RawFd, max: usize, flags: MsgFlags) -> nix::Result<Da
     }
     let body_cut = msg.flags.contains(MsgFlags::MSG_TRUNC);
     let len = msg.bytes;
-    bytes.truncate(len);
     Ok(Datagram {
-        bytes,
+        bytes: buf[..len].to_vec(),
         fds,
         body_cut,
         fds_cut,
@@ -382,6 +388,14 @@ mod tests {
         let d = recv_datagram(b.as_raw_fd(), 4, MsgFlags::empty()).expect("receive");
         assert_eq!(d.bytes, b"0123");
         assert!(d.body_cut && d.fds.is_empty());
+        // A buffer used again gives each datagram's own bytes only.
+        let mut kept = [0u8; 16];
+        for body in [&b"a longer body"[..], b"short"] {
+            send_datagram(a.as_raw_fd(), body, &[], MsgFlags::empty()).expect("send");
+            let d = recv_datagram_in(b.as_raw_fd(), &mut kept, MsgFlags::empty()).expect("receive");
+            assert_eq!(d.bytes, body);
+            assert!(!d.body_cut);
+        }
         // More descriptors than fit: the ones that fit, and said so.
         let many: Vec<RawFd> = std::iter::repeat_n(r.as_raw_fd(), 6).collect();
         send_datagram(a.as_raw_fd(), b"many", &many, MsgFlags::empty()).expect("send");

@@ -40,7 +40,7 @@ use nix::unistd::{ForkResult, Pid, dup2, fork, getpid};
 
 use crate::jailer;
 use crate::protocol::{
-    CONTROL_FD, PARENT_PID_ENV, UsernsSetup, ZygoteReply, ZygoteRequest, recv_datagram,
+    CONTROL_FD, PARENT_PID_ENV, UsernsSetup, ZygoteReply, ZygoteRequest, recv_datagram_in,
     send_datagram,
 };
 use crate::seccomp::Policy;
@@ -117,7 +117,7 @@ impl Zygote {
         let fds = [stdin.as_raw_fd(), control.as_raw_fd(), output.as_raw_fd()];
         send_datagram(self.sock.as_raw_fd(), &request, &fds, MsgFlags::empty())
             .map_err(|e| SpawnError::NotSent(io::Error::from(e)))?;
-        let (raw, mut fds) = receive(&self.sock, 1)
+        let (raw, mut fds) = receive(&self.sock, &mut vec![0u8; MAX_MESSAGE], 1)
             .map_err(SpawnError::Lost)?
             .ok_or_else(|| {
                 SpawnError::Lost(io::Error::new(
@@ -175,9 +175,13 @@ impl Drop for Zygote {
 }
 
 /// One datagram and up to `max_fds` descriptors; `None` at EOF.
-fn receive(sock: &OwnedFd, max_fds: usize) -> io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
+fn receive(
+    sock: &OwnedFd,
+    buf: &mut [u8],
+    max_fds: usize,
+) -> io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
     let d = loop {
-        match recv_datagram(sock.as_raw_fd(), MAX_MESSAGE, MsgFlags::empty()) {
+        match recv_datagram_in(sock.as_raw_fd(), buf, MsgFlags::empty()) {
             Ok(d) => break d,
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(e.into()),
@@ -233,6 +237,8 @@ fn serve() -> Result<(), String> {
     let signals = SignalFd::with_flags(&sigchld, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| format!("creating the SIGCHLD signalfd: {e}"))?;
     let me = getpid();
+    // Made (and zeroed) once, before the first fork: see `recv_datagram_in`.
+    let mut buf = vec![0u8; MAX_MESSAGE];
     loop {
         let (request_ready, child_exited) = {
             let mut fds = [
@@ -254,7 +260,7 @@ fn serve() -> Result<(), String> {
         if !request_ready {
             continue;
         }
-        let (raw, fds) = match receive(&sock, 3) {
+        let (raw, fds) = match receive(&sock, &mut buf, 3) {
             Ok(Some(m)) => m,
             // The server closed the socket: its backend is gone.
             Ok(None) => return Ok(()),
