@@ -1484,6 +1484,65 @@ fn jailer_started_by_hand_refuses_to_run() {
 /// it once started (its init reports to the server directly): killing the
 /// zygote leaves running sandboxes alone, and the next spawn starts a new
 /// zygote and works.
+/// A zygote that takes a request and never answers (stopped here) fails
+/// that one start, within the reply timeout, with a clear error; it is
+/// killed, and the next start gets a new zygote.
+#[tokio::test]
+async fn a_zygote_that_does_not_answer_fails_one_start_and_is_replaced() {
+    if !is_root() {
+        return;
+    }
+    let uid = 2_910_060;
+    let (backend, _state) = backend(uid, 0);
+    let code = code_dir(&[]);
+    drop(
+        backend
+            .spawn(spec("hung-a", code.path(), &["/bin/true"]))
+            .await
+            .expect("spawn"),
+    );
+    let zygote = backend
+        .zygote_pid()
+        .expect("a zygote after the first spawn");
+    let zygote_pid = nix::unistd::Pid::from_raw(i32::try_from(zygote).expect("pid"));
+    nix::sys::signal::kill(zygote_pid, nix::sys::signal::Signal::SIGSTOP).expect("stop it");
+    let started = Instant::now();
+    match backend
+        .spawn(spec("hung-b", code.path(), &["/bin/true"]))
+        .await
+    {
+        Err(SandboxError::Create { step, message, .. }) => {
+            assert_eq!(step, "jailer", "{message}");
+            assert!(message.contains("gave no answer"), "{message}");
+        }
+        other => panic!("expected a create error, got {other:?}"),
+    }
+    let took = started.elapsed();
+    assert!(
+        (Duration::from_secs(4)..Duration::from_secs(15)).contains(&took),
+        "failed after {took:?}: the reply timeout is 5 s"
+    );
+    // The stopped zygote was killed and reaped, not left behind.
+    assert!(
+        !Path::new(&format!("/proc/{zygote}")).exists(),
+        "the old zygote is still there"
+    );
+    assert!(processes_of(uid).is_empty(), "{:?}", processes_of(uid));
+    let mut next = backend
+        .spawn(spec(
+            "hung-c",
+            code.path(),
+            &["/bin/sh", "-c", "echo next; exit 3"],
+        ))
+        .await
+        .expect("spawn with a new zygote");
+    let out = read_all(next.take_output().expect("output")).await;
+    assert_eq!(next.wait().await, ExitStatus::Code(3));
+    assert!(out.contains("next"), "output: {out}");
+    assert_ne!(backend.zygote_pid().expect("a new zygote"), zygote);
+    assert_eq!(backend.live_sandboxes(), 1);
+}
+
 #[tokio::test]
 async fn a_killed_zygote_is_replaced() {
     if !is_root() {
