@@ -884,6 +884,16 @@ mod tests {
     }
 
     /// A fake v1 tree with a separate cpu hierarchy, as on the project's hosts.
+    /// A set `<root>/.../stratus/<id>` of 128 MiB and 64 pids.
+    fn create_128(
+        root: &Path,
+        version: CgroupVersion,
+        id: &str,
+        cpu: CpuLimit,
+    ) -> Result<CgroupSet, CgroupError> {
+        CgroupSet::create(root, version, "stratus", id, 128 << 20, 64, cpu)
+    }
+
     fn fake_v1_with_cpu() -> tempfile::TempDir {
         let dir = tempfile::tempdir().expect("tempdir");
         for ctrl in ["memory", "pids", "cpu", "cpuacct"] {
@@ -897,16 +907,8 @@ mod tests {
     fn v1_quota_mode_writes_period_and_quota() {
         let dir = fake_v1_with_cpu();
         let cpu = dir.path().join("cpu/stratus/sbx");
-        let set = CgroupSet::create(
-            dir.path(),
-            CgroupVersion::V1,
-            "stratus",
-            "sbx",
-            128 << 20,
-            64,
-            CpuLimit::Quota,
-        )
-        .expect("create");
+        let set =
+            create_128(dir.path(), CgroupVersion::V1, "sbx", CpuLimit::Quota).expect("create");
         let read = |f: &str| fs::read_to_string(cpu.join(f)).expect(f);
         assert_eq!(read("cpu.shares"), "74");
         assert_eq!(read("cpu.cfs_period_us"), "100000");
@@ -928,16 +930,8 @@ mod tests {
         let dir = fake_v1_with_cpu();
         let file = |ctrl: &str, f: &str| dir.path().join(ctrl).join("stratus/sbx").join(f);
         let read = |ctrl: &str, f: &str| fs::read_to_string(file(ctrl, f)).expect(f);
-        let set = CgroupSet::create(
-            dir.path(),
-            CgroupVersion::V1,
-            "stratus",
-            "sbx",
-            128 << 20,
-            64,
-            CpuLimit::Weight,
-        )
-        .expect("create");
+        let set =
+            create_128(dir.path(), CgroupVersion::V1, "sbx", CpuLimit::Weight).expect("create");
         assert_eq!(
             read("memory", "memory.limit_in_bytes"),
             (128u64 << 20).to_string()
@@ -993,16 +987,7 @@ mod tests {
     #[test]
     fn v1_weight_mode_writes_no_quota() {
         let dir = fake_v1_with_cpu();
-        CgroupSet::create(
-            dir.path(),
-            CgroupVersion::V1,
-            "stratus",
-            "sbx",
-            128 << 20,
-            64,
-            CpuLimit::Weight,
-        )
-        .expect("create");
+        create_128(dir.path(), CgroupVersion::V1, "sbx", CpuLimit::Weight).expect("create");
         let cpu = dir.path().join("cpu/stratus/sbx");
         assert_eq!(
             fs::read_to_string(cpu.join("cpu.shares")).expect("shares"),
@@ -1024,28 +1009,12 @@ mod tests {
             CgroupVersion::V1,
             "stratus"
         ));
-        let err = CgroupSet::create(
-            dir.path(),
-            CgroupVersion::V1,
-            "stratus",
-            "sbx",
-            128 << 20,
-            64,
-            CpuLimit::Quota,
-        )
-        .expect_err("no cpu controller");
+        let err = create_128(dir.path(), CgroupVersion::V1, "sbx", CpuLimit::Quota)
+            .expect_err("no cpu controller");
         assert!(matches!(err, CgroupError::NoCpuQuota(_)), "{err}");
         // Weight mode runs without it.
-        CgroupSet::create(
-            dir.path(),
-            CgroupVersion::V1,
-            "stratus",
-            "sbx2",
-            128 << 20,
-            64,
-            CpuLimit::Weight,
-        )
-        .expect("weight mode needs no cpu controller");
+        create_128(dir.path(), CgroupVersion::V1, "sbx2", CpuLimit::Weight)
+            .expect("weight mode needs no cpu controller");
     }
 
     #[test]
@@ -1058,16 +1027,8 @@ mod tests {
         let sbx = dir.path().join("stratus/sbx");
         touch(&sbx.join("cpu.weight"));
         touch(&sbx.join("cpu.max"));
-        let set = CgroupSet::create(
-            dir.path(),
-            CgroupVersion::V2,
-            "stratus",
-            "sbx",
-            128 << 20,
-            64,
-            CpuLimit::Quota,
-        )
-        .expect("create");
+        let set =
+            create_128(dir.path(), CgroupVersion::V2, "sbx", CpuLimit::Quota).expect("create");
         let read = |f: &str| fs::read_to_string(sbx.join(f)).expect(f);
         assert_eq!(read("cpu.weight"), "7");
         assert_eq!(read("cpu.max"), "7235 100000");
@@ -1159,16 +1120,8 @@ mod tests {
             &dir.path()
                 .join("memory/stratus/sbx/memory.memsw.limit_in_bytes"),
         );
-        let mut set = CgroupSet::create(
-            dir.path(),
-            CgroupVersion::V1,
-            "stratus",
-            "sbx",
-            128 << 20,
-            64,
-            CpuLimit::Weight,
-        )
-        .expect("create");
+        let mut set =
+            create_128(dir.path(), CgroupVersion::V1, "sbx", CpuLimit::Weight).expect("create");
         assert_eq!(set.dirs().len(), 3);
         let mem = dir.path().join("memory/stratus/sbx");
         assert_eq!(

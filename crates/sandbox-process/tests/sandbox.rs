@@ -1528,19 +1528,21 @@ async fn a_zygote_that_does_not_answer_fails_one_start_and_is_replaced() {
         "the old zygote is still there"
     );
     assert!(processes_of(uid).is_empty(), "{:?}", processes_of(uid));
-    let mut next = backend
-        .spawn(spec(
-            "hung-c",
-            code.path(),
-            &["/bin/sh", "-c", "echo next; exit 3"],
-        ))
-        .await
-        .expect("spawn with a new zygote");
-    let out = read_all(next.take_output().expect("output")).await;
-    assert_eq!(next.wait().await, ExitStatus::Code(3));
-    assert!(out.contains("next"), "output: {out}");
+    says_and_exits(&backend, code.path(), "hung-c", 3).await;
     assert_ne!(backend.zygote_pid().expect("a new zygote"), zygote);
-    assert_eq!(backend.live_sandboxes(), 1);
+}
+
+/// Spawns `echo <name>; exit <status>` as sandbox `name` and checks both:
+/// a start that works from beginning to end.
+async fn says_and_exits(backend: &ProcessBackend, code: &Path, name: &str, status: i32) {
+    let script = format!("echo {name}; exit {status}");
+    let mut sb = backend
+        .spawn(spec(name, code, &["/bin/sh", "-c", &script]))
+        .await
+        .expect("spawn");
+    let out = read_all(sb.take_output().expect("output")).await;
+    assert_eq!(sb.wait().await, ExitStatus::Code(status));
+    assert!(out.contains(name), "output: {out}");
 }
 
 #[tokio::test]
@@ -1575,17 +1577,7 @@ async fn a_killed_zygote_is_replaced() {
         .expect("the first sandbox ends when killed");
     assert_eq!(ended, ExitStatus::Signal(9));
     drop(first);
-    let mut second = backend
-        .spawn(spec(
-            "zygote-b",
-            code.path(),
-            &["/bin/sh", "-c", "echo second; exit 4"],
-        ))
-        .await
-        .expect("spawn after the zygote died");
-    let out = read_all(second.take_output().expect("output")).await;
-    assert_eq!(second.wait().await, ExitStatus::Code(4));
-    assert!(out.contains("second"), "output: {out}");
+    says_and_exits(&backend, code.path(), "zygote-b", 4).await;
     let replaced = backend.zygote_pid().expect("a new zygote");
     assert_ne!(replaced, zygote);
 }
