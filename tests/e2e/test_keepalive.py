@@ -116,3 +116,32 @@ def test_adaptive_keep_alive_prewarms_before_the_next_call():
     assert set(prewarms) == {"started", "failed", "used", "no_room"}, metrics
     assert prewarms["used"] == log.count("a pre-warmed sandbox serves an invoke"), (prewarms, metrics)
     assert prewarms["started"] >= prewarms["used"] >= 3 and prewarms["failed"] == 0, prewarms
+
+
+def test_a_sandbox_past_its_lease_is_recycled_and_counted():
+    """`--sandbox-lease-secs 2`: a warm sandbox older than its lease is shut
+    down instead of reused (the next invoke is cold, though the keep-alive
+    would have kept it) and counted by `stratus_sandbox_lease_expiries_total`."""
+    srv = new_server("lease", ["--sandbox-lease-secs", "2", "--keep-alive-secs", "600"])
+    srv.start()
+    fns = FunctionFactory(srv.client(), "lease")
+    try:
+        lam = srv.client()
+        name = fns.create(zip_files({"app.py": APP}))
+
+        def expiries() -> int:
+            with urllib.request.urlopen(srv.endpoint + "/metrics", timeout=10) as r:
+                text = r.read().decode()
+            (line,) = [ln for ln in text.splitlines() if ln.startswith("stratus_sandbox_lease_expiries_total ")]
+            return int(line.split()[1])
+
+        assert expiries() == 0
+        assert invoke_is_cold(lam, name)
+        assert not invoke_is_cold(lam, name), "within its lease the sandbox is reused"
+        time.sleep(2.5)  # past the 2 s lease, well within the keep-alive
+        assert invoke_is_cold(lam, name), "a sandbox past its lease served an invoke"
+        assert expiries() == 1
+    finally:
+        fns.cleanup()
+        srv.stop()
+        remove_data_dir(srv.data_dir)

@@ -246,6 +246,9 @@ pub struct SandboxCounts {
     pub busy: usize,
     /// The adaptive keep-alive's pre-warms since the service started.
     pub prewarms: PrewarmCounts,
+    /// Live sandboxes shut down because their lease was over (recycled
+    /// however warm they were), since the service started.
+    pub lease_expiries: u64,
 }
 
 /// What the adaptive keep-alive's pre-warms came to (counters since start).

@@ -1534,6 +1534,7 @@ impl Invoker for LocalAssignment {
             idle: t.sandboxes.len() - busy,
             busy,
             prewarms: t.prewarms,
+            lease_expiries: t.lease_expiries,
         }
     }
 }

@@ -597,6 +597,7 @@ async fn sandbox_counts_follow_a_cold_start_through_its_states() {
         idle,
         busy,
         prewarms: PrewarmCounts::default(),
+        lease_expiries: 0,
     };
     let s = spec("f", "r1", 128);
     let (a2, s2) = (Arc::clone(&a), Arc::clone(&s));

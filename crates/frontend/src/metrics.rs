@@ -395,6 +395,8 @@ impl Metrics {
         ] {
             prewarms.get_or_create(&PrewarmLabels { outcome }).inc_by(n);
         }
+        let lease_expiries = Counter::<u64>::default();
+        lease_expiries.inc_by(sandboxes.lease_expiries);
         let per_function_state = Family::<FunctionStateLabels, Gauge>::default();
         for f in provisioned {
             for (state, n) in [
@@ -427,6 +429,11 @@ impl Metrics {
             "prewarms",
             "Adaptive keep-alive pre-warms since start: started (created and initialised ahead of the expected invoke), failed (of those), used (served an invoke warm), no_room (due but placement was full)",
             prewarms,
+        );
+        scrape.register(
+            "sandbox_lease_expiries",
+            "Live sandboxes shut down because their lease was over (--sandbox-lease-secs), since start",
+            lease_expiries,
         );
         scrape.register(
             "provisioned_sandboxes",
@@ -558,6 +565,7 @@ mod tests {
                         used: 5,
                         no_room: 2,
                     },
+                    lease_expiries: 9,
                 },
                 &[FunctionProvisioned {
                     account: a.clone(),
@@ -584,6 +592,7 @@ mod tests {
             r#"stratus_prewarms_total{outcome="failed"} 1"#,
             r#"stratus_prewarms_total{outcome="used"} 5"#,
             r#"stratus_prewarms_total{outcome="no_room"} 2"#,
+            "stratus_sandbox_lease_expiries_total 9",
         ] {
             assert!(
                 text.lines().any(|l| l == expected),
@@ -596,5 +605,9 @@ mod tests {
         assert!(lines(&idle, "stratus_concurrent_executions{").is_empty());
         assert!(idle.contains("stratus_sandboxes{state=\"busy\"} 0"));
         assert!(idle.contains("stratus_prewarms_total{outcome=\"used\"} 0"));
+        assert!(
+            idle.lines()
+                .any(|l| l == "stratus_sandbox_lease_expiries_total 0")
+        );
     }
 }

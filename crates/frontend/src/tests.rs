@@ -53,6 +53,7 @@ const FAKE_SANDBOXES: SandboxCounts = SandboxCounts {
         used: 0,
         no_room: 0,
     },
+    lease_expiries: 0,
 };
 
 #[async_trait]
