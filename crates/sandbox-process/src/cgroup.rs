@@ -883,7 +883,6 @@ mod tests {
         assert!(cpu_quota_us(u64::MAX) > CFS_PERIOD_US, "no overflow");
     }
 
-    /// A fake v1 tree with a separate cpu hierarchy, as on the project's hosts.
     /// A set `<root>/.../stratus/<id>` of 128 MiB and 64 pids.
     fn create_128(
         root: &Path,
@@ -894,6 +893,7 @@ mod tests {
         CgroupSet::create(root, version, "stratus", id, 128 << 20, 64, cpu)
     }
 
+    /// A fake v1 tree with a separate cpu hierarchy, as on the project's hosts.
     fn fake_v1_with_cpu() -> tempfile::TempDir {
         let dir = tempfile::tempdir().expect("tempdir");
         for ctrl in ["memory", "pids", "cpu", "cpuacct"] {

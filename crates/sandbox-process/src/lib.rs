@@ -377,20 +377,13 @@ impl ProcessBackend {
                 "removed the scratch dirs of a previous server process"
             );
         }
+        // Kept by the sweep; made (or found) like the state dir itself.
         let root_mountpoint = config.state_dir.join(ROOT_MOUNTPOINT);
-        match std::fs::DirBuilder::new()
+        std::fs::DirBuilder::new()
+            .recursive(true)
             .mode(0o700)
             .create(&root_mountpoint)
-        {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && root_mountpoint.is_dir() => {}
-            Err(e) => {
-                return Err(unavailable(format!(
-                    "creating {}: {e}",
-                    root_mountpoint.display()
-                )));
-            }
-        }
+            .map_err(|e| unavailable(format!("creating {}: {e}", root_mountpoint.display())))?;
         let net_swept = Network::sweep(&config.cgroup_parent);
         if net_swept != net::Swept::default() {
             tracing::info!(
