@@ -1480,10 +1480,6 @@ fn jailer_started_by_hand_refuses_to_run() {
     assert!(err.contains("not the request socket"), "{err}");
 }
 
-/// Every jailer is forked by one jailer zygote. A sandbox does not need
-/// it once started (its init reports to the server directly): killing the
-/// zygote leaves running sandboxes alone, and the next spawn starts a new
-/// zygote and works.
 /// A zygote that takes a request and never answers (stopped here) fails
 /// that one start, within the reply timeout, with a clear error; it is
 /// killed, and the next start gets a new zygote.
@@ -1545,6 +1541,10 @@ async fn says_and_exits(backend: &ProcessBackend, code: &Path, name: &str, statu
     assert!(out.contains(name), "output: {out}");
 }
 
+/// Every jailer is forked by one jailer zygote. A sandbox does not need
+/// it once started (its init reports to the server directly): killing the
+/// zygote leaves running sandboxes alone, and the next spawn starts a new
+/// zygote and works.
 #[tokio::test]
 async fn a_killed_zygote_is_replaced() {
     if !is_root() {
