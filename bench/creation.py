@@ -293,7 +293,7 @@ def main() -> int:
             perf_data = srv.tmp / f"perf-e2e-{n}.data" if profile else None
             figures["end_to_end"].append(burst_end_to_end(srv, n, code, perf_data))
             if perf_data is not None:
-                figures["end_to_end"][-1]["perf"] = perf_summary(perf_data); shutil.copy(perf_data, "/tmp/prof/e2e.data")
+                figures["end_to_end"][-1]["perf"] = perf_summary(perf_data)
         work = srv.tmp
         run_backend = args.backend == "yes" or (args.backend == "auto" and not args.quick)
         if run_backend:
