@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -396,6 +397,9 @@ def test_deploy_watch_redeploys_an_edit(server, lam, tmp_path):
                              "--handler", "app.handler", "--watch"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             stdin=subprocess.DEVNULL)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
     try:
         import time as _time
         deadline = _time.monotonic() + 60
@@ -414,9 +418,16 @@ def test_deploy_watch_redeploys_an_edit(server, lam, tmp_path):
             _time.sleep(0.3)
             got = json.loads(lam.invoke(FunctionName=name, Payload=b"{}")["Payload"].read())
         assert got == "two", "the edit was not redeployed"
+        # The server answers the invoke as soon as the new code is stored,
+        # which can be before the CLI has read its own answer and said so.
+        deadline = _time.monotonic() + 10
+        while f"{name}: updated code" not in "".join(lines) and _time.monotonic() < deadline:
+            _time.sleep(0.1)
     finally:
         proc.kill()
-        output = proc.communicate(timeout=10)[0]
+        proc.wait(timeout=10)
+        reader.join(timeout=10)
+    output = "".join(lines)
     assert f"{name}: created" in output and f"{name}: updated code" in output, output
     lam.delete_function(FunctionName=name)
 

@@ -27,6 +27,7 @@ account-concurrency = 37
 keep-alive-secs = 120
 worker-memory-mb = 128
 scale-burst = 5
+worker-threads = 3
 frobnicate-the-widgets = true
 """
 
@@ -83,9 +84,18 @@ def stratus_version() -> str:
     return words[1]
 
 
+def runtime_workers(srv) -> int:
+    """The worker threads the server's async runtime reports at start."""
+    for line in srv.log_path.read_text(errors="replace").splitlines():
+        if "async runtime ready" in line:
+            return int(line.split("worker_threads=")[1].split()[0])
+    raise AssertionError(f"no 'async runtime ready' line:\n{srv.log_tail()}")
+
+
 def test_config_file_values_take_effect(configured):
     settings = configured.client().get_account_settings()
     assert settings["AccountLimit"]["ConcurrentExecutions"] == 37, settings
+    assert runtime_workers(configured) == 3
 
 
 def test_unknown_key_warns_and_the_server_runs(configured, config_file):
@@ -96,11 +106,15 @@ def test_unknown_key_warns_and_the_server_runs(configured, config_file):
 
 
 def test_a_flag_overrides_the_file(tmp_path_factory, config_file):
-    srv = new_server("config-flag", ["--config", str(config_file), "--account-concurrency", "41"])
+    srv = new_server(
+        "config-flag",
+        ["--config", str(config_file), "--account-concurrency", "41", "--worker-threads", "1"],
+    )
     srv.start()
     try:
         settings = srv.client().get_account_settings()
         assert settings["AccountLimit"]["ConcurrentExecutions"] == 41, settings
+        assert runtime_workers(srv) == 1
     finally:
         srv.stop()
         remove_data_dir(srv.data_dir)
@@ -114,6 +128,7 @@ def test_print_config_shows_the_effective_configuration(config_file):
     assert cfg["account-concurrency"] == 37  # the file
     assert cfg["worker-memory-mb"] == 128
     assert cfg["cpu-limit"] == "weight"  # the default
+    assert cfg["worker-threads"] == 3
     assert cfg["log-max-bytes-total"] == "1GiB"
     assert "frobnicate-the-widgets" not in cfg
     assert "frobnicate-the-widgets" in out.stderr and "warning" in out.stderr, out.stderr
@@ -138,6 +153,10 @@ def test_a_bad_value_is_an_error_naming_key_and_file(tmp_path_factory):
     out = run_stratus("server", "--print-config", "--config", str(path))
     assert out.returncode != 0
     assert "`account-concurrency`" in out.stderr, out.stderr
+    path = write_config(tmp_path_factory, "worker-threads = 0\n")
+    out = run_stratus("server", "--config", str(path))
+    assert out.returncode != 0
+    assert "`worker-threads`" in out.stderr and str(path) in out.stderr, out.stderr
 
 
 def test_ready_without_credentials(configured):

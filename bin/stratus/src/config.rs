@@ -120,6 +120,14 @@ pub struct Options {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runtime_pool: Option<usize>,
+    /// Threads of the server's async runtime, which serves the Lambda API and
+    /// every sandbox's Runtime API. The rest of the host's CPUs are left to
+    /// the sandboxes; on a 2-CPU host one thread made a warm invoke cheaper
+    /// than two (bench/README.md). At least 1 [default: half the host's
+    /// CPUs, at least 1].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_threads: Option<u32>,
     /// How CPU in proportion to MemorySize (1,769 MB = one vCPU) is enforced
     /// [default: weight].
     #[arg(long, value_enum)]
@@ -346,6 +354,7 @@ pub struct ServerConfig {
     pub cgroup_parent: String,
     pub uid_base: u32,
     pub runtime_pool: usize,
+    pub worker_threads: u32,
     pub cpu_limit: CpuMode,
     pub log_max_bytes_per_function: ByteSize,
     pub log_max_bytes_total: ByteSize,
@@ -410,6 +419,7 @@ impl Options {
             cgroup_parent: self.cgroup_parent.or(lower.cgroup_parent),
             uid_base: self.uid_base.or(lower.uid_base),
             runtime_pool: self.runtime_pool.or(lower.runtime_pool),
+            worker_threads: self.worker_threads.or(lower.worker_threads),
             cpu_limit: self.cpu_limit.or(lower.cpu_limit),
             log_max_bytes_per_function: self
                 .log_max_bytes_per_function
@@ -434,6 +444,9 @@ impl Options {
     fn validate(&self) -> Result<(), String> {
         if self.account_concurrency == Some(0) {
             return Err("key `account-concurrency`: must be at least 1".into());
+        }
+        if self.worker_threads == Some(0) {
+            return Err("key `worker-threads`: must be at least 1".into());
         }
         if self.sandbox_lease_secs == Some(0) {
             return Err("key `sandbox-lease-secs`: must be at least 1".into());
@@ -544,6 +557,9 @@ impl ServerConfig {
                 .unwrap_or_else(|| "stratus".to_string()),
             uid_base: options.uid_base.unwrap_or(1_500_000),
             runtime_pool: options.runtime_pool.unwrap_or(2),
+            worker_threads: options
+                .worker_threads
+                .unwrap_or_else(default_worker_threads),
             cpu_limit: options.cpu_limit.unwrap_or(CpuMode::Weight),
             log_max_bytes_per_function: options
                 .log_max_bytes_per_function
@@ -759,6 +775,13 @@ pub fn default_data_dir() -> PathBuf {
     }
 }
 
+/// Half the CPUs this process may run on, at least one: the server's share,
+/// the other half being the sandboxes'.
+fn default_worker_threads() -> u32 {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    u32::try_from(cpus / 2).unwrap_or(u32::MAX).max(1)
+}
+
 fn host_memory_mb() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
@@ -913,6 +936,7 @@ mod tests {
         assert_eq!(c.cgroup_parent, "stratus");
         assert_eq!(c.uid_base, 1_500_000);
         assert_eq!(c.runtime_pool, 2);
+        assert_eq!(c.worker_threads, default_worker_threads());
         assert_eq!(c.cpu_limit, CpuMode::Weight);
         assert_eq!(c.log_max_bytes_per_function, ByteSize(16 << 20));
         assert_eq!(c.log_max_bytes_total, ByteSize(1 << 30));
@@ -990,6 +1014,8 @@ mod tests {
             ("keep-alive-secs = \"long\"", "keep-alive-secs"),
             ("keep-alive-secs = -1", "keep-alive-secs"),
             ("account-concurrency = 0", "account-concurrency"),
+            ("worker-threads = 0", "worker-threads"),
+            ("worker-threads = -2", "worker-threads"),
             ("account-concurrency = 5000000000", "account-concurrency"),
             ("scale-burst = 0", "scale-burst"),
             ("scale-refill-per-sec = 0.0", "scale-refill-per-sec"),
@@ -1042,6 +1068,8 @@ mod tests {
             &["--scale-refill-per-sec", "inf"],
             &["--scale-refill-per-sec", "fast"],
             &["--account-concurrency", "0"],
+            &["--worker-threads", "0"],
+            &["--worker-threads", "two"],
             &["--cpu-limit", "hard"],
         ] {
             let err = flags(bad).expect_err("refused");

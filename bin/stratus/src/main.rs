@@ -82,10 +82,23 @@ fn main() -> std::process::ExitCode {
         println!("{}", version_line());
         return std::process::ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // The server's configuration sizes the runtime, so it is read first.
+    let serve = match args.command {
+        Command::Server(a) => match server::configure(*a) {
+            Ok(server::Start::Printed) => return std::process::ExitCode::SUCCESS,
+            Ok(server::Start::Serve(config, warnings)) => {
+                builder.worker_threads(config.worker_threads as usize);
+                Ok((config, warnings))
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return std::process::ExitCode::FAILURE;
+            }
+        },
+        other => Err(other),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -93,19 +106,20 @@ fn main() -> std::process::ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        match args.command {
-            Command::Server(a) => server::run(*a).await.map(|()| 0),
-            Command::Function(c) => cli::function(c).await,
-            Command::Deploy(a) => cli::deploy(a).await,
-            Command::Alias(c) => cli::alias(c).await,
-            Command::Url(c) => cli::url(c).await,
-            Command::Layer(c) => cli::layer(c).await,
-            Command::Invoke(a) => cli::invoke(a).await,
-            Command::Logs(a) => cli::logs(a).await,
-            Command::Account(c) => cli::account(c).await,
-            Command::Key(c) => cli::key(c).await,
-            Command::Doctor(a) => doctor::run(a),
-            Command::Version => Ok(0),
+        match serve {
+            Ok((config, warnings)) => server::run(*config, warnings).await.map(|()| 0),
+            Err(Command::Server(_)) => unreachable!("the server's command was taken above"),
+            Err(Command::Function(c)) => cli::function(c).await,
+            Err(Command::Deploy(a)) => cli::deploy(a).await,
+            Err(Command::Alias(c)) => cli::alias(c).await,
+            Err(Command::Url(c)) => cli::url(c).await,
+            Err(Command::Layer(c)) => cli::layer(c).await,
+            Err(Command::Invoke(a)) => cli::invoke(a).await,
+            Err(Command::Logs(a)) => cli::logs(a).await,
+            Err(Command::Account(c)) => cli::account(c).await,
+            Err(Command::Key(c)) => cli::key(c).await,
+            Err(Command::Doctor(a)) => doctor::run(a),
+            Err(Command::Version) => Ok(0),
         }
     });
     match result {

@@ -129,20 +129,41 @@ fn log_protections(all: &[stratus_sandbox_process::ProtectionStatus], rootless: 
     }
 }
 
-pub async fn run(a: ServerArgs) -> anyhow::Result<()> {
+/// What `stratus server` was asked to do, decided before the async runtime
+/// exists (its size is part of the configuration).
+#[derive(Debug)]
+pub enum Start {
+    /// `--print-config`: the effective configuration was printed.
+    Printed,
+    /// Serve with this configuration; the file's warnings are logged once
+    /// logging is set up.
+    Serve(Box<ServerConfig>, Vec<String>),
+}
+
+/// Resolves the configuration (defaults, the file, the flags); with
+/// `--print-config`, prints it.
+pub fn configure(a: ServerArgs) -> anyhow::Result<Start> {
     let print = a.print_config;
-    let (a, warnings) = effective_config(a)?;
+    let (config, warnings) = effective_config(a)?;
     if print {
         for w in &warnings {
             eprintln!("warning: {w}");
         }
-        print!("{}", a.to_toml()?);
-        return Ok(());
+        print!("{}", config.to_toml()?);
+        return Ok(Start::Printed);
     }
+    Ok(Start::Serve(Box::new(config), warnings))
+}
+
+pub async fn run(a: ServerConfig, warnings: Vec<String>) -> anyhow::Result<()> {
     init_tracing();
     for w in &warnings {
         tracing::warn!("configuration: {w}");
     }
+    tracing::info!(
+        worker_threads = tokio::runtime::Handle::current().metrics().num_workers(),
+        "async runtime ready"
+    );
     let admin = a.admin_credentials()?;
     let data = a.data_dir.clone();
     std::fs::create_dir_all(&data)
