@@ -4,6 +4,7 @@ freshness after updates, function errors and their recovery."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 import time
@@ -111,6 +112,33 @@ def test_echo_preserves_json_values(lam, fns, py_zip):
     for payload in ([1, "two", None], "a string", 42, {"nested": {"ü": "ñ"}}):
         _, body = invoke(lam, name, json.dumps(payload))
         assert json.loads(body) == payload
+
+
+def test_large_uploads_and_payloads_are_checked_like_small_ones(lam, fns, py_zip):
+    """Inputs over 256 KiB are hashed, parsed and decoded off the async
+    threads: a 3 MB archive and a 5 MB event work, a large bad one fails
+    as a small one does."""
+    import io
+    import os
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "a") as z, zipfile.ZipFile(io.BytesIO(py_zip)) as src:
+        for item in src.infolist():
+            z.writestr(item, src.read(item.filename))
+        z.writestr("filler.bin", os.urandom(3 << 20))
+    big_zip = buf.getvalue()
+    name = fns.create(big_zip, handler="app.echo")
+    conf = lam.get_function_configuration(FunctionName=name)
+    assert conf["CodeSize"] == len(big_zip)
+    assert conf["CodeSha256"] == base64.b64encode(hashlib.sha256(big_zip).digest()).decode()
+    event = {"pad": "y" * (5 << 20)}
+    _, body = invoke(lam, name, json.dumps(event))
+    assert json.loads(body) == event
+    expect_error(lam.invoke, 400, "InvalidRequestContentException", "Could not parse payload into json",
+                 FunctionName=name, Payload=b'{"pad": "' + b"z" * (1 << 20))
+    expect_error(lam.update_function_code, 400, "InvalidParameterValueException", "Could not unzip",
+                 FunctionName=name, ZipFile=os.urandom(1 << 20))
 
 
 def test_handler_returning_none_gives_null(lam, fns, py_zip):

@@ -129,6 +129,16 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// Both names of an archive from one hash: [`sha256_hex`] and
+/// [`code_sha256_b64`].
+pub fn digests(bytes: &[u8]) -> (String, String) {
+    let sha = Sha256::digest(bytes);
+    (
+        hex::encode(sha),
+        base64::engine::general_purpose::STANDARD.encode(sha),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +156,11 @@ mod tests {
         assert_eq!(
             sha256_hex(b""),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(
+            digests(b"abc"),
+            (sha256_hex(b"abc"), code_sha256_b64(b"abc")),
+            "one hash, both names"
         );
     }
 

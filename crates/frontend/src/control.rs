@@ -139,7 +139,21 @@ pub(crate) fn parse_function_ref(
     Ok((r, account, qualifier))
 }
 
-pub(crate) fn decode_zip(b64: &str) -> Result<Vec<u8>, LambdaError> {
+/// [`parse`] of a body that may be a code upload (tens of MB): a large one
+/// is parsed on the blocking pool ([`crate::offload`]).
+pub(crate) async fn parse_upload<T: DeserializeOwned + Send + 'static>(
+    body: Bytes,
+) -> Result<T, LambdaError> {
+    crate::offload::cpu_bound(body.len(), move || parse(&body)).await?
+}
+
+/// The archive of a `ZipFile` member (base64), decoded on the blocking pool
+/// when large ([`crate::offload`]).
+pub(crate) async fn decode_zip(b64: String) -> Result<Vec<u8>, LambdaError> {
+    crate::offload::cpu_bound(b64.len(), move || decode_zip_now(&b64)).await?
+}
+
+fn decode_zip_now(b64: &str) -> Result<Vec<u8>, LambdaError> {
     let zip = base64::engine::general_purpose::STANDARD
         .decode(b64.trim())
         .map_err(|_| {
@@ -185,8 +199,11 @@ async fn stored_unzipped_size(fe: &Frontend, digest: &str) -> Result<u64, Lambda
 /// removed again.
 pub(crate) async fn store_code(fe: &Frontend, zip: Vec<u8>) -> Result<Stored<'_>, LambdaError> {
     let size = zip.len() as u64;
-    let sha_b64 = stratus_code::code_sha256_b64(&zip);
-    let digest = stratus_code::sha256_hex(&zip);
+    let (zip, (digest, sha_b64)) = crate::offload::cpu_bound(zip.len(), move || {
+        let digests = stratus_code::digests(&zip);
+        (zip, digests)
+    })
+    .await?;
     // Before the blob exists: from now until the record is written, nothing
     // else keeps it.
     let upload = fe.code_gc.upload(&digest).await;
@@ -272,7 +289,7 @@ pub async fn create_function(
     c: Caller,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let mut req: CreateFunctionRequest = parse(&body)?;
+    let mut req: CreateFunctionRequest = parse_upload(body).await?;
     validate::function_name(&req.function_name)?;
     let dead_letter =
         crate::event_config::take_dead_letter(&mut req.other, &c.account, &req.function_name)?
@@ -340,7 +357,7 @@ pub async fn create_function(
         ))
         .into());
     }
-    let zip = decode_zip(&zip_b64)?;
+    let zip = decode_zip(zip_b64).await?;
     let layers = match req.layers.as_deref() {
         Some(arns) if !arns.is_empty() => {
             let code_unzipped = crate::layers::declared_size(&zip)?;
@@ -727,7 +744,7 @@ pub async fn update_code(
     Path(name): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let req: UpdateFunctionCodeRequest = parse(&body)?;
+    let req: UpdateFunctionCodeRequest = parse_upload(body).await?;
     let found = resolve(&fe, &c, &name, None)?;
     validate::architectures(&req.architectures)?;
     validate::other_fields(&req.other, "")?;
@@ -735,7 +752,7 @@ pub async fn update_code(
         LambdaError::invalid("Please provide a source for function code: Stratus takes ZipFile.")
     })?;
     check_update(&found, req.revision_id.as_deref())?;
-    let zip = decode_zip(&zip_b64)?;
+    let zip = decode_zip(zip_b64).await?;
     if !found.record.layers.is_empty() {
         let total = found
             .record

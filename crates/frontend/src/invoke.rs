@@ -133,8 +133,12 @@ pub(crate) fn client_context(headers: &HeaderMap) -> Result<Option<String>, Lamb
 }
 
 /// An invoke payload as the function gets it: empty → `{}`, else it must
-/// be JSON.
-pub(crate) fn json_payload(payload: Bytes) -> Result<Bytes, LambdaError> {
+/// be JSON (a large one is checked on the blocking pool, [`crate::offload`]).
+pub(crate) async fn json_payload(payload: Bytes) -> Result<Bytes, LambdaError> {
+    crate::offload::cpu_bound(payload.len(), move || check_json(payload)).await?
+}
+
+fn check_json(payload: Bytes) -> Result<Bytes, LambdaError> {
     if payload.iter().all(u8::is_ascii_whitespace) {
         return Ok(Bytes::from_static(b"{}"));
     }
@@ -177,7 +181,7 @@ pub async fn invoke(
     let qualifier = q.get("Qualifier").map(String::as_str);
     let target = resolve_target(&fe, &c, &name, qualifier, true)?;
     let found = &target.found;
-    let payload = json_payload(read_payload(body, event).await?)?;
+    let payload = json_payload(read_payload(body, event).await?).await?;
     let record = &found.record;
     let spec = runnable_spec(found)?;
     if event {

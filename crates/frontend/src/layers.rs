@@ -28,7 +28,7 @@ use stratus_types::AccountId;
 use stratus_types::limits::UNZIPPED_MAX_BYTES;
 
 use crate::auth::Caller;
-use crate::control::{decode_zip, host, now_timestamp, parse, store_code};
+use crate::control::{decode_zip, host, now_timestamp, parse_upload, store_code};
 use crate::error::ApiResult;
 use crate::registry::{FunctionLayer, RegistryError};
 use crate::{Frontend, presign, validate};
@@ -340,7 +340,7 @@ pub async fn publish(
     Path(name): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let req: PublishRequest = parse(&body)?;
+    let req: PublishRequest = parse_upload(body).await?;
     let Some(name) = layer_name(&c, &name)? else {
         return Err(LambdaError::invalid(
             "Stratus publishes layers only in the caller's own account and region.",
@@ -401,7 +401,7 @@ pub async fn publish(
             "Stratus takes layer content as Content.ZipFile (S3 locations are not supported).",
         )
     })?;
-    let zip = decode_zip(&zip_b64)?;
+    let zip = decode_zip(zip_b64).await?;
     let unzipped_size = declared_size(&zip)?;
     let stored = store_code(&fe, zip).await?;
     let published = async {

@@ -35,6 +35,7 @@ mod invoke;
 mod layers;
 mod logs;
 mod metrics;
+mod offload;
 mod presign;
 mod provisioned;
 mod published;

@@ -373,7 +373,7 @@ pub async fn invoke_with_response_stream(
     let client_context = client_context(&headers)?;
     let qualifier = q.get("Qualifier").map(String::as_str);
     let target = resolve_target(&fe, &c, &name, qualifier, true)?;
-    let payload = json_payload(read_payload(body, false).await?)?;
+    let payload = json_payload(read_payload(body, false).await?).await?;
     let found = &target.found;
     let record = &found.record;
     let spec = runnable_spec(found)?;

@@ -1062,14 +1062,15 @@ pub async fn serve(State(fe): State<Arc<Frontend>>, req: Request) -> Response {
 async fn call(
     fe: &Arc<Frontend>,
     url: &UrlRecord,
-    parts: Parts,
+    mut parts: Parts,
     body: Body,
     raw_path: &str,
     request_id: &str,
 ) -> Result<Response, ApiError> {
-    let body = crate::invoke::read_payload(body, false).await?;
+    let mut body = crate::invoke::read_payload(body, false).await?;
     let caller = if url.auth_type == "AWS_IAM" {
-        let c = crate::auth::verify(&fe.keys, &parts, &body, crate::auth::now_secs())?;
+        let (p, b, c) = crate::auth::verify_owned(fe, parts, body, crate::auth::now_secs()).await?;
+        (parts, body) = (p, b);
         if c.account != url.account {
             return Err(LambdaError::new(
                 ErrorCode::AccessDenied,

@@ -24,7 +24,7 @@ pub mod sigv4;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::middleware::Next;
@@ -167,10 +167,25 @@ pub fn verify(
     })
 }
 
+/// [`verify`] of a request taken by value, hashing a large body on the
+/// blocking pool ([`crate::offload`]); gives the parts and body back.
+pub async fn verify_owned(
+    fe: &Arc<Frontend>,
+    parts: Parts,
+    body: Bytes,
+    now: i64,
+) -> Result<(Parts, Bytes, Caller), LambdaError> {
+    let fe = Arc::clone(fe);
+    crate::offload::cpu_bound(body.len(), move || {
+        verify(&fe.keys, &parts, &body, now).map(|caller| (parts, body, caller))
+    })
+    .await?
+}
+
 /// The middleware: verifies the signature, then hands the request (body
 /// restored) with its [`Caller`] to the handler.
 pub async fn authenticate(State(fe): State<Arc<Frontend>>, req: Request, next: Next) -> Response {
-    let (mut parts, body) = req.into_parts();
+    let (parts, body) = req.into_parts();
     // Cheap checks first, so an anonymous client cannot make the server
     // buffer a body.
     let known = match sigv4::auth_header(&parts.headers) {
@@ -188,8 +203,8 @@ pub async fn authenticate(State(fe): State<Arc<Frontend>>, req: Request, next: N
     } else {
         crate::CONTROL_BODY_LIMIT
     };
-    let body = match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(b) => b.to_bytes(),
+    let body = match read_body(&parts, body, limit).await {
+        Ok(b) => b,
         Err(e) if !e.is::<http_body_util::LengthLimitError>() => {
             return ApiError(LambdaError::new(
                 ErrorCode::InvalidRequestContent,
@@ -206,13 +221,37 @@ pub async fn authenticate(State(fe): State<Arc<Frontend>>, req: Request, next: N
             .into_response();
         }
     };
-    match verify(&fe.keys, &parts, &body, now_secs()) {
-        Ok(caller) => {
+    match verify_owned(&fe, parts, body, now_secs()).await {
+        Ok((mut parts, body, caller)) => {
             parts.extensions.insert(caller);
             next.run(Request::from_parts(parts, Body::from(body))).await
         }
         Err(e) => ApiError(e).into_response(),
     }
+}
+
+/// A request's whole body, at most `limit` bytes, copied frame by frame
+/// into one buffer sized by `Content-Length` (collecting the frames and
+/// joining them at the end would copy a 70 MB upload in one go, holding
+/// the async thread that long).
+async fn read_body(
+    parts: &Parts,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, Box<dyn std::error::Error + Send + Sync>> {
+    let declared = parts
+        .headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = http_body_util::Limited::new(body, limit);
+    let mut buf = bytes::BytesMut::with_capacity(declared.min(limit));
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
 }
 
 /// Refuses callers other than the admin key (for the admin API).
@@ -238,5 +277,49 @@ mod tests {
         assert_eq!(amz_date_secs("20240229T235959Z"), Some(1_709_251_199));
         assert_eq!(amz_date_secs("20261301T000000Z"), None);
         assert_eq!(amz_date_secs("2026"), None);
+    }
+
+    /// A body of the given frames, one per poll.
+    struct Frames(std::collections::VecDeque<Bytes>);
+
+    impl http_body::Body for Frames {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+            std::task::Poll::Ready(self.0.pop_front().map(|b| Ok(http_body::Frame::data(b))))
+        }
+    }
+
+    fn request(content_length: Option<&str>, frames: &[&'static [u8]]) -> (Parts, Body) {
+        let mut b = axum::http::Request::builder();
+        if let Some(n) = content_length {
+            b = b.header("content-length", n);
+        }
+        let frames = Frames(frames.iter().map(|f| Bytes::from_static(f)).collect());
+        b.body(Body::new(frames)).expect("request").into_parts()
+    }
+
+    #[tokio::test]
+    async fn a_body_is_read_whole_whatever_its_declared_length() {
+        for declared in [Some("9"), None, Some("2"), Some("99999999999"), Some("x")] {
+            let (parts, body) = request(declared, &[b"abc", b"", b"defghi"]);
+            let got = read_body(&parts, body, 100).await.expect("read");
+            assert_eq!(&got[..], b"abcdefghi", "{declared:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_a_length_limit_error() {
+        let (parts, body) = request(Some("9"), &[b"abcd", b"efghi"]);
+        let e = read_body(&parts, body, 8).await.expect_err("too long");
+        assert!(e.is::<http_body_util::LengthLimitError>(), "{e}");
+        let (parts, body) = request(None, &[b"abcdefgh"]);
+        assert_eq!(
+            &read_body(&parts, body, 8).await.expect("at the limit")[..],
+            b"abcdefgh"
+        );
     }
 }
