@@ -82,3 +82,18 @@ def test_decision_section_quick(tmp_path):
         assert f[f"{scenario}.decisions_per_s"] > 0
     [t] = doc["targets"]
     assert t["figure"] == "sequential.p99_us" and isinstance(t["met"], bool)
+
+
+@pytest.mark.timeout(120)
+def test_upload_stall_runs(tmp_path):
+    """bench/upload_stall.py, small: one 2 MB upload during 2 s of invokes."""
+    out = tmp_path / "stall.json"
+    r = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "upload_stall.py"), "--bin", str(stratus_bin()), "--mb", "2",
+         "--uploads", "1", "--duration", "2", "--lead", "0.5", "--out", str(out)],
+        capture_output=True, text=True, timeout=110,
+    )
+    assert r.returncode == 0, f"upload_stall failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    doc = json.loads(out.read_text())
+    assert doc["invokes"] > 0 and len(doc["upload_wall_s"]) == 1
+    assert doc["invoke_max_us"] >= doc["invoke_p99_us"] >= doc["invoke_p50_us"] > 0
