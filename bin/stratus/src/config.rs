@@ -123,7 +123,7 @@ pub struct Options {
     /// Threads of the server's async runtime, which serves the Lambda API and
     /// every sandbox's Runtime API. The rest of the host's CPUs are left to
     /// the sandboxes; on a 2-CPU host one thread made a warm invoke cheaper
-    /// than two (bench/README.md). At least 1 [default: half the host's
+    /// than two (README, "Benchmarks"). At least 1 [default: half the host's
     /// CPUs, at least 1].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     #[serde(skip_serializing_if = "Option::is_none")]
