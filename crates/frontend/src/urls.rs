@@ -1062,15 +1062,15 @@ pub async fn serve(State(fe): State<Arc<Frontend>>, req: Request) -> Response {
 async fn call(
     fe: &Arc<Frontend>,
     url: &UrlRecord,
-    mut parts: Parts,
+    parts: Parts,
     body: Body,
     raw_path: &str,
     request_id: &str,
 ) -> Result<Response, ApiError> {
-    let mut body = crate::invoke::read_payload(body, false).await?;
-    let caller = if url.auth_type == "AWS_IAM" {
-        let (p, b, c) = crate::auth::verify_owned(fe, parts, body, crate::auth::now_secs()).await?;
-        (parts, body) = (p, b);
+    let body = crate::invoke::read_payload(body, false).await?;
+    let (parts, body, caller) = if url.auth_type == "AWS_IAM" {
+        let (parts, body, c) =
+            crate::auth::verify_owned(fe, parts, body, crate::auth::now_secs()).await?;
         if c.account != url.account {
             return Err(LambdaError::new(
                 ErrorCode::AccessDenied,
@@ -1081,9 +1081,9 @@ async fn call(
         let key_id = crate::auth::sigv4::auth_header(&parts.headers)
             .map(|a| a.access_key_id)
             .unwrap_or_default();
-        Some((c, key_id))
+        (parts, body, Some((c, key_id)))
     } else {
-        None
+        (parts, body, None)
     };
     // The function as the URL's owner sees it (an alias resolves here).
     let owner = Caller {
