@@ -22,14 +22,12 @@ a few thousand invokes on a noisy machine varies by tens of ms anyway.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import shlex
 import sys
 import threading
 import time
-import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,17 +35,7 @@ sys.path.insert(0, str(REPO / "tests" / "e2e"))
 sys.path.insert(0, str(REPO / "bench"))
 
 import benchlib as bl  # noqa: E402
-from stratus_harness import ROLE, make_client  # noqa: E402
-
-
-def archive(files: dict[str, bytes], executable: str | None = None) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
-        for name, data in files.items():
-            info = zipfile.ZipInfo(name)
-            info.external_attr = (0o755 if name == executable else 0o644) << 16
-            z.writestr(info, data)
-    return buf.getvalue()
+from stratus_harness import ROLE, make_client, zip_files  # noqa: E402
 
 
 def main() -> int:
@@ -70,9 +58,9 @@ def main() -> int:
         name = "stall-noop"
         client.create_function(FunctionName=name, Runtime="provided.al2023", Role=ROLE, Handler="x",
                                MemorySize=bl.MEMORY_MB, Timeout=30,
-                               Code={"ZipFile": archive({"bootstrap": noop.read_bytes()}, "bootstrap")})
+                               Code={"ZipFile": zip_files({"bootstrap": noop.read_bytes()}, executable=("bootstrap",))})
         bl.wait_active(client, name)
-        big = archive({"app.py": bl.PY_NOOP.encode(), "filler.bin": os.urandom(args.mb << 20)})
+        big = zip_files({"app.py": bl.PY_NOOP, "filler.bin": os.urandom(args.mb << 20)})
         result: dict = {}
 
         def invokes() -> None:
