@@ -322,7 +322,9 @@ def fit(binary: Path, k: int) -> dict:
     """How many idle sandboxes fit in --worker-memory-mb = k * 128, and what
     happens past it (evict an idle one; refuse when all are busy)."""
     worker_mb = k * MEMORY_MB
-    args = ["--worker-memory-mb", str(worker_mb), "--keep-alive-secs", "600"]
+    # No runtime pool: it would hold part of the worker's memory (at most a
+    # quarter), and this measures how function sandboxes fill it.
+    args = ["--worker-memory-mb", str(worker_mb), "--keep-alive-secs", "600", "--runtime-pool", "0"]
     out: dict = {"worker_memory_mb": worker_mb, "function_memory_mb": MEMORY_MB}
     with bl.OwnServer(binary, args, log_filter="info,stratus_assignment=debug", tag="fit") as srv:
         tag = uuid.uuid4().hex[:6]

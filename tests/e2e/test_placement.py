@@ -85,3 +85,45 @@ def test_function_bigger_than_worker_is_refused_cleanly(small_lam, sfns, py_zip)
     assert r["resp"]["ResponseMetadata"]["HTTPStatusCode"] == 429, r["resp"]
     assert r["resp"]["Error"]["Code"] == "TooManyRequestsException", r["resp"]
     assert r["secs"] < 5
+
+
+def _this_run(srv) -> str:
+    """The server's log since it started (the file may hold earlier runs)."""
+    text = srv.log_path.read_text(errors="replace")
+    return text[text.rfind("\n=== "):]
+
+
+def test_a_small_worker_keeps_no_runtime_pool(small):
+    # Three families of 128 MB would be more than a quarter of 256 MB.
+    assert ("runtime_pool=off (one sandbox per runtime family, 384 MB, would be more than a quarter "
+            "of the worker's 256 MB)") in _this_run(small), small.log_tail()
+
+
+def test_the_runtime_pool_holds_its_share_of_the_worker(py_zip):
+    """Pre-initialised sandboxes (128 MB each) are taken from what placement
+    gives functions: a 1,536 MB worker keeps one per runtime family (a
+    quarter of it: 384 MB), and functions get the other 1,152 MB."""
+    srv = new_server("pool-share", ["--worker-memory-mb", "1536", "--keep-alive-secs", "300"])
+    srv.start()
+    try:
+        assert ("runtime_pool=1 pre-initialised sandbox(es) per runtime family (python, node, provided), "
+                "holding 384 MB of the worker's memory") in _this_run(srv), srv.log_tail()
+        lam = srv.client()
+        f = FunctionFactory(lam, "pool-share")
+        fits = f.create(py_zip, MemorySize=1152, name=f.name("-fits"))
+        r = _invoke(lam, fits, {})
+        assert r["ok"] and r["error"] is None, r
+        # 1,280 MB would fit in 1,536 (after evicting the idle 1,152 MB
+        # sandbox), but not beside the pool.
+        big = f.create(py_zip, MemorySize=1280, name=f.name("-big"))
+        r = _invoke(lam, big, {})
+        assert not r["ok"], r
+        assert r["resp"]["ResponseMetadata"]["HTTPStatusCode"] == 429, r["resp"]
+        assert r["resp"]["Error"]["Code"] == "TooManyRequestsException", r["resp"]
+        # The function that fits is still warm: nothing was evicted for it.
+        r2 = _invoke(lam, fits, {})
+        assert r2["ok"] and r2["body"]["count"] == 2, r2
+        f.cleanup()
+    finally:
+        srv.stop()
+        remove_data_dir(srv.data_dir)

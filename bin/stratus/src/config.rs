@@ -116,7 +116,9 @@ pub struct Options {
     /// seccomp, the interpreter with the bootstrap's imports done; a custom
     /// runtime's up to the exec of its bootstrap) without a function,
     /// each handed to one function at its cold start and refilled in the
-    /// background; 0 disables. Not in rootless mode [default: 2].
+    /// background; 0 disables. Each holds 128 MB of --worker-memory-mb;
+    /// fewer are kept if they would hold more than a quarter of it. Not in
+    /// rootless mode [default: 2].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runtime_pool: Option<usize>,

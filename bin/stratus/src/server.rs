@@ -23,7 +23,8 @@ use stratus_store_embedded::{EmbeddedMetaStore, FileBlobStore};
 use stratus_types::limits::MEMORY_MIN_MB;
 use stratus_types::{AccountId, Isolation};
 use stratus_worker::{
-    DiskLogStore, Interpreters, IsolationPolicy, LocalWorker, LogStoreConfig, Tiers, WorkerConfig,
+    DiskLogStore, Interpreters, IsolationPolicy, LocalWorker, LogStoreConfig, RuntimePool, Tiers,
+    WorkerConfig,
 };
 
 /// `stratus server`: options come from `--config FILE`, overridden by flags.
@@ -217,19 +218,9 @@ pub async fn run(a: ServerConfig, warnings: Vec<String>) -> anyhow::Result<()> {
         })
         .context("starting the process sandbox backend")?,
     );
-    let runtime_pool = match backend.runtime_pool_unavailable() {
-        Some(why) => format!("off: {why}"),
-        None if a.runtime_pool == 0 => "off (runtime-pool = 0)".to_owned(),
-        None if a.isolation == Isolation::Gvisor => "off (every sandbox runs in gVisor)".to_owned(),
-        None => format!(
-            "{} pre-initialised sandbox(es) per runtime family (python, node, provided)",
-            a.runtime_pool
-        ),
-    };
     tracing::info!(
         cgroups = ?backend.cgroup_version(),
         tmp_capped = backend.tmp_is_capped(),
-        runtime_pool = %runtime_pool,
         cpu_limit = ?a.cpu_limit,
         network = ?a.network,
         rootless = backend.plan().rootless(),
@@ -302,6 +293,13 @@ pub async fn run(a: ServerConfig, warnings: Vec<String>) -> anyhow::Result<()> {
             .map(|g| Arc::new(g) as Arc<dyn SandboxBackend>),
         policy,
     ));
+    let runtime_pool = match worker.runtime_pool() {
+        RuntimePool::Off(_) if a.isolation == Isolation::Gvisor && a.runtime_pool > 0 => {
+            "off (every sandbox runs in gVisor)".to_owned()
+        }
+        pool => pool.to_string(),
+    };
+    tracing::info!(runtime_pool = %runtime_pool, worker_memory_mb = capacity, "runtime pool");
     let local_worker = Arc::new(worker);
     let worker: Arc<dyn Worker> = Arc::clone(&local_worker) as Arc<dyn Worker>;
     let counting_config = CountingConfig {

@@ -45,10 +45,62 @@ pub struct WorkerConfig {
     pub dir: PathBuf,
     /// Host interpreters for the managed runtimes.
     pub interpreters: Interpreters,
-    /// Pre-initialised sandboxes the backend keeps ready per managed
-    /// runtime (python, node), specialised to a function at its cold start;
-    /// 0: none. A backend that cannot keep them ignores it.
+    /// Pre-initialised sandboxes the backend keeps ready per runtime
+    /// family (python, node, provided), specialised to a function at its
+    /// cold start; 0: none. A backend that cannot keep them ignores it. The
+    /// worker keeps fewer if so many would hold more than a quarter of
+    /// `capacity_mb` (see [`pool_fit`]).
     pub runtime_pool: usize,
+}
+
+/// Pre-initialised sandboxes hold at most this share of a worker's memory
+/// (one quarter).
+const POOL_SHARE_DIVISOR: u64 = 4;
+
+/// How many pre-initialised sandboxes per runtime family a worker of
+/// `capacity_mb` keeps when `wanted` are asked for and one of each family
+/// holds `each_mb` (their memory limits): at most `wanted`, and all of them
+/// together at most a quarter of the capacity, so that the pool never takes
+/// the room functions need.
+pub fn pool_fit(capacity_mb: u64, wanted: usize, each_mb: &[u64]) -> usize {
+    let round: u64 = each_mb.iter().sum();
+    if round == 0 {
+        return wanted;
+    }
+    let fit = capacity_mb / POOL_SHARE_DIVISOR / round;
+    wanted.min(usize::try_from(fit).unwrap_or(usize::MAX))
+}
+
+/// The runtime pool a worker keeps, as it reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuntimePool {
+    /// None; why.
+    Off(String),
+    /// `per_family` ready sandboxes of each of `families`, holding
+    /// `reserved_mb` of the worker's memory (taken from what placement may
+    /// give to functions).
+    Kept {
+        per_family: usize,
+        families: Vec<String>,
+        reserved_mb: u64,
+    },
+}
+
+impl std::fmt::Display for RuntimePool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RuntimePool::Off(why) => write!(f, "off {why}"),
+            RuntimePool::Kept {
+                per_family,
+                families,
+                reserved_mb,
+            } => write!(
+                f,
+                "{per_family} pre-initialised sandbox(es) per runtime family ({}), holding {reserved_mb} MB of the worker's memory",
+                families.join(", ")
+            ),
+        }
+    }
 }
 
 /// Errors of the worker's own operations.
@@ -69,6 +121,7 @@ pub struct LocalWorker {
     code: code_cache::CodeCache,
     runtime_dir: PathBuf,
     logs: Arc<dyn Logs>,
+    pool: RuntimePool,
 }
 
 impl LocalWorker {
@@ -85,7 +138,7 @@ impl LocalWorker {
             source,
         })?;
         // Custom runtimes need no interpreter: their program is the function's.
-        let profiles = [
+        let profiles: Vec<_> = [
             RuntimeFamily::Python,
             RuntimeFamily::Node,
             RuntimeFamily::Provided,
@@ -97,9 +150,33 @@ impl LocalWorker {
                 .is_none_or(std::path::Path::is_file)
         })
         .filter_map(|f| runtimes::preinit_profile(f, &cfg.interpreters, &runtime_dir))
-        .map(|p| (p, cfg.runtime_pool))
         .collect();
-        backend.prepare_runtimes(profiles);
+        let each_mb: Vec<u64> = profiles.iter().map(|p| p.limits.memory_mb).collect();
+        let per_family = pool_fit(cfg.capacity_mb, cfg.runtime_pool, &each_mb);
+        let pool = match backend.runtime_pool_unavailable() {
+            Some(why) => RuntimePool::Off(format!(": {why}")),
+            None if cfg.runtime_pool == 0 => RuntimePool::Off("(runtime-pool = 0)".into()),
+            None if profiles.is_empty() => RuntimePool::Off("(no runtime family to keep)".into()),
+            None if per_family == 0 => RuntimePool::Off(format!(
+                "(one sandbox per runtime family, {} MB, would be more than a quarter of the worker's {} MB)",
+                each_mb.iter().sum::<u64>(),
+                cfg.capacity_mb
+            )),
+            None => RuntimePool::Kept {
+                per_family,
+                families: profiles.iter().map(|p| p.pool.clone()).collect(),
+                reserved_mb: each_mb.iter().sum::<u64>() * per_family as u64,
+            },
+        };
+        if per_family < cfg.runtime_pool && matches!(pool, RuntimePool::Kept { .. }) {
+            tracing::warn!(
+                wanted = cfg.runtime_pool,
+                kept = per_family,
+                capacity_mb = cfg.capacity_mb,
+                "fewer pre-initialised runtime sandboxes than asked for: the pool holds at most a quarter of the worker's memory"
+            );
+        }
+        backend.prepare_runtimes(profiles.into_iter().map(|p| (p, per_family)).collect());
         let code_dir = cfg.dir.join("code");
         std::fs::create_dir_all(&code_dir).map_err(|source| WorkerError::Dir {
             path: code_dir.clone(),
@@ -111,7 +188,13 @@ impl LocalWorker {
             tiers: Tiers::process_only(backend),
             runtime_dir,
             logs,
+            pool,
         })
+    }
+
+    /// The runtime pool this worker keeps (for the server's start-up line).
+    pub fn runtime_pool(&self) -> &RuntimePool {
+        &self.pool
     }
 
     /// Serves sandboxes from these tiers under this policy (instead of the
@@ -135,8 +218,16 @@ impl Worker for LocalWorker {
         &self.cfg.id
     }
 
+    /// The configured memory less what the runtime pool holds: a pooled
+    /// sandbox taken by a function becomes that function's (placement
+    /// reserved its MemorySize) and the pool starts another, so the pool's
+    /// share stays taken.
     fn capacity_mb(&self) -> u64 {
-        self.cfg.capacity_mb
+        let pool = match &self.pool {
+            RuntimePool::Kept { reserved_mb, .. } => *reserved_mb,
+            RuntimePool::Off(_) => 0,
+        };
+        self.cfg.capacity_mb.saturating_sub(pool)
     }
 
     async fn prepare_code(&self, digest: &str) -> Result<(), LambdaError> {
@@ -165,5 +256,42 @@ impl Worker for LocalWorker {
             Arc::clone(&self.logs),
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_holds_at_most_a_quarter_of_the_worker() {
+        // Three families of 128 MB: 384 MB per sandbox of each.
+        let each = [128, 128, 128];
+        assert_eq!(pool_fit(12 * 1024, 2, &each), 2);
+        // A quarter of 1,536 MB is exactly one round.
+        assert_eq!(pool_fit(1536, 2, &each), 1);
+        assert_eq!(pool_fit(1535, 2, &each), 0);
+        assert_eq!(pool_fit(256, 2, &each), 0);
+        assert_eq!(pool_fit(1 << 40, 5, &each), 5);
+        assert_eq!(pool_fit(0, 0, &each), 0);
+        // Nothing to hold: as many as asked.
+        assert_eq!(pool_fit(0, 3, &[]), 3);
+    }
+
+    #[test]
+    fn the_start_up_text_names_size_families_and_memory() {
+        let kept = RuntimePool::Kept {
+            per_family: 2,
+            families: vec!["python".into(), "node".into(), "provided".into()],
+            reserved_mb: 768,
+        };
+        assert_eq!(
+            kept.to_string(),
+            "2 pre-initialised sandbox(es) per runtime family (python, node, provided), holding 768 MB of the worker's memory"
+        );
+        assert_eq!(
+            RuntimePool::Off("(runtime-pool = 0)".into()).to_string(),
+            "off (runtime-pool = 0)"
+        );
     }
 }
