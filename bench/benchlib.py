@@ -224,6 +224,17 @@ def _read(path: str) -> str:
         return ""
 
 
+def cpuidle() -> dict:
+    """The cpuidle governor and, where the haltpoll governor is loaded, its
+    guest_halt_poll_ns (how long an idle vCPU polls before it halts)."""
+    out = {"governor": _read("/sys/devices/system/cpu/cpuidle/current_governor_ro").strip()
+           or _read("/sys/devices/system/cpu/cpuidle/current_governor").strip() or None}
+    poll = _read("/sys/module/haltpoll/parameters/guest_halt_poll_ns").strip()
+    if poll:
+        out["guest_halt_poll_ns"] = int(poll) if poll.isdigit() else poll
+    return out
+
+
 def machine(binary: Path | None) -> dict:
     cpu = next((line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo").splitlines()
                 if line.startswith("model name")), platform.processor())
@@ -251,6 +262,10 @@ def machine(binary: Path | None) -> dict:
         "git_commit": git("rev-parse", "HEAD"),
         # Changes to tracked files, results of earlier runs aside.
         "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results")),
+        # How an idle CPU waits: on a VM guest whose cpuidle governor is
+        # haltpoll with guest_halt_poll_ns 0, every wake-up of an idle vCPU
+        # goes through the hypervisor, which dominates warm-invoke latency.
+        "cpuidle": cpuidle(),
         "binary": str(binary) if binary else None,
         "binary_mtime": (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(binary.stat().st_mtime))
                          if binary and binary.exists() else None),

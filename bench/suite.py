@@ -99,7 +99,7 @@ def main() -> int:
     m = doc["machine"]
     print(f"\n## Stratus benchmark suite, {doc['suite']['started']}{' (--quick)' if args.quick else ''}")
     print(f"{m['hostname']}: {m['cpu_model']}, {m['nproc']} CPUs, {m['memory_mb']:,} MB, kernel {m['kernel']}, "
-          f"cgroup {m['cgroup']}; commit {m['git_commit'][:12]}{' (dirty)' if m['git_dirty'] else ''}; "
+          f"cgroup {m['cgroup']}; cpuidle {m.get('cpuidle')}; commit {m['git_commit'][:12]}{' (dirty)' if m['git_dirty'] else ''}; "
           f"load average before {doc['load_before']}, after {doc['load_after']}\n")
     rows = []
     for name, s in doc["sections"].items():

@@ -340,7 +340,8 @@ def test_doctor_reports_what_the_host_offers():
     from stratus_harness import stratus_bin
     table = subprocess.run([str(stratus_bin()), "doctor"], capture_output=True, text=True, timeout=60)
     assert table.returncode == 0, table.stdout + table.stderr
-    for name in ("root", "cgroups", "user namespaces", "seccomp", "landlock", "/tmp size", "python", "node", "data dir"):
+    for name in ("root", "cgroups", "user namespaces", "seccomp", "landlock", "/tmp size", "python", "node", "data dir",
+                 "cpu idle"):
         assert any(line.startswith(name) for line in table.stdout.splitlines()), (name, table.stdout)
     js = subprocess.run([str(stratus_bin()), "doctor", "--output", "json", "--python", "/nonexistent/python3"],
                         capture_output=True, text=True, timeout=60)

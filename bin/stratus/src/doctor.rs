@@ -44,6 +44,12 @@ pub fn run(a: DoctorArgs) -> anyhow::Result<u8> {
     ));
     let data = a.data_dir.unwrap_or_else(crate::config::default_data_dir);
     checks.push(data_dir(&data));
+    checks.push(cpu_idle(
+        read_trimmed(CPUIDLE_GOVERNOR)
+            .or_else(|| read_trimmed(CPUIDLE_GOVERNOR.trim_end_matches("_ro")))
+            .as_deref(),
+        read_trimmed(HALT_POLL_NS).as_deref(),
+    ));
     if a.output == "json" {
         println!("{}", serde_json::to_string_pretty(&checks)?);
     } else {
@@ -155,6 +161,52 @@ fn runtime_pool(rootless: bool) -> Check {
     }
 }
 
+/// The cpuidle governor in use (`current_governor` where there is no
+/// read-only file).
+const CPUIDLE_GOVERNOR: &str = "/sys/devices/system/cpu/cpuidle/current_governor_ro";
+/// How long an idle vCPU polls before it halts, under the haltpoll governor.
+const HALT_POLL_NS: &str = "/sys/module/haltpoll/parameters/guest_halt_poll_ns";
+
+fn read_trimmed(path: &str) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
+/// How an idle CPU waits for work. A VM guest whose idle vCPUs halt at
+/// once (the haltpoll governor with `guest_halt_poll_ns` 0) pays a trip
+/// through the hypervisor for every wake-up of an idle vCPU, and a warm
+/// invoke wakes four threads in turn (server, runtime, server, caller).
+fn cpu_idle(governor: Option<&str>, halt_poll_ns: Option<&str>) -> Check {
+    let name = "cpu idle";
+    match (governor, halt_poll_ns) {
+        (Some("haltpoll"), Some("0")) => Check {
+            name,
+            status: Status::Warn,
+            detail: format!(
+                "this VM halts an idle vCPU at once (cpuidle governor haltpoll, guest_halt_poll_ns 0): each wake-up of one goes through the hypervisor, which doubled warm-invoke latency on the project's 2-vCPU VM (README, Benchmarks); where the host has CPU to spare, `echo 200000 > {HALT_POLL_NS}` (or boot with haltpoll.guest_halt_poll_ns=200000) lets idle vCPUs poll for up to 200 us first, at the cost of host CPU"
+            ),
+        },
+        (Some("haltpoll"), Some(ns)) => Check {
+            name,
+            status: Status::Ok,
+            detail: format!(
+                "idle vCPUs poll for up to {ns} ns before halting (cpuidle governor haltpoll)"
+            ),
+        },
+        (Some(g), _) => Check {
+            name,
+            status: Status::Ok,
+            detail: format!("cpuidle governor {g}"),
+        },
+        (None, _) => Check {
+            name,
+            status: Status::Ok,
+            detail: "no cpuidle governor reported".into(),
+        },
+    }
+}
+
 fn data_dir(dir: &Path) -> Check {
     // The directory may not exist yet: look at the nearest existing parent.
     let existing = dir
@@ -211,6 +263,20 @@ mod tests {
             "{}",
             c.detail
         );
+    }
+
+    #[test]
+    fn a_vm_that_halts_idle_vcpus_at_once_is_a_warning_with_the_fix() {
+        let c = cpu_idle(Some("haltpoll"), Some("0"));
+        assert_eq!(c.status, Status::Warn);
+        assert!(c.detail.contains("guest_halt_poll_ns"), "{}", c.detail);
+        assert!(c.detail.contains(HALT_POLL_NS), "{}", c.detail);
+        let c = cpu_idle(Some("haltpoll"), Some("200000"));
+        assert_eq!(c.status, Status::Ok);
+        assert!(c.detail.contains("200000 ns"), "{}", c.detail);
+        for (g, ns) in [(Some("menu"), None), (Some("teo"), Some("0")), (None, None)] {
+            assert_eq!(cpu_idle(g, ns).status, Status::Ok, "{g:?} {ns:?}");
+        }
     }
 
     #[test]
