@@ -184,7 +184,7 @@ fn cpu_idle(governor: Option<&str>, halt_poll_ns: Option<&str>) -> Check {
             name,
             status: Status::Warn,
             detail: format!(
-                "this VM halts an idle vCPU at once (cpuidle governor haltpoll, guest_halt_poll_ns 0): each wake-up of one goes through the hypervisor, which doubled warm-invoke latency on the project's 2-vCPU VM (README, Benchmarks); where the host has CPU to spare, `echo 200000 > {HALT_POLL_NS}` (or boot with haltpoll.guest_halt_poll_ns=200000) lets idle vCPUs poll for up to 200 us first, at the cost of host CPU"
+                "this VM halts an idle vCPU at once (cpuidle governor haltpoll, guest_halt_poll_ns 0): each wake-up of one goes through the hypervisor, which made a sequential warm invoke 2-3 times slower on the project's 2-vCPU VM (README, Benchmarks); where the host has CPU to spare, `echo 200000 > {HALT_POLL_NS}` (or boot with haltpoll.guest_halt_poll_ns=200000) lets idle vCPUs poll for up to 200 us first, at the cost of host CPU"
             ),
         },
         (Some("haltpoll"), Some(ns)) => Check {
