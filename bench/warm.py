@@ -20,6 +20,13 @@ Figures (`<runtime>.c<C>.<figure>`): p50_us, p99_us, throughput_rps, and
 p50_overhead_us (Stratus p50 minus baseline p50); `<runtime>.max_throughput_rps`
 is the best level of each. Targets: p50 overhead < 200 us and p99 < 1 ms
 sequentially (C = 1); max throughput at least half the baseline's.
+
+Where the time goes, at C = 1 and at the highest C, over a fixed request
+count after the timed levels: CPU (us) and context switches per request of
+the server process (`server_cpu_us`, `server_switches`), of the function's
+sandboxes (`sandbox_*`) and of the baseline server (`baseline_*`), from
+/proc, and the whole machine's busy CPU per request, client included
+(`machine_cpu_us`, `baseline_machine_cpu_us`, from /proc/stat).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import uuid
 from pathlib import Path
 
 import benchlib as bl
+import sandboxlib as sl
 from stratus_harness import ROLE, make_client, zip_files
 
 LEVELS = [1, 2, 8, 32]
@@ -127,29 +135,38 @@ def main() -> int:
                     fig[key], base[key] = get(s), get(b)
                     rat[key] = bl.ratio(fig[key], base[key])
                 fig[f"{rt}.c{c}.p50_overhead_us"] = round(s["latency_us"]["p50"] - b["latency_us"]["p50"], 1)
-            # Where the time goes: CPU and context switches per request at
-            # C = 1, server and sandbox processes apart (from /proc, so
-            # unaffected by other load), over a fixed count after the timed
-            # levels (their warm-ups may include cold starts).
+            # Where the time goes: CPU and context switches per request,
+            # server and sandbox processes apart (from /proc, so unaffected
+            # by other load), over a fixed count after the timed levels
+            # (their warm-ups may include cold starts): at C = 1, and at the
+            # highest level, where the CPUs never idle and the whole
+            # machine's busy time per request (client included) shows what
+            # bounds the throughput.
             pids = {"stratus": srv.proc.pid if srv is not None and srv.proc else None, "baseline": proc.pid}
-            for who in ("stratus", "baseline"):
-                if pids[who] is None:
-                    continue
-                # Enough requests for about a second of CPU: the counters
-                # tick every 10 ms.
-                n_cpu = (300 if args.quick else 5000) * (1 if who == "stratus" else 4)
-                before = bl.cpu_snapshot(pids[who])
-                bl.loadgen(loadgen, urls[who], concurrency=1, requests=n_cpu, warmup=0)
-                cost = bl.cpu_per_request(before, bl.cpu_snapshot(pids[who]), n_cpu)
-                doc.setdefault("cpu_per_request", {})[f"{rt}.{who}"] = cost
-                if who == "stratus":
-                    fig[f"{rt}.c1.server_cpu_us"] = cost["server"]["cpu_us"]
-                    fig[f"{rt}.c1.server_switches"] = cost["server"]["switches"]
-                    fig[f"{rt}.c1.sandbox_cpu_us"] = cost["sandboxes"]["cpu_us"]
-                    fig[f"{rt}.c1.sandbox_switches"] = cost["sandboxes"]["switches"]
-                else:
-                    fig[f"{rt}.c1.baseline_cpu_us"] = cost["server"]["cpu_us"]
-                    fig[f"{rt}.c1.baseline_switches"] = cost["server"]["switches"]
+            top = max(levels)
+            for c in sorted({1, top}):
+                for who in ("stratus", "baseline"):
+                    if pids[who] is None:
+                        continue
+                    # Enough requests for about a second of CPU: the counters
+                    # tick every 10 ms.
+                    n_cpu = (300 if args.quick else 5000) * (1 if who == "stratus" else 4) * (1 if c == 1 else 4)
+                    before, busy0 = bl.cpu_snapshot(pids[who]), sl.cpu_busy_s()
+                    bl.loadgen(loadgen, urls[who], concurrency=c, requests=n_cpu, warmup=0)
+                    machine_us = round((sl.cpu_busy_s() - busy0) * 1e6 / n_cpu, 1)
+                    cost = bl.cpu_per_request(before, bl.cpu_snapshot(pids[who]), n_cpu)
+                    cost["machine"] = {"cpu_us": machine_us}
+                    doc.setdefault("cpu_per_request", {})[f"{rt}.c{c}.{who}" if c > 1 else f"{rt}.{who}"] = cost
+                    if who == "stratus":
+                        fig[f"{rt}.c{c}.server_cpu_us"] = cost["server"]["cpu_us"]
+                        fig[f"{rt}.c{c}.server_switches"] = cost["server"]["switches"]
+                        fig[f"{rt}.c{c}.sandbox_cpu_us"] = cost["sandboxes"]["cpu_us"]
+                        fig[f"{rt}.c{c}.sandbox_switches"] = cost["sandboxes"]["switches"]
+                        fig[f"{rt}.c{c}.machine_cpu_us"] = machine_us
+                    else:
+                        fig[f"{rt}.c{c}.baseline_cpu_us"] = cost["server"]["cpu_us"]
+                        fig[f"{rt}.c{c}.baseline_switches"] = cost["server"]["switches"]
+                        fig[f"{rt}.c{c}.baseline_machine_cpu_us"] = machine_us
             key = f"{rt}.max_throughput_rps"
             fig[key], base[key] = best["stratus"], best["baseline"]
             rat[key] = bl.ratio(best["stratus"], best["baseline"])
