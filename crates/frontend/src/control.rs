@@ -207,17 +207,11 @@ pub(crate) async fn store_code(fe: &Frontend, zip: Vec<u8>) -> Result<Stored<'_>
     // Before the blob exists: from now until the record is written, nothing
     // else keeps it.
     let upload = fe.code_gc.upload(&digest).await;
-    let stored = fe
-        .deps
+    fe.deps
         .blobs
-        .put(Bytes::from(zip))
+        .put_hashed(&digest, Bytes::from(zip))
         .await
         .map_err(|e| LambdaError::service(format!("storing code: {e}")))?;
-    if stored != digest {
-        return Err(LambdaError::service(format!(
-            "the code store named the archive {stored}, not its SHA-256 {digest}"
-        )));
-    }
     if let Err(e) = fe.deps.worker.prepare_code(&digest).await {
         drop(upload);
         fe.collect_code(&digest).await;

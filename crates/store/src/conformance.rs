@@ -556,8 +556,36 @@ pub async fn run_blob_store_suite(store: &dyn BlobStore) {
         );
     }
 
+    // Storing bytes the caller has hashed.
+    let hashed = b"PK\x05\x06 hashed by the caller".as_slice();
+    let hashed_digest = digest_of(hashed);
+    if let Err(e) = store
+        .put_hashed(&hashed_digest, Bytes::copy_from_slice(hashed))
+        .await
+    {
+        panic!("put_hashed {hashed_digest} failed: {e}");
+    }
+    match store.get(&hashed_digest).await {
+        Ok(got) => assert!(got.as_ref() == hashed, "put_hashed stores the bytes"),
+        Err(e) => panic!("get {hashed_digest} after put_hashed failed: {e}"),
+    }
+    assert_eq!(
+        must_put_blob(store, hashed).await,
+        hashed_digest,
+        "put after put_hashed names the same blob"
+    );
+    for bad in ["", "../../etc/passwd", "ZZ", &hashed_digest.to_uppercase()] {
+        assert!(
+            store
+                .put_hashed(bad, Bytes::copy_from_slice(hashed))
+                .await
+                .is_err(),
+            "put_hashed with a malformed digest {bad:?} fails"
+        );
+    }
+
     // Leave the store as we found it (apart from blobs others stored).
-    for digest in [large_digest, digest_of(empty)] {
+    for digest in [large_digest, digest_of(empty), hashed_digest] {
         if let Err(e) = store.delete(&digest).await {
             panic!("delete {digest} failed: {e}");
         }

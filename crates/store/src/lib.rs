@@ -95,6 +95,24 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
     /// Stores `data`; returns its hex SHA-256 digest.
     async fn put(&self, data: Bytes) -> Result<String, BlobError>;
 
+    /// Stores `data` whose hex SHA-256 the caller has computed (`digest`),
+    /// so a store that can trust it need not hash the bytes again (the
+    /// front end hashes every upload to name it). The default hashes them
+    /// anyway ([`BlobStore::put`]) and refuses a different digest (the
+    /// bytes then stay stored under their own, for code GC to collect).
+    async fn put_hashed(&self, digest: &str, data: Bytes) -> Result<(), BlobError> {
+        let stored = self.put(data).await?;
+        if stored == digest {
+            Ok(())
+        } else {
+            Err(BlobError::Backend {
+                op: "put",
+                digest: digest.to_owned(),
+                message: format!("the data's SHA-256 is {stored}"),
+            })
+        }
+    }
+
     /// Reads a blob.
     async fn get(&self, digest: &str) -> Result<Bytes, BlobError>;
 
@@ -107,4 +125,65 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
 
     /// Lists the digests of every stored blob (for garbage collection).
     async fn list(&self) -> Result<Vec<String>, BlobError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::{Digest, Sha256};
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    /// A store with only the required methods: `put_hashed` is the default.
+    #[derive(Debug, Default)]
+    struct Memory(Mutex<HashMap<String, Bytes>>);
+
+    #[async_trait]
+    impl BlobStore for Memory {
+        async fn put(&self, data: Bytes) -> Result<String, BlobError> {
+            let digest = hex::encode(Sha256::digest(&data));
+            self.0.lock().expect("lock").insert(digest.clone(), data);
+            Ok(digest)
+        }
+        async fn get(&self, digest: &str) -> Result<Bytes, BlobError> {
+            self.0
+                .lock()
+                .expect("lock")
+                .get(digest)
+                .cloned()
+                .ok_or_else(|| BlobError::NotFound {
+                    digest: digest.to_owned(),
+                })
+        }
+        async fn local_path(&self, _: &str) -> Result<Option<PathBuf>, BlobError> {
+            Ok(None)
+        }
+        async fn delete(&self, digest: &str) -> Result<(), BlobError> {
+            self.0.lock().expect("lock").remove(digest);
+            Ok(())
+        }
+        async fn list(&self) -> Result<Vec<String>, BlobError> {
+            Ok(self.0.lock().expect("lock").keys().cloned().collect())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_default_put_hashed_passes_the_conformance_suite() {
+        crate::conformance::run_blob_store_suite(&Memory::default()).await;
+    }
+
+    #[tokio::test]
+    async fn the_default_put_hashed_refuses_a_digest_of_other_bytes() {
+        let store = Memory::default();
+        let other = hex::encode(Sha256::digest(b"other bytes"));
+        let e = store
+            .put_hashed(&other, Bytes::from_static(b"these bytes"))
+            .await
+            .expect_err("a wrong digest");
+        assert!(e.to_string().contains(&other), "{e}");
+        assert!(
+            store.get(&other).await.is_err(),
+            "nothing under the wrong name"
+        );
+    }
 }
