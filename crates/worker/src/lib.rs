@@ -74,7 +74,7 @@ pub fn pool_fit(capacity_mb: u64, wanted: usize, each_mb: &[u64]) -> usize {
 /// The runtime pool a worker keeps, as it reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RuntimePool {
-    /// None; why.
+    /// None; why, as it follows "off" (`: reason` or ` (reason)`).
     Off(String),
     /// `per_family` ready sandboxes of each of `families`, holding
     /// `reserved_mb` of the worker's memory (taken from what placement may
@@ -89,7 +89,7 @@ pub enum RuntimePool {
 impl std::fmt::Display for RuntimePool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            RuntimePool::Off(why) => write!(f, "off {why}"),
+            RuntimePool::Off(why) => write!(f, "off{why}"),
             RuntimePool::Kept {
                 per_family,
                 families,
@@ -155,10 +155,10 @@ impl LocalWorker {
         let per_family = pool_fit(cfg.capacity_mb, cfg.runtime_pool, &each_mb);
         let pool = match backend.runtime_pool_unavailable() {
             Some(why) => RuntimePool::Off(format!(": {why}")),
-            None if cfg.runtime_pool == 0 => RuntimePool::Off("(runtime-pool = 0)".into()),
-            None if profiles.is_empty() => RuntimePool::Off("(no runtime family to keep)".into()),
+            None if cfg.runtime_pool == 0 => RuntimePool::Off(" (runtime-pool = 0)".into()),
+            None if profiles.is_empty() => RuntimePool::Off(" (no runtime family to keep)".into()),
             None if per_family == 0 => RuntimePool::Off(format!(
-                "(one sandbox per runtime family, {} MB, would be more than a quarter of the worker's {} MB)",
+                " (one sandbox per runtime family, {} MB, would be more than a quarter of the worker's {} MB)",
                 each_mb.iter().sum::<u64>(),
                 cfg.capacity_mb
             )),
@@ -290,8 +290,12 @@ mod tests {
             "2 pre-initialised sandbox(es) per runtime family (python, node, provided), holding 768 MB of the worker's memory"
         );
         assert_eq!(
-            RuntimePool::Off("(runtime-pool = 0)".into()).to_string(),
+            RuntimePool::Off(" (runtime-pool = 0)".into()).to_string(),
             "off (runtime-pool = 0)"
+        );
+        assert_eq!(
+            RuntimePool::Off(": rootless mode".into()).to_string(),
+            "off: rootless mode"
         );
     }
 }
