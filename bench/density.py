@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import http.server
 import os
+import shutil
 import socketserver
 import subprocess
 import sys
@@ -137,6 +138,7 @@ def outside_rss(kind: str) -> dict:
         proc.wait()
         stub.shutdown()
         stub.server_close()
+        shutil.rmtree(code, ignore_errors=True)
     return {"command": " ".join(cmd), "VmRSS_kib": rss.get("VmRSS"), "RssAnon_kib": rss.get("RssAnon"),
             "RssFile_kib": rss.get("RssFile"), "Pss_kib": pss.get("Pss"), "VmPTE_kib": rss.get("VmPTE"),
             "Private_kib": pss.get("Private_Clean", 0) + pss.get("Private_Dirty", 0)}
