@@ -12,6 +12,7 @@ raw SigV4-signed invokes over one keep-alive connection, the server's
 from __future__ import annotations
 
 import argparse
+import atexit
 import base64
 import http.client
 import json
@@ -246,6 +247,7 @@ def static_runtime() -> Path:
     global _STATIC
     if _STATIC is None:
         d = Path(tempfile.mkdtemp(prefix="stratus-bench-static-"))
+        atexit.register(shutil.rmtree, d, True)
         out = d / "bootstrap"
         cc = shutil.which("gcc") or shutil.which("cc")
         if cc is None:

@@ -252,10 +252,11 @@ def ric_zip():
     script = SHARED_FUNCTIONS / "build_python_ric.sh"
     if not script.exists():
         pytest.skip("tests/functions/build_python_ric.sh is not in the tree")
-    out = Path(tempfile.mkdtemp(prefix="stratus-e2e-ric-"))
-    proc = subprocess.run(["bash", str(script), str(out / "fn")], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"build_python_ric.sh failed:\n{proc.stdout}\n{proc.stderr}"
-    return zip_dir(out / "fn")
+    with tempfile.TemporaryDirectory(prefix="stratus-e2e-ric-") as tmp:
+        out = Path(tmp)
+        proc = subprocess.run(["bash", str(script), str(out / "fn")], capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, f"build_python_ric.sh failed:\n{proc.stdout}\n{proc.stderr}"
+        return zip_dir(out / "fn")
 
 
 def test_awslambdaric_custom_runtime(lam, fns, ric_zip):
