@@ -168,6 +168,12 @@ class Server:
         parent = arg_of(self, "--cgroup-parent").replace("%", "%25").replace("/", "%2F")
         Path(f"/run/stratus/cgroup-{parent}.lock").unlink(missing_ok=True)
 
+    def this_run_log(self) -> str:
+        """The server's log since its last start (the file may hold earlier
+        runs, each after the "=== <command>" line `start` writes)."""
+        text = self.log_path.read_text(errors="replace")
+        return text[text.rfind("\n=== "):]
+
     def log_tail(self, n: int = 60) -> str:
         try:
             lines = self.log_path.read_text(errors="replace").splitlines()

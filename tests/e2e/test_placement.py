@@ -87,16 +87,10 @@ def test_function_bigger_than_worker_is_refused_cleanly(small_lam, sfns, py_zip)
     assert r["secs"] < 5
 
 
-def _this_run(srv) -> str:
-    """The server's log since it started (the file may hold earlier runs)."""
-    text = srv.log_path.read_text(errors="replace")
-    return text[text.rfind("\n=== "):]
-
-
 def test_a_small_worker_keeps_no_runtime_pool(small):
     # Three families of 128 MB would be more than a quarter of 256 MB.
     assert ("runtime_pool=off (one sandbox per runtime family, 384 MB, would be more than a quarter "
-            "of the worker's 256 MB)") in _this_run(small), small.log_tail()
+            "of the worker's 256 MB)") in small.this_run_log(), small.log_tail()
 
 
 def test_the_runtime_pool_holds_its_share_of_the_worker(py_zip):
@@ -107,7 +101,7 @@ def test_the_runtime_pool_holds_its_share_of_the_worker(py_zip):
     srv.start()
     try:
         assert ("runtime_pool=1 pre-initialised sandbox(es) per runtime family (python, node, provided), "
-                "holding 384 MB of the worker's memory") in _this_run(srv), srv.log_tail()
+                "holding 384 MB of the worker's memory") in srv.this_run_log(), srv.log_tail()
         lam = srv.client()
         f = FunctionFactory(lam, "pool-share")
         fits = f.create(py_zip, MemorySize=1152, name=f.name("-fits"))

@@ -191,7 +191,7 @@ def _wait_pool_ready(srv, want: int = 3, timeout: float = 30.0) -> None:
     """Waits until the server logged `want` more pre-initialised sandboxes than were taken."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        text = _this_run(srv)
+        text = srv.this_run_log()
         made = text.count("pre-initialised a runtime sandbox")
         taken = text.count("pooled_runtime=true elapsed_us")
         if made - taken >= want:
@@ -200,14 +200,8 @@ def _wait_pool_ready(srv, want: int = 3, timeout: float = 30.0) -> None:
     raise AssertionError(f"runtime pool not refilled; log tail:\n{srv.log_tail(30)}")
 
 
-def _this_run(srv) -> str:
-    """The server's log since it started (the file may hold earlier runs)."""
-    text = srv.log_path.read_text(errors="replace")
-    return text[text.rfind("\n=== "):]
-
-
 def _started_pooled(srv, sandbox_id: str) -> bool:
-    for line in _this_run(srv).splitlines():
+    for line in srv.this_run_log().splitlines():
         if "sandbox start phases" in line and f"sandbox={sandbox_id}" in line:
             return "pooled_runtime=true" in line
     return False
@@ -321,7 +315,7 @@ def test_functions_and_accounts_never_share_a_sandbox(pool_server, pfns):
 
 def _pooled_by_name(srv, name: str) -> bool:
     return any("sandbox start phases" in line and f"function={name} " in line and "pooled_runtime=true" in line
-               for line in _this_run(srv).splitlines())
+               for line in srv.this_run_log().splitlines())
 
 
 @pytest.mark.parametrize("family", ["python", "provided"])
@@ -485,7 +479,7 @@ def test_the_rust_lambda_runtime_fixture_starts_from_the_pool(pool_server, pfns)
 
 
 def test_the_startup_line_names_the_pool(pool_server):
-    text = _this_run(pool_server)
+    text = pool_server.this_run_log()
     assert "runtime_pool=1 pre-initialised sandbox(es) per runtime family (python, node, provided)" in text, \
         text[-2000:]
 
@@ -498,7 +492,7 @@ def test_pool_size_zero_disables_it(tmp_path):
         f = FunctionFactory(lam, "pool-off")
         name = f.create(zip_files({"app.py": PY_APP, "layermod.py": "VALUE = 1\n"}))
         _invoke(lam, name)
-        text = _this_run(srv)
+        text = srv.this_run_log()
         assert "pre-initialised a runtime sandbox" not in text
         assert "pooled_runtime=true" not in text
         assert "runtime_pool=off (runtime-pool = 0)" in text
