@@ -181,16 +181,12 @@ fn list_blocking(dir: &Path) -> Result<Vec<String>, BlobError> {
 #[async_trait]
 impl BlobStore for FileBlobStore {
     async fn put(&self, data: Bytes) -> Result<String, BlobError> {
-        let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || {
-            let digest = hex::encode(Sha256::digest(&data));
-            let shard = digest.get(..2).unwrap_or_default();
-            let path = dir.join(shard).join(format!("{digest}{EXTENSION}"));
-            put_blocking(&path, &digest, &data)?;
-            Ok(digest)
-        })
-        .await
-        .map_err(|e| backend("put", "", format!("write task failed: {e}")))?
+        let hashed = data.clone();
+        let digest = tokio::task::spawn_blocking(move || hex::encode(Sha256::digest(&hashed)))
+            .await
+            .map_err(|e| backend("put", "", format!("hash task failed: {e}")))?;
+        self.put_hashed(&digest, data).await?;
+        Ok(digest)
     }
 
     /// Trusts `digest` (it must be one): the caller hashed these bytes in
