@@ -59,15 +59,14 @@ const POOL_SHARE_DIVISOR: u64 = 4;
 
 /// How many pre-initialised sandboxes per runtime family a worker of
 /// `capacity_mb` keeps when `wanted` are asked for and one of each family
-/// holds `each_mb` (their memory limits): at most `wanted`, and all of them
-/// together at most a quarter of the capacity, so that the pool never takes
-/// the room functions need.
-pub fn pool_fit(capacity_mb: u64, wanted: usize, each_mb: &[u64]) -> usize {
-    let round: u64 = each_mb.iter().sum();
-    if round == 0 {
+/// together hold `round_mb` (the sum of their memory limits): at most
+/// `wanted`, and all of them together at most a quarter of the capacity,
+/// so that the pool never takes the room functions need.
+pub fn pool_fit(capacity_mb: u64, wanted: usize, round_mb: u64) -> usize {
+    if round_mb == 0 {
         return wanted;
     }
-    let fit = capacity_mb / POOL_SHARE_DIVISOR / round;
+    let fit = capacity_mb / POOL_SHARE_DIVISOR / round_mb;
     wanted.min(usize::try_from(fit).unwrap_or(usize::MAX))
 }
 
@@ -151,21 +150,21 @@ impl LocalWorker {
         })
         .filter_map(|f| runtimes::preinit_profile(f, &cfg.interpreters, &runtime_dir))
         .collect();
-        let each_mb: Vec<u64> = profiles.iter().map(|p| p.limits.memory_mb).collect();
-        let per_family = pool_fit(cfg.capacity_mb, cfg.runtime_pool, &each_mb);
+        // One sandbox of each family, together.
+        let round_mb: u64 = profiles.iter().map(|p| p.limits.memory_mb).sum();
+        let per_family = pool_fit(cfg.capacity_mb, cfg.runtime_pool, round_mb);
         let pool = match backend.runtime_pool_unavailable() {
             Some(why) => RuntimePool::Off(format!(": {why}")),
             None if cfg.runtime_pool == 0 => RuntimePool::Off(" (runtime-pool = 0)".into()),
             None if profiles.is_empty() => RuntimePool::Off(" (no runtime family to keep)".into()),
             None if per_family == 0 => RuntimePool::Off(format!(
                 " (one sandbox per runtime family, {} MB, would be more than a quarter of the worker's {} MB)",
-                each_mb.iter().sum::<u64>(),
-                cfg.capacity_mb
+                round_mb, cfg.capacity_mb
             )),
             None => RuntimePool::Kept {
                 per_family,
                 families: profiles.iter().map(|p| p.pool.clone()).collect(),
-                reserved_mb: each_mb.iter().sum::<u64>() * per_family as u64,
+                reserved_mb: round_mb * per_family as u64,
             },
         };
         if per_family < cfg.runtime_pool && matches!(pool, RuntimePool::Kept { .. }) {
@@ -265,17 +264,17 @@ mod tests {
 
     #[test]
     fn the_pool_holds_at_most_a_quarter_of_the_worker() {
-        // Three families of 128 MB: 384 MB per sandbox of each.
-        let each = [128, 128, 128];
-        assert_eq!(pool_fit(12 * 1024, 2, &each), 2);
+        // Three families of 128 MB: 384 MB for one sandbox of each.
+        let round = 3 * 128;
+        assert_eq!(pool_fit(12 * 1024, 2, round), 2);
         // A quarter of 1,536 MB is exactly one round.
-        assert_eq!(pool_fit(1536, 2, &each), 1);
-        assert_eq!(pool_fit(1535, 2, &each), 0);
-        assert_eq!(pool_fit(256, 2, &each), 0);
-        assert_eq!(pool_fit(1 << 40, 5, &each), 5);
-        assert_eq!(pool_fit(0, 0, &each), 0);
+        assert_eq!(pool_fit(1536, 2, round), 1);
+        assert_eq!(pool_fit(1535, 2, round), 0);
+        assert_eq!(pool_fit(256, 2, round), 0);
+        assert_eq!(pool_fit(1 << 40, 5, round), 5);
+        assert_eq!(pool_fit(0, 0, round), 0);
         // Nothing to hold: as many as asked.
-        assert_eq!(pool_fit(0, 3, &[]), 3);
+        assert_eq!(pool_fit(0, 3, 0), 3);
     }
 
     #[test]
