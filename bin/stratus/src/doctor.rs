@@ -45,8 +45,9 @@ pub fn run(a: DoctorArgs) -> anyhow::Result<u8> {
     let data = a.data_dir.unwrap_or_else(crate::config::default_data_dir);
     checks.push(data_dir(&data));
     checks.push(cpu_idle(
-        read_trimmed(CPUIDLE_GOVERNOR)
-            .or_else(|| read_trimmed(CPUIDLE_GOVERNOR.trim_end_matches("_ro")))
+        CPUIDLE_GOVERNOR
+            .into_iter()
+            .find_map(read_trimmed)
             .as_deref(),
         read_trimmed(HALT_POLL_NS).as_deref(),
     ));
@@ -161,9 +162,12 @@ fn runtime_pool(rootless: bool) -> Check {
     }
 }
 
-/// The cpuidle governor in use (`current_governor` where there is no
-/// read-only file).
-const CPUIDLE_GOVERNOR: &str = "/sys/devices/system/cpu/cpuidle/current_governor_ro";
+/// The cpuidle governor in use: the read-only file, else the writable one
+/// (kernels have one or both).
+const CPUIDLE_GOVERNOR: [&str; 2] = [
+    "/sys/devices/system/cpu/cpuidle/current_governor_ro",
+    "/sys/devices/system/cpu/cpuidle/current_governor",
+];
 /// How long an idle vCPU polls before it halts, under the haltpoll governor.
 const HALT_POLL_NS: &str = "/sys/module/haltpoll/parameters/guest_halt_poll_ns";
 
