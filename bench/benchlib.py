@@ -211,6 +211,17 @@ def cpu_snapshot(root: int) -> dict[str, list[int]]:
     return out
 
 
+def descendants(root: int) -> list[int]:
+    """Every process below `root` now (for a server: its sandboxes' init,
+    jailer and runtime processes)."""
+    kids, out, todo = _children(), [], [root]
+    while todo:
+        for k in kids.get(todo.pop(), []):
+            out.append(k)
+            todo.append(k)
+    return out
+
+
 def cpu_per_request(before: dict, after: dict, requests: int) -> dict[str, dict[str, float]]:
     return {who: {"cpu_us": round((after[who][0] - before[who][0]) / requests / 1000, 1),
                   "switches": round((after[who][1] - before[who][1]) / requests, 2)}

@@ -94,23 +94,9 @@ def burst_end_to_end(srv: bl.OwnServer, n: int, code: bytes, perf_data: Path | N
         inv.connect()
     barrier = threading.Barrier(n + 1)
     results: list = [None] * n
-    perf = perf_ctl = None
-    if perf_data is not None:
-        # Started with its events off; switched on at the release and off
-        # after the last answer, so the profile holds the burst only.
-        ctl, ack = perf_data.with_suffix(".ctl"), perf_data.with_suffix(".ack")
-        for f in (ctl, ack):
-            os.mkfifo(f)
-        perf = subprocess.Popen(["perf", "record", "-a", "-g", "-F", "999", "-D", "-1",
-                                 "--control", f"fifo:{ctl},{ack}", "-o", str(perf_data)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        perf_ctl = (open(ctl, "w"), open(ack))
-
-    def perf_command(cmd: str) -> None:
-        if perf_ctl is not None:
-            perf_ctl[0].write(cmd + "\n")
-            perf_ctl[0].flush()
-            perf_ctl[1].readline()
+    # Started with its events off; switched on at the release and off after
+    # the last answer, so the profile holds the burst only.
+    perf = bl.PerfRecording(perf_data) if perf_data is not None else None
 
     def run(i: int) -> None:
         barrier.wait()
@@ -124,18 +110,16 @@ def burst_end_to_end(srv: bl.OwnServer, n: int, code: bytes, perf_data: Path | N
     threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
     for th in threads:
         th.start()
-    perf_command("enable")
+    if perf is not None:
+        perf.enable()
     busy0 = bl.cpu_busy_s()
     barrier.wait()
     for th in threads:
         th.join()
     busy = bl.cpu_busy_s() - busy0
-    perf_command("disable")
     if perf is not None:
-        for f in perf_ctl:
-            f.close()
-        perf.send_signal(2)
-        perf.wait(timeout=60)
+        perf.disable()
+        perf.stop()
     for inv in invokers:
         inv.close()
     failed = [(names[i], r[2], r[3][:200]) for i, r in enumerate(results)
@@ -210,14 +194,8 @@ def backend_test_binary(release: bool) -> Path:
 
 
 def perf_summary(data: Path) -> dict:
-    out = {}
-    for key, sort in (("by_command", "comm"), ("by_symbol", "sym"), ("by_command_dso", "comm,dso")):
-        r = subprocess.run(["perf", "report", "-i", str(data), "--no-children", "--sort", sort, "--stdio",
-                            "--percent-limit", "2"], capture_output=True, text=True)
-        rows = [ln.strip() for ln in r.stdout.splitlines() if ln.strip() and not ln.startswith("#")
-                and "%" in ln.split()[0]]
-        out[key] = rows[:15]
-    return out
+    return {key: bl.perf_report(data, "--no-children", "--sort", sort, "--percent-limit", "2", "-g", "none")[:15]
+            for key, sort in (("by_command", "comm"), ("by_symbol", "sym"), ("by_command_dso", "comm,dso"))}
 
 
 def burst_backend(bursts: list[int], release: bool, profile: bool, work: Path) -> dict:

@@ -6,7 +6,9 @@ is what only these three scripts need: the section contract (options, the
 JSON document, the printed table), a server of their own, the static
 `provided` runtime (bench/static_bootstrap.c, compiled with `gcc -static`),
 raw SigV4-signed invokes over one keep-alive connection, the server's
-/metrics and log lines, host memory and load average.
+/metrics and log lines, host memory and load average, and `perf` profiles
+(creation.py --profile; warm.py --profile, which also takes the machine's
+busy CPU from here).
 """
 
 from __future__ import annotations
@@ -403,4 +405,98 @@ def pss_kib(pid: int) -> dict[str, int]:
                     out[k] = int(rest.split()[0])
     except OSError:
         pass
+    return out
+
+
+class PerfRecording:
+    """`perf record -a -g` of the whole machine into `data`, started with its
+    events off: `enable()` and `disable()` bound what it records (through
+    perf's control fifos, which answer once the switch is made), `stop()`
+    ends it and writes the file."""
+
+    def __init__(self, data: Path, freq: int = 999):
+        ctl, ack = data.with_suffix(".ctl"), data.with_suffix(".ack")
+        for f in (ctl, ack):
+            os.mkfifo(f)
+        self.proc = subprocess.Popen(["perf", "record", "-a", "-g", "-F", str(freq), "-D", "-1",
+                                      "--control", f"fifo:{ctl},{ack}", "-o", str(data)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.ctl, self.ack = open(ctl, "w"), open(ack)
+
+    def _command(self, cmd: str) -> None:
+        self.ctl.write(cmd + "\n")
+        self.ctl.flush()
+        self.ack.readline()
+
+    def enable(self) -> None:
+        self._command("enable")
+
+    def disable(self) -> None:
+        self._command("disable")
+
+    def stop(self) -> None:
+        for f in (self.ctl, self.ack):
+            f.close()
+        self.proc.send_signal(2)
+        self.proc.wait(timeout=60)
+
+
+class perf_recording:  # noqa: N801 (a context manager, used as a function)
+    """`with perf_recording(data):` records what runs inside the block."""
+
+    def __init__(self, data: Path):
+        self.perf = PerfRecording(data)
+
+    def __enter__(self) -> PerfRecording:
+        self.perf.enable()
+        return self.perf
+
+    def __exit__(self, *exc) -> None:
+        self.perf.disable()
+        self.perf.stop()
+
+
+def perf_report(data: Path, *args: str) -> list[str]:
+    """The rows of `perf report --stdio` (header and blank lines dropped)."""
+    r = subprocess.run(["perf", "report", "-i", str(data), "--stdio", *args], capture_output=True, text=True)
+    return [ln.strip() for ln in r.stdout.splitlines() if ln.strip() and not ln.startswith("#")
+            and "%" in ln.split()[0]]
+
+
+def perf_breakdown(data: Path, groups: dict[str, list[int]], paths: list[str], top: int = 12) -> dict:
+    """Where each group of processes (name: pids) spent its samples in a
+    `perf record -a -g` profile: its samples, the share (percent of its own
+    samples) whose leaf is in the kernel, the share with each kernel function
+    of `paths` on the stack (callees included), and its `top` leaf symbols.
+    Read from `perf script`, one stack per sample."""
+    r = subprocess.run(["perf", "script", "-i", str(data), "-F", "pid,ip,sym,dso"],
+                       capture_output=True, text=True)
+    group_of = {pid: g for g, pids in groups.items() for pid in pids}
+    counts = {g: {"samples": 0, "kernel": 0, "paths": dict.fromkeys(paths, 0), "leaf": {}} for g in groups}
+    wanted = set(paths)
+    for block in r.stdout.split("\n\n"):
+        lines = block.strip("\n").splitlines()
+        if not lines or not lines[0].strip().isdigit():
+            continue
+        g = group_of.get(int(lines[0].strip()))
+        if g is None or len(lines) < 2:
+            continue
+        c = counts[g]
+        c["samples"] += 1
+        # "\tffffffff813ae293 finish_task_switch.isra.0 ([kernel.kallsyms])"
+        frames = [ln.strip().split(" ", 1)[-1] for ln in lines[1:]]
+        leaf = frames[0]
+        c["leaf"][leaf] = c["leaf"].get(leaf, 0) + 1
+        if leaf.endswith("([kernel.kallsyms])"):
+            c["kernel"] += 1
+        for sym in {f.rsplit(" (", 1)[0] for f in frames} & wanted:
+            c["paths"][sym] += 1
+    out = {}
+    for g, c in counts.items():
+        n = c["samples"]
+        pct = (lambda k: round(100.0 * k / n, 1)) if n else (lambda k: 0.0)
+        out[g] = {"samples": n, "kernel_pct": pct(c["kernel"]),
+                  "inclusive_pct": {p: pct(k) for p, k in c["paths"].items()},
+                  "top_self": [f"{pct(k)}% {sym}" for sym, k in
+                               sorted(c["leaf"].items(), key=lambda kv: -kv[1])[:top]]}
     return out

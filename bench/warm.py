@@ -5,8 +5,11 @@ synchronously through Stratus, against the same handler served directly.
     python3 bench/warm.py [--bin target/release/stratus] [--out warm.json] [--quick]
 
 Functions (MemorySize 1,024): `provided.al2023` running `stratus-bench-noop`
-(AWS's `lambda_runtime`, returns `{}`) and `python3.12` running
-`def handler(event, context): return {}`. Baselines: the same handlers behind
+(AWS's `lambda_runtime` on Tokio's multi-thread runtime, as `#[tokio::main]`
+has it; returns `{}`), `provided_st`, the same binary on Tokio's
+current-thread runtime (`BENCH_TOKIO_FLAVOR=current_thread` in the
+function's environment: what the runtime's own thread hand-offs cost; no
+target), and `python3.12` running `def handler(event, context): return {}`. Baselines: the same handlers behind
 a minimal server in the same language, no platform: `stratus-bench-direct`
 (hyper) and `bench/baselines/python_direct.py` (http.server, keep-alive,
 Nagle off). Both are driven by the same client, `stratus-loadgen`, with the
@@ -27,6 +30,19 @@ the server process (`server_cpu_us`, `server_switches`), of the function's
 sandboxes (`sandbox_*`) and of the baseline server (`baseline_*`), from
 /proc, and the whole machine's busy CPU per request, client included
 (`machine_cpu_us`, `baseline_machine_cpu_us`, from /proc/stat).
+
+--profile (needs `perf`; the default when it is installed, except with
+--quick; --no-profile to skip) adds a profiled phase at the highest C, Stratus and
+baseline: `perf record -a -g` over a fixed request count, then, for the
+server, the sandboxes and the baseline server apart (`profile.<runtime>.
+<who>`): their samples, the share spent in the kernel, the share spent
+inside each kernel path of PROFILE_PATHS, callees included (system calls;
+`schedule`: switched out and back in; `__x64_sys_futex`: hand-offs between
+threads of one process; `do_epoll_wait`; `handle_softirqs`: loopback
+delivery, run by the sender; `try_to_wake_up`: waking another task), and
+their top symbols by self time; the table shows the kernel and `schedule`
+shares (`<runtime>.c<C>.<who>_kernel_pct`, `_schedule_pct`).
+STRATUS_BENCH_KEEP=1 keeps each perf.data.
 """
 
 from __future__ import annotations
@@ -45,12 +61,21 @@ import sandboxlib as sl
 from stratus_harness import ROLE, make_client, zip_files
 
 LEVELS = [1, 2, 8, 32]
+# The runtimes with issue-7 targets; the others are measured for comparison.
+TARGETED = ("provided", "python")
+# Kernel functions whose inclusive share of a profile shows what bounds it:
+# system calls at all, switching out and back in, futex waits and wakes
+# (hand-offs between threads of one process), epoll waits, loopback
+# delivery (the softirq a TCP send runs), waking another task.
+PROFILE_PATHS = ["entry_SYSCALL_64_after_hwframe", "schedule", "__x64_sys_futex", "do_epoll_wait",
+                 "handle_softirqs", "try_to_wake_up"]
 
 
-def create(client, runtime: str, code: bytes, handler: str) -> str:
+def create(client, runtime: str, code: bytes, handler: str, env: dict[str, str]) -> str:
     name = f"bench-warm-{runtime.replace('.', '')}-{uuid.uuid4().hex[:8]}"
     client.create_function(FunctionName=name, Runtime=runtime, Role=ROLE, Handler=handler,
-                           MemorySize=bl.MEMORY_MB, Timeout=30, Code={"ZipFile": code})
+                           MemorySize=bl.MEMORY_MB, Timeout=30, Code={"ZipFile": code},
+                           Environment={"Variables": env})
     bl.wait_active(client, name)
     return name
 
@@ -71,8 +96,14 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="a short run for CI (C = 1, 2; 0.3 s per level)")
     ap.add_argument("--duration", type=float, help="timed seconds per level and target (default 5, quick 0.3)")
     ap.add_argument("--levels", help="comma-separated client counts (default 1,2,8,32; quick 1,2)")
-    ap.add_argument("--runtimes", default="provided,python")
+    ap.add_argument("--runtimes", default="provided,provided_st,python")
+    ap.add_argument("--profile", action=argparse.BooleanOptionalAction,
+                    help="perf profiles at the highest C (default: on when perf is installed, off with --quick)")
     args = ap.parse_args()
+    if args.profile and not shutil.which("perf"):
+        ap.error("--profile needs perf (apt-get install linux-perf)")
+    if args.profile is None:
+        args.profile = not args.quick and shutil.which("perf") is not None
 
     binary = bl.check_bin(args.bin)
     loadgen = bl.tool(binary, "stratus-loadgen")
@@ -102,22 +133,29 @@ def main() -> int:
             endpoint = srv.endpoint
         client = make_client(endpoint)
         (appdir / "app.py").write_text(bl.PY_NOOP)
+        noop_zip = zip_files({"bootstrap": noop.read_bytes()}, executable=("bootstrap",))
+        hyper_desc = "stratus-bench-direct: the handler behind hyper 1 (tokio multi-thread)"
         setups = {
-            "provided": ("provided.al2023", zip_files({"bootstrap": noop.read_bytes()}, executable=("bootstrap",)),
-                         "bootstrap", [str(direct)], None,
-                         "stratus-bench-direct: the handler behind hyper 1 (tokio multi-thread)"),
-            "python": ("python3.12", zip_files({"app.py": bl.PY_NOOP}), "app.handler",
+            "provided": ("provided.al2023", noop_zip, "bootstrap", {}, [str(direct)], None, hyper_desc),
+            "provided_st": ("provided.al2023", noop_zip, "bootstrap", {"BENCH_TOKIO_FLAVOR": "current_thread"},
+                            [str(direct)], None, hyper_desc),
+            "python": ("python3.12", zip_files({"app.py": bl.PY_NOOP}), "app.handler", {},
                        ["/usr/bin/python3", str(Path(__file__).resolve().parent / "baselines" / "python_direct.py"),
                         "--app-dir", str(appdir)], bl.BARE_ENV,
                        "bench/baselines/python_direct.py: the handler behind http.server (ThreadingHTTPServer)"),
         }
+        unknown = [rt for rt in runtimes if rt not in setups]
+        if unknown:
+            ap.error(f"--runtimes: unknown {', '.join(unknown)} (known: {', '.join(setups)})")
         for rt in runtimes:
-            runtime, code, handler, base_cmd, base_env, base_desc = setups[rt]
-            name = create(client, runtime, code, handler)
+            runtime, code, handler, fn_env, base_cmd, base_env, base_desc = setups[rt]
+            name = create(client, runtime, code, handler, fn_env)
             proc, addr = bl.start_listening(base_cmd, env=base_env)
             procs.append(proc)
             urls = {"stratus": bl.invoke_url(endpoint, name), "baseline": f"http://{addr}/"}
-            doc["notes"].append(f"{rt}: Stratus function {runtime} (MemorySize {bl.MEMORY_MB}); baseline {base_desc}")
+            env_note = f", environment {fn_env}" if fn_env else ""
+            doc["notes"].append(f"{rt}: Stratus function {runtime} (MemorySize {bl.MEMORY_MB}{env_note}); "
+                                f"baseline {base_desc}")
             best = {"stratus": 0.0, "baseline": 0.0}
             for i, c in enumerate(levels):
                 order = ["baseline", "stratus"] if i % 2 == 0 else ["stratus", "baseline"]
@@ -167,11 +205,35 @@ def main() -> int:
                         fig[f"{rt}.c{c}.baseline_cpu_us"] = cost["server"]["cpu_us"]
                         fig[f"{rt}.c{c}.baseline_switches"] = cost["server"]["switches"]
                         fig[f"{rt}.c{c}.baseline_machine_cpu_us"] = machine_us
+            if args.profile:
+                n_prof = (300 if args.quick else 5000) * 4
+                for who in ("stratus", "baseline"):
+                    if pids[who] is None:
+                        continue
+                    print(f"[bench] warm {rt} C={top} {who}: perf profile...", file=sys.stderr)
+                    groups = ({"server": [pids[who]], "sandboxes": bl.descendants(pids[who])} if who == "stratus"
+                              else {"baseline": [pids[who]]})
+                    d = Path(tempfile.mkdtemp(prefix=f"stratus-bench-warm-perf-{rt}-{who}-"))
+                    data = d / "perf.data"
+                    with sl.perf_recording(data):
+                        bl.loadgen(loadgen, urls[who], concurrency=top, requests=n_prof, warmup=0)
+                    for group, breakdown in sl.perf_breakdown(data, groups, PROFILE_PATHS).items():
+                        doc.setdefault("profile", {})[f"{rt}.{group}"] = breakdown
+                        # The table's summary of it: how much is the kernel, and
+                        # switching out and back in.
+                        fig[f"{rt}.c{top}.{group}_kernel_pct"] = breakdown["kernel_pct"]
+                        fig[f"{rt}.c{top}.{group}_schedule_pct"] = breakdown["inclusive_pct"]["schedule"]
+                    if os.environ.get("STRATUS_BENCH_KEEP"):
+                        print(f"[bench] kept {data} (groups {groups})", file=sys.stderr)
+                    else:
+                        shutil.rmtree(d, ignore_errors=True)
             key = f"{rt}.max_throughput_rps"
             fig[key], base[key] = best["stratus"], best["baseline"]
             rat[key] = bl.ratio(best["stratus"], best["baseline"])
             client.delete_function(FunctionName=name)
             bl.stop_process(proc)
+            if rt not in TARGETED:
+                continue
             # Targets, evaluated on the sequential level (C = 1) where there is one.
             if 1 in levels:
                 ov = fig[f"{rt}.c1.p50_overhead_us"]

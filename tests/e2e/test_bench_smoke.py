@@ -6,6 +6,7 @@ that the suite runs, writes its JSON and finds every figure."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -46,8 +47,16 @@ def test_suite_quick_warm_and_cold(tmp_path):
         # (The direct baseline may spend less than one 10 ms clock tick on
         # a quick run's requests.)
         assert warm["figures"][f"{rt}.c1.baseline_cpu_us"] >= 0
+    # The same lambda_runtime function on Tokio's current-thread runtime: no
+    # targets, but measured like the others, and with its one thread it
+    # switches context less per event than on the multi-thread runtime.
+    for k in ("c1.p50_us", "c2.throughput_rps", "max_throughput_rps"):
+        assert warm["figures"][f"provided_st.{k}"] > 0 and warm["ratios"][f"provided_st.{k}"] > 0, k
+    assert 0 < warm["figures"]["provided_st.c1.sandbox_switches"] < warm["figures"]["provided.c1.sandbox_switches"]
+    assert any("BENCH_TOKIO_FLAVOR" in n for n in warm["notes"])
     names = [t["name"] for t in warm["targets"]]
     assert len(names) == 6, names
+    assert not any("provided_st" in n for n in names)
     assert all(isinstance(t["met"], bool) for t in warm["targets"])
     for run in warm["runs"].values():
         for side in ("stratus", "baseline"):
@@ -60,6 +69,35 @@ def test_suite_quick_warm_and_cold(tmp_path):
         assert cold["ratios"][f"{rt}.median_ms"] > 0
         assert len(cold["samples_ms"][rt]) == 3
     assert len(cold["targets"]) == 3
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.skipif(shutil.which("perf") is None, reason="needs perf (.ci/run installs linux-perf)")
+def test_warm_profile_names_where_the_sandbox_time_goes(tmp_path):
+    """bench/warm.py --profile: a perf profile at the highest client count,
+    split into the server, the function's sandboxes and the baseline server,
+    each with its samples, its kernel share, the kernel paths' inclusive
+    shares and its top symbols. The function runtime's event loop sleeps and wakes for every
+    event, so the sandboxes' samples include the scheduler."""
+    out = tmp_path / "warm.json"
+    r = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "warm.py"), "--quick", "--profile", "--runtimes", "provided",
+         "--levels", "2", "--bin", str(stratus_bin()), "--out", str(out)],
+        capture_output=True, text=True, timeout=230,
+    )
+    assert r.returncode == 0, f"warm --profile failed:\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
+    prof = json.loads(out.read_text())["profile"]
+    assert set(prof) == {"provided.server", "provided.sandboxes", "provided.baseline"}, sorted(prof)
+    for group, p in prof.items():
+        assert p["samples"] > 0, group
+        assert set(p["inclusive_pct"]) >= {"schedule", "__x64_sys_futex", "handle_softirqs"}, group
+        assert 0 < p["kernel_pct"] <= 100, (group, p["kernel_pct"])
+        assert all(0 <= v <= 100 for v in p["inclusive_pct"].values()), (group, p["inclusive_pct"])
+        assert p["top_self"] and all("%" in row for row in p["top_self"]), group
+    assert prof["provided.sandboxes"]["inclusive_pct"]["schedule"] > 0, prof["provided.sandboxes"]
+    figures = json.loads(out.read_text())["figures"]
+    assert figures["provided.c2.sandboxes_kernel_pct"] == prof["provided.sandboxes"]["kernel_pct"]
+    assert figures["provided.c2.server_schedule_pct"] == prof["provided.server"]["inclusive_pct"]["schedule"]
 
 
 @pytest.mark.timeout(600)
