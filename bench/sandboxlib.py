@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import base64
+import errno
 import http.client
 import json
 import os
@@ -418,10 +419,28 @@ class PerfRecording:
         ctl, ack = data.with_suffix(".ctl"), data.with_suffix(".ack")
         for f in (ctl, ack):
             os.mkfifo(f)
-        self.proc = subprocess.Popen(["perf", "record", "-a", "-g", "-F", str(freq), "-D", "-1",
-                                      "--control", f"fifo:{ctl},{ack}", "-o", str(data)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.ctl, self.ack = open(ctl, "w"), open(ack)
+        self.log = data.with_suffix(".log")
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen(["perf", "record", "-a", "-g", "-F", str(freq), "-D", "-1",
+                                          "--control", f"fifo:{ctl},{ack}", "-o", str(data)],
+                                         stdout=log, stderr=subprocess.STDOUT)
+        # Opening a fifo to write waits for its reader: wait for perf without
+        # blocking, so that a perf that fails to start is an error, not a hang.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                fd = os.open(ctl, os.O_WRONLY | os.O_NONBLOCK)
+                break
+            except OSError as e:
+                if e.errno != errno.ENXIO:
+                    raise
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.proc.kill()
+                raise RuntimeError(f"perf record did not start (exit {self.proc.poll()}): "
+                                   f"{self.log.read_text(errors='replace')[-2000:]}")
+            time.sleep(0.01)
+        os.set_blocking(fd, True)
+        self.ctl, self.ack = os.fdopen(fd, "w"), open(ack)
 
     def _command(self, cmd: str) -> None:
         self.ctl.write(cmd + "\n")
@@ -438,7 +457,9 @@ class PerfRecording:
         for f in (self.ctl, self.ack):
             f.close()
         self.proc.send_signal(2)
-        self.proc.wait(timeout=60)
+        if self.proc.wait(timeout=60) not in (0, -2):
+            raise RuntimeError(f"perf record failed ({self.proc.returncode}): "
+                               f"{self.log.read_text(errors='replace')[-2000:]}")
 
 
 class perf_recording:  # noqa: N801 (a context manager, used as a function)
@@ -471,6 +492,8 @@ def perf_breakdown(data: Path, groups: dict[str, list[int]], paths: list[str], t
     Read from `perf script`, one stack per sample."""
     r = subprocess.run(["perf", "script", "-i", str(data), "-F", "pid,ip,sym,dso"],
                        capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"perf script -i {data} failed ({r.returncode}): {r.stderr[-2000:]}")
     group_of = {pid: g for g, pids in groups.items() for pid in pids}
     counts = {g: {"samples": 0, "kernel": 0, "paths": dict.fromkeys(paths, 0), "leaf": {}} for g in groups}
     wanted = set(paths)
