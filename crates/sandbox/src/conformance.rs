@@ -367,6 +367,8 @@ for _ in range(200):
 c = socket.create_connection(('127.0.0.1', 9001))
 c.sendall(str(started).encode())
 c.close()
+# Stay up: the test's kill, not this process's own exit, ends the sandbox.
+time.sleep(60)
 "#,
         )],
     );
