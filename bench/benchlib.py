@@ -194,20 +194,17 @@ def cpu_snapshot(root: int) -> dict[str, list[int]]:
     is the difference of two snapshots divided by its requests: it is not
     disturbed by other load on the machine, as latency is."""
     tick_ns = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
-    kids = _children()
     out = {"server": [0, 0], "sandboxes": [0, 0]}
-    todo = [(root, "server")]
-    while todo:
-        pid, who = todo.pop()
-        stat = _read(f"/proc/{pid}/stat")
-        fields = stat[stat.rfind(")") + 2:].split()
-        if len(fields) > 12:
-            out[who][0] += (int(fields[11]) + int(fields[12])) * tick_ns
-        for task in Path(f"/proc/{pid}/task").glob("*"):
-            for line in _read(f"{task}/status").splitlines():
-                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
-                    out[who][1] += int(line.split()[1])
-        todo.extend((k, "sandboxes") for k in kids.get(pid, []))
+    for who, pids in (("server", [root]), ("sandboxes", descendants(root))):
+        for pid in pids:
+            stat = _read(f"/proc/{pid}/stat")
+            fields = stat[stat.rfind(")") + 2:].split()
+            if len(fields) > 12:
+                out[who][0] += (int(fields[11]) + int(fields[12])) * tick_ns
+            for task in Path(f"/proc/{pid}/task").glob("*"):
+                for line in _read(f"{task}/status").splitlines():
+                    if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                        out[who][1] += int(line.split()[1])
     return out
 
 

@@ -45,6 +45,7 @@ listener), started_us (the runtime process was exec'd). --profile runs each burs
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -94,9 +95,9 @@ def burst_end_to_end(srv: bl.OwnServer, n: int, code: bytes, perf_data: Path | N
         inv.connect()
     barrier = threading.Barrier(n + 1)
     results: list = [None] * n
-    # Started with its events off; switched on at the release and off after
-    # the last answer, so the profile holds the burst only.
-    perf = bl.PerfRecording(perf_data) if perf_data is not None else None
+    # Started now with its events off; switched on at the release and off
+    # after the last answer, so the profile holds the burst only.
+    perf = bl.PerfRecording(perf_data) if perf_data is not None else contextlib.nullcontext()
 
     def run(i: int) -> None:
         barrier.wait()
@@ -110,16 +111,12 @@ def burst_end_to_end(srv: bl.OwnServer, n: int, code: bytes, perf_data: Path | N
     threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
     for th in threads:
         th.start()
-    if perf is not None:
-        perf.enable()
-    busy0 = bl.cpu_busy_s()
-    barrier.wait()
-    for th in threads:
-        th.join()
-    busy = bl.cpu_busy_s() - busy0
-    if perf is not None:
-        perf.disable()
-        perf.stop()
+    with perf:
+        busy0 = bl.cpu_busy_s()
+        barrier.wait()
+        for th in threads:
+            th.join()
+        busy = bl.cpu_busy_s() - busy0
     for inv in invokers:
         inv.close()
     failed = [(names[i], r[2], r[3][:200]) for i, r in enumerate(results)

@@ -410,10 +410,12 @@ def pss_kib(pid: int) -> dict[str, int]:
 
 
 class PerfRecording:
-    """`perf record -a -g` of the whole machine into `data`, started with its
-    events off: `enable()` and `disable()` bound what it records (through
-    perf's control fifos, which answer once the switch is made), `stop()`
-    ends it and writes the file."""
+    """`with PerfRecording(data):` records the whole machine (`perf record -a
+    -g`) into `data` while the block runs. perf starts when the object is
+    made, with its events off, so that it can be made ahead of a timed
+    phase; entering switches them on and leaving switches them off and ends
+    perf (through perf's control fifos, which answer once the switch is
+    made)."""
 
     def __init__(self, data: Path, freq: int = 999):
         ctl, ack = data.with_suffix(".ctl"), data.with_suffix(".ack")
@@ -447,34 +449,18 @@ class PerfRecording:
         self.ctl.flush()
         self.ack.readline()
 
-    def enable(self) -> None:
+    def __enter__(self) -> "PerfRecording":
         self._command("enable")
+        return self
 
-    def disable(self) -> None:
+    def __exit__(self, *exc) -> None:
         self._command("disable")
-
-    def stop(self) -> None:
         for f in (self.ctl, self.ack):
             f.close()
         self.proc.send_signal(2)
         if self.proc.wait(timeout=60) not in (0, -2):
             raise RuntimeError(f"perf record failed ({self.proc.returncode}): "
                                f"{self.log.read_text(errors='replace')[-2000:]}")
-
-
-class perf_recording:  # noqa: N801 (a context manager, used as a function)
-    """`with perf_recording(data):` records what runs inside the block."""
-
-    def __init__(self, data: Path):
-        self.perf = PerfRecording(data)
-
-    def __enter__(self) -> PerfRecording:
-        self.perf.enable()
-        return self.perf
-
-    def __exit__(self, *exc) -> None:
-        self.perf.disable()
-        self.perf.stop()
 
 
 def perf_report(data: Path, *args: str) -> list[str]:

@@ -215,7 +215,7 @@ def main() -> int:
                               else {"baseline": [pids[who]]})
                     d = Path(tempfile.mkdtemp(prefix=f"stratus-bench-warm-perf-{rt}-{who}-"))
                     data = d / "perf.data"
-                    with sl.perf_recording(data):
+                    with sl.PerfRecording(data):
                         bl.loadgen(loadgen, urls[who], concurrency=top, requests=n_prof, warmup=0)
                     for group, breakdown in sl.perf_breakdown(data, groups, PROFILE_PATHS).items():
                         doc.setdefault("profile", {})[f"{rt}.{group}"] = breakdown

@@ -86,7 +86,8 @@ def test_warm_profile_names_where_the_sandbox_time_goes(tmp_path):
         capture_output=True, text=True, timeout=230,
     )
     assert r.returncode == 0, f"warm --profile failed:\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
-    prof = json.loads(out.read_text())["profile"]
+    doc = json.loads(out.read_text())
+    prof = doc["profile"]
     assert set(prof) == {"provided.server", "provided.sandboxes", "provided.baseline"}, sorted(prof)
     for group, p in prof.items():
         assert p["samples"] > 0, group
@@ -95,7 +96,7 @@ def test_warm_profile_names_where_the_sandbox_time_goes(tmp_path):
         assert all(0 <= v <= 100 for v in p["inclusive_pct"].values()), (group, p["inclusive_pct"])
         assert p["top_self"] and all("%" in row for row in p["top_self"]), group
     assert prof["provided.sandboxes"]["inclusive_pct"]["schedule"] > 0, prof["provided.sandboxes"]
-    figures = json.loads(out.read_text())["figures"]
+    figures = doc["figures"]
     assert figures["provided.c2.sandboxes_kernel_pct"] == prof["provided.sandboxes"]["kernel_pct"]
     assert figures["provided.c2.server_schedule_pct"] == prof["provided.server"]["inclusive_pct"]["schedule"]
 
