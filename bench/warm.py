@@ -9,9 +9,9 @@ Functions (MemorySize 1,024): `provided.al2023` running `stratus-bench-noop`
 has it; returns `{}`), `provided_st`, the same binary on Tokio's
 current-thread runtime (`BENCH_TOKIO_FLAVOR=current_thread` in the
 function's environment: what the runtime's own thread hand-offs cost; no
-target), and `python3.12` running `def handler(event, context): return {}`. Baselines: the same handlers behind
-a minimal server in the same language, no platform: `stratus-bench-direct`
-(hyper) and `bench/baselines/python_direct.py` (http.server, keep-alive,
+target), and `python3.12` running `def handler(event, context): return {}`.
+Baselines: the same handlers behind a minimal server in the same
+language, no platform: `stratus-bench-direct` (hyper) and `bench/baselines/python_direct.py` (http.server, keep-alive,
 Nagle off). Both are driven by the same client, `stratus-loadgen`, with the
 same signed requests (the baselines ignore the signature): C keep-alive
 connections with TCP_NODELAY, one request in flight on each, C = 1
@@ -32,8 +32,8 @@ sandboxes (`sandbox_*`) and of the baseline server (`baseline_*`), from
 (`machine_cpu_us`, `baseline_machine_cpu_us`, from /proc/stat).
 
 --profile (needs `perf`; the default when it is installed, except with
---quick; --no-profile to skip) adds a profiled phase at the highest C, Stratus and
-baseline: `perf record -a -g` over a fixed request count, then, for the
+--quick; --no-profile to skip) adds a profiled phase at the highest C,
+Stratus and baseline: `perf record -a -g` over a fixed request count, then, for the
 server, the sandboxes and the baseline server apart (`profile.<runtime>.
 <who>`): their samples, the share spent in the kernel, the share spent
 inside each kernel path of PROFILE_PATHS, callees included (system calls;
@@ -215,18 +215,20 @@ def main() -> int:
                               else {"baseline": [pids[who]]})
                     d = Path(tempfile.mkdtemp(prefix=f"stratus-bench-warm-perf-{rt}-{who}-"))
                     data = d / "perf.data"
-                    with sl.PerfRecording(data):
-                        bl.loadgen(loadgen, urls[who], concurrency=top, requests=n_prof, warmup=0)
-                    for group, breakdown in sl.perf_breakdown(data, groups, PROFILE_PATHS).items():
-                        doc.setdefault("profile", {})[f"{rt}.{group}"] = breakdown
-                        # The table's summary of it: how much is the kernel, and
-                        # switching out and back in.
-                        fig[f"{rt}.c{top}.{group}_kernel_pct"] = breakdown["kernel_pct"]
-                        fig[f"{rt}.c{top}.{group}_schedule_pct"] = breakdown["inclusive_pct"]["schedule"]
-                    if os.environ.get("STRATUS_BENCH_KEEP"):
-                        print(f"[bench] kept {data} (groups {groups})", file=sys.stderr)
-                    else:
-                        shutil.rmtree(d, ignore_errors=True)
+                    try:
+                        with sl.PerfRecording(data):
+                            bl.loadgen(loadgen, urls[who], concurrency=top, requests=n_prof, warmup=0)
+                        for group, breakdown in sl.perf_breakdown(data, groups, PROFILE_PATHS).items():
+                            doc.setdefault("profile", {})[f"{rt}.{group}"] = breakdown
+                            # The table's summary of it: how much is the kernel,
+                            # and switching out and back in.
+                            fig[f"{rt}.c{top}.{group}_kernel_pct"] = breakdown["kernel_pct"]
+                            fig[f"{rt}.c{top}.{group}_schedule_pct"] = breakdown["inclusive_pct"]["schedule"]
+                    finally:
+                        if os.environ.get("STRATUS_BENCH_KEEP"):
+                            print(f"[bench] kept {data} (groups {groups})", file=sys.stderr)
+                        else:
+                            shutil.rmtree(d, ignore_errors=True)
             key = f"{rt}.max_throughput_rps"
             fig[key], base[key] = best["stratus"], best["baseline"]
             rat[key] = bl.ratio(best["stratus"], best["baseline"])
